@@ -1,0 +1,150 @@
+//! OFA decoder: causal NormFormer layers with self-attention position biases (absolute +
+//! per-layer relative) and cross-attention whose bias pairs decoder and encoder positions.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::bias::{layer_bias, RelBlock};
+use crate::buckets::token_buckets;
+use crate::config::OfaConfig;
+use crate::encoder::EncoderOutput;
+use crate::layers::{layer_norm, linear, position_bias, Attention, FeedForward};
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    self_attn: Attention,
+    self_attn_layer_norm: LayerNorm,
+    self_attn_mid_layer_norm: LayerNorm,
+    cross_attn: Attention,
+    cross_attn_layer_norm: LayerNorm,
+    cross_attn_mid_layer_norm: LayerNorm,
+    final_layer_norm: LayerNorm,
+    ffn: FeedForward,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &OfaConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let h = cfg.decoder_attention_heads;
+        let act = cfg.activation().map_err(candle_core::Error::msg)?;
+        Ok(Self {
+            self_attn: Attention::new(d, h, cfg.attn_scale_factor, vb.pp("self_attn"))?,
+            self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+            self_attn_mid_layer_norm: layer_norm(d, vb.pp("self_attn_mid_layer_norm"))?,
+            cross_attn: Attention::new(d, h, cfg.attn_scale_factor, vb.pp("cross_attn"))?,
+            cross_attn_layer_norm: layer_norm(d, vb.pp("cross_attn_layer_norm"))?,
+            cross_attn_mid_layer_norm: layer_norm(d, vb.pp("cross_attn_mid_layer_norm"))?,
+            final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
+            ffn: FeedForward::new(d, cfg.decoder_ffn_dim, act, vb)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        self_bias: &Tensor,
+        enc: &EncoderOutput,
+        cross_bias: &Tensor,
+    ) -> Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(x)?;
+        let h = self.self_attn.forward(&h, &h, self_bias, None)?;
+        let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
+        let h = self.cross_attn_layer_norm.forward(&x)?;
+        let h = self.cross_attn.forward(&h, &enc.hidden, cross_bias, enc.key_mask.as_ref())?;
+        let x = (x + self.cross_attn_mid_layer_norm.forward(&h)?)?;
+        let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?)?;
+        x + h
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    embed_tokens: Tensor,
+    layernorm_embedding: LayerNorm,
+    embed_positions: Tensor,
+    pos_ln: LayerNorm,
+    self_pos_q_linear: Linear,
+    self_pos_k_linear: Linear,
+    cross_pos_q_linear: Linear,
+    cross_pos_k_linear: Linear,
+    layers: Vec<DecoderLayer>,
+    token_rel_tables: Vec<Vec<f32>>,
+    layer_norm: LayerNorm,
+    heads: usize,
+    pos_scaling: f64,
+    token_bucket_size: usize,
+    max_positions: usize,
+}
+
+impl Decoder {
+    pub fn new(cfg: &OfaConfig, embed_tokens: Tensor, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let heads = cfg.decoder_attention_heads;
+        let tok_rel_rows = 2 * cfg.token_bucket_size - 1;
+        let mut layers = Vec::new();
+        let mut token_rel_tables = Vec::new();
+        for l in 0..cfg.decoder_layers {
+            layers.push(DecoderLayer::new(cfg, vb.pp(format!("layers.{l}")))?);
+            token_rel_tables.push(
+                vb.get((tok_rel_rows, heads), &format!("token_rel_pos_table_list.{l}.weight"))?
+                    .flatten_all()?
+                    .to_vec1()?,
+            );
+        }
+        Ok(Self {
+            embed_tokens,
+            layernorm_embedding: layer_norm(d, vb.pp("layernorm_embedding"))?,
+            embed_positions: vb.get((cfg.max_position_embeddings + 2, d), "embed_positions.weight")?,
+            pos_ln: layer_norm(d, vb.pp("pos_ln"))?,
+            self_pos_q_linear: linear(d, d, vb.pp("self_pos_q_linear"))?,
+            self_pos_k_linear: linear(d, d, vb.pp("self_pos_k_linear"))?,
+            cross_pos_q_linear: linear(d, d, vb.pp("cross_pos_q_linear"))?,
+            cross_pos_k_linear: linear(d, d, vb.pp("cross_pos_k_linear"))?,
+            layers,
+            token_rel_tables,
+            layer_norm: layer_norm(d, vb.pp("layer_norm"))?,
+            heads,
+            pos_scaling: (d as f64 / heads as f64 * cfg.attn_scale_factor).powf(-0.5),
+            token_bucket_size: cfg.token_bucket_size,
+            max_positions: cfg.max_position_embeddings + 2,
+        })
+    }
+
+    /// `tokens`: `[B, M]` u32 (right-padded; causal attention keeps padding out of earlier
+    /// positions). Returns the final hidden states `[B, M, D]` after the last layer norm.
+    pub fn forward(&self, tokens: &Tensor, enc: &EncoderOutput) -> Result<Tensor> {
+        let device = tokens.device().clone();
+        let (b, m) = tokens.dims2()?;
+        if m > self.max_positions || m > 1024 {
+            candle_core::bail!("decoder input of {m} tokens exceeds the position table");
+        }
+        let x = self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((b, m, ()))?;
+        let mut x = self.layernorm_embedding.forward(&x)?;
+        let pos = self.pos_ln.forward(&self.embed_positions.narrow(0, 0, m)?)?.unsqueeze(0)?;
+        let self_abs = position_bias(&self.self_pos_q_linear, &self.self_pos_k_linear, &pos, &pos, self.heads, self.pos_scaling)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let cross_bias = position_bias(
+            &self.cross_pos_q_linear,
+            &self.cross_pos_k_linear,
+            &pos,
+            &enc.positions,
+            self.heads,
+            self.pos_scaling,
+        )?;
+        let tok_idx = token_buckets(m, self.token_bucket_size);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let self_bias = layer_bias(
+                &self_abs,
+                self.heads,
+                m,
+                m,
+                &[RelBlock { table: &self.token_rel_tables[i], index: &tok_idx, offset: 0, size: m }],
+                m > 1,
+                &device,
+            )?;
+            x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
+        }
+        self.layer_norm.forward(&x)
+    }
+}

@@ -1,0 +1,203 @@
+//! OFA encoder: ResNet patch features and text embeddings in one sequence (image first), with
+//! decoupled absolute position biases and per-layer relative biases, NormFormer pre-LN layers.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::bias::{layer_bias, RelBlock};
+use crate::buckets::{image_buckets, image_position_ids, token_buckets};
+use crate::config::OfaConfig;
+use crate::layers::{layer_norm, linear, position_bias, Attention, FeedForward};
+use crate::resnet::ResNet;
+
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    self_attn: Attention,
+    self_attn_layer_norm: LayerNorm,
+    self_attn_mid_layer_norm: LayerNorm,
+    final_layer_norm: LayerNorm,
+    ffn: FeedForward,
+}
+
+impl EncoderLayer {
+    fn new(cfg: &OfaConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let act = cfg.activation().map_err(candle_core::Error::msg)?;
+        Ok(Self {
+            self_attn: Attention::new(d, cfg.encoder_attention_heads, cfg.attn_scale_factor, vb.pp("self_attn"))?,
+            self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
+            self_attn_mid_layer_norm: layer_norm(d, vb.pp("self_attn_mid_layer_norm"))?,
+            final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
+            ffn: FeedForward::new(d, cfg.encoder_ffn_dim, act, vb)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.self_attn_layer_norm.forward(x)?;
+        let h = self.self_attn.forward(&h, &h, bias, mask)?;
+        let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
+        let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?)?;
+        x + h
+    }
+}
+
+/// What the decoder needs from the encoder.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    /// `[B, N + T, D]` after the final layer norm.
+    pub hidden: Tensor,
+    /// `[1, N + T, D]` layer-normed position embeddings (image then text), reused by cross-attention.
+    pub positions: Tensor,
+    /// Additive key mask `[B, 1, 1, N + T]` when some text is padded.
+    pub key_mask: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    embed_tokens: Tensor,
+    type_embedding: Tensor,
+    resnet: ResNet,
+    image_proj: Linear,
+    patch_layernorm_embedding: LayerNorm,
+    layernorm_embedding: LayerNorm,
+    embed_positions: Tensor,
+    embed_image_positions: Tensor,
+    pos_ln: LayerNorm,
+    image_pos_ln: LayerNorm,
+    pos_q_linear: Linear,
+    pos_k_linear: Linear,
+    layers: Vec<EncoderLayer>,
+    token_rel_tables: Vec<Vec<f32>>,
+    image_rel_tables: Vec<Vec<f32>>,
+    layer_norm: LayerNorm,
+    heads: usize,
+    pos_scaling: f64,
+    token_bucket_size: usize,
+    image_bucket_size: usize,
+    max_positions: usize,
+    pad_id: u32,
+}
+
+impl Encoder {
+    pub fn new(cfg: &OfaConfig, embed_tokens: Tensor, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let heads = cfg.encoder_attention_heads;
+        let layers_cfg = cfg.resnet_layers().map_err(candle_core::Error::msg)?;
+        let img_pos_rows = cfg.image_bucket_size * cfg.image_bucket_size + 1;
+        let img_rel_rows = (2 * cfg.image_bucket_size - 1).pow(2) + 3;
+        let tok_rel_rows = 2 * cfg.token_bucket_size - 1;
+        let mut token_rel_tables = Vec::new();
+        let mut image_rel_tables = Vec::new();
+        let mut layers = Vec::new();
+        for l in 0..cfg.encoder_layers {
+            layers.push(EncoderLayer::new(cfg, vb.pp(format!("layers.{l}")))?);
+            token_rel_tables.push(
+                vb.get((tok_rel_rows, heads), &format!("token_rel_pos_table_list.{l}.weight"))?
+                    .flatten_all()?
+                    .to_vec1()?,
+            );
+            image_rel_tables.push(
+                vb.get((img_rel_rows, heads), &format!("image_rel_pos_table_list.{l}.weight"))?
+                    .flatten_all()?
+                    .to_vec1()?,
+            );
+        }
+        Ok(Self {
+            embed_tokens,
+            type_embedding: vb.get((2, d), "type_embedding.weight")?,
+            resnet: ResNet::new(layers_cfg, vb.pp("embed_images"))?,
+            image_proj: linear(ResNet::OUT_CHANNELS, d, vb.pp("image_proj"))?,
+            patch_layernorm_embedding: layer_norm(d, vb.pp("patch_layernorm_embedding"))?,
+            layernorm_embedding: layer_norm(d, vb.pp("layernorm_embedding"))?,
+            embed_positions: vb.get((cfg.max_position_embeddings + 2, d), "embed_positions.weight")?,
+            embed_image_positions: vb.get((img_pos_rows, d), "embed_image_positions.weight")?,
+            pos_ln: layer_norm(d, vb.pp("pos_ln"))?,
+            image_pos_ln: layer_norm(d, vb.pp("image_pos_ln"))?,
+            pos_q_linear: linear(d, d, vb.pp("pos_q_linear"))?,
+            pos_k_linear: linear(d, d, vb.pp("pos_k_linear"))?,
+            layers,
+            token_rel_tables,
+            image_rel_tables,
+            layer_norm: layer_norm(d, vb.pp("layer_norm"))?,
+            heads,
+            pos_scaling: (d as f64 / heads as f64 * cfg.attn_scale_factor).powf(-0.5),
+            token_bucket_size: cfg.token_bucket_size,
+            image_bucket_size: cfg.image_bucket_size,
+            max_positions: cfg.max_position_embeddings + 2,
+            pad_id: cfg.pad_token_id,
+        })
+    }
+
+    /// ResNet features `[B, 1024, h, w]` of normalised images `[B, 3, S, S]`.
+    pub fn embed_images(&self, images: &Tensor) -> Result<Tensor> {
+        self.resnet.forward(images)
+    }
+
+    /// `ids`: `[B, T]` u32, right-padded with the pad id; `features`: ResNet output.
+    pub fn forward(&self, ids: &Tensor, features: &Tensor) -> Result<EncoderOutput> {
+        let device = ids.device().clone();
+        let (b, t) = ids.dims2()?;
+        let (_, _, gh, gw) = features.dims4()?;
+        let n = gh * gw;
+        let l = n + t;
+        if t > self.max_positions || t > 1024 {
+            candle_core::bail!("text of {t} tokens exceeds the position table ({} rows)", self.max_positions);
+        }
+
+        // Image tokens in row-major grid order.
+        let img = features.flatten_from(2)?.transpose(1, 2)?;
+        let img = self.image_proj.forward(&img)?;
+        let img = img.broadcast_add(&self.type_embedding.get(1)?)?;
+        let img = self.patch_layernorm_embedding.forward(&img)?;
+
+        let txt = self.embed_tokens.embedding(&ids.flatten_all()?)?.reshape((b, t, ()))?;
+        let txt = txt.broadcast_add(&self.type_embedding.get(0)?)?;
+        let mut txt = self.layernorm_embedding.forward(&txt)?;
+
+        let pad = ids.eq(self.pad_id)?; // [B, T] u8
+        let has_pads = pad.flatten_all()?.max(0)?.to_scalar::<u8>()? > 0;
+        let key_mask = if has_pads {
+            let keep = (1.0 - pad.to_dtype(DType::F32)?)?;
+            txt = txt.broadcast_mul(&keep.unsqueeze(2)?)?;
+            let text_mask = (pad.to_dtype(DType::F32)? * f64::from(f32::MIN))?;
+            let mask = Tensor::cat(&[Tensor::zeros((b, n), DType::F32, &device)?, text_mask], 1)?;
+            Some(mask.reshape((b, 1, 1, l))?)
+        } else {
+            None
+        };
+        let mut x = Tensor::cat(&[img, txt], 1)?;
+
+        let positions = self.positions(gh, gw, t, &device)?;
+        let abs = position_bias(&self.pos_q_linear, &self.pos_k_linear, &positions, &positions, self.heads, self.pos_scaling)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let img_idx = image_buckets(gh, gw, self.image_bucket_size);
+        let tok_idx = token_buckets(t, self.token_bucket_size);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let bias = layer_bias(
+                &abs,
+                self.heads,
+                l,
+                l,
+                &[
+                    RelBlock { table: &self.image_rel_tables[i], index: &img_idx, offset: 0, size: n },
+                    RelBlock { table: &self.token_rel_tables[i], index: &tok_idx, offset: n, size: t },
+                ],
+                false,
+                &device,
+            )?;
+            x = layer.forward(&x, &bias, key_mask.as_ref())?;
+        }
+        let hidden = self.layer_norm.forward(&x)?;
+        Ok(EncoderOutput { hidden, positions, key_mask })
+    }
+
+    /// `[1, N + T, D]`: layer-normed image grid positions then text positions 0..T.
+    fn positions(&self, gh: usize, gw: usize, t: usize, device: &Device) -> Result<Tensor> {
+        let ids = image_position_ids(gh, gw, self.image_bucket_size);
+        let ids = Tensor::from_vec(ids, gh * gw, device)?;
+        let img = self.image_pos_ln.forward(&self.embed_image_positions.index_select(&ids, 0)?)?;
+        let txt = self.pos_ln.forward(&self.embed_positions.narrow(0, 0, t)?)?;
+        Tensor::cat(&[img, txt], 0)?.unsqueeze(0)
+    }
+}

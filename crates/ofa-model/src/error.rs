@@ -1,0 +1,74 @@
+use std::path::PathBuf;
+
+/// Every way loading or running the model can fail. Messages name the file, tensor or input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum OfaError {
+    #[error("model directory {0} does not exist or is not a directory")]
+    ModelDirMissing(PathBuf),
+    #[error("{path}: missing required file")]
+    MissingFile { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{file}: {message}")]
+    Config { file: PathBuf, message: String },
+    #[error("{file}: unsupported option {option} = {value}: {why}")]
+    Unsupported {
+        file: PathBuf,
+        option: String,
+        value: String,
+        why: String,
+    },
+    #[error("{file}: {message}")]
+    Weights { file: PathBuf, message: String },
+    #[error("{file}: tokenizer: {message}")]
+    Tokenizer { file: PathBuf, message: String },
+    #[error("image: {0}")]
+    Image(String),
+    #[error("image: unsupported format ({0})")]
+    UnsupportedImage(String),
+    #[error("image: {width}x{height} = {pixels} pixels exceeds the limit of {limit}")]
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("text: {0}")]
+    Text(String),
+    #[error("model: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, OfaError>;
+
+impl OfaError {
+    /// True when the error comes from the caller's input rather than from the model or its files.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            OfaError::Image(_)
+                | OfaError::UnsupportedImage(_)
+                | OfaError::ImageTooLarge { .. }
+                | OfaError::Text(_)
+        )
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            OfaError::MissingFile { path }
+        } else {
+            OfaError::Io { path, source }
+        }
+    }
+}

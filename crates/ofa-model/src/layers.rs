@@ -1,0 +1,142 @@
+//! Building blocks shared by the encoder and decoder: linear and layer-norm layers, OFA's
+//! NormFormer attention with additive position biases, and the feed-forward block.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use crate::config::Activation;
+
+pub const LN_EPS: f64 = 1e-5;
+
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(in_dim, out_dim, vb)
+}
+
+pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
+    candle_nn::layer_norm(dim, LN_EPS, vb)
+}
+
+/// `[B, L, H·dh]` → `[B, H, L, dh]`, contiguous.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, l, d) = x.dims3()?;
+    x.reshape((b, l, heads, d / heads))?.transpose(1, 2)?.contiguous()
+}
+
+/// Multi-head attention with OFA's extras: query scaling `(dh·α)^-½`, an additive bias
+/// (absolute + relative positions), and NormFormer's per-head output scale `c_attn`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    c_attn: Tensor,
+    heads: usize,
+    scaling: f64,
+}
+
+impl Attention {
+    pub fn new(dim: usize, heads: usize, attn_scale_factor: f64, vb: VarBuilder) -> Result<Self> {
+        let head_dim = dim / heads;
+        Ok(Self {
+            q_proj: linear(dim, dim, vb.pp("q_proj"))?,
+            k_proj: linear(dim, dim, vb.pp("k_proj"))?,
+            v_proj: linear(dim, dim, vb.pp("v_proj"))?,
+            out_proj: linear(dim, dim, vb.pp("out_proj"))?,
+            c_attn: vb.get(heads, "c_attn")?,
+            heads,
+            scaling: (head_dim as f64 * attn_scale_factor).powf(-0.5),
+        })
+    }
+
+    /// Keys and values of `kv` (`[B, Lk, D]` → two `[B, H, Lk, dh]`), reusable across queries.
+    pub fn key_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
+        let k = split_heads(&self.k_proj.forward(kv)?, self.heads)?;
+        let v = split_heads(&self.v_proj.forward(kv)?, self.heads)?;
+        Ok((k, v))
+    }
+
+    /// `x`: `[B, Lq, D]`; `bias`: broadcastable to `[B, H, Lq, Lk]`; `mask`: additive,
+    /// broadcastable to the same shape.
+    pub fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (k, v) = self.key_values(kv)?;
+        self.forward_kv(x, &k, &v, bias, mask)
+    }
+
+    pub fn forward_kv(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, lq, d) = x.dims3()?;
+        let q = split_heads(&(self.q_proj.forward(x)? * self.scaling)?, self.heads)?;
+        let mut scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let o = probs.matmul(v)?; // [B, H, Lq, dh]
+        let o = o.broadcast_mul(&self.c_attn.reshape((1, self.heads, 1, 1))?)?;
+        let o = o.transpose(1, 2)?.reshape((b, lq, d))?;
+        self.out_proj.forward(&o)
+    }
+}
+
+/// `fc2(LN_ffn(act(fc1(x))))` — NormFormer's layer norm sits between the activation and fc2.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    fc1: Linear,
+    fc2: Linear,
+    ffn_layer_norm: LayerNorm,
+    activation: Activation,
+}
+
+impl FeedForward {
+    pub fn new(dim: usize, ffn_dim: usize, activation: Activation, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: linear(dim, ffn_dim, vb.pp("fc1"))?,
+            fc2: linear(ffn_dim, dim, vb.pp("fc2"))?,
+            ffn_layer_norm: layer_norm(ffn_dim, vb.pp("ffn_layer_norm"))?,
+            activation,
+        })
+    }
+}
+
+impl Module for FeedForward {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward(x)?;
+        let h = match self.activation {
+            Activation::Gelu => h.gelu_erf()?,
+            Activation::GeluTanh => h.gelu()?,
+            Activation::Relu => h.relu()?,
+        };
+        self.fc2.forward(&self.ffn_layer_norm.forward(&h)?)
+    }
+}
+
+/// `[B, L, D]` position embeddings → `(heads(P·Wq + bq)·s) · heads(P'·Wk + bk)ᵀ` = `[B, H, Lq, Lk]`.
+pub fn position_bias(
+    q_lin: &Linear,
+    k_lin: &Linear,
+    pq: &Tensor,
+    pk: &Tensor,
+    heads: usize,
+    scaling: f64,
+) -> Result<Tensor> {
+    let q = split_heads(&(q_lin.forward(pq)? * scaling)?, heads)?;
+    let k = split_heads(&k_lin.forward(pk)?, heads)?;
+    q.matmul(&k.t()?)
+}
+
+/// Gathers a relative-position table `[buckets, H]` at `idx` (`[n·m]` u32) → `[1, H, n, m]`.
+pub fn relative_bias(table: &Tensor, idx: &Tensor, n: usize, m: usize) -> Result<Tensor> {
+    let heads = table.dim(D::Minus1)?;
+    table
+        .t()?
+        .contiguous()?
+        .index_select(idx, 1)?
+        .reshape((1, heads, n, m))
+}

@@ -1,0 +1,28 @@
+//! OFA visual entailment (ModelScope `iic/ofa_visual-entailment_snli-ve_large_en`) in candle.
+//!
+//! The crate knows nothing of HTTP or threads: it loads a ModelScope model directory, turns an
+//! image and a sentence into tensors exactly as the reference pipeline does, and scores the
+//! candidate answers with one encoder pass and one decoder pass per batch.
+
+pub mod bias;
+pub mod buckets;
+pub mod config;
+pub mod decoder;
+pub mod encoder;
+pub mod error;
+pub mod image;
+pub mod layers;
+pub mod model;
+pub mod output;
+pub mod pipeline;
+pub mod random;
+pub mod resize;
+pub mod resnet;
+pub mod text;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{ModelDir, OfaConfig, RuntimeConfig};
+pub use error::{OfaError, Result};
+pub use output::Prediction;
+pub use pipeline::{Entailment, PairInput, StageTimes};

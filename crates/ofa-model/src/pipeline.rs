@@ -1,0 +1,254 @@
+//! The end-to-end visual-entailment pipeline: text and image preprocessing, batched forward,
+//! answer scoring. Stateless per call, so one instance can serve many threads.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::config::{ModelDir, OfaConfig, PromptType, RuntimeConfig, CONFIGURATION_FILE, CONFIG_FILE};
+use crate::error::{OfaError, Result};
+use crate::image::{decode_rgb, normalize_chw, resize_square};
+use crate::model::OfaModel;
+use crate::output::{Prediction, Scores};
+use crate::text::build_prompt;
+use crate::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
+
+/// One image–sentence pair: encoded image bytes, the hypothesis, and an optional premise.
+#[derive(Debug, Clone, Copy)]
+pub struct PairInput<'a> {
+    pub image: &'a [u8],
+    pub hypothesis: &'a str,
+    pub premise: Option<&'a str>,
+}
+
+/// A preprocessed pair: source token ids (with BOS/EOS) and the resized uint8 RGB image (HWC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub source: Vec<u32>,
+    pub pixels: Vec<u8>,
+}
+
+/// Wall time of each stage of one batched call, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StageTimes {
+    pub preprocess_ms: f64,
+    pub resnet_ms: f64,
+    pub encoder_ms: f64,
+    pub decoder_ms: f64,
+}
+
+impl StageTimes {
+    pub fn total_ms(&self) -> f64 {
+        self.preprocess_ms + self.resnet_ms + self.encoder_ms + self.decoder_ms
+    }
+}
+
+pub struct Entailment {
+    pub config: OfaConfig,
+    pub runtime: RuntimeConfig,
+    tokenizer: Tokenizer,
+    model: OfaModel,
+    answer_ids: Vec<u32>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+impl Entailment {
+    /// Loads a ModelScope model directory.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let dir = ModelDir::open(dir)?;
+        let tokenizer = Tokenizer::from_dir(&dir.root)?;
+        let weights_path = dir.weights.path().to_path_buf();
+        let tensors = crate::weights::load(&dir.weights)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root).map_err(|e| match e {
+            OfaError::Candle(c) => OfaError::Weights {
+                file: weights_path,
+                message: c.to_string(),
+            },
+            other => other,
+        })
+    }
+
+    /// Builds the pipeline from already-read configuration and a weight source (a checkpoint or
+    /// random initialisation). `root` names where the configuration came from, for errors.
+    pub fn from_parts(
+        config: OfaConfig,
+        runtime: RuntimeConfig,
+        tokenizer: Tokenizer,
+        vb: VarBuilder,
+        root: &Path,
+    ) -> Result<Self> {
+        if tokenizer.len() != config.vocab_size {
+            return Err(OfaError::Config {
+                file: root.join(CONFIG_FILE),
+                message: format!(
+                    "vocab_size = {} but the tokenizer has {} tokens (vocab.json plus OFA's 9,192 added tokens)",
+                    config.vocab_size,
+                    tokenizer.len()
+                ),
+            });
+        }
+        let mut answer_ids = Vec::with_capacity(runtime.answers.len());
+        for answer in &runtime.answers {
+            let ids = tokenizer.encode(&format!(" {answer}"))?;
+            if ids.len() != 1 {
+                return Err(OfaError::Unsupported {
+                    file: root.join(&runtime.answer2label_file),
+                    option: "answer".into(),
+                    value: format!("{answer:?}"),
+                    why: format!(
+                        "it is {} BPE tokens; one-pass scoring needs single-token answers",
+                        ids.len()
+                    ),
+                });
+            }
+            answer_ids.push(ids[0]);
+        }
+        let _ = CONFIGURATION_FILE;
+        let model = OfaModel::new(&config, vb)?;
+        Ok(Self {
+            config,
+            runtime,
+            tokenizer,
+            model,
+            answer_ids,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn model(&self) -> &OfaModel {
+        &self.model
+    }
+
+    pub fn answers(&self) -> &[String] {
+        &self.runtime.answers
+    }
+
+    pub fn answer_ids(&self) -> &[u32] {
+        &self.answer_ids
+    }
+
+    /// Source ids: `[BOS] + bpe(prompt)[:max_src_length] + [EOS]`.
+    pub fn encode_text(&self, hypothesis: &str, premise: Option<&str>) -> Result<Vec<u32>> {
+        let prompt = self.prompt(hypothesis, premise);
+        let mut ids = self.tokenizer.encode(&prompt)?;
+        ids.truncate(self.runtime.max_src_length);
+        let mut source = Vec::with_capacity(ids.len() + 2);
+        source.push(BOS_ID);
+        source.extend(ids);
+        source.push(EOS_ID);
+        Ok(source)
+    }
+
+    /// The exact prompt string the reference tokenises.
+    pub fn prompt(&self, hypothesis: &str, premise: Option<&str>) -> String {
+        build_prompt(
+            hypothesis,
+            premise,
+            self.runtime.max_src_length,
+            self.runtime.prompt.as_deref(),
+        )
+    }
+
+    /// Decoded, EXIF-oriented, RGB-converted and resized image (uint8 HWC, `S×S×3`).
+    pub fn preprocess_image(&self, bytes: &[u8], max_pixels: u64) -> Result<Vec<u8>> {
+        let rgb = decode_rgb(bytes, max_pixels)?;
+        Ok(resize_square(&rgb, self.runtime.patch_image_size))
+    }
+
+    pub fn prepare(&self, input: &PairInput<'_>, max_pixels: u64) -> Result<Prepared> {
+        Ok(Prepared {
+            source: self.encode_text(input.hypothesis, input.premise)?,
+            pixels: self.preprocess_image(input.image, max_pixels)?,
+        })
+    }
+
+    /// Normalised `[B, 3, S, S]` image tensor.
+    pub fn image_tensor(&self, batch: &[Prepared]) -> Result<Tensor> {
+        let s = self.runtime.patch_image_size;
+        let (mean, std) = self.runtime.mean_std();
+        let mut data = Vec::with_capacity(batch.len() * 3 * s * s);
+        for p in batch {
+            if p.pixels.len() != s * s * 3 {
+                return Err(OfaError::Image(format!(
+                    "prepared image has {} bytes, expected {s}x{s}x3",
+                    p.pixels.len()
+                )));
+            }
+            data.extend(normalize_chw(&p.pixels, s, mean, std));
+        }
+        Ok(Tensor::from_vec(data, (batch.len(), 3, s, s), self.model.device())?)
+    }
+
+    /// Right-pads id lists with the pad id into a `[B, max_len]` tensor.
+    fn padded(&self, rows: &[&[u32]]) -> Result<Tensor> {
+        let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let pad = self.config.pad_token_id;
+        let mut data = Vec::with_capacity(rows.len() * width);
+        for r in rows {
+            data.extend_from_slice(r);
+            data.extend(std::iter::repeat_n(pad, width - r.len()));
+        }
+        Ok(Tensor::from_vec(data, (rows.len(), width), self.model.device())?)
+    }
+
+    /// Scores a batch in one encoder and one decoder pass.
+    pub fn score_batch(&self, batch: &[Prepared]) -> Result<(Vec<Scores>, StageTimes)> {
+        let mut times = StageTimes::default();
+        if batch.is_empty() {
+            return Ok((Vec::new(), times));
+        }
+        if let Some(p) = batch.iter().find(|p| p.source.len() < 2) {
+            return Err(OfaError::Text(format!("source of {} ids lacks BOS/EOS", p.source.len())));
+        }
+        let t0 = Instant::now();
+        let images = self.image_tensor(batch)?;
+        let sources: Vec<&[u32]> = batch.iter().map(|p| p.source.as_slice()).collect();
+        let ids = self.padded(&sources)?;
+        let prompts: Vec<&[u32]> = batch
+            .iter()
+            .map(|p| match self.runtime.prompt_type {
+                PromptType::PrevOutput => &p.source[..p.source.len() - 1],
+                PromptType::Src => &p.source[..],
+            })
+            .collect();
+        let last: Vec<usize> = prompts.iter().map(|p| p.len() - 1).collect();
+        let prompt_ids = self.padded(&prompts)?;
+        times.preprocess_ms = ms(t0);
+
+        let t = Instant::now();
+        let features = self.model.image_features(&images)?;
+        times.resnet_ms = ms(t);
+        let t = Instant::now();
+        let enc = self.model.encode(&ids, &features)?;
+        times.encoder_ms = ms(t);
+        let t = Instant::now();
+        let hidden = self.model.decode(&prompt_ids, &enc)?;
+        let logits = self.model.answer_logits(&hidden, &last, &self.answer_ids)?;
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        times.decoder_ms = ms(t);
+        let scores = logits
+            .iter()
+            .map(|z| Scores::from_logits(&self.runtime.answers, z))
+            .collect();
+        Ok((scores, times))
+    }
+
+    /// Preprocesses and scores a batch of pairs.
+    pub fn predict(&self, inputs: &[PairInput<'_>], max_pixels: u64) -> Result<Vec<Prediction>> {
+        let prepared = inputs
+            .iter()
+            .map(|i| self.prepare(i, max_pixels))
+            .collect::<Result<Vec<_>>>()?;
+        let (scores, _) = self.score_batch(&prepared)?;
+        Ok(scores.iter().map(Prediction::from_scores).collect())
+    }
+}

@@ -1,0 +1,169 @@
+//! OFA's image backbone: torchvision-v1.5 bottleneck ResNet, stem plus the first three stages
+//! (stride 16, 1024 channels). BatchNorm (eval mode) is folded into the preceding convolution.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+const BN_EPS: f64 = 1e-5;
+
+/// A bias-free convolution followed by eval-mode BatchNorm, folded into one convolution.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl ConvBn {
+    fn new(
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        conv: VarBuilder,
+        bn: VarBuilder,
+    ) -> Result<Self> {
+        let w = conv.get((out_c, in_c, k, k), "weight")?;
+        let gamma = bn.get(out_c, "weight")?;
+        let beta = bn.get(out_c, "bias")?;
+        let mean = bn.get(out_c, "running_mean")?;
+        let var = bn.get(out_c, "running_var")?;
+        let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
+        let weight = w.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
+        let bias = (beta - (mean * &scale)?)?;
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (out_c, in_c, k, _) = self.weight.dims4()?;
+        let y = if k == 1 {
+            // A 1×1 convolution is a matmul over channels; striding is a subsample.
+            let x = if self.stride == 2 {
+                let (b, c, h, w) = x.dims4()?;
+                if h % 2 == 0 && w % 2 == 0 {
+                    x.reshape((b, c, h / 2, 2, w / 2, 2))?
+                        .narrow(3, 0, 1)?
+                        .narrow(5, 0, 1)?
+                        .reshape((b, c, h / 2, w / 2))?
+                } else {
+                    return self.conv_general(x);
+                }
+            } else if self.stride == 1 {
+                x.clone()
+            } else {
+                return self.conv_general(x);
+            };
+            let (b, _, h, w) = x.dims4()?;
+            let wm = self.weight.reshape((out_c, in_c))?;
+            let xm = x.reshape((b, in_c, h * w))?;
+            wm.broadcast_left(b)?.matmul(&xm)?.reshape((b, out_c, h, w))?
+        } else {
+            return self.conv_general(x);
+        };
+        y.broadcast_add(&self.bias.reshape((1, out_c, 1, 1))?)
+    }
+
+    fn conv_general(&self, x: &Tensor) -> Result<Tensor> {
+        let out_c = self.weight.dim(0)?;
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            .broadcast_add(&self.bias.reshape((1, out_c, 1, 1))?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Bottleneck {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+    downsample: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    fn new(in_c: usize, planes: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let out_c = planes * 4;
+        let downsample = if stride != 1 || in_c != out_c {
+            Some(ConvBn::new(
+                in_c,
+                out_c,
+                1,
+                stride,
+                0,
+                vb.pp("downsample.0"),
+                vb.pp("downsample.1"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: ConvBn::new(in_c, planes, 1, 1, 0, vb.pp("conv1"), vb.pp("bn1"))?,
+            conv2: ConvBn::new(planes, planes, 3, stride, 1, vb.pp("conv2"), vb.pp("bn2"))?,
+            conv3: ConvBn::new(planes, out_c, 1, 1, 0, vb.pp("conv3"), vb.pp("bn3"))?,
+            downsample,
+        })
+    }
+}
+
+impl Module for Bottleneck {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(x)?.relu()?;
+        let h = self.conv2.forward(&h)?.relu()?;
+        let h = self.conv3.forward(&h)?;
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
+        };
+        (h + shortcut)?.relu()
+    }
+}
+
+/// Stem (7×7/2 conv, BN, ReLU, 3×3/2 max-pool) and stages with `layers` bottlenecks each.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    stem: ConvBn,
+    blocks: Vec<Bottleneck>,
+}
+
+impl ResNet {
+    pub const OUT_CHANNELS: usize = 1024;
+
+    pub fn new(layers: [usize; 3], vb: VarBuilder) -> Result<Self> {
+        let stem = ConvBn::new(3, 64, 7, 2, 3, vb.pp("conv1"), vb.pp("bn1"))?;
+        let mut blocks = Vec::new();
+        let mut in_c = 64;
+        for (stage, (&n, planes)) in layers.iter().zip([64usize, 128, 256]).enumerate() {
+            let stride = if stage == 0 { 1 } else { 2 };
+            let svb = vb.pp(format!("layer{}", stage + 1));
+            for i in 0..n {
+                blocks.push(Bottleneck::new(
+                    in_c,
+                    planes,
+                    if i == 0 { stride } else { 1 },
+                    svb.pp(i.to_string()),
+                )?);
+                in_c = planes * 4;
+            }
+        }
+        Ok(Self { stem, blocks })
+    }
+}
+
+impl Module for ResNet {
+    /// `[B, 3, S, S]` → `[B, 1024, S/16, S/16]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.stem.forward(x)?.relu()?;
+        // Zero padding equals -inf padding here: the input is post-ReLU, so never negative.
+        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,116 @@
+//! Reading checkpoints: `model.safetensors` (memory-mapped, each tensor copied out and its pages
+//! released at once, so resident memory never holds the file and the model together) or
+//! `pytorch_model.bin` (PyTorch zip/pickle). Names are normalised to the ModelScope layout.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::WeightsFile;
+use crate::error::{OfaError, Result};
+
+/// The three names of OFA's one shared embedding matrix.
+pub const EMBED_ALIASES: [&str; 3] = [
+    "encoder.embed_tokens.weight",
+    "decoder.embed_tokens.weight",
+    "decoder.output_projection.weight",
+];
+
+/// Loads every float tensor of a checkpoint, names normalised (see [`normalize`]).
+pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
+    let raw = match file {
+        WeightsFile::Safetensors(p) => read_safetensors(p)?,
+        WeightsFile::Pytorch(p) => candle_core::pickle::read_all(p).map_err(|e| OfaError::Weights {
+            file: p.clone(),
+            message: format!("cannot read PyTorch checkpoint: {e}"),
+        })?,
+    };
+    normalize(raw).map_err(|e| OfaError::Weights {
+        file: file.path().to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Index buffers the model recomputes, and BatchNorm counters: never needed.
+fn is_ignored(name: &str) -> bool {
+    name.ends_with("num_batches_tracked") || name.ends_with("_rp_bucket") || name.ends_with("image_position_idx")
+}
+
+/// Strips a `model.` prefix, drops ignored buffers, converts floats to f32, and stores the
+/// shared embedding once under `encoder.embed_tokens.weight` whichever alias the file used.
+pub fn normalize(raw: Vec<(String, Tensor)>) -> candle_core::Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::with_capacity(raw.len());
+    for (name, t) in raw {
+        let name = name.strip_prefix("model.").unwrap_or(&name).to_owned();
+        if is_ignored(&name) || !t.dtype().is_float() {
+            continue;
+        }
+        let t = if t.dtype() == DType::F32 { t } else { t.to_dtype(DType::F32)? };
+        out.insert(name, t);
+    }
+    let shared = EMBED_ALIASES.iter().find_map(|n| out.get(*n).cloned());
+    for alias in &EMBED_ALIASES[1..] {
+        out.remove(*alias);
+    }
+    if let Some(t) = shared {
+        out.insert(EMBED_ALIASES[0].to_owned(), t);
+    }
+    Ok(out)
+}
+
+fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let bad = |message: String| OfaError::Weights {
+        file: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| OfaError::io(path, e))?;
+    // SAFETY: the mapping is read-only and private; a file truncated underneath us is the one
+    // hazard, as for every mmap-based loader.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| OfaError::io(path, e))?;
+    if mmap.len() < 8 {
+        return Err(bad("not a safetensors file (shorter than its header length)".into()));
+    }
+    let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes")) as usize;
+    let data_start = 8usize
+        .checked_add(header_len)
+        .filter(|&e| e <= mmap.len())
+        .ok_or_else(|| bad("safetensors header length exceeds the file".into()))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&mmap[8..data_start])
+        .map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
+    let data = &mmap[data_start..];
+    let mut out = Vec::with_capacity(header.len());
+    for (name, info) in &header {
+        if name == "__metadata__" || is_ignored(name) {
+            continue;
+        }
+        let dtype = match info["dtype"].as_str() {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            Some("F64") => DType::F64,
+            Some(_) => continue, // integer buffers are recomputed, not read
+            None => return Err(bad(format!("tensor {name}: missing dtype"))),
+        };
+        let shape: Vec<usize> = serde_json::from_value(info["shape"].clone())
+            .map_err(|e| bad(format!("tensor {name}: bad shape: {e}")))?;
+        let offsets: [usize; 2] = serde_json::from_value(info["data_offsets"].clone())
+            .map_err(|e| bad(format!("tensor {name}: bad data_offsets: {e}")))?;
+        let expected = shape.iter().product::<usize>() * dtype.size_in_bytes();
+        if offsets[0] > offsets[1] || offsets[1] > data.len() || offsets[1] - offsets[0] != expected {
+            return Err(bad(format!(
+                "tensor {name}: data_offsets {offsets:?} do not fit shape {shape:?} {dtype:?} in a file of {} data bytes",
+                data.len()
+            )));
+        }
+        let bytes = &data[offsets[0]..offsets[1]];
+        let t = Tensor::from_raw_buffer(bytes, dtype, &shape, &Device::Cpu)
+            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        // SAFETY: read-only file mapping; dropped pages are re-read from the file if touched.
+        unsafe {
+            let _ = mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, data_start + offsets[0], expected);
+        }
+        out.push((name.clone(), t));
+    }
+    Ok(out)
+}

@@ -1,0 +1,64 @@
+//! Shared helpers: the repo's fixtures (the tiny OFA model and the reference goldens).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use ofa_model::Entailment;
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+pub fn tiny_dir() -> PathBuf {
+    fixtures().join("tiny_ofa_ve")
+}
+
+pub fn golden() -> PathBuf {
+    fixtures().join("golden")
+}
+
+pub fn cases() -> &'static Vec<Value> {
+    static CASES: OnceLock<Vec<Value>> = OnceLock::new();
+    CASES.get_or_init(|| {
+        let v: Value = serde_json::from_slice(&std::fs::read(golden().join("cases.json")).unwrap()).unwrap();
+        v["cases"].as_array().unwrap().clone()
+    })
+}
+
+pub fn tiny() -> &'static Entailment {
+    static MODEL: OnceLock<Entailment> = OnceLock::new();
+    MODEL.get_or_init(|| Entailment::load(tiny_dir(), &Device::Cpu).expect("tiny model loads"))
+}
+
+pub fn case_tensors(case: &Value) -> HashMap<String, Tensor> {
+    let id = case["id"].as_str().unwrap();
+    candle_core::safetensors::load(golden().join("tensors").join(format!("{id}.safetensors")), &Device::Cpu)
+        .unwrap()
+}
+
+pub fn image_bytes(case: &Value) -> Vec<u8> {
+    std::fs::read(golden().join(case["input"]["image"].as_str().unwrap())).unwrap()
+}
+
+pub fn texts(case: &Value) -> (String, Option<String>) {
+    (
+        case["input"]["text"].as_str().unwrap().to_owned(),
+        case["input"]["text2"].as_str().map(str::to_owned),
+    )
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len(), "shapes differ");
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
