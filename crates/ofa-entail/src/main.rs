@@ -1,1 +1,48 @@
-fn main() {}
+//! `ofa-entail`: does this image support this sentence? Command-line entry point.
+
+mod bench;
+mod memory;
+mod predict;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ofa-entail",
+    version,
+    about = "OFA visual entailment: does this image support this sentence?"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score one image–sentence pair and print the JSON answer.
+    Predict(predict::PredictArgs),
+    /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
+    Bench(bench::BenchArgs),
+    /// Write an OFA-large model directory with random weights (to measure the real cost).
+    RandomModel(bench::RandomModelArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Predict(args) => predict::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::RandomModel(args) => bench::random_model(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the problem, with its causes.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

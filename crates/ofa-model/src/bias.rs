@@ -25,23 +25,25 @@ pub fn layer_bias(
     device: &Device,
 ) -> Result<Tensor> {
     let mut out = abs.to_vec();
-    out.par_chunks_mut(lq * lk).enumerate().for_each(|(h, head)| {
-        for block in blocks {
-            for i in 0..block.size {
-                let row = &mut head[(block.offset + i) * lk + block.offset..][..block.size];
-                let idx = &block.index[i * block.size..(i + 1) * block.size];
-                for (v, &b) in row.iter_mut().zip(idx) {
-                    *v += block.table[b as usize * heads + h];
+    out.par_chunks_mut(lq * lk)
+        .enumerate()
+        .for_each(|(h, head)| {
+            for block in blocks {
+                for i in 0..block.size {
+                    let row = &mut head[(block.offset + i) * lk + block.offset..][..block.size];
+                    let idx = &block.index[i * block.size..(i + 1) * block.size];
+                    for (v, &b) in row.iter_mut().zip(idx) {
+                        *v += block.table[b as usize * heads + h];
+                    }
                 }
             }
-        }
-        if causal {
-            for i in 0..lq {
-                for v in &mut head[i * lk + i + 1..(i + 1) * lk] {
-                    *v = f32::NEG_INFINITY;
+            if causal {
+                for i in 0..lq {
+                    for v in &mut head[i * lk + i + 1..(i + 1) * lk] {
+                        *v = f32::NEG_INFINITY;
+                    }
                 }
             }
-        }
-    });
+        });
     Tensor::from_vec(out, (1, heads, lq, lk), device)
 }

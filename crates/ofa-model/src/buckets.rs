@@ -59,7 +59,14 @@ mod tests {
 
     #[test]
     fn spec_sample_values() {
-        for (r, m) in [(129, 129), (131, 130), (133, 131), (1007, 255), (5, 5), (128, 128)] {
+        for (r, m) in [
+            (129, 129),
+            (131, 130),
+            (133, 131),
+            (1007, 255),
+            (5, 5),
+            (128, 128),
+        ] {
             assert_eq!(token_bucket(r, 256) as i64 - 255, m, "r = {r}");
             assert_eq!(255 - token_bucket(-r, 256) as i64, m, "r = -{r}");
         }

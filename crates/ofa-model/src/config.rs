@@ -116,7 +116,11 @@ impl OfaConfig {
         };
         let must = |option: &str, got: bool, want: bool| {
             if got != want {
-                unsupported(option, got.to_string(), "only the OFA visual-entailment layout is implemented")
+                unsupported(
+                    option,
+                    got.to_string(),
+                    "only the OFA visual-entailment layout is implemented",
+                )
             } else {
                 Ok(())
             }
@@ -124,21 +128,40 @@ impl OfaConfig {
         must("use_ofasys", self.use_ofasys, false)?;
         must("use_image_feature", self.use_image_feature, true)?;
         must("normformer", self.normformer, true)?;
-        must("encoder_normalize_before", self.encoder_normalize_before, true)?;
-        must("decoder_normalize_before", self.decoder_normalize_before, true)?;
+        must(
+            "encoder_normalize_before",
+            self.encoder_normalize_before,
+            true,
+        )?;
+        must(
+            "decoder_normalize_before",
+            self.decoder_normalize_before,
+            true,
+        )?;
         must("layernorm_embedding", self.layernorm_embedding, true)?;
-        must("patch_layernorm_embedding", self.patch_layernorm_embedding, true)?;
+        must(
+            "patch_layernorm_embedding",
+            self.patch_layernorm_embedding,
+            true,
+        )?;
         must("add_type_embedding", self.add_type_embedding, true)?;
-        must("share_decoder_input_output_embed", self.share_decoder_input_output_embed, true)?;
-        must("entangle_position_embedding", self.entangle_position_embedding, false)?;
+        must(
+            "share_decoder_input_output_embed",
+            self.share_decoder_input_output_embed,
+            true,
+        )?;
+        must(
+            "entangle_position_embedding",
+            self.entangle_position_embedding,
+            false,
+        )?;
         must("share_attn_bias", self.share_attn_bias, false)?;
-        self.activation()
-            .map_err(|why| OfaError::Unsupported {
-                file: path.to_path_buf(),
-                option: "activation_function".into(),
-                value: self.activation_function.clone(),
-                why,
-            })?;
+        self.activation().map_err(|why| OfaError::Unsupported {
+            file: path.to_path_buf(),
+            option: "activation_function".into(),
+            value: self.activation_function.clone(),
+            why,
+        })?;
         self.resnet_layers().map_err(|why| OfaError::Unsupported {
             file: path.to_path_buf(),
             option: "resnet_type".into(),
@@ -146,8 +169,16 @@ impl OfaConfig {
             why,
         })?;
         for (name, dim, heads) in [
-            ("encoder_attention_heads", self.d_model, self.encoder_attention_heads),
-            ("decoder_attention_heads", self.d_model, self.decoder_attention_heads),
+            (
+                "encoder_attention_heads",
+                self.d_model,
+                self.encoder_attention_heads,
+            ),
+            (
+                "decoder_attention_heads",
+                self.d_model,
+                self.decoder_attention_heads,
+            ),
         ] {
             if heads == 0 || dim % heads != 0 {
                 return Err(OfaError::Config {
@@ -170,7 +201,9 @@ impl OfaConfig {
             "gelu" => Ok(Activation::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
             "relu" => Ok(Activation::Relu),
-            other => Err(format!("activation {other:?} is not implemented (gelu, gelu_new, relu are)")),
+            other => Err(format!(
+                "activation {other:?} is not implemented (gelu, gelu_new, relu are)"
+            )),
         }
     }
 
@@ -258,7 +291,11 @@ impl RuntimeConfig {
         let task = value.get("task").and_then(Value::as_str).map(str::to_owned);
         if let Some(t) = &task {
             if t != "visual-entailment" && t != "visual_entailment" {
-                return Err(unsupported("task", &value["task"], "this model serves visual-entailment only"));
+                return Err(unsupported(
+                    "task",
+                    &value["task"],
+                    "this model serves visual-entailment only",
+                ));
             }
         }
         let model = value
@@ -269,15 +306,25 @@ impl RuntimeConfig {
 
         if let Some(v) = get("use_ofasys") {
             if v.as_bool() != Some(false) {
-                return Err(unsupported("model.use_ofasys", v, "only the OFA (non-OFASys) model is implemented"));
+                return Err(unsupported(
+                    "model.use_ofasys",
+                    v,
+                    "only the OFA (non-OFASys) model is implemented",
+                ));
             }
         }
         if let Some(v) = get("language") {
             if v.as_str() != Some("en") {
-                return Err(unsupported("model.language", v, "only the English BPE tokenizer is implemented"));
+                return Err(unsupported(
+                    "model.language",
+                    v,
+                    "only the English BPE tokenizer is implemented",
+                ));
             }
         }
-        let gen_type = get("gen_type").cloned().unwrap_or(Value::from("generation"));
+        let gen_type = get("gen_type")
+            .cloned()
+            .unwrap_or(Value::from("generation"));
         if gen_type.as_str() != Some("traverse") {
             return Err(unsupported(
                 "model.gen_type",
@@ -316,9 +363,11 @@ impl RuntimeConfig {
         }
         let imagenet_default_mean_and_std = match get("imagenet_default_mean_and_std") {
             None => false,
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| bad(format!("model.imagenet_default_mean_and_std must be a boolean, got {v}")))?,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                bad(format!(
+                    "model.imagenet_default_mean_and_std must be a boolean, got {v}"
+                ))
+            })?,
         };
         let prompt = match get("prompt") {
             None => None,

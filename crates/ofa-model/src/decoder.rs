@@ -50,7 +50,9 @@ impl DecoderLayer {
         let h = self.self_attn.forward(&h, &h, self_bias, None)?;
         let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
         let h = self.cross_attn_layer_norm.forward(&x)?;
-        let h = self.cross_attn.forward(&h, &enc.hidden, cross_bias, enc.key_mask.as_ref())?;
+        let h = self
+            .cross_attn
+            .forward(&h, &enc.hidden, cross_bias, enc.key_mask.as_ref())?;
         let x = (x + self.cross_attn_mid_layer_norm.forward(&h)?)?;
         let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?)?;
         x + h
@@ -86,15 +88,21 @@ impl Decoder {
         for l in 0..cfg.decoder_layers {
             layers.push(DecoderLayer::new(cfg, vb.pp(format!("layers.{l}")))?);
             token_rel_tables.push(
-                vb.get((tok_rel_rows, heads), &format!("token_rel_pos_table_list.{l}.weight"))?
-                    .flatten_all()?
-                    .to_vec1()?,
+                vb.get(
+                    (tok_rel_rows, heads),
+                    &format!("token_rel_pos_table_list.{l}.weight"),
+                )?
+                .flatten_all()?
+                .to_vec1()?,
             );
         }
         Ok(Self {
             embed_tokens,
             layernorm_embedding: layer_norm(d, vb.pp("layernorm_embedding"))?,
-            embed_positions: vb.get((cfg.max_position_embeddings + 2, d), "embed_positions.weight")?,
+            embed_positions: vb.get(
+                (cfg.max_position_embeddings + 2, d),
+                "embed_positions.weight",
+            )?,
             pos_ln: layer_norm(d, vb.pp("pos_ln"))?,
             self_pos_q_linear: linear(d, d, vb.pp("self_pos_q_linear"))?,
             self_pos_k_linear: linear(d, d, vb.pp("self_pos_k_linear"))?,
@@ -118,12 +126,25 @@ impl Decoder {
         if m > self.max_positions || m > 1024 {
             candle_core::bail!("decoder input of {m} tokens exceeds the position table");
         }
-        let x = self.embed_tokens.embedding(&tokens.flatten_all()?)?.reshape((b, m, ()))?;
+        let x = self
+            .embed_tokens
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((b, m, ()))?;
         let mut x = self.layernorm_embedding.forward(&x)?;
-        let pos = self.pos_ln.forward(&self.embed_positions.narrow(0, 0, m)?)?.unsqueeze(0)?;
-        let self_abs = position_bias(&self.self_pos_q_linear, &self.self_pos_k_linear, &pos, &pos, self.heads, self.pos_scaling)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let pos = self
+            .pos_ln
+            .forward(&self.embed_positions.narrow(0, 0, m)?)?
+            .unsqueeze(0)?;
+        let self_abs = position_bias(
+            &self.self_pos_q_linear,
+            &self.self_pos_k_linear,
+            &pos,
+            &pos,
+            self.heads,
+            self.pos_scaling,
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
         let cross_bias = position_bias(
             &self.cross_pos_q_linear,
             &self.cross_pos_k_linear,
@@ -139,7 +160,12 @@ impl Decoder {
                 self.heads,
                 m,
                 m,
-                &[RelBlock { table: &self.token_rel_tables[i], index: &tok_idx, offset: 0, size: m }],
+                &[RelBlock {
+                    table: &self.token_rel_tables[i],
+                    index: &tok_idx,
+                    offset: 0,
+                    size: m,
+                }],
                 m > 1,
                 &device,
             )?;

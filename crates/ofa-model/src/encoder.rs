@@ -24,7 +24,12 @@ impl EncoderLayer {
         let d = cfg.d_model;
         let act = cfg.activation().map_err(candle_core::Error::msg)?;
         Ok(Self {
-            self_attn: Attention::new(d, cfg.encoder_attention_heads, cfg.attn_scale_factor, vb.pp("self_attn"))?,
+            self_attn: Attention::new(
+                d,
+                cfg.encoder_attention_heads,
+                cfg.attn_scale_factor,
+                vb.pp("self_attn"),
+            )?,
             self_attn_layer_norm: layer_norm(d, vb.pp("self_attn_layer_norm"))?,
             self_attn_mid_layer_norm: layer_norm(d, vb.pp("self_attn_mid_layer_norm"))?,
             final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
@@ -48,7 +53,7 @@ pub struct EncoderOutput {
     pub hidden: Tensor,
     /// `[1, N + T, D]` layer-normed position embeddings (image then text), reused by cross-attention.
     pub positions: Tensor,
-    /// Additive key mask `[B, 1, 1, N + T]` when some text is padded.
+    /// Additive key mask `[B, N + T]` when some text is padded.
     pub key_mask: Option<Tensor>,
 }
 
@@ -92,14 +97,20 @@ impl Encoder {
         for l in 0..cfg.encoder_layers {
             layers.push(EncoderLayer::new(cfg, vb.pp(format!("layers.{l}")))?);
             token_rel_tables.push(
-                vb.get((tok_rel_rows, heads), &format!("token_rel_pos_table_list.{l}.weight"))?
-                    .flatten_all()?
-                    .to_vec1()?,
+                vb.get(
+                    (tok_rel_rows, heads),
+                    &format!("token_rel_pos_table_list.{l}.weight"),
+                )?
+                .flatten_all()?
+                .to_vec1()?,
             );
             image_rel_tables.push(
-                vb.get((img_rel_rows, heads), &format!("image_rel_pos_table_list.{l}.weight"))?
-                    .flatten_all()?
-                    .to_vec1()?,
+                vb.get(
+                    (img_rel_rows, heads),
+                    &format!("image_rel_pos_table_list.{l}.weight"),
+                )?
+                .flatten_all()?
+                .to_vec1()?,
             );
         }
         Ok(Self {
@@ -109,7 +120,10 @@ impl Encoder {
             image_proj: linear(ResNet::OUT_CHANNELS, d, vb.pp("image_proj"))?,
             patch_layernorm_embedding: layer_norm(d, vb.pp("patch_layernorm_embedding"))?,
             layernorm_embedding: layer_norm(d, vb.pp("layernorm_embedding"))?,
-            embed_positions: vb.get((cfg.max_position_embeddings + 2, d), "embed_positions.weight")?,
+            embed_positions: vb.get(
+                (cfg.max_position_embeddings + 2, d),
+                "embed_positions.weight",
+            )?,
             embed_image_positions: vb.get((img_pos_rows, d), "embed_image_positions.weight")?,
             pos_ln: layer_norm(d, vb.pp("pos_ln"))?,
             image_pos_ln: layer_norm(d, vb.pp("image_pos_ln"))?,
@@ -141,16 +155,23 @@ impl Encoder {
         let n = gh * gw;
         let l = n + t;
         if t > self.max_positions || t > 1024 {
-            candle_core::bail!("text of {t} tokens exceeds the position table ({} rows)", self.max_positions);
+            candle_core::bail!(
+                "text of {t} tokens exceeds the position table ({} rows)",
+                self.max_positions
+            );
         }
 
-        // Image tokens in row-major grid order.
-        let img = features.flatten_from(2)?.transpose(1, 2)?;
+        // Image tokens in row-major grid order. Made contiguous: candle folds a batched matmul
+        // against broadcast weights into one GEMM, which is wrong for a transposed input.
+        let img = features.flatten_from(2)?.transpose(1, 2)?.contiguous()?;
         let img = self.image_proj.forward(&img)?;
         let img = img.broadcast_add(&self.type_embedding.get(1)?)?;
         let img = self.patch_layernorm_embedding.forward(&img)?;
 
-        let txt = self.embed_tokens.embedding(&ids.flatten_all()?)?.reshape((b, t, ()))?;
+        let txt = self
+            .embed_tokens
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, ()))?;
         let txt = txt.broadcast_add(&self.type_embedding.get(0)?)?;
         let mut txt = self.layernorm_embedding.forward(&txt)?;
 
@@ -161,16 +182,23 @@ impl Encoder {
             txt = txt.broadcast_mul(&keep.unsqueeze(2)?)?;
             let text_mask = (pad.to_dtype(DType::F32)? * f64::from(f32::MIN))?;
             let mask = Tensor::cat(&[Tensor::zeros((b, n), DType::F32, &device)?, text_mask], 1)?;
-            Some(mask.reshape((b, 1, 1, l))?)
+            Some(mask)
         } else {
             None
         };
         let mut x = Tensor::cat(&[img, txt], 1)?;
 
         let positions = self.positions(gh, gw, t, &device)?;
-        let abs = position_bias(&self.pos_q_linear, &self.pos_k_linear, &positions, &positions, self.heads, self.pos_scaling)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let abs = position_bias(
+            &self.pos_q_linear,
+            &self.pos_k_linear,
+            &positions,
+            &positions,
+            self.heads,
+            self.pos_scaling,
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
         let img_idx = image_buckets(gh, gw, self.image_bucket_size);
         let tok_idx = token_buckets(t, self.token_bucket_size);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -180,8 +208,18 @@ impl Encoder {
                 l,
                 l,
                 &[
-                    RelBlock { table: &self.image_rel_tables[i], index: &img_idx, offset: 0, size: n },
-                    RelBlock { table: &self.token_rel_tables[i], index: &tok_idx, offset: n, size: t },
+                    RelBlock {
+                        table: &self.image_rel_tables[i],
+                        index: &img_idx,
+                        offset: 0,
+                        size: n,
+                    },
+                    RelBlock {
+                        table: &self.token_rel_tables[i],
+                        index: &tok_idx,
+                        offset: n,
+                        size: t,
+                    },
                 ],
                 false,
                 &device,
@@ -189,15 +227,23 @@ impl Encoder {
             x = layer.forward(&x, &bias, key_mask.as_ref())?;
         }
         let hidden = self.layer_norm.forward(&x)?;
-        Ok(EncoderOutput { hidden, positions, key_mask })
+        Ok(EncoderOutput {
+            hidden,
+            positions,
+            key_mask,
+        })
     }
 
     /// `[1, N + T, D]`: layer-normed image grid positions then text positions 0..T.
     fn positions(&self, gh: usize, gw: usize, t: usize, device: &Device) -> Result<Tensor> {
         let ids = image_position_ids(gh, gw, self.image_bucket_size);
         let ids = Tensor::from_vec(ids, gh * gw, device)?;
-        let img = self.image_pos_ln.forward(&self.embed_image_positions.index_select(&ids, 0)?)?;
-        let txt = self.pos_ln.forward(&self.embed_positions.narrow(0, 0, t)?)?;
+        let img = self
+            .image_pos_ln
+            .forward(&self.embed_image_positions.index_select(&ids, 0)?)?;
+        let txt = self
+            .pos_ln
+            .forward(&self.embed_positions.narrow(0, 0, t)?)?;
         Tensor::cat(&[img, txt], 0)?.unsqueeze(0)
     }
 }

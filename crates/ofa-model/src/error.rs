@@ -45,6 +45,8 @@ pub enum OfaError {
     },
     #[error("text: {0}")]
     Text(String),
+    #[error("model: produced non-finite scores {0:?}")]
+    NonFinite(Vec<f32>),
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -47,7 +47,9 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
         });
     }
     if pixels == 0 {
-        return Err(OfaError::Image(format!("image has no pixels ({width}x{height})")));
+        return Err(OfaError::Image(format!(
+            "image has no pixels ({width}x{height})"
+        )));
     }
     let orientation = decoder.orientation().ok();
     let mut img = if format == ImageFormat::Gif {
@@ -68,7 +70,9 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
 fn map_image_error(e: image::ImageError) -> OfaError {
     match e {
         image::ImageError::Unsupported(u) => OfaError::UnsupportedImage(u.to_string()),
-        image::ImageError::Limits(l) => OfaError::Image(format!("image exceeds decoder limits: {l}")),
+        image::ImageError::Limits(l) => {
+            OfaError::Image(format!("image exceeds decoder limits: {l}"))
+        }
         other => OfaError::Image(format!("corrupt or truncated image: {other}")),
     }
 }
@@ -128,10 +132,17 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     let eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
     match (sos, eoi) {
         (Some(s), Some(e)) if e > s => {}
-        _ => return Err(OfaError::Image("corrupt or truncated image: JPEG data ends before its end-of-image marker".into())),
+        _ => {
+            return Err(OfaError::Image(
+                "corrupt or truncated image: JPEG data ends before its end-of-image marker".into(),
+            ))
+        }
     }
     use mozjpeg::ColorSpace as Cs;
-    // libjpeg reports fatal errors by unwinding out of its error handler.
+    // libjpeg reports fatal errors by unwinding out of its error handler; those unwinds are
+    // expected, so they are caught and kept off stderr.
+    quiet_jpeg_panics();
+    IN_LIBJPEG.with(|f| f.set(true));
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<DynamicImage> {
         let d = mozjpeg::Decompress::new_mem(bytes)?;
         match d.color_space() {
@@ -140,24 +151,31 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
                 let (w, h) = (s.width() as u32, s.height() as u32);
                 let px: Vec<u8> = s.read_scanlines()?;
                 s.finish()?;
-                Ok(DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, px).ok_or_else(short)?))
+                Ok(DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w, h, px).ok_or_else(short)?,
+                ))
             }
             Cs::JCS_CMYK | Cs::JCS_YCCK => {
                 let mut s = d.to_colorspace(Cs::JCS_CMYK)?;
                 let (w, h) = (s.width() as u32, s.height() as u32);
                 let px: Vec<u8> = s.read_scanlines()?;
                 s.finish()?;
-                Ok(DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, cmyk_to_rgb(&px)).ok_or_else(short)?))
+                Ok(DynamicImage::ImageRgb8(
+                    RgbImage::from_raw(w, h, cmyk_to_rgb(&px)).ok_or_else(short)?,
+                ))
             }
             _ => {
                 let mut s = d.rgb()?;
                 let (w, h) = (s.width() as u32, s.height() as u32);
                 let px: Vec<u8> = s.read_scanlines()?;
                 s.finish()?;
-                Ok(DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, px).ok_or_else(short)?))
+                Ok(DynamicImage::ImageRgb8(
+                    RgbImage::from_raw(w, h, px).ok_or_else(short)?,
+                ))
             }
         }
     });
+    IN_LIBJPEG.with(|f| f.set(false));
     match decoded {
         Ok(Ok(img)) => Ok(img),
         Ok(Err(e)) => Err(OfaError::Image(format!("corrupt or truncated image: {e}"))),
@@ -167,13 +185,36 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "libjpeg error".into());
-            Err(OfaError::Image(format!("corrupt or truncated image: {msg}")))
+            Err(OfaError::Image(format!(
+                "corrupt or truncated image: {msg}"
+            )))
         }
     }
 }
 
+thread_local! {
+    static IN_LIBJPEG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Chains a panic hook that stays silent for libjpeg's error unwinds and reports every other
+/// panic through the hook that was installed before.
+fn quiet_jpeg_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_LIBJPEG.with(|f| f.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn short() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "fewer scanlines than the header announced")
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "fewer scanlines than the header announced",
+    )
 }
 
 /// Pillow reads CMYK JPEGs as Adobe-inverted (`CMYK;I`), then converts with `cmyk2rgb`.
@@ -214,7 +255,11 @@ fn gif_first_frame(bytes: &[u8]) -> Result<DynamicImage> {
         .clone()
         .or(global)
         .ok_or_else(|| OfaError::Image("GIF frame has no palette".into()))?;
-    let fill = frame.transparent.map(usize::from).or(background).unwrap_or(0);
+    let fill = frame
+        .transparent
+        .map(usize::from)
+        .or(background)
+        .unwrap_or(0);
     let lookup = |i: usize| -> [u8; 3] {
         let o = i * 3;
         if o + 2 < palette.len() {

@@ -19,7 +19,9 @@ pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
 /// `[B, L, H·dh]` → `[B, H, L, dh]`, contiguous.
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, l, d) = x.dims3()?;
-    x.reshape((b, l, heads, d / heads))?.transpose(1, 2)?.contiguous()
+    x.reshape((b, l, heads, d / heads))?
+        .transpose(1, 2)?
+        .contiguous()
 }
 
 /// Multi-head attention with OFA's extras: query scaling `(dh·α)^-½`, an additive bias
@@ -56,9 +58,14 @@ impl Attention {
         Ok((k, v))
     }
 
-    /// `x`: `[B, Lq, D]`; `bias`: broadcastable to `[B, H, Lq, Lk]`; `mask`: additive,
-    /// broadcastable to the same shape.
-    pub fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `x`: `[B, Lq, D]`; `bias`: `[1, H, Lq, Lk]`; `mask`: additive, per key, `[B, Lk]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        bias: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (k, v) = self.key_values(kv)?;
         self.forward_kv(x, &k, &v, bias, mask)
     }
@@ -73,11 +80,8 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, lq, d) = x.dims3()?;
         let q = split_heads(&(self.q_proj.forward(x)? * self.scaling)?, self.heads)?;
-        let mut scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        if let Some(m) = mask {
-            scores = scores.broadcast_add(m)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = crate::softmax::biased_softmax(&scores, bias, mask)?;
         let o = probs.matmul(v)?; // [B, H, Lq, dh]
         let o = o.broadcast_mul(&self.c_attn.reshape((1, self.heads, 1, 1))?)?;
         let o = o.transpose(1, 2)?.reshape((b, lq, d))?;

@@ -18,10 +18,12 @@ pub mod pipeline;
 pub mod random;
 pub mod resize;
 pub mod resnet;
+pub mod softmax;
 pub mod text;
 pub mod tokenizer;
 pub mod weights;
 
+pub use candle_core::Device;
 pub use config::{ModelDir, OfaConfig, RuntimeConfig};
 pub use error::{OfaError, Result};
 pub use output::Prediction;

@@ -19,7 +19,10 @@ pub struct OfaModel {
 
 impl OfaModel {
     pub fn new(config: &OfaConfig, vb: VarBuilder) -> Result<Self> {
-        let embed_tokens = vb.get((config.vocab_size, config.d_model), "encoder.embed_tokens.weight")?;
+        let embed_tokens = vb.get(
+            (config.vocab_size, config.d_model),
+            "encoder.embed_tokens.weight",
+        )?;
         Ok(Self {
             config: config.clone(),
             encoder: Encoder::new(config, embed_tokens.clone(), vb.pp("encoder"))?,
@@ -50,7 +53,12 @@ impl OfaModel {
 
     /// Logits of `answer_ids` at position `last[b]` of each item: `[B, K]`. Only these columns
     /// of the tied output projection are ever needed.
-    pub fn answer_logits(&self, hidden: &Tensor, last: &[usize], answer_ids: &[u32]) -> Result<Tensor> {
+    pub fn answer_logits(
+        &self,
+        hidden: &Tensor,
+        last: &[usize],
+        answer_ids: &[u32],
+    ) -> Result<Tensor> {
         let rows = last
             .iter()
             .enumerate()

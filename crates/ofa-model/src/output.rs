@@ -76,11 +76,18 @@ impl Prediction {
             .iter()
             .filter_map(|a| s.answers.iter().position(|x| x == a))
             .collect();
-        order.extend((0..s.answers.len()).filter(|i| !CANONICAL_ORDER.contains(&s.answers[*i].as_str())));
+        order.extend(
+            (0..s.answers.len()).filter(|i| !CANONICAL_ORDER.contains(&s.answers[*i].as_str())),
+        );
         let details: Vec<f32> = order.iter().map(|&i| s.probs[i]).collect();
         let scores = order
             .iter()
-            .map(|&i| (s.answers[i].clone(), serde_json::Value::from(f64::from(s.probs[i]))))
+            .map(|&i| {
+                (
+                    s.answers[i].clone(),
+                    serde_json::Value::from(f64::from(s.probs[i])),
+                )
+            })
             .collect();
         Prediction {
             result: order.iter().position(|&i| i == s.argmax).unwrap_or(0),
@@ -98,7 +105,10 @@ mod tests {
 
     #[test]
     fn details_follow_yes_no_maybe_whatever_the_model_order() {
-        let answers: Vec<String> = ["no", "yes", "maybe"].iter().map(|s| s.to_string()).collect();
+        let answers: Vec<String> = ["no", "yes", "maybe"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let s = Scores::from_logits(&answers, &[0.0, 2.0, 1.0]);
         let p = Prediction::from_scores(&s);
         assert_eq!(p.label, "Yes");

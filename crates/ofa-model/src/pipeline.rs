@@ -7,7 +7,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::config::{ModelDir, OfaConfig, PromptType, RuntimeConfig, CONFIGURATION_FILE, CONFIG_FILE};
+use crate::config::{
+    ModelDir, OfaConfig, PromptType, RuntimeConfig, CONFIGURATION_FILE, CONFIG_FILE,
+};
 use crate::error::{OfaError, Result};
 use crate::image::{decode_rgb, normalize_chw, resize_square};
 use crate::model::OfaModel;
@@ -185,7 +187,11 @@ impl Entailment {
             }
             data.extend(normalize_chw(&p.pixels, s, mean, std));
         }
-        Ok(Tensor::from_vec(data, (batch.len(), 3, s, s), self.model.device())?)
+        Ok(Tensor::from_vec(
+            data,
+            (batch.len(), 3, s, s),
+            self.model.device(),
+        )?)
     }
 
     /// Right-pads id lists with the pad id into a `[B, max_len]` tensor.
@@ -197,7 +203,11 @@ impl Entailment {
             data.extend_from_slice(r);
             data.extend(std::iter::repeat_n(pad, width - r.len()));
         }
-        Ok(Tensor::from_vec(data, (rows.len(), width), self.model.device())?)
+        Ok(Tensor::from_vec(
+            data,
+            (rows.len(), width),
+            self.model.device(),
+        )?)
     }
 
     /// Scores a batch in one encoder and one decoder pass.
@@ -207,7 +217,10 @@ impl Entailment {
             return Ok((Vec::new(), times));
         }
         if let Some(p) = batch.iter().find(|p| p.source.len() < 2) {
-            return Err(OfaError::Text(format!("source of {} ids lacks BOS/EOS", p.source.len())));
+            return Err(OfaError::Text(format!(
+                "source of {} ids lacks BOS/EOS",
+                p.source.len()
+            )));
         }
         let t0 = Instant::now();
         let images = self.image_tensor(batch)?;
@@ -235,6 +248,9 @@ impl Entailment {
         let logits = self.model.answer_logits(&hidden, &last, &self.answer_ids)?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
         times.decoder_ms = ms(t);
+        if let Some(bad) = logits.iter().find(|z| z.iter().any(|v| !v.is_finite())) {
+            return Err(OfaError::NonFinite(bad.clone()));
+        }
         let scores = logits
             .iter()
             .map(|z| Scores::from_logits(&self.runtime.answers, z))

@@ -47,11 +47,19 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
         for (x, &kx) in k.iter().enumerate().take(xmax) {
             let w = if ww != 0.0 { kx / ww } else { kx };
             let fixed = w * f64::from(1u32 << PRECISION_BITS);
-            weights[xx * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+            weights[xx * ksize + x] = if w < 0.0 {
+                (fixed - 0.5) as i32
+            } else {
+                (fixed + 0.5) as i32
+            };
         }
         bounds.push((xmin, xmax));
     }
-    Coeffs { bounds, ksize, weights }
+    Coeffs {
+        bounds,
+        ksize,
+        weights,
+    }
 }
 
 #[inline]
@@ -141,7 +149,10 @@ mod tests {
     fn weights_sum_to_one_in_fixed_point() {
         let c = precompute(2000, 480);
         for (i, &(_, n)) in c.bounds.iter().enumerate() {
-            let s: i64 = c.weights[i * c.ksize..i * c.ksize + n].iter().map(|&v| v as i64).sum();
+            let s: i64 = c.weights[i * c.ksize..i * c.ksize + n]
+                .iter()
+                .map(|&v| v as i64)
+                .sum();
             assert!((s - (1 << 22)).abs() < 64, "row {i}: {s}");
         }
     }

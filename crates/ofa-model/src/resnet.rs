@@ -63,7 +63,9 @@ impl ConvBn {
             let (b, _, h, w) = x.dims4()?;
             let wm = self.weight.reshape((out_c, in_c))?;
             let xm = x.reshape((b, in_c, h * w))?;
-            wm.broadcast_left(b)?.matmul(&xm)?.reshape((b, out_c, h, w))?
+            wm.broadcast_left(b)?
+                .matmul(&xm)?
+                .reshape((b, out_c, h, w))?
         } else {
             return self.conv_general(x);
         };

@@ -16,8 +16,7 @@ pub fn pre_caption(caption: &str, max_words: usize) -> String {
     let lowered = caption.to_lowercase();
     let stripped = lowered.trim_start_matches([',', '.', '!', '?', '*', '#', ':', ';', '~']);
     let replaced = stripped
-        .replace('-', " ")
-        .replace('/', " ")
+        .replace(['-', '/'], " ")
         .replace("<person>", "person");
     // re.sub(r'\s{2,}', ' ', s): only runs of two or more collapse; a lone tab or newline stays.
     let mut collapsed = String::with_capacity(replaced.len());
@@ -51,22 +50,23 @@ pub fn pre_caption(caption: &str, max_words: usize) -> String {
 
 /// Python's `template.format(*args)` for positional `{}` fields (and `{{`/`}}` escapes).
 pub fn format_template(template: &str, args: &[&str]) -> String {
-    let mut out = String::with_capacity(template.len() + args.iter().map(|a| a.len()).sum::<usize>());
+    let mut out =
+        String::with_capacity(template.len() + args.iter().map(|a| a.len()).sum::<usize>());
     let mut rest = template;
     let mut next = 0;
     while let Some(pos) = rest.find(['{', '}']) {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
-        if tail.starts_with("{{") {
+        if let Some(r) = tail.strip_prefix("{{") {
             out.push('{');
-            rest = &tail[2..];
-        } else if tail.starts_with("}}") {
+            rest = r;
+        } else if let Some(r) = tail.strip_prefix("}}") {
             out.push('}');
-            rest = &tail[2..];
-        } else if tail.starts_with("{}") {
+            rest = r;
+        } else if let Some(r) = tail.strip_prefix("{}") {
             out.push_str(args.get(next).copied().unwrap_or(""));
             next += 1;
-            rest = &tail[2..];
+            rest = r;
         } else {
             out.push_str(&tail[..1]);
             rest = &tail[1..];
@@ -88,7 +88,10 @@ pub fn build_prompt(
         None => format_template(custom_prompt.unwrap_or(HYPOTHESIS_PROMPT), &[&hypothesis]),
         Some(p) => {
             let premise = pre_caption(p, max_words);
-            format_template(custom_prompt.unwrap_or(PREMISE_PROMPT), &[&premise, &hypothesis])
+            format_template(
+                custom_prompt.unwrap_or(PREMISE_PROMPT),
+                &[&premise, &hypothesis],
+            )
         }
     }
 }

@@ -45,7 +45,9 @@ impl std::fmt::Debug for Tokenizer {
 /// GPT-2's reversible byte → printable-character table.
 fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut n = 0;
     for b in 0..256u32 {
         table[b as usize] = if printable(b) {
@@ -84,30 +86,53 @@ impl Tokenizer {
         Self::new(vocab, merges_txt, &vocab_path, &dir.join(MERGES_FILE))
     }
 
-    fn new(vocab: HashMap<String, u32>, merges_text: &str, vocab_path: &Path, merges_path: &Path) -> Result<Self> {
+    fn new(
+        vocab: HashMap<String, u32>,
+        merges_text: &str,
+        vocab_path: &Path,
+        merges_path: &Path,
+    ) -> Result<Self> {
         let tok_err = |file: &Path, message: String| OfaError::Tokenizer {
             file: file.to_path_buf(),
             message,
         };
         for special in ["<s>", "<pad>", "</s>", "<unk>"] {
             if !vocab.contains_key(special) {
-                return Err(tok_err(vocab_path, format!("special token {special} is missing")));
+                return Err(tok_err(
+                    vocab_path,
+                    format!("special token {special} is missing"),
+                ));
             }
         }
-        if vocab.get("<s>") != Some(&BOS_ID) || vocab.get("<pad>") != Some(&PAD_ID) || vocab.get("</s>") != Some(&EOS_ID) {
-            return Err(tok_err(vocab_path, "expected <s>=0, <pad>=1, </s>=2".into()));
+        if vocab.get("<s>") != Some(&BOS_ID)
+            || vocab.get("<pad>") != Some(&PAD_ID)
+            || vocab.get("</s>") != Some(&EOS_ID)
+        {
+            return Err(tok_err(
+                vocab_path,
+                "expected <s>=0, <pad>=1, </s>=2".into(),
+            ));
         }
         // Python: read().split("\n")[1:-1] — the first line is the "#version" header.
         let mut merges = HashMap::new();
         let lines: Vec<&str> = merges_text.split('\n').collect();
-        let body = if lines.len() >= 2 { &lines[1..lines.len() - 1] } else { &[][..] };
+        let body = if lines.len() >= 2 {
+            &lines[1..lines.len() - 1]
+        } else {
+            &[][..]
+        };
         for (rank, line) in body.iter().enumerate() {
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next()) {
                 (Some(a), Some(b)) => {
                     merges.entry((a.to_owned(), b.to_owned())).or_insert(rank);
                 }
-                _ => return Err(tok_err(merges_path, format!("line {} is not a merge pair", rank + 2))),
+                _ => {
+                    return Err(tok_err(
+                        merges_path,
+                        format!("line {} is not a merge pair", rank + 2),
+                    ))
+                }
             }
         }
         if merges.is_empty() {
@@ -117,7 +142,13 @@ impl Tokenizer {
         let mut added = HashMap::new();
         for special in ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] {
             if let Some(&id) = vocab.get(special) {
-                added.insert(special.to_owned(), AddedToken { id, lstrip: special == "<mask>" });
+                added.insert(
+                    special.to_owned(),
+                    AddedToken {
+                        id,
+                        lstrip: special == "<mask>",
+                    },
+                );
             }
         }
         let mut next_id = vocab.values().copied().max().map_or(0, |m| m + 1);
@@ -174,7 +205,9 @@ impl Tokenizer {
         let mut search = 0;
         while let Some(rel) = text[search..].find('<') {
             let open = search + rel;
-            let Some(close_rel) = text[open..].find('>') else { break };
+            let Some(close_rel) = text[open..].find('>') else {
+                break;
+            };
             let candidate = &text[open..open + close_rel + 1];
             if let Some(tok) = self.added.get(candidate) {
                 let mut before = &text[start..open];
@@ -217,7 +250,11 @@ impl Tokenizer {
         while word.len() > 1 {
             let best = word
                 .windows(2)
-                .filter_map(|w| self.merges.get(&(w[0].clone(), w[1].clone())).map(|&r| (r, w[0].clone(), w[1].clone())))
+                .filter_map(|w| {
+                    self.merges
+                        .get(&(w[0].clone(), w[1].clone()))
+                        .map(|&r| (r, w[0].clone(), w[1].clone()))
+                })
                 .min_by_key(|(r, _, _)| *r);
             let Some((_, a, b)) = best else { break };
             let mut merged = Vec::with_capacity(word.len());
@@ -237,7 +274,10 @@ impl Tokenizer {
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.added.get(token).map(|t| t.id).or_else(|| self.vocab.get(token).copied())
+        self.added
+            .get(token)
+            .map(|t| t.id)
+            .or_else(|| self.vocab.get(token).copied())
     }
 }
 

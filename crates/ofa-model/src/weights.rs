@@ -21,10 +21,12 @@ pub const EMBED_ALIASES: [&str; 3] = [
 pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
     let raw = match file {
         WeightsFile::Safetensors(p) => read_safetensors(p)?,
-        WeightsFile::Pytorch(p) => candle_core::pickle::read_all(p).map_err(|e| OfaError::Weights {
-            file: p.clone(),
-            message: format!("cannot read PyTorch checkpoint: {e}"),
-        })?,
+        WeightsFile::Pytorch(p) => {
+            candle_core::pickle::read_all(p).map_err(|e| OfaError::Weights {
+                file: p.clone(),
+                message: format!("cannot read PyTorch checkpoint: {e}"),
+            })?
+        }
     };
     normalize(raw).map_err(|e| OfaError::Weights {
         file: file.path().to_path_buf(),
@@ -34,7 +36,9 @@ pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
 
 /// Index buffers the model recomputes, and BatchNorm counters: never needed.
 fn is_ignored(name: &str) -> bool {
-    name.ends_with("num_batches_tracked") || name.ends_with("_rp_bucket") || name.ends_with("image_position_idx")
+    name.ends_with("num_batches_tracked")
+        || name.ends_with("_rp_bucket")
+        || name.ends_with("image_position_idx")
 }
 
 /// Strips a `model.` prefix, drops ignored buffers, converts floats to f32, and stores the
@@ -46,7 +50,11 @@ pub fn normalize(raw: Vec<(String, Tensor)>) -> candle_core::Result<HashMap<Stri
         if is_ignored(&name) || !t.dtype().is_float() {
             continue;
         }
-        let t = if t.dtype() == DType::F32 { t } else { t.to_dtype(DType::F32)? };
+        let t = if t.dtype() == DType::F32 {
+            t
+        } else {
+            t.to_dtype(DType::F32)?
+        };
         out.insert(name, t);
     }
     let shared = EMBED_ALIASES.iter().find_map(|n| out.get(*n).cloned());
@@ -69,15 +77,18 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     // hazard, as for every mmap-based loader.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| OfaError::io(path, e))?;
     if mmap.len() < 8 {
-        return Err(bad("not a safetensors file (shorter than its header length)".into()));
+        return Err(bad(
+            "not a safetensors file (shorter than its header length)".into(),
+        ));
     }
     let header_len = u64::from_le_bytes(mmap[..8].try_into().expect("8 bytes")) as usize;
     let data_start = 8usize
         .checked_add(header_len)
         .filter(|&e| e <= mmap.len())
         .ok_or_else(|| bad("safetensors header length exceeds the file".into()))?;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&mmap[8..data_start])
-        .map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&mmap[8..data_start])
+            .map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
     let data = &mmap[data_start..];
     let mut out = Vec::with_capacity(header.len());
     for (name, info) in &header {
@@ -97,7 +108,8 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         let offsets: [usize; 2] = serde_json::from_value(info["data_offsets"].clone())
             .map_err(|e| bad(format!("tensor {name}: bad data_offsets: {e}")))?;
         let expected = shape.iter().product::<usize>() * dtype.size_in_bytes();
-        if offsets[0] > offsets[1] || offsets[1] > data.len() || offsets[1] - offsets[0] != expected {
+        if offsets[0] > offsets[1] || offsets[1] > data.len() || offsets[1] - offsets[0] != expected
+        {
             return Err(bad(format!(
                 "tensor {name}: data_offsets {offsets:?} do not fit shape {shape:?} {dtype:?} in a file of {} data bytes",
                 data.len()
@@ -108,7 +120,11 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
             .map_err(|e| bad(format!("tensor {name}: {e}")))?;
         // SAFETY: read-only file mapping; dropped pages are re-read from the file if touched.
         unsafe {
-            let _ = mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, data_start + offsets[0], expected);
+            let _ = mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                data_start + offsets[0],
+                expected,
+            );
         }
         out.push((name.clone(), t));
     }

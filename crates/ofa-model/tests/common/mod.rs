@@ -24,7 +24,8 @@ pub fn golden() -> PathBuf {
 pub fn cases() -> &'static Vec<Value> {
     static CASES: OnceLock<Vec<Value>> = OnceLock::new();
     CASES.get_or_init(|| {
-        let v: Value = serde_json::from_slice(&std::fs::read(golden().join("cases.json")).unwrap()).unwrap();
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(golden().join("cases.json")).unwrap()).unwrap();
         v["cases"].as_array().unwrap().clone()
     })
 }
@@ -36,8 +37,11 @@ pub fn tiny() -> &'static Entailment {
 
 pub fn case_tensors(case: &Value) -> HashMap<String, Tensor> {
     let id = case["id"].as_str().unwrap();
-    candle_core::safetensors::load(golden().join("tensors").join(format!("{id}.safetensors")), &Device::Cpu)
-        .unwrap()
+    candle_core::safetensors::load(
+        golden().join("tensors").join(format!("{id}.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 pub fn image_bytes(case: &Value) -> Vec<u8> {
@@ -53,12 +57,18 @@ pub fn texts(case: &Value) -> (String, Option<String>) {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a.len(), b.len(), "shapes differ");
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

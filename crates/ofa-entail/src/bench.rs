@@ -1,0 +1,195 @@
+//! `ofa-entail bench`: where the time goes, per stage and per batch size, and peak memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ofa_model::pipeline::{Prepared, StageTimes};
+use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
+use serde::Serialize;
+
+use crate::memory::resident_bytes;
+use crate::predict::candle_core_device;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model directory; without it, OFA-large with random weights (built-in configuration).
+    #[arg(long, env = "MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Image to use; without it, a synthetic 640x480 photo-like PNG.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[arg(long, default_value = "a woman in a military uniform.")]
+    text: String,
+    /// Batch sizes to time.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    batch_sizes: Vec<usize>,
+    /// Timed runs per batch size (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 2)]
+    iterations: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct RandomModelArgs {
+    /// Directory to write (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Serialize)]
+struct BatchReport {
+    batch_size: usize,
+    preprocess_ms: f64,
+    resnet_ms: f64,
+    encoder_ms: f64,
+    decoder_ms: f64,
+    total_ms: f64,
+    per_pair_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    threads: usize,
+    load_ms: f64,
+    rss_after_load_bytes: Option<u64>,
+    peak_rss_bytes: Option<u64>,
+    encoder_tokens: usize,
+    batches: Vec<BatchReport>,
+}
+
+fn synthetic_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(640, 480, |x, y| {
+        let v = ((x * 7 + y * 3) % 256) as u8;
+        image::Rgb([v, ((x ^ y) % 256) as u8, (255 - v / 2)])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding in memory");
+    out.into_inner()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.iterations > 0, "--iterations must be at least 1");
+    anyhow::ensure!(
+        args.batch_sizes.iter().all(|&b| b > 0),
+        "batch sizes must be positive"
+    );
+    let image = match &args.image {
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("cannot read image {}", p.display()))?
+        }
+        None => synthetic_png(),
+    };
+    let device = candle_core_device();
+    let t = Instant::now();
+    let (pipeline, model) = match &args.model_dir {
+        Some(dir) => (Entailment::load(dir, &device)?, dir.display().to_string()),
+        None => (
+            ofa_model::random::large_pipeline(&device)?,
+            "OFA-large, random weights (built-in configuration)".to_owned(),
+        ),
+    };
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let rss_after_load = resident_bytes().map(|(rss, _)| rss);
+    let input = PairInput {
+        image: &image,
+        hypothesis: &args.text,
+        premise: None,
+    };
+
+    let run_once = |b: usize| -> Result<StageTimes> {
+        let t = Instant::now();
+        let prepared: Vec<Prepared> = (0..b)
+            .map(|_| pipeline.prepare(&input, DEFAULT_MAX_PIXELS))
+            .collect::<ofa_model::Result<_>>()?;
+        let prep_ms = t.elapsed().as_secs_f64() * 1e3;
+        let (_, mut times) = pipeline.score_batch(&prepared)?;
+        times.preprocess_ms += prep_ms;
+        Ok(times)
+    };
+    run_once(1)?; // warm-up: first-touch allocations, thread pool start
+    let mut batches = Vec::new();
+    for &b in &args.batch_sizes {
+        let runs = (0..args.iterations)
+            .map(|_| run_once(b))
+            .collect::<Result<Vec<_>>>()?;
+        let pick = |f: fn(&StageTimes) -> f64| median(runs.iter().map(f).collect());
+        let total = pick(StageTimes::total_ms);
+        batches.push(BatchReport {
+            batch_size: b,
+            preprocess_ms: pick(|t| t.preprocess_ms),
+            resnet_ms: pick(|t| t.resnet_ms),
+            encoder_ms: pick(|t| t.encoder_ms),
+            decoder_ms: pick(|t| t.decoder_ms),
+            total_ms: total,
+            per_pair_ms: total / b as f64,
+        });
+    }
+    let encoder_tokens = {
+        let g = pipeline.runtime.patch_image_size / 16;
+        g * g + pipeline.encode_text(&args.text, None)?.len()
+    };
+    let report = Report {
+        model,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_ms,
+        rss_after_load_bytes: rss_after_load,
+        peak_rss_bytes: resident_bytes().map(|(_, peak)| peak),
+        encoder_tokens,
+        batches,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    let gb = |b: Option<u64>| b.map_or("n/a".to_owned(), |v| format!("{:.2} GB", v as f64 / 1e9));
+    println!("model: {}", r.model);
+    println!(
+        "threads: {}  load: {:.0} ms  RSS after load: {}  peak RSS: {}  encoder tokens: {}",
+        r.threads,
+        r.load_ms,
+        gb(r.rss_after_load_bytes),
+        gb(r.peak_rss_bytes),
+        r.encoder_tokens
+    );
+    println!(
+        "{:>5} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "batch", "preprocess", "resnet", "encoder", "decoder", "total", "per pair"
+    );
+    for b in &r.batches {
+        println!(
+            "{:>5} {:>9.1} ms {:>7.1} ms {:>7.1} ms {:>7.1} ms {:>7.1} ms {:>7.1} ms",
+            b.batch_size,
+            b.preprocess_ms,
+            b.resnet_ms,
+            b.encoder_ms,
+            b.decoder_ms,
+            b.total_ms,
+            b.per_pair_ms
+        );
+    }
+}
+
+pub fn random_model(args: RandomModelArgs) -> Result<()> {
+    ofa_model::random::write_large_model_dir(&args.out)?;
+    eprintln!(
+        "wrote OFA-large with random weights to {}",
+        args.out.display()
+    );
+    Ok(())
+}

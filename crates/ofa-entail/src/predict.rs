@@ -1,0 +1,46 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// ModelScope model directory (configuration.json, config.json, vocab, weights).
+    #[arg(long, env = "MODEL_DIR")]
+    model_dir: PathBuf,
+    /// Image file (JPEG, PNG, GIF, WebP, BMP, TIFF).
+    #[arg(long)]
+    image: PathBuf,
+    /// The hypothesis: the sentence the image should support.
+    #[arg(long)]
+    text: String,
+    /// Optional premise text, read together with the image.
+    #[arg(long)]
+    premise: Option<String>,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
+}
+
+pub fn run(args: PredictArgs) -> Result<()> {
+    // Read the input before the model, so a bad path fails fast.
+    let image = std::fs::read(&args.image)
+        .with_context(|| format!("cannot read image {}", args.image.display()))?;
+    let pipeline = Entailment::load(&args.model_dir, &candle_core_device())?;
+    let input = PairInput {
+        image: &image,
+        hypothesis: &args.text,
+        premise: args.premise.as_deref(),
+    };
+    let prediction = pipeline
+        .predict(&[input], args.max_image_pixels)
+        .with_context(|| format!("{}", args.image.display()))?
+        .remove(0);
+    println!("{}", serde_json::to_string(&prediction)?);
+    Ok(())
+}
+
+pub fn candle_core_device() -> ofa_model::Device {
+    ofa_model::Device::Cpu
+}

@@ -1,0 +1,209 @@
+//! The `ofa-entail` binary as a user runs it: real process, tiny model fixture.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .args(args)
+        .env_remove("MODEL_DIR")
+        .output()
+        .expect("binary runs")
+}
+
+fn tiny() -> String {
+    fixtures().join("tiny_ofa_ve").display().to_string()
+}
+
+fn image(name: &str) -> String {
+    fixtures()
+        .join("golden/images")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn predict_prints_the_client_json() {
+    let out = run(&[
+        "predict",
+        "--model-dir",
+        &tiny(),
+        "--image",
+        &image("coffee.png"),
+        "--text",
+        "the cup is full of coffee.",
+        "--premise",
+        "A cup of coffee sits on a saucer next to a spoon.",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Reference (cases.json, coffee_premise_hypothesis): no 0.23396, yes 0.60297, maybe 0.16307.
+    let details: Vec<f64> = serde_json::from_value(v["details"].clone()).unwrap();
+    for (got, want) in details.iter().zip([0.602_967_6, 0.233_957_77, 0.163_074_6]) {
+        assert!((got - want).abs() < 1e-5, "{details:?}");
+    }
+    assert_eq!(v["result"], 0);
+    assert_eq!(v["label"], "Yes");
+    assert_eq!(v["confidence"].as_f64().unwrap(), details[0]);
+    let keys: Vec<&String> = v["scores"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["yes", "no", "maybe"]);
+}
+
+fn assert_fails(args: &[&str], needle: &str) {
+    let out = run(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.contains(needle), "{err} lacks {needle}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("ofa-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jpeg = std::fs::read(fixtures().join("golden/images/grace_hopper.jpg")).unwrap();
+    let truncated = dir.join("truncated.jpg");
+    std::fs::write(&truncated, &jpeg[..jpeg.len() / 2]).unwrap();
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let t = tiny();
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            &t,
+            "--image",
+            "/no/such.jpg",
+            "--text",
+            "x",
+        ],
+        "/no/such.jpg",
+    );
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            &t,
+            "--image",
+            truncated.to_str().unwrap(),
+            "--text",
+            "x",
+        ],
+        "truncated",
+    );
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            &t,
+            "--image",
+            text.to_str().unwrap(),
+            "--text",
+            "x",
+        ],
+        "unsupported format",
+    );
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            "/no/model",
+            "--image",
+            &image("coffee.png"),
+            "--text",
+            "x",
+        ],
+        "/no/model",
+    );
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            &t,
+            "--image",
+            &image("coffee.png"),
+            "--text",
+            "x",
+            "--max-image-pixels",
+            "1000",
+        ],
+        "exceeds the limit",
+    );
+
+    // A model directory missing its vocabulary.
+    let broken = dir.join("model");
+    std::fs::create_dir_all(&broken).unwrap();
+    for f in [
+        "config.json",
+        "configuration.json",
+        "answer2label.json",
+        "merges.txt",
+        "model.safetensors",
+    ] {
+        std::fs::copy(fixtures().join("tiny_ofa_ve").join(f), broken.join(f)).unwrap();
+    }
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            broken.to_str().unwrap(),
+            "--image",
+            &image("coffee.png"),
+            "--text",
+            "x",
+        ],
+        "vocab.json",
+    );
+}
+
+#[test]
+fn bench_json_reports_every_stage_and_memory() {
+    let out = run(&[
+        "bench",
+        "--model-dir",
+        &tiny(),
+        "--batch-sizes",
+        "1,2",
+        "--iterations",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 10_000_000);
+    assert_eq!(v["encoder_tokens"], 900 + 16);
+    let batches = v["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 2);
+    for (b, want) in batches.iter().zip([1, 2]) {
+        assert_eq!(b["batch_size"], want);
+        for k in [
+            "preprocess_ms",
+            "resnet_ms",
+            "encoder_ms",
+            "decoder_ms",
+            "total_ms",
+            "per_pair_ms",
+        ] {
+            assert!(b[k].as_f64().unwrap() > 0.0, "{k}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Rough GEMM / conv throughput of candle's CPU backend on this machine (for PERFORMANCE.md).
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+
+fn time<F: FnMut()>(label: &str, flops: f64, mut f: F) {
+    f();
+    let t = Instant::now();
+    let n = 3;
+    for _ in 0..n {
+        f();
+    }
+    let s = t.elapsed().as_secs_f64() / n as f64;
+    println!(
+        "{label:40} {:8.2} ms {:7.1} GFLOP/s",
+        s * 1e3,
+        flops / s / 1e9
+    );
+}
+
+fn main() -> candle_core::Result<()> {
+    let d = Device::Cpu;
+    let x = Tensor::randn(0f32, 1., (916, 1024), &d)?;
+    let w = Tensor::randn(0f32, 1., (4096, 1024), &d)?;
+    time(
+        "linear 916x1024 -> 4096",
+        2.0 * 916. * 1024. * 4096.,
+        || {
+            x.matmul(&w.t().unwrap()).unwrap();
+        },
+    );
+    let q = Tensor::randn(0f32, 1., (1, 16, 916, 64), &d)?;
+    let k = Tensor::randn(0f32, 1., (1, 16, 916, 64), &d)?;
+    time(
+        "attn scores 16x916x64x916",
+        2.0 * 16. * 916. * 916. * 64.,
+        || {
+            q.matmul(&k.t().unwrap()).unwrap();
+        },
+    );
+    let s = Tensor::randn(0f32, 1., (1, 16, 916, 916), &d)?;
+    time("softmax 16x916x916", 16. * 916. * 916., || {
+        candle_nn::ops::softmax_last_dim(&s).unwrap();
+    });
+    let b = Tensor::randn(0f32, 1., (1, 16, 916, 916), &d)?;
+    time("fused bias+softmax 16x916x916", 16. * 916. * 916., || {
+        ofa_model::softmax::biased_softmax(&s, &b, None).unwrap();
+    });
+    time("broadcast_add 16x916x916", 16. * 916. * 916., || {
+        s.broadcast_add(&s).unwrap();
+    });
+    let img = Tensor::randn(0f32, 1., (1, 64, 120, 120), &d)?;
+    let kk = Tensor::randn(0f32, 1., (64, 64, 3, 3), &d)?;
+    time(
+        "conv3x3 64ch 120x120",
+        2.0 * 64. * 64. * 9. * 14400.,
+        || {
+            img.conv2d(&kk, 1, 1, 1, 1).unwrap();
+        },
+    );
+    let img = Tensor::randn(0f32, 1., (1, 256, 30, 30), &d)?;
+    let kk = Tensor::randn(0f32, 1., (256, 256, 3, 3), &d)?;
+    time("conv3x3 256ch 30x30", 2.0 * 256. * 256. * 9. * 900., || {
+        img.conv2d(&kk, 1, 1, 1, 1).unwrap();
+    });
+    Ok(())
+}

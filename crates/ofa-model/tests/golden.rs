@@ -1,0 +1,232 @@
+//! The whole pipeline against the reference's goldens, case by case (19 cases, tiny model).
+
+mod common;
+
+use candle_core::{Device, IndexOp, Tensor};
+use common::*;
+use ofa_model::pipeline::Prepared;
+
+fn prepare(case: &serde_json::Value) -> Prepared {
+    let (h, p) = texts(case);
+    let m = tiny();
+    Prepared {
+        source: m.encode_text(&h, p.as_deref()).unwrap(),
+        pixels: m.preprocess_image(&image_bytes(case), u64::MAX).unwrap(),
+    }
+}
+
+#[test]
+fn prompts_and_input_ids_are_identical() {
+    let m = tiny();
+    for case in cases() {
+        let (h, p) = texts(case);
+        assert_eq!(
+            m.prompt(&h, p.as_deref()),
+            case["preprocess"]["prompt_text"].as_str().unwrap(),
+            "{}",
+            case["id"]
+        );
+        let want: Vec<u32> =
+            serde_json::from_value(case["preprocess"]["input_ids"].clone()).unwrap();
+        assert_eq!(
+            m.encode_text(&h, p.as_deref()).unwrap(),
+            want,
+            "{}",
+            case["id"]
+        );
+    }
+}
+
+#[test]
+fn decoded_and_resized_images_are_identical() {
+    for case in cases() {
+        let bytes = image_bytes(case);
+        let rgb = ofa_model::image::decode_rgb(&bytes, u64::MAX).unwrap();
+        let size = case["image"]["decoded_rgb_size_wh"].clone();
+        assert_eq!(
+            serde_json::json!([rgb.width(), rgb.height()]),
+            size,
+            "{}",
+            case["id"]
+        );
+        assert_eq!(
+            sha256_hex(rgb.as_raw()),
+            case["image"]["decoded_rgb_u8_sha256"].as_str().unwrap(),
+            "decoded RGB of {}",
+            case["id"]
+        );
+        let resized = tiny().preprocess_image(&bytes, u64::MAX).unwrap();
+        assert_eq!(
+            sha256_hex(&resized),
+            case["image"]["patch_image_u8_hwc_sha256"].as_str().unwrap(),
+            "480x480 image of {}",
+            case["id"]
+        );
+    }
+}
+
+#[test]
+fn jpeg_decoding_matches_libjpeg_turbo_pixels() {
+    // Compared element-wise too, so a regression shows how far off it is, not just a hash.
+    for case in cases() {
+        let g = case_tensors(case);
+        let Some(want) = g.get("decoded_rgb_u8_hwc") else {
+            continue;
+        };
+        let rgb = ofa_model::image::decode_rgb(&image_bytes(case), u64::MAX).unwrap();
+        let want: Vec<u8> = want.flatten_all().unwrap().to_vec1().unwrap();
+        let diff = rgb
+            .as_raw()
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(diff, 0, "{}: {diff} bytes differ", case["id"]);
+    }
+}
+
+#[test]
+fn resnet_encoder_decoder_and_scores_match() {
+    let m = tiny();
+    for case in cases() {
+        let id = case["id"].as_str().unwrap();
+        let g = case_tensors(case);
+        let prepared = prepare(case);
+        let images = m.image_tensor(std::slice::from_ref(&prepared)).unwrap();
+        let feats = m.model().image_features(&images).unwrap();
+        assert_eq!(feats.dims(), &[1, 1024, 30, 30]);
+        let d = max_abs_diff(&feats.i((0, 0..8)).unwrap(), &g["resnet_out_first8ch"]);
+        assert!(d < 1e-4, "{id}: ResNet differs by {d}");
+
+        let ids = Tensor::new(prepared.source.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let enc = m.model().encode(&ids, &feats).unwrap();
+        let d = max_abs_diff(&enc.hidden, &g["encoder_last_hidden_state"]);
+        assert!(d < 1e-4, "{id}: encoder differs by {d}");
+
+        // Causal attention: the prompt rows of the reference's (prompt + answer) run are ours.
+        let prompt = &prepared.source[..prepared.source.len() - 1];
+        let pt = Tensor::new(prompt, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let hidden = m.model().decode(&pt, &enc).unwrap();
+        let want = g["dec_yes_final_hidden"]
+            .narrow(0, 0, prompt.len())
+            .unwrap();
+        let d = max_abs_diff(&hidden.i(0).unwrap(), &want);
+        assert!(d < 1e-4, "{id}: decoder differs by {d}");
+
+        // Raw logits of ' no' (117), ' maybe' (2085), ' yes' (4420) at the scoring position.
+        let logits = m
+            .model()
+            .answer_logits(&hidden, &[prompt.len() - 1], &[117, 2085, 4420])
+            .unwrap();
+        let want = g["dec_yes_logits_allowed"].i((0, 0..3)).unwrap();
+        let d = max_abs_diff(&logits.i(0).unwrap(), &want);
+        assert!(d < 1e-4, "{id}: answer logits differ by {d}");
+
+        let (scores, _) = m.score_batch(std::slice::from_ref(&prepared)).unwrap();
+        let s = &scores[0];
+        assert_eq!(s.answers, ["no", "yes", "maybe"]);
+        let want_p: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
+        let want_lp: Vec<f32> =
+            serde_json::from_value(case["scores"]["sum_logprob"].clone()).unwrap();
+        for k in 0..3 {
+            assert!(
+                (s.probs[k] - want_p[k]).abs() < 1e-5,
+                "{id}: p[{k}] {} vs {}",
+                s.probs[k],
+                want_p[k]
+            );
+            assert!(
+                (s.log_probs[k] - want_lp[k]).abs() < 1e-5,
+                "{id}: logp[{k}]"
+            );
+        }
+        if case["scores"]["argmax_margin_prob"].as_f64().unwrap() > 1e-3 {
+            assert_eq!(
+                s.argmax as u64,
+                case["scores"]["argmax"].as_u64().unwrap(),
+                "{id}: label"
+            );
+        }
+        let label = case["pipeline_output"]["labels"].as_str().unwrap();
+        assert_eq!(s.answers[s.argmax], label, "{id}");
+        let conf = case["pipeline_output"]["scores"].as_f64().unwrap() as f32;
+        assert!((s.probs[s.argmax] - conf).abs() < 1e-5, "{id}: confidence");
+    }
+}
+
+#[test]
+fn batched_forward_equals_one_at_a_time() {
+    let m = tiny();
+    // Mixed text lengths (3 to 258 ids), a premise, an empty text: padding must not leak.
+    let picked = [
+        "grace_hopper_simple",
+        "long_text_truncation",
+        "empty_text",
+        "coffee_premise_hypothesis",
+        "chinese_text",
+        "tiny_8x8",
+    ];
+    let batch: Vec<Prepared> = picked
+        .iter()
+        .map(|id| prepare(cases().iter().find(|c| c["id"] == *id).unwrap()))
+        .collect();
+    let lens: std::collections::BTreeSet<usize> = batch.iter().map(|p| p.source.len()).collect();
+    assert!(lens.len() >= 4, "the batch must mix text lengths: {lens:?}");
+    let (together, _) = m.score_batch(&batch).unwrap();
+    for (p, t) in batch.iter().zip(&together) {
+        let (alone, _) = m.score_batch(std::slice::from_ref(p)).unwrap();
+        for k in 0..3 {
+            let d = (alone[0].probs[k] - t.probs[k]).abs();
+            assert!(d < 1e-5, "batched differs by {d}");
+        }
+        assert_eq!(alone[0].argmax, t.argmax);
+    }
+}
+
+#[test]
+fn bucket_tables_match_reference_buffers() {
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(golden().join("buckets.json")).unwrap()).unwrap();
+    let table: Vec<u8> = ofa_model::buckets::token_buckets(1024, 256)
+        .iter()
+        .flat_map(|&v| (v as i64).to_le_bytes())
+        .collect();
+    let got = sha256_hex(&table);
+    let text = want.to_string();
+    assert!(
+        text.contains(&got),
+        "token_rp_bucket sha256 {got} not in buckets.json"
+    );
+}
+
+#[test]
+fn both_weight_formats_load_identical_tensors() {
+    use ofa_model::config::WeightsFile;
+    let st = ofa_model::weights::load(&WeightsFile::Safetensors(
+        tiny_dir().join("model.safetensors"),
+    ))
+    .unwrap();
+    let pt = ofa_model::weights::load(&WeightsFile::Pytorch(tiny_dir().join("pytorch_model.bin")))
+        .unwrap();
+    let mut names: Vec<&String> = st.keys().collect();
+    names.sort();
+    let mut pnames: Vec<&String> = pt.keys().collect();
+    pnames.sort();
+    assert_eq!(names, pnames);
+    assert!(names.len() > 250);
+    for n in names {
+        assert_eq!(st[n].dims(), pt[n].dims(), "{n}");
+        let a: Vec<f32> = st[n].flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = pt[n].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{n} differs"
+        );
+    }
+}
