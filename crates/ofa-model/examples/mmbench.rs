@@ -43,10 +43,65 @@ fn main() -> candle_core::Result<()> {
     });
     let b = Tensor::randn(0f32, 1., (1, 16, 916, 916), &d)?;
     time("fused bias+softmax 16x916x916", 16. * 916. * 916., || {
-        ofa_model::softmax::biased_softmax(&s, &b, None).unwrap();
+        ofa_model::softmax::attention_probs(
+            &s,
+            &ofa_model::softmax::AttnBias {
+                abs: &b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                heads: 16,
+                lq: 916,
+                lk: 916,
+                blocks: vec![],
+                causal: false,
+            },
+            None,
+        )
+        .unwrap();
     });
     time("broadcast_add 16x916x916", 16. * 916. * 916., || {
         s.broadcast_add(&s).unwrap();
+    });
+    let h = Tensor::randn(0f32, 1., (916, 4096), &d)?;
+    time("gelu_erf 916x4096", 916. * 4096., || {
+        h.gelu_erf().unwrap();
+    });
+    let abs: Vec<f32> = vec![0.5; 16 * 916 * 916];
+    let table: Vec<f32> = vec![0.1; 6892 * 16];
+    let idx = ofa_model::buckets::image_buckets(30, 30, 42);
+    let ttab: Vec<f32> = vec![0.1; 511 * 16];
+    let tidx = ofa_model::buckets::token_buckets(16, 256);
+    time("layer_bias 16x916x916", 16. * 916. * 916., || {
+        ofa_model::bias::layer_bias(
+            &abs,
+            16,
+            916,
+            916,
+            &[
+                ofa_model::bias::RelBlock {
+                    table: &table,
+                    index: &idx,
+                    offset: 0,
+                    size: 900,
+                },
+                ofa_model::bias::RelBlock {
+                    table: &ttab,
+                    index: &tidx,
+                    offset: 900,
+                    size: 16,
+                },
+            ],
+            false,
+            &d,
+        )
+        .unwrap();
+    });
+    let ln = candle_nn::LayerNorm::new(
+        Tensor::ones(1024, candle_core::DType::F32, &d)?,
+        Tensor::zeros(1024, candle_core::DType::F32, &d)?,
+        1e-5,
+    );
+    let xx = Tensor::randn(0f32, 1., (1, 916, 1024), &d)?;
+    time("layer_norm 916x1024", 916. * 1024., || {
+        candle_core::Module::forward(&ln, &xx).unwrap();
     });
     let img = Tensor::randn(0f32, 1., (1, 64, 120, 120), &d)?;
     let kk = Tensor::randn(0f32, 1., (64, 64, 3, 3), &d)?;
@@ -57,10 +112,24 @@ fn main() -> candle_core::Result<()> {
             img.conv2d(&kk, 1, 1, 1, 1).unwrap();
         },
     );
+    time(
+        "im2col-gemm conv3x3 64ch 120x120",
+        2.0 * 64. * 64. * 9. * 14400.,
+        || {
+            ofa_model::conv::conv2d(&img, &kk, 1, 1).unwrap();
+        },
+    );
     let img = Tensor::randn(0f32, 1., (1, 256, 30, 30), &d)?;
     let kk = Tensor::randn(0f32, 1., (256, 256, 3, 3), &d)?;
     time("conv3x3 256ch 30x30", 2.0 * 256. * 256. * 9. * 900., || {
         img.conv2d(&kk, 1, 1, 1, 1).unwrap();
     });
+    time(
+        "im2col-gemm conv3x3 256ch 30x30",
+        2.0 * 256. * 256. * 9. * 900.,
+        || {
+            ofa_model::conv::conv2d(&img, &kk, 1, 1).unwrap();
+        },
+    );
     Ok(())
 }

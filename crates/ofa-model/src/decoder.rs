@@ -4,11 +4,12 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use crate::bias::{layer_bias, RelBlock};
+use crate::bias::RelBlock;
 use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
 use crate::layers::{layer_norm, linear, position_bias, Attention, FeedForward};
+use crate::softmax::AttnBias;
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
@@ -42,9 +43,9 @@ impl DecoderLayer {
     fn forward(
         &self,
         x: &Tensor,
-        self_bias: &Tensor,
+        self_bias: &AttnBias<'_>,
         enc: &EncoderOutput,
-        cross_bias: &Tensor,
+        cross_bias: &AttnBias<'_>,
     ) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.forward(&h, &h, self_bias, None)?;
@@ -121,7 +122,6 @@ impl Decoder {
     /// `tokens`: `[B, M]` u32 (right-padded; causal attention keeps padding out of earlier
     /// positions). Returns the final hidden states `[B, M, D]` after the last layer norm.
     pub fn forward(&self, tokens: &Tensor, enc: &EncoderOutput) -> Result<Tensor> {
-        let device = tokens.device().clone();
         let (b, m) = tokens.dims2()?;
         if m > self.max_positions || m > 1024 {
             candle_core::bail!("decoder input of {m} tokens exceeds the position table");
@@ -145,30 +145,40 @@ impl Decoder {
         )?
         .flatten_all()?
         .to_vec1::<f32>()?;
-        let cross_bias = position_bias(
+        let cross_abs = position_bias(
             &self.cross_pos_q_linear,
             &self.cross_pos_k_linear,
             &pos,
             &enc.positions,
             self.heads,
             self.pos_scaling,
-        )?;
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+        let lk = enc.positions.dim(1)?;
+        let cross_bias = AttnBias {
+            abs: &cross_abs,
+            heads: self.heads,
+            lq: m,
+            lk,
+            blocks: vec![],
+            causal: false,
+        };
         let tok_idx = token_buckets(m, self.token_bucket_size);
         for (i, layer) in self.layers.iter().enumerate() {
-            let self_bias = layer_bias(
-                &self_abs,
-                self.heads,
-                m,
-                m,
-                &[RelBlock {
+            let self_bias = AttnBias {
+                abs: &self_abs,
+                heads: self.heads,
+                lq: m,
+                lk: m,
+                blocks: vec![RelBlock {
                     table: &self.token_rel_tables[i],
                     index: &tok_idx,
                     offset: 0,
                     size: m,
                 }],
-                m > 1,
-                &device,
-            )?;
+                causal: true,
+            };
             x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
         }
         self.layer_norm.forward(&x)

@@ -4,11 +4,12 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use crate::bias::{layer_bias, RelBlock};
+use crate::bias::RelBlock;
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
 use crate::layers::{layer_norm, linear, position_bias, Attention, FeedForward};
 use crate::resnet::ResNet;
+use crate::softmax::AttnBias;
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
@@ -37,7 +38,7 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &AttnBias<'_>, mask: Option<&Tensor>) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.forward(&h, &h, bias, mask)?;
         let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
@@ -202,12 +203,12 @@ impl Encoder {
         let img_idx = image_buckets(gh, gw, self.image_bucket_size);
         let tok_idx = token_buckets(t, self.token_bucket_size);
         for (i, layer) in self.layers.iter().enumerate() {
-            let bias = layer_bias(
-                &abs,
-                self.heads,
-                l,
-                l,
-                &[
+            let bias = AttnBias {
+                abs: &abs,
+                heads: self.heads,
+                lq: l,
+                lk: l,
+                blocks: vec![
                     RelBlock {
                         table: &self.image_rel_tables[i],
                         index: &img_idx,
@@ -221,9 +222,8 @@ impl Encoder {
                         size: t,
                     },
                 ],
-                false,
-                &device,
-            )?;
+                causal: false,
+            };
             x = layer.forward(&x, &bias, key_mask.as_ref())?;
         }
         let hidden = self.layer_norm.forward(&x)?;

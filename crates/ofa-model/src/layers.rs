@@ -5,6 +5,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::config::Activation;
+use crate::softmax::{attention_probs, AttnBias};
 
 pub const LN_EPS: f64 = 1e-5;
 
@@ -63,7 +64,7 @@ impl Attention {
         &self,
         x: &Tensor,
         kv: &Tensor,
-        bias: &Tensor,
+        bias: &AttnBias<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (k, v) = self.key_values(kv)?;
@@ -75,13 +76,13 @@ impl Attention {
         x: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        bias: &Tensor,
+        bias: &AttnBias<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, lq, d) = x.dims3()?;
         let q = split_heads(&(self.q_proj.forward(x)? * self.scaling)?, self.heads)?;
         let scores = q.matmul(&k.t()?)?;
-        let probs = crate::softmax::biased_softmax(&scores, bias, mask)?;
+        let probs = attention_probs(&scores, bias, mask)?;
         let o = probs.matmul(v)?; // [B, H, Lq, dh]
         let o = o.broadcast_mul(&self.c_attn.reshape((1, self.heads, 1, 1))?)?;
         let o = o.transpose(1, 2)?.reshape((b, lq, d))?;

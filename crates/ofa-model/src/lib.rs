@@ -7,6 +7,7 @@
 pub mod bias;
 pub mod buckets;
 pub mod config;
+pub mod conv;
 pub mod decoder;
 pub mod encoder;
 pub mod error;

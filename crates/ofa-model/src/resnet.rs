@@ -74,7 +74,7 @@ impl ConvBn {
 
     fn conv_general(&self, x: &Tensor) -> Result<Tensor> {
         let out_c = self.weight.dim(0)?;
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        crate::conv::conv2d(x, &self.weight, self.stride, self.padding)?
             .broadcast_add(&self.bias.reshape((1, out_c, 1, 1))?)
     }
 }

@@ -1,12 +1,42 @@
-//! Fused `softmax(scores + bias + mask)` over the last axis for the CPU backend: one read of
-//! the scores and the bias, one write, instead of candle's separate add and softmax passes
-//! (a `[16, 916, 916]` attention map is 54 MB; each extra pass costs ~15 ms on 2 cores).
+//! Fused attention probabilities for the CPU backend:
+//! `softmax(scores + (abs + rel) + key_mask)` with the causal mask, in one pass per row.
+//! The per-layer bias (shared absolute part plus the layer's relative tables) is gathered on
+//! the fly instead of being written out (a `[16, 916, 916]` map is 54 MB; writing it, adding
+//! it and running candle's softmax cost ~75 ms per layer on 2 cores, this ~25 ms).
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// `scores`: `[B, H, Lq, Lk]`; `bias`: `[1, H, Lq, Lk]`; `key_mask`: additive, `[B, Lk]`.
-struct BiasedSoftmax {
+use crate::bias::{layer_bias, RelBlock};
+
+/// An attention bias `[1, H, Lq, Lk]` described rather than stored: the absolute part (shared
+/// by every layer), relative-position blocks, and whether keys after the query are masked.
+pub struct AttnBias<'a> {
+    pub abs: &'a [f32],
+    pub heads: usize,
+    pub lq: usize,
+    pub lk: usize,
+    pub blocks: Vec<RelBlock<'a>>,
+    pub causal: bool,
+}
+
+impl AttnBias<'_> {
+    /// The bias as a tensor, for backends without the fused kernel.
+    pub fn to_tensor(&self, device: &candle_core::Device) -> Result<Tensor> {
+        layer_bias(
+            self.abs,
+            self.heads,
+            self.lq,
+            self.lk,
+            &self.blocks,
+            self.causal,
+            device,
+        )
+    }
+}
+
+struct FusedSoftmax<'a> {
+    bias: &'a AttnBias<'a>,
     key_mask: Option<Vec<f32>>,
 }
 
@@ -35,24 +65,27 @@ fn exp_nonpositive(x: f32) -> f32 {
     }
 }
 
+/// One row: `out = softmax(s + bias)`, where `out` already holds the bias.
 #[inline(always)]
-fn row_generic(scores: &[f32], bias: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
+fn softmax_row_generic(scores: &[f32], mask: Option<&[f32]>, valid: usize, out: &mut [f32]) {
     match mask {
         Some(m) => {
-            for (((o, &s), &b), &k) in out.iter_mut().zip(scores).zip(bias).zip(m) {
-                *o = (s + b) + k;
+            for ((o, &s), &k) in out.iter_mut().zip(scores).zip(m) {
+                *o = (s + *o) + k;
             }
         }
         None => {
-            for ((o, &s), &b) in out.iter_mut().zip(scores).zip(bias) {
-                *o = s + b;
+            for (o, &s) in out.iter_mut().zip(scores) {
+                *o += s; // commutative: same bits as s + bias
             }
         }
     }
+    let (live, masked) = out.split_at_mut(valid);
+    masked.fill(0.0);
     // Lane-wise max and sum so the compiler can keep them in vector registers.
     const LANES: usize = 16;
     let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = out.chunks_exact(LANES);
+    let mut chunks = live.chunks_exact(LANES);
     for c in &mut chunks {
         for (l, &v) in lanes.iter_mut().zip(c) {
             *l = if v > *l { v } else { *l };
@@ -64,11 +97,11 @@ fn row_generic(scores: &[f32], bias: &[f32], mask: Option<&[f32]>, out: &mut [f3
         .chain(lanes.iter())
         .copied()
         .fold(f32::NEG_INFINITY, |a, v| if v > a { v } else { a });
-    for o in out.iter_mut() {
+    for o in live.iter_mut() {
         *o = exp_nonpositive(*o - max);
     }
     let mut acc = [0f32; LANES];
-    let mut chunks = out.chunks_exact(LANES);
+    let mut chunks = live.chunks_exact(LANES);
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
             *a += v;
@@ -76,74 +109,83 @@ fn row_generic(scores: &[f32], bias: &[f32], mask: Option<&[f32]>, out: &mut [f3
     }
     let sum: f32 = acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
     let inv = 1.0 / sum;
-    for o in out.iter_mut() {
+    for o in live.iter_mut() {
         *o *= inv;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_avx2(scores: &[f32], bias: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
-    row_generic(scores, bias, mask, out)
+unsafe fn softmax_row_avx2(scores: &[f32], mask: Option<&[f32]>, valid: usize, out: &mut [f32]) {
+    softmax_row_generic(scores, mask, valid, out)
 }
 
-fn row(scores: &[f32], bias: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
+fn softmax_row(scores: &[f32], mask: Option<&[f32]>, valid: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { row_avx2(scores, bias, mask, out) };
+        return unsafe { softmax_row_avx2(scores, mask, valid, out) };
     }
-    row_generic(scores, bias, mask, out)
+    softmax_row_generic(scores, mask, valid, out)
 }
 
-impl CustomOp2 for BiasedSoftmax {
+impl CustomOp1 for FusedSoftmax<'_> {
     fn name(&self) -> &'static str {
-        "biased-softmax"
+        "fused-attention-softmax"
     }
 
-    fn cpu_fwd(
-        &self,
-        s: &CpuStorage,
-        sl: &Layout,
-        b: &CpuStorage,
-        bl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(s), CpuStorage::F32(b)) = (s, b) else {
-            candle_core::bail!("biased-softmax: f32 only")
+    fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(s) = s else {
+            candle_core::bail!("fused softmax: f32 only")
         };
-        let (Some((s0, s1)), Some((b0, b1))) = (sl.contiguous_offsets(), bl.contiguous_offsets())
-        else {
-            candle_core::bail!("biased-softmax: contiguous inputs only")
+        let Some((s0, s1)) = sl.contiguous_offsets() else {
+            candle_core::bail!("fused softmax: contiguous scores only")
         };
-        let (s, b) = (&s[s0..s1], &b[b0..b1]);
-        let (batch, heads, lq, lk) = sl.shape().dims4()?;
-        if bl.shape().dims4()? != (1, heads, lq, lk) {
-            candle_core::bail!(
-                "biased-softmax: bias {:?} does not fit scores {:?}",
-                bl.shape(),
-                sl.shape()
-            );
+        let s = &s[s0..s1];
+        let (_, heads, lq, lk) = sl.shape().dims4()?;
+        let bias = self.bias;
+        if (bias.heads, bias.lq, bias.lk) != (heads, lq, lk) || bias.abs.len() != heads * lq * lk {
+            candle_core::bail!("fused softmax: bias does not fit scores {:?}", sl.shape());
         }
-        let per_item = heads * lq * lk;
         let mut out = vec![0f32; s.len()];
         out.par_chunks_mut(lk).enumerate().for_each(|(r, o)| {
-            let item = r * lk / per_item;
-            let within = r * lk % per_item;
+            let item = r / (heads * lq);
+            let h = r / lq % heads;
+            let i = r % lq;
+            // (abs + rel) first, as the reference adds the relative part into the bias.
+            o.copy_from_slice(&bias.abs[(h * lq + i) * lk..(h * lq + i + 1) * lk]);
+            for block in &bias.blocks {
+                if i >= block.offset && i < block.offset + block.size {
+                    let bi = i - block.offset;
+                    let idx = &block.index[bi * block.size..(bi + 1) * block.size];
+                    for (v, &b) in o[block.offset..block.offset + block.size]
+                        .iter_mut()
+                        .zip(idx)
+                    {
+                        *v += block.table[b as usize * heads + h];
+                    }
+                }
+            }
             let mask = self
                 .key_mask
                 .as_ref()
                 .map(|m| &m[item * lk..(item + 1) * lk]);
-            row(&s[r * lk..(r + 1) * lk], &b[within..within + lk], mask, o);
+            let valid = if bias.causal { i + 1 } else { lk };
+            softmax_row(&s[r * lk..(r + 1) * lk], mask, valid, o);
         });
-        let _ = batch;
         Ok((CpuStorage::F32(out), sl.shape().clone()))
     }
 }
 
-/// `softmax(scores + bias + key_mask)` on the last axis. Falls back to candle ops off the CPU.
-pub fn biased_softmax(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
-    if !scores.device().is_cpu() || bias.dim(0)? != 1 {
-        let mut x = scores.broadcast_add(bias)?;
+/// Attention probabilities `softmax(scores + bias + key_mask)`; `scores` `[B, H, Lq, Lk]`,
+/// `key_mask` additive `[B, Lk]`. Off the CPU the bias is materialised and candle ops run.
+pub fn attention_probs(
+    scores: &Tensor,
+    bias: &AttnBias<'_>,
+    key_mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if !scores.device().is_cpu() {
+        let mut x = scores.broadcast_add(&bias.to_tensor(scores.device())?)?;
         if let Some(m) = key_mask {
             let (b, lk) = m.dims2()?;
             x = x.broadcast_add(&m.reshape((b, 1, 1, lk))?)?;
@@ -156,7 +198,7 @@ pub fn biased_softmax(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>)
     };
     scores
         .contiguous()?
-        .apply_op2_no_bwd(&bias.contiguous()?, &BiasedSoftmax { key_mask })
+        .apply_op1_no_bwd(&FusedSoftmax { bias, key_mask })
 }
 
 #[cfg(test)]
@@ -165,42 +207,60 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn matches_candle_ops() {
+    fn matches_candle_ops_with_relative_blocks_masks_and_causality() {
         let d = Device::Cpu;
-        let s = (Tensor::randn(0f32, 3.0, (2, 3, 5, 7), &d).unwrap())
-            .contiguous()
+        let (b, h, l) = (2, 3, 7);
+        let s = Tensor::randn(0f32, 3.0, (b, h, l, l), &d).unwrap();
+        let abs: Vec<f32> = Tensor::randn(0f32, 1.0, h * l * l, &d)
+            .unwrap()
+            .to_vec1()
             .unwrap();
-        let b = Tensor::randn(0f32, 1.0, (1, 3, 5, 7), &d).unwrap();
+        let t1: Vec<f32> = (0..5 * h).map(|v| v as f32 * 0.1).collect();
+        let i1: Vec<u32> = (0..16).map(|v| (v % 5) as u32).collect();
+        let t2: Vec<f32> = (0..4 * h).map(|v| -(v as f32) * 0.2).collect();
+        let i2: Vec<u32> = (0..9).map(|v| (v % 4) as u32).collect();
         let m = Tensor::new(&[[0f32, 0., 0., 0., 0., f32::MIN, f32::MIN], [0.; 7]], &d).unwrap();
-        let want = candle_nn::ops::softmax_last_dim(
-            &s.broadcast_add(&b)
+        for causal in [false, true] {
+            let bias = AttnBias {
+                abs: &abs,
+                heads: h,
+                lq: l,
+                lk: l,
+                blocks: vec![
+                    RelBlock {
+                        table: &t1,
+                        index: &i1,
+                        offset: 0,
+                        size: 4,
+                    },
+                    RelBlock {
+                        table: &t2,
+                        index: &i2,
+                        offset: 4,
+                        size: 3,
+                    },
+                ],
+                causal,
+            };
+            let full = bias.to_tensor(&d).unwrap();
+            let want = candle_nn::ops::softmax_last_dim(
+                &s.broadcast_add(&full)
+                    .unwrap()
+                    .broadcast_add(&m.reshape((b, 1, 1, l)).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            let got = attention_probs(&s, &bias, Some(&m)).unwrap();
+            let diff: f32 = (want - &got)
                 .unwrap()
-                .broadcast_add(&m.reshape((2, 1, 1, 7)).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
-        let got = biased_softmax(&s, &b, Some(&m)).unwrap();
-        let diff: f32 = (want - &got)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(diff < 1e-6, "{diff}");
-        let masked: f32 = got
-            .narrow(0, 0, 1)
-            .unwrap()
-            .narrow(3, 5, 2)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(masked, 0.0);
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-6, "causal {causal}: {diff}");
+        }
     }
 
     #[test]

@@ -1,0 +1,107 @@
+//! Convolution as one GEMM per batch: im2col straight into the `[C·k·k, OH·OW]` layout, so the
+//! product with the `[O, C·k·k]` weights is already NCHW. candle's CPU convolution reaches
+//! 40–70 GFLOP/s here against gemm's ~290 (single-threaded im2col, then a layout copy).
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+struct Im2Col {
+    k: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl Im2Col {
+    fn out_size(&self, n: usize) -> usize {
+        (n + 2 * self.padding - self.k) / self.stride + 1
+    }
+}
+
+impl CustomOp1 for Im2Col {
+    fn name(&self) -> &'static str {
+        "im2col-nchw"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("im2col: f32 only")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("im2col: contiguous input only")
+        };
+        let x = &data[start..end];
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let (k, s, p) = (self.k, self.stride, self.padding);
+        let (oh, ow) = (self.out_size(h), self.out_size(w));
+        let plane = oh * ow;
+        let mut out = vec![0f32; b * c * k * k * plane];
+        // One (image, channel) pair per task: k·k rows of the column matrix.
+        out.par_chunks_mut(k * k * plane)
+            .enumerate()
+            .for_each(|(bc, rows)| {
+                let src = &x[bc * h * w..(bc + 1) * h * w];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &mut rows[(ky * k + kx) * plane..(ky * k + kx + 1) * plane];
+                        for oy in 0..oh {
+                            let iy = (oy * s + ky) as isize - p as isize;
+                            let dst = &mut row[oy * ow..(oy + 1) * ow];
+                            if iy < 0 || iy >= h as isize {
+                                continue; // stays zero: padding
+                            }
+                            let src_row = &src[iy as usize * w..(iy as usize + 1) * w];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                let ix = (ox * s + kx) as isize - p as isize;
+                                if ix >= 0 && ix < w as isize {
+                                    *d = src_row[ix as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c * k * k, plane))))
+    }
+}
+
+/// `x` `[B, C, H, W]` ⊛ `weight` `[O, C, k, k]` (no bias, no dilation, one group) →
+/// `[B, O, OH, OW]`. Uses candle's convolution off the CPU.
+pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.conv2d(weight, padding, stride, 1, 1);
+    }
+    let (o, c, k, _) = weight.dims4()?;
+    let (b, _, h, w) = x.dims4()?;
+    let op = Im2Col { k, stride, padding };
+    let (oh, ow) = (op.out_size(h), op.out_size(w));
+    let cols = x.contiguous()?.apply_op1_no_bwd(&op)?;
+    let wm = weight.reshape((o, c * k * k))?;
+    wm.broadcast_left(b)?.matmul(&cols)?.reshape((b, o, oh, ow))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn matches_candle_convolution() {
+        let d = Device::Cpu;
+        for (k, s, p, hw) in [(3, 1, 1, 9), (3, 2, 1, 10), (7, 2, 3, 15), (1, 1, 0, 4)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, hw, hw + 1), &d).unwrap();
+            let wt = Tensor::randn(0f32, 1.0, (5, 3, k, k), &d).unwrap();
+            let want = x.conv2d(&wt, p, s, 1, 1).unwrap();
+            let got = conv2d(&x, &wt, s, p).unwrap();
+            assert_eq!(want.dims(), got.dims());
+            let diff: f32 = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-4, "k{k} s{s} p{p}: {diff}");
+        }
+    }
+}
