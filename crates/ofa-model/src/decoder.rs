@@ -8,7 +8,7 @@ use crate::bias::RelBlock;
 use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
-use crate::layers::{layer_norm, linear, position_bias, Attention, FeedForward};
+use crate::layers::{layer_norm, linear, position_bias, rel_table, Attention, FeedForward};
 use crate::softmax::AttnBias;
 
 #[derive(Debug, Clone)]
@@ -88,14 +88,12 @@ impl Decoder {
         let mut token_rel_tables = Vec::new();
         for l in 0..cfg.decoder_layers {
             layers.push(DecoderLayer::new(cfg, vb.pp(format!("layers.{l}")))?);
-            token_rel_tables.push(
-                vb.get(
-                    (tok_rel_rows, heads),
-                    &format!("token_rel_pos_table_list.{l}.weight"),
-                )?
-                .flatten_all()?
-                .to_vec1()?,
-            );
+            token_rel_tables.push(rel_table(
+                &vb,
+                tok_rel_rows,
+                heads,
+                &format!("token_rel_pos_table_list.{l}.weight"),
+            )?);
         }
         Ok(Self {
             embed_tokens,

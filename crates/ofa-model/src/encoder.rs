@@ -7,7 +7,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use crate::bias::RelBlock;
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
-use crate::layers::{layer_norm, linear, position_bias, Attention, FeedForward};
+use crate::layers::{layer_norm, linear, position_bias, rel_table, Attention, FeedForward};
 use crate::resnet::ResNet;
 use crate::softmax::AttnBias;
 
@@ -97,22 +97,18 @@ impl Encoder {
         let mut layers = Vec::new();
         for l in 0..cfg.encoder_layers {
             layers.push(EncoderLayer::new(cfg, vb.pp(format!("layers.{l}")))?);
-            token_rel_tables.push(
-                vb.get(
-                    (tok_rel_rows, heads),
-                    &format!("token_rel_pos_table_list.{l}.weight"),
-                )?
-                .flatten_all()?
-                .to_vec1()?,
-            );
-            image_rel_tables.push(
-                vb.get(
-                    (img_rel_rows, heads),
-                    &format!("image_rel_pos_table_list.{l}.weight"),
-                )?
-                .flatten_all()?
-                .to_vec1()?,
-            );
+            token_rel_tables.push(rel_table(
+                &vb,
+                tok_rel_rows,
+                heads,
+                &format!("token_rel_pos_table_list.{l}.weight"),
+            )?);
+            image_rel_tables.push(rel_table(
+                &vb,
+                img_rel_rows,
+                heads,
+                &format!("image_rel_pos_table_list.{l}.weight"),
+            )?);
         }
         Ok(Self {
             embed_tokens,

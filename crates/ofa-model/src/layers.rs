@@ -1,7 +1,7 @@
 //! Building blocks shared by the encoder and decoder: linear and layer-norm layers, OFA's
 //! NormFormer attention with additive position biases, and the feed-forward block.
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::config::Activation;
@@ -136,12 +136,8 @@ pub fn position_bias(
     q.matmul(&k.t()?)
 }
 
-/// Gathers a relative-position table `[buckets, H]` at `idx` (`[n·m]` u32) → `[1, H, n, m]`.
-pub fn relative_bias(table: &Tensor, idx: &Tensor, n: usize, m: usize) -> Result<Tensor> {
-    let heads = table.dim(D::Minus1)?;
-    table
-        .t()?
-        .contiguous()?
-        .index_select(idx, 1)?
-        .reshape((1, heads, n, m))
+/// A relative-position table `[buckets, heads]` as a flat row-major vector: the fused attention
+/// kernel gathers from it directly.
+pub fn rel_table(vb: &VarBuilder, buckets: usize, heads: usize, name: &str) -> Result<Vec<f32>> {
+    vb.get((buckets, heads), name)?.flatten_all()?.to_vec1()
 }

@@ -7,9 +7,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::config::{
-    ModelDir, OfaConfig, PromptType, RuntimeConfig, CONFIGURATION_FILE, CONFIG_FILE,
-};
+use crate::config::{ModelDir, OfaConfig, PromptType, RuntimeConfig, CONFIG_FILE};
 use crate::error::{OfaError, Result};
 use crate::image::{decode_rgb, normalize_chw, resize_square};
 use crate::model::OfaModel;
@@ -111,7 +109,6 @@ impl Entailment {
             }
             answer_ids.push(ids[0]);
         }
-        let _ = CONFIGURATION_FILE;
         let model = OfaModel::new(&config, vb)?;
         Ok(Self {
             config,
