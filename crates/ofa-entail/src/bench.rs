@@ -9,8 +9,8 @@ use ofa_model::pipeline::{Prepared, StageTimes};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 use serde::Serialize;
 
-use crate::memory::resident_bytes;
 use crate::predict::candle_core_device;
+use ofa_engine::metrics::process_memory as resident_bytes;
 
 #[derive(Args)]
 pub struct BenchArgs {

@@ -1,8 +1,8 @@
 //! `ofa-entail`: does this image support this sentence? Command-line entry point.
 
 mod bench;
-mod memory;
 mod predict;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the HTTP service.
+    Serve(Box<serve::ServeArgs>),
     /// Score one image–sentence pair and print the JSON answer.
     Predict(predict::PredictArgs),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
@@ -32,6 +34,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(*args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
         Command::RandomModel(args) => bench::random_model(args),

@@ -1,0 +1,245 @@
+//! `ofa-entail serve`: flags and environment variables → engine and server configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ofa_engine::{Engine, EngineConfig, Metrics};
+use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
+use ofa_server::limit::Rate;
+use ofa_server::logging::{LogFormat, Logger};
+use ofa_server::{AppState, ServerConfig};
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// ModelScope model directory.
+    #[arg(long, env = "MODEL_DIR")]
+    model_dir: PathBuf,
+    /// Model id reported by /info.
+    #[arg(
+        long,
+        env = "MODEL_ID",
+        default_value = "iic/ofa_visual-entailment_snli-ve_large_en"
+    )]
+    model_id: String,
+    #[arg(long, env = "MODEL_REVISION", default_value = "master")]
+    model_revision: String,
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    host: String,
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    port: u16,
+    /// Also append JSON log lines to this file.
+    #[arg(long, env = "LOG_PATH")]
+    log_path: Option<PathBuf>,
+    /// json or text (stdout; the file is always JSON).
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    log_format: String,
+    /// CUDA ordinal; this build runs on the CPU and says so if one is asked for.
+    #[arg(long, env = "GPU_DEVICE")]
+    gpu_device: Option<String>,
+    /// Most inference requests handled at once (429 beyond); 0 = bounded by the queue only.
+    #[arg(long, env = "MAX_CONCURRENCY", default_value_t = 0)]
+    max_concurrency: usize,
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
+    max_batch_size: usize,
+    #[arg(long, env = "MAX_BATCH_WAIT_MS", default_value_t = 0)]
+    max_batch_wait_ms: u64,
+    #[arg(long, env = "MAX_QUEUE", default_value_t = 64)]
+    max_queue: usize,
+    /// Per client: N/second, N/minute or N/hour; "off" disables.
+    #[arg(long, env = "RATE_LIMIT", default_value = "100/minute")]
+    rate_limit: String,
+    /// Comma-separated keys; when set, inference routes need one.
+    #[arg(long, env = "API_KEYS", default_value = "")]
+    api_keys: String,
+    /// Largest request body in bytes (suffixes KB, MB accepted).
+    #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
+    payload_limit: String,
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
+    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 2000)]
+    max_text_chars: usize,
+    /// Seconds from arrival to answer; later requests get 504.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = 30.0)]
+    request_timeout: f64,
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 3)]
+    breaker_failures: u32,
+    /// Seconds the breaker stays open.
+    #[arg(long, env = "BREAKER_COOLDOWN", default_value_t = 60.0)]
+    breaker_cooldown: f64,
+    /// Run one full batch before reporting ready.
+    #[arg(long, env = "WARMUP", default_value_t = true, action = clap::ArgAction::Set)]
+    warmup: bool,
+    /// Seconds to keep serving after SIGTERM before closing the listener.
+    #[arg(long, env = "DRAIN_DELAY", default_value_t = 5.0)]
+    drain_delay: f64,
+    /// Seconds allowed to finish in-flight and queued work after the listener closes.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    shutdown_timeout: f64,
+    /// Test-only: enables POST /debug/fault. Never set in production.
+    #[arg(long, env = "FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    fault_injection: bool,
+}
+
+fn parse_bytes(s: &str) -> Result<usize> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mult) = if let Some(n) = t.strip_suffix("MB").or_else(|| t.strip_suffix('M')) {
+        (n, 1 << 20)
+    } else if let Some(n) = t.strip_suffix("KB").or_else(|| t.strip_suffix('K')) {
+        (n, 1 << 10)
+    } else {
+        (t.strip_suffix('B').unwrap_or(&t), 1)
+    };
+    let n: usize = num
+        .trim()
+        .parse()
+        .with_context(|| format!("PAYLOAD_LIMIT {s:?} is not a size"))?;
+    Ok(n * mult)
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration> {
+    anyhow::ensure!(
+        v.is_finite() && v >= 0.0,
+        "{name} must be a non-negative number of seconds, got {v}"
+    );
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A small photo-like PNG for the warm-up batch.
+fn warmup_image() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("PNG encoding in memory");
+    out.into_inner()
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let format = match args.log_format.as_str() {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => anyhow::bail!("LOG_FORMAT must be json or text, got {other:?}"),
+    };
+    let log =
+        Arc::new(Logger::new(format, args.log_path.as_deref()).context("cannot open LOG_PATH")?);
+    let rate_limit = match args.rate_limit.trim() {
+        "" | "off" | "none" | "0" => None,
+        r => Some(
+            r.parse::<Rate>()
+                .map_err(anyhow::Error::msg)
+                .context("RATE_LIMIT")?,
+        ),
+    };
+    let api_keys: Vec<String> = args
+        .api_keys
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
+    let server_cfg = ServerConfig {
+        request_timeout: seconds("REQUEST_TIMEOUT", args.request_timeout)?,
+        payload_limit: parse_bytes(&args.payload_limit)?,
+        max_batch_items: 32,
+        max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
+        rate_limit,
+        api_keys,
+        drain_delay: seconds("DRAIN_DELAY", args.drain_delay)?,
+        shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", args.shutdown_timeout)?,
+        model_id: args.model_id.clone(),
+        model_revision: args.model_revision.clone(),
+        fault_route: args.fault_injection,
+    };
+    let engine_cfg = EngineConfig {
+        max_batch_size: args.max_batch_size,
+        max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
+        max_queue: args.max_queue,
+        breaker_failures: args.breaker_failures,
+        breaker_cooldown: seconds("BREAKER_COOLDOWN", args.breaker_cooldown)?,
+        max_image_pixels: args.max_image_pixels,
+        max_text_chars: args.max_text_chars,
+        fault_injection: args.fault_injection,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::default());
+        let state = AppState::new(server_cfg, metrics.clone(), log.clone());
+        log.event(
+            "starting",
+            &[
+                ("listen", local.to_string().into()),
+                ("model_dir", args.model_dir.display().to_string().into()),
+                ("version", env!("CARGO_PKG_VERSION").into()),
+            ],
+        );
+        if let Some(gpu) = &args.gpu_device {
+            log.event(
+                "gpu_unavailable",
+                &[
+                    ("gpu_device", gpu.clone().into()),
+                    (
+                        "detail",
+                        "this build has no CUDA support; running on the CPU".into(),
+                    ),
+                ],
+            );
+        }
+        let server = tokio::spawn(ofa_server::serve(
+            listener,
+            state.clone(),
+            ofa_server::shutdown_signal(),
+        ));
+
+        let t = Instant::now();
+        let dir = args.model_dir.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || Entailment::load(&dir, &ofa_model::Device::Cpu))
+                .await?;
+        let pipeline = match loaded {
+            Ok(p) => p,
+            Err(e) => {
+                log.event("model_load_failed", &[("error", e.to_string().into())]);
+                return Err(anyhow::Error::new(e).context("cannot load the model"));
+            }
+        };
+        let load_s = t.elapsed().as_secs_f64();
+        metrics.set_model_loaded(load_s);
+        log.event("model_loaded", &[("seconds", load_s.into())]);
+        let engine = Arc::new(Engine::start(
+            Arc::new(pipeline),
+            engine_cfg,
+            metrics.clone(),
+        ));
+        if args.warmup {
+            let e = engine.clone();
+            let t = Instant::now();
+            tokio::task::spawn_blocking(move || e.warmup(&warmup_image()))
+                .await?
+                .context("warm-up failed")?;
+            log.event(
+                "warmed_up",
+                &[("seconds", t.elapsed().as_secs_f64().into())],
+            );
+        } else {
+            engine.mark_ready();
+        }
+        state.set_engine(engine);
+        log.event("ready", &[("listen", Value::from(local.to_string()))]);
+        server.await??;
+        log.event("exit", &[]);
+        Ok(())
+    })
+}

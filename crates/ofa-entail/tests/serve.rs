@@ -1,0 +1,822 @@
+//! The service as operators run it: the real binary on a loopback port, configured by
+//! environment variables, driven by real HTTP clients (reqwest, curl).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+fn image(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join("golden/images").join(name)).unwrap()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `ofa-entail serve` on an ephemeral port and waits until it is ready.
+    fn start(env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
+        cmd.arg("serve")
+            .env("MODEL_DIR", fixtures().join("tiny_ofa_ve"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("RATE_LIMIT", "off")
+            .env("DRAIN_DELAY", "0.3")
+            .env("MAX_BATCH_SIZE", "4")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the server");
+        let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "starting" {
+                        let _ = tx.send(v["listen"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server announces its address");
+        let server = Server {
+            child,
+            base: format!("http://{addr}"),
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = reqwest::blocking_get(&format!("{}/readyz", server.base)) {
+                if r == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Minimal blocking GET for the readiness poll (no runtime needed).
+mod reqwest {
+    pub use ::reqwest::*;
+    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap();
+        let mut s = std::net::TcpStream::connect(host)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(img).file_name("x.jpg"),
+        )
+        .text("text", text.to_owned())
+}
+
+async fn metric(client: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 {
+    let text = client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_and_the_seed_curl_form() {
+    let s = Server::start(&[]);
+    let c = reqwest::Client::new();
+
+    let h: Value = c
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h, serde_json::json!({"status": "ok", "model_loaded": true}));
+    let r = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            r["ready"].clone(),
+            r["breaker"].clone(),
+            r["draining"].clone()
+        ),
+        (true.into(), "closed".into(), false.into())
+    );
+
+    // Exactly what users run today.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-F",
+            &format!(
+                "image=@{}",
+                fixtures().join("golden/images/grace_hopper.jpg").display()
+            ),
+            "-F",
+            "text=a woman in a military uniform.",
+            &s.url("/predict"),
+        ])
+        .output()
+        .expect("curl runs");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    // Reference: no 0.157062, yes 0.689325, maybe 0.153612 (cases.json, grace_hopper_simple).
+    let d: Vec<f64> = serde_json::from_value(v["details"].clone()).unwrap();
+    for (got, want) in d.iter().zip([0.689_325_45, 0.157_062_16, 0.153_612_46]) {
+        assert!((got - want).abs() < 1e-5, "{d:?}");
+    }
+    assert_eq!(v["label"], "Yes");
+
+    // Multipart through reqwest: timing headers.
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(image("coffee.png"), "a cup of coffee."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for h in [
+        "x-queue-time",
+        "x-inference-time",
+        "x-total-time",
+        "x-request-id",
+    ] {
+        assert!(r.headers().contains_key(h), "{h}");
+    }
+    let total: f64 = r.headers()["x-total-time"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let inference: f64 = r.headers()["x-inference-time"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total >= inference && inference > 0.0);
+
+    // JSON with base64, premise included: the coffee_premise_hypothesis golden case.
+    let body = serde_json::json!({
+        "image": base64::engine::general_purpose::STANDARD.encode(image("coffee.png")),
+        "text": "the cup is full of coffee.",
+        "premise": "A cup of coffee sits on a saucer next to a spoon.",
+    });
+    let v: Value = c
+        .post(s.url("/predict"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        (v["scores"]["yes"].as_f64().unwrap() - 0.602_967_6).abs() < 1e-5,
+        "{v}"
+    );
+
+    // Batch: every item answered in order.
+    let item = |img: &str, text: &str| serde_json::json!({"image": base64::engine::general_purpose::STANDARD.encode(image(img)), "text": text});
+    let batch = serde_json::json!([
+        item("grace_hopper.jpg", "a woman in a military uniform."),
+        item("tiny_8x8.png", "a tiny picture.")
+    ]);
+    let r = c
+        .post(s.url("/predict/batch"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(v.len(), 2);
+    assert!((v[0]["scores"]["yes"].as_f64().unwrap() - 0.689_325_45).abs() < 1e-5);
+    assert!((v[1]["scores"]["no"].as_f64().unwrap() - 0.638_179_8).abs() < 1e-5);
+
+    let info: Value = c
+        .get(s.url("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["model_id"],
+        "iic/ofa_visual-entailment_snli-ve_large_en"
+    );
+    assert_eq!(info["model"]["runtime"]["patch_image_size"], 480);
+    assert_eq!(info["limits"]["engine"]["max_batch_size"], 4);
+
+    let m = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ofa_requests_total{route=\"/predict\",status=\"200\"}",
+        "ofa_request_duration_seconds_bucket",
+        "ofa_queue_duration_seconds_count",
+        "ofa_inference_duration_seconds_count",
+        "ofa_batch_size_bucket",
+        "ofa_queue_depth",
+        "ofa_in_flight_requests",
+        "ofa_breaker_state 0",
+        "ofa_model_loaded 1",
+        "ofa_model_load_seconds",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(m.contains(name), "/metrics lacks {name}");
+    }
+
+    // One JSON log line per request, with its timings.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = s.log_lines();
+    let predicted: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["event"] == "request" && l["route"] == "/predict" && l["status"] == 200)
+        .collect();
+    assert!(predicted.len() >= 3);
+    assert!(predicted.iter().all(|l| l["request_id"].is_string()
+        && l["queue_time"].is_number()
+        && l["inference_time"].is_number()
+        && l["total_time"].is_number()));
+}
+
+async fn expect_error(r: reqwest::Response, status: u16, kind: &str) {
+    assert_eq!(r.status(), status, "{kind}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error_type"], kind, "{v}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
+    let s = Server::start(&[
+        ("PAYLOAD_LIMIT", "2MB"),
+        ("MAX_IMAGE_PIXELS", "310000"),
+        ("MAX_TEXT_CHARS", "100"),
+    ]);
+    let c = reqwest::Client::new();
+    let url = s.url("/predict");
+    let jpeg = image("grace_hopper.jpg");
+    let only_text = reqwest::multipart::Form::new().text("text", "x");
+    expect_error(
+        c.post(&url).multipart(only_text).send().await.unwrap(),
+        400,
+        "missing_image",
+    )
+    .await;
+    let only_image = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(jpeg.clone()));
+    expect_error(
+        c.post(&url).multipart(only_image).send().await.unwrap(),
+        400,
+        "missing_text",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .multipart(form(jpeg.clone(), "   "))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_text",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .multipart(form(jpeg.clone(), &"word ".repeat(30)))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "invalid_text",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .multipart(form(jpeg[..jpeg.len() / 2].to_vec(), "x"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_image",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .multipart(form(image("no_time_for_that_tiny.gif")[..40].to_vec(), "x"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_image",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .multipart(form(b"just some text".to_vec(), "x"))
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "unsupported_image",
+    )
+    .await;
+    let big = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::GrayImage::new(600, 600)
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    };
+    expect_error(
+        c.post(&url).multipart(form(big, "x")).send().await.unwrap(),
+        413,
+        "image_too_large",
+    )
+    .await;
+    // Over PAYLOAD_LIMIT, sent the way users send it (curl announces the size and waits for
+    // the go-ahead, so it reads the 413 instead of writing into a closed connection).
+    let big_file = std::env::temp_dir().join(format!("ofa-big-{}.bin", std::process::id()));
+    std::fs::write(&big_file, vec![7u8; 3 << 20]).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-F",
+            &format!("image=@{}", big_file.display()),
+            "-F",
+            "text=x",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&big_file);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    assert_eq!(code, "413", "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap()["error_type"],
+        "payload_too_large"
+    );
+    expect_error(
+        c.post(&url)
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+            .await
+            .unwrap(),
+        415,
+        "unsupported_content_type",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_json",
+    )
+    .await;
+    expect_error(
+        c.post(&url)
+            .json(&serde_json::json!({"image": "@@@not base64@@@", "text": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_base64",
+    )
+    .await;
+    let bad_utf8 = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(jpeg.clone()))
+        .part(
+            "text",
+            reqwest::multipart::Part::bytes(vec![0xff, 0xfe, 0x41]),
+        );
+    expect_error(
+        c.post(&url).multipart(bad_utf8).send().await.unwrap(),
+        400,
+        "invalid_utf8",
+    )
+    .await;
+    expect_error(
+        c.post(s.url("/predict/batch"))
+            .json(&serde_json::json!([]))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "empty_batch",
+    )
+    .await;
+
+    // Still healthy and correct afterwards.
+    let r = c
+        .post(&url)
+        .multipart(form(jpeg, "a woman in a military uniform."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    let m = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("ofa_rejections_total{reason=\"invalid_image\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_requests_are_batched() {
+    let s = Server::start(&[("MAX_BATCH_SIZE", "8"), ("MAX_QUEUE", "128")]);
+    let c = reqwest::Client::new();
+    let img = image("tiny_8x8.png");
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(url)
+                .multipart(form(img, "a tiny picture."))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let batches = metric(&c, &s, "ofa_batch_size_count").await;
+    let singles = metric(&c, &s, "ofa_batch_size_bucket{le=\"1\"}").await;
+    assert!(
+        batches < 64.0 && singles < batches,
+        "64 requests ran in {batches} batches, {singles} of size 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn overload_gets_429_with_retry_after_and_nothing_accepted_is_lost() {
+    let s = Server::start(&[("MAX_BATCH_SIZE", "1"), ("MAX_QUEUE", "2")]);
+    let c = reqwest::Client::new();
+    let img = image("grace_hopper.jpg");
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .multipart(form(img, "a woman."))
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.headers().get("retry-after").is_some(),
+            )
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _) => ok += 1,
+            (429, retry) => {
+                assert!(retry, "429 without Retry-After");
+                refused += 1
+            }
+            (other, _) => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok + refused, 40);
+    assert!(refused > 0 && ok > 0, "ok {ok}, refused {refused}");
+    assert_eq!(
+        metric(&c, &s, "ofa_rejections_total{reason=\"queue_full\"}").await as i32,
+        refused
+    );
+    assert_eq!(metric(&c, &s, "ofa_queue_depth").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limit_and_api_keys() {
+    let s = Server::start(&[("RATE_LIMIT", "3/minute"), ("API_KEYS", "k1,k2")]);
+    let c = reqwest::Client::new();
+    let img = image("tiny_8x8.png");
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(img.clone(), "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(s.url("/predict"))
+        .bearer_auth("wrong")
+        .multipart(form(img.clone(), "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Health and metrics stay open.
+    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(s.url("/metrics")).send().await.unwrap().status(), 200);
+    for i in 0..3 {
+        let r = c
+            .post(s.url("/predict"))
+            .bearer_auth("k1")
+            .multipart(form(img.clone(), "x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(
+            r.headers()["x-ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
+    }
+    let r = c
+        .post(s.url("/predict"))
+        .bearer_auth("k1")
+        .multipart(form(img.clone(), "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers().contains_key("retry-after") && r.headers().contains_key("x-ratelimit-limit")
+    );
+    // Limits are per key: the other key still has its own budget.
+    let r = c
+        .post(s.url("/predict"))
+        .header("x-api-key", "k2")
+        .multipart(form(img, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn breaker_opens_then_half_opens_then_closes() {
+    let s = Server::start(&[
+        ("FAULT_INJECTION", "true"),
+        ("BREAKER_FAILURES", "2"),
+        ("BREAKER_COOLDOWN", "1"),
+    ]);
+    let c = reqwest::Client::new();
+    let img = image("tiny_8x8.png");
+    let fault = c
+        .post(s.url("/debug/fault"))
+        .json(&serde_json::json!({"failures": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fault.status(), 200);
+    for _ in 0..2 {
+        let r = c
+            .post(s.url("/predict"))
+            .multipart(form(img.clone(), "x"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 500, "model_failure").await;
+    }
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(img.clone(), "x"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    expect_error(r, 503, "breaker_open").await;
+    let ready = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["breaker"], "open");
+    assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 1.0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        c.get(s.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["breaker"],
+        "half_open"
+    );
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(img, "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the half-open probe succeeds");
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadline_gives_504_and_the_request_never_runs() {
+    let s = Server::start(&[("REQUEST_TIMEOUT", "0.001")]);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(image("grace_hopper.jpg"), "x"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 504, "deadline_exceeded").await;
+    assert_eq!(
+        metric(&c, &s, "ofa_batch_size_count").await,
+        0.0,
+        "nothing ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn disconnected_clients_are_dropped_before_batching() {
+    let s = Server::start(&[("MAX_BATCH_SIZE", "1"), ("MAX_QUEUE", "64")]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let img = image("grace_hopper.jpg");
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (c, url, img) = (impatient.clone(), s.url("/predict"), img.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(url).multipart(form(img, "x")).send().await.is_err()
+        }));
+    }
+    let gave_up = futures_count(tasks).await;
+    assert!(gave_up > 0);
+    let c = reqwest::Client::new();
+    // Wait for the queue to empty, then count what ran.
+    for _ in 0..100 {
+        if metric(&c, &s, "ofa_queue_depth").await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancelled = metric(&c, &s, "ofa_rejections_total{reason=\"cancelled\"}").await;
+    let ran = metric(&c, &s, "ofa_batch_size_count").await;
+    assert!(cancelled > 0.0, "no request was dropped");
+    assert!(ran + cancelled <= 16.0 + 0.5);
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+async fn futures_count(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
+    let mut n = 0;
+    for t in tasks {
+        n += usize::from(t.await.unwrap());
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let mut s = Server::start(&[
+        ("MAX_BATCH_SIZE", "1"),
+        ("DRAIN_DELAY", "1"),
+        ("SHUTDOWN_TIMEOUT", "30"),
+    ]);
+    let c = reqwest::Client::new();
+    let img = image("grace_hopper.jpg");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(url)
+                .multipart(form(img, "x"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = c.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready while draining");
+    assert_eq!(ready.json::<Value>().await.unwrap()["draining"], true);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200, "in-flight work completes");
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = s.child.try_wait().unwrap() {
+                return (st, s.log_lines());
+            }
+            assert!(Instant::now() < deadline, "did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    let events: Vec<&str> = status
+        .1
+        .iter()
+        .filter_map(|l| l["event"].as_str())
+        .collect();
+    for e in ["draining", "stopped", "exit"] {
+        assert!(events.contains(&e), "{e} not logged: {events:?}");
+    }
+}

@@ -1,0 +1,97 @@
+//! One JSON line per event on stdout, and the same to `LOG_PATH` when set.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+pub struct Logger {
+    format: LogFormat,
+    file: Option<Mutex<std::fs::File>>,
+}
+
+impl Logger {
+    pub fn new(format: LogFormat, path: Option<&std::path::Path>) -> std::io::Result<Self> {
+        let file = match path {
+            Some(p) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            )),
+            None => None,
+        };
+        Ok(Self { format, file })
+    }
+
+    pub fn stdout_only() -> Self {
+        Self {
+            format: LogFormat::Json,
+            file: None,
+        }
+    }
+
+    pub fn event(&self, event: &str, fields: &[(&str, Value)]) {
+        let mut m = Map::new();
+        m.insert("ts".into(), now_rfc3339().into());
+        m.insert("event".into(), event.into());
+        for (k, v) in fields {
+            m.insert((*k).into(), v.clone());
+        }
+        self.write(&m);
+    }
+
+    fn write(&self, m: &Map<String, Value>) {
+        let line = match self.format {
+            LogFormat::Json => Value::Object(m.clone()).to_string(),
+            LogFormat::Text => m
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(f, "{}", Value::Object(m.clone()));
+        }
+    }
+}
+
+/// UTC timestamp, RFC 3339 with milliseconds, without a date-time dependency.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
