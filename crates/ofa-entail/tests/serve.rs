@@ -820,3 +820,75 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         assert!(events.contains(&e), "{e} not logged: {events:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kserve_v2_routes_work_with_tritonclient() {
+    let s = Server::start(&[]);
+    let c = reqwest::Client::new();
+    assert_eq!(
+        c.get(s.url("/v2/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(s.url("/v2/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(s.url("/v2/models/other"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/triton_client.py");
+    let host = s.base.trim_start_matches("http://").to_owned();
+    let img = fixtures().join("golden/images/grace_hopper.jpg");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(script)
+            .arg(host)
+            .arg(&img)
+            .arg(&img)
+            .output()
+            .expect("python3 runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "tritonclient failed (CI installs it: pip install 'tritonclient[http]'): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            v["live"].clone(),
+            v["ready"].clone(),
+            v["model_ready"].clone()
+        ),
+        (true.into(), true.into(), true.into())
+    );
+    assert_eq!(v["metadata"]["inputs"][0]["name"], "image");
+    for mode in ["binary", "json"] {
+        let r = &v["results"][mode];
+        assert_eq!(r["labels"], serde_json::json!(["Yes", "Yes"]), "{mode}");
+        assert_eq!(r["id"], "req-1");
+        let p: Vec<Vec<f64>> = serde_json::from_value(r["probabilities"].clone()).unwrap();
+        assert_eq!(p.len(), 2);
+        for row in p {
+            for (got, want) in row.iter().zip([0.689_325_45, 0.157_062_16, 0.153_612_46]) {
+                assert!((got - want).abs() < 1e-5, "{mode}: {row:?}");
+            }
+        }
+    }
+}

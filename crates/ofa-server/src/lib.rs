@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kserve;
 pub mod limit;
 pub mod logging;
 pub mod routes;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Request, State,
+    ConnectInfo, DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Request, State,
 };
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -20,13 +20,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ErrorKind};
-use crate::{secs, AppState};
+use crate::{kserve, secs, AppState};
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.payload_limit;
     let inference = Router::new()
         .route("/predict", post(predict))
         .route("/predict/batch", post(predict_batch))
+        .route("/v2/models/{name}/infer", post(kserve::infer))
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(infer_versioned),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard_inference,
@@ -36,7 +41,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/info", get(info));
+        .route("/info", get(info))
+        .route("/v2", get(kserve::server_metadata))
+        .route("/v2/health/live", get(kserve::live))
+        .route("/v2/health/ready", get(kserve::ready))
+        .route("/v2/models/{name}", get(kserve::model_metadata))
+        .route("/v2/models/{name}/ready", get(kserve::model_ready));
     if state.config.fault_route {
         app = app.route("/debug/fault", post(inject_fault));
     }
@@ -568,4 +578,13 @@ async fn inject_fault(
             "fault injection is off",
         ))
     }
+}
+
+async fn infer_versioned(
+    state: State<AppState>,
+    Path((name, _version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    kserve::infer(state, Path(name), headers, body).await
 }
