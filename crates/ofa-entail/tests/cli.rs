@@ -207,3 +207,21 @@ fn bench_json_reports_every_stage_and_memory() {
         }
     }
 }
+
+#[test]
+fn env_example_documents_exactly_the_variables_serve_reads() {
+    let example = std::fs::read_to_string(fixtures().join("../.env.example")).unwrap();
+    let documented: std::collections::BTreeSet<String> = example
+        .lines()
+        .map(|l| l.trim_start_matches("# ").trim())
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    let help = String::from_utf8(run(&["serve", "--help"]).stdout).unwrap();
+    let read: std::collections::BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split(['=', ']']).next().map(str::to_owned))
+        .collect();
+    assert_eq!(documented, read, ".env.example and `serve --help` disagree");
+}

@@ -892,3 +892,321 @@ async fn kserve_v2_routes_work_with_tritonclient() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_pass_promtool() {
+    let s = Server::start(&[]);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(image("tiny_8x8.png"), "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = c
+        .post(s.url("/predict"))
+        .multipart(form(b"nope".to_vec(), "x"))
+        .send()
+        .await
+        .unwrap();
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus; .ci/run installs it)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_docs_and_page_are_served_without_external_assets() {
+    let s = Server::start(&[]);
+    let c = reqwest::Client::new();
+    let spec: Value = c
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.0.3");
+    let paths = spec["paths"].as_object().unwrap();
+    for p in [
+        "/predict",
+        "/predict/batch",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/info",
+        "/v2/models/{name}/infer",
+    ] {
+        assert!(paths.contains_key(p), "{p} undocumented");
+    }
+    // Every documented GET route exists.
+    for (path, item) in paths {
+        if item.get("get").is_some() {
+            let concrete = path.replace("{name}", "ofa-entail");
+            let status = c.get(s.url(&concrete)).send().await.unwrap().status();
+            assert!(status == 200, "GET {concrete}: {status}");
+        }
+    }
+    for page in ["/", "/docs"] {
+        let r = c.get(s.url(page)).send().await.unwrap();
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let html = r.text().await.unwrap();
+        for attr in ["src=\"http", "href=\"http", "src='http", "@import", "cdn"] {
+            assert!(
+                !html.to_lowercase().contains(attr),
+                "{page} loads an external asset ({attr})"
+            );
+        }
+    }
+}
+
+/// The W3C WebDriver protocol over HTTP, enough to drive the page in Chromium.
+struct WebDriver {
+    child: Child,
+    base: String,
+    session: String,
+    client: reqwest::Client,
+}
+
+impl WebDriver {
+    async fn start() -> WebDriver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian packages chromium and chromium-driver; .ci/run installs them)");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{base}/status")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = std::env::temp_dir().join(format!("ofa-chromium-{}", std::process::id()));
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=900,1000", format!("--user-data-dir={}", profile.display())]}}}});
+        let v: Value = client
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        WebDriver {
+            child,
+            base,
+            session,
+            client,
+        }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = self.client.request(method.clone(), url);
+        // Commands without parameters carry no body: chromedriver rejects `null`.
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let r = req.send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        if v["value"].get("error").is_some() {
+            eprintln!("webdriver {path}: {}", v["value"]);
+        }
+        v["value"].clone()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{css}: {v}"))
+            .to_owned()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{e}/text"),
+            Value::Null,
+        )
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_web_page_works_in_chromium() {
+    let s = Server::start(&[]);
+    let wd = WebDriver::start().await;
+    let post = reqwest::Method::POST;
+    wd.cmd(post.clone(), "/url", serde_json::json!({"url": s.url("/")}))
+        .await;
+    let file = wd.find("#image").await;
+    let path = fixtures()
+        .join("golden/images/grace_hopper.jpg")
+        .canonicalize()
+        .unwrap();
+    wd.cmd(
+        post.clone(),
+        &format!("/element/{file}/value"),
+        serde_json::json!({"text": path.display().to_string()}),
+    )
+    .await;
+    let text = wd.find("#text").await;
+    wd.cmd(
+        post.clone(),
+        &format!("/element/{text}/value"),
+        serde_json::json!({"text": "a woman in a military uniform."}),
+    )
+    .await;
+    let button = wd.find("#submit").await;
+    wd.cmd(
+        post.clone(),
+        &format!("/element/{button}/click"),
+        serde_json::json!({}),
+    )
+    .await;
+    let mut answer = String::new();
+    for _ in 0..100 {
+        answer = wd.text("#answer").await;
+        if !answer.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if answer.is_empty() {
+        let png = wd
+            .cmd(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        if let Some(p) = png.as_str() {
+            let _ = std::fs::write(
+                std::env::temp_dir().join("ofa-web-failure.png"),
+                base64::engine::general_purpose::STANDARD
+                    .decode(p)
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    assert_eq!(
+        answer,
+        "Yes (68.9%)",
+        "error shown: {}",
+        wd.text("#error").await
+    );
+    assert_eq!(wd.text("#row-yes .pct").await, "68.9%");
+    assert_eq!(wd.text("#row-no .pct").await, "15.7%");
+    assert_eq!(wd.text("#row-maybe .pct").await, "15.4%");
+    // Keep a picture of what a user sees (for the docs; the file tool shows PNGs).
+    if let Ok(dir) = std::env::var("OFA_SCREENSHOT_DIR") {
+        let png = wd
+            .cmd(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(PathBuf::from(dir).join("web-page.png"), bytes).unwrap();
+    }
+    // A bad upload shows the server's message, not a blank page.
+    wd.cmd(post.clone(), "/url", serde_json::json!({"url": s.url("/")}))
+        .await;
+    let file = wd.find("#image").await;
+    let bad = fixtures()
+        .join("tiny_ofa_ve/config.json")
+        .canonicalize()
+        .unwrap();
+    wd.cmd(
+        post.clone(),
+        &format!("/element/{file}/value"),
+        serde_json::json!({"text": bad.display().to_string()}),
+    )
+    .await;
+    let text = wd.find("#text").await;
+    wd.cmd(
+        post.clone(),
+        &format!("/element/{text}/value"),
+        serde_json::json!({"text": "x"}),
+    )
+    .await;
+    let button = wd.find("#submit").await;
+    wd.cmd(
+        post,
+        &format!("/element/{button}/click"),
+        serde_json::json!({}),
+    )
+    .await;
+    let mut err = String::new();
+    for _ in 0..50 {
+        err = wd.text("#error").await;
+        if !err.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(err.contains("unsupported format"), "{err}");
+    let _ = wd.cmd(reqwest::Method::DELETE, "", Value::Null).await;
+}

@@ -42,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/info", get(info))
+        .route("/", get(page))
+        .route("/docs", get(docs_page))
+        .route("/openapi.json", get(openapi))
         .route("/v2", get(kserve::server_metadata))
         .route("/v2/health/live", get(kserve::live))
         .route("/v2/health/ready", get(kserve::ready))
@@ -587,4 +590,25 @@ async fn infer_versioned(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     kserve::infer(state, Path(name), headers, body).await
+}
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const DOCS_HTML: &str = include_str!("../assets/docs.html");
+const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
+
+async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(INDEX_HTML)
+}
+
+async fn docs_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(DOCS_HTML)
+}
+
+async fn openapi() -> Response {
+    let mut resp = Response::new(Body::from(OPENAPI_JSON));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
