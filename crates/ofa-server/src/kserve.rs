@@ -250,7 +250,7 @@ pub async fn infer(
         labels.push(outcome.prediction.label);
     }
     let b = labels.len();
-    let width = if b > 0 { probs.len() / b } else { 0 };
+    let width = probs.len().checked_div(b).unwrap_or(0);
     let mut out = json!({
         "model_name": MODEL_NAME,
         "model_version": "1",
