@@ -161,6 +161,16 @@ impl Engine {
         if self.draining.load(Ordering::Relaxed) {
             return Err(EngineError::ShuttingDown);
         }
+        // Refuse now what could only time out in the queue: a 429 the client can act on beats
+        // a 504 after waiting.
+        if let Some(wait) = self.expected_wait() {
+            if Instant::now() + wait > deadline {
+                return Err(EngineError::QueueFull {
+                    capacity: self.config.max_queue,
+                    retry_after: wait,
+                });
+            }
+        }
         self.breaker
             .admit()
             .map_err(|retry_after| EngineError::BreakerOpen { retry_after })?;
@@ -187,6 +197,18 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Expected wait before a new request would finish: the batches ahead of it plus its own,
+    /// from the median forward-pass time seen so far (`None` before any was seen).
+    fn expected_wait(&self) -> Option<Duration> {
+        if self.metrics.inference_duration.count() == 0 {
+            return None;
+        }
+        let per_batch = self.metrics.inference_duration.quantile(0.5);
+        let ahead = self.queue_len().div_ceil(self.config.max_batch_size.max(1)) as f64;
+        // The batch running now is on average half done.
+        Some(Duration::from_secs_f64(per_batch * (ahead + 1.5)))
     }
 
     /// Roughly how long the queue takes to drain, from the observed forward-pass time.

@@ -1210,3 +1210,56 @@ async fn the_web_page_works_in_chromium() {
     assert!(err.contains("unsupported format"), "{err}");
     let _ = wd.cmd(reqwest::Method::DELETE, "", Value::Null).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn requests_that_could_only_time_out_are_refused_at_once() {
+    let s = Server::start(&[
+        ("MAX_BATCH_SIZE", "1"),
+        ("MAX_QUEUE", "64"),
+        ("REQUEST_TIMEOUT", "1"),
+    ]);
+    let c = reqwest::Client::new();
+    let img = image("grace_hopper.jpg");
+    // One request first, so the engine knows how long a forward pass takes.
+    assert_eq!(
+        c.post(s.url("/predict"))
+            .multipart(form(img.clone(), "x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.post(url).multipart(form(img, "x")).send().await.unwrap();
+            (r.status().as_u16(), t.elapsed())
+        }));
+    }
+    let (mut ok, mut refused_fast, mut timed_out) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _) => ok += 1,
+            (429, d) => {
+                assert!(
+                    d < Duration::from_millis(900),
+                    "a refusal must not wait: {d:?}"
+                );
+                refused_fast += 1;
+            }
+            (504, _) => timed_out += 1,
+            (other, _) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        ok > 0 && refused_fast > 0,
+        "ok {ok}, refused {refused_fast}, timed out {timed_out}"
+    );
+    assert!(
+        timed_out < refused_fast,
+        "most hopeless requests are refused up front: {timed_out} 504s vs {refused_fast} 429s"
+    );
+}

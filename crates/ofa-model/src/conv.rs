@@ -74,9 +74,16 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     let (b, _, h, w) = x.dims4()?;
     let op = Im2Col { k, stride, padding };
     let (oh, ow) = (op.out_size(h), op.out_size(w));
-    let cols = x.contiguous()?.apply_op1_no_bwd(&op)?;
     let wm = weight.reshape((o, c * k * k))?;
-    wm.broadcast_left(b)?.matmul(&cols)?.reshape((b, o, oh, ow))
+    // One image at a time: the column matrix of a 120×120 stage is 33 MB per image, and a
+    // batch-wide one would not stay in cache.
+    let per_image = (0..b)
+        .map(|i| {
+            let cols = x.narrow(0, i, 1)?.contiguous()?.apply_op1_no_bwd(&op)?;
+            wm.matmul(&cols.squeeze(0)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&per_image, 0)?.reshape((b, o, oh, ow))
 }
 
 #[cfg(test)]
