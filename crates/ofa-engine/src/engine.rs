@@ -4,7 +4,7 @@
 //! results out. Every admitted request gets exactly one reply.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,6 +41,8 @@ pub struct Engine {
     breaker: Arc<Breaker>,
     metrics: Arc<Metrics>,
     faults: Arc<AtomicU32>,
+    /// Moving average of one forward pass, seconds (f64 bits); 0 = no estimate yet.
+    batch_secs: Arc<AtomicU64>,
     ready: AtomicBool,
     draining: AtomicBool,
 }
@@ -57,17 +59,27 @@ impl Engine {
             config.breaker_cooldown,
         ));
         let faults = Arc::new(AtomicU32::new(0));
+        let batch_secs = Arc::new(AtomicU64::new(0));
         let worker = {
-            let (pipeline, breaker, metrics, faults) = (
+            let (pipeline, breaker, metrics, faults, batch_secs) = (
                 pipeline.clone(),
                 breaker.clone(),
                 metrics.clone(),
                 faults.clone(),
+                batch_secs.clone(),
             );
             let config = config.clone();
             std::thread::Builder::new()
                 .name("ofa-inference".into())
-                .spawn(move || worker_loop(rx, &pipeline, &config, &breaker, &metrics, &faults))
+                .spawn(move || {
+                    let shared = Shared {
+                        breaker: &breaker,
+                        metrics: &metrics,
+                        faults: &faults,
+                        batch_secs: &batch_secs,
+                    };
+                    worker_loop(rx, &pipeline, &config, shared)
+                })
                 .expect("spawn the inference thread")
         };
         metrics.set_breaker(breaker.state());
@@ -79,6 +91,7 @@ impl Engine {
             breaker,
             metrics,
             faults,
+            batch_secs,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }
@@ -163,7 +176,9 @@ impl Engine {
         }
         // Refuse now what could only time out in the queue: a 429 the client can act on beats
         // a 504 after waiting.
-        if let Some(wait) = self.expected_wait() {
+        // With nothing queued it is always admitted: the estimate may be stale, and running a
+        // batch is what refreshes it.
+        if let Some(wait) = self.expected_wait().filter(|_| self.queue_len() > 0) {
             if Instant::now() + wait > deadline {
                 return Err(EngineError::QueueFull {
                     capacity: self.config.max_queue,
@@ -202,10 +217,7 @@ impl Engine {
     /// Expected wait before a new request would finish: the batches ahead of it plus its own,
     /// from the median forward-pass time seen so far (`None` before any was seen).
     fn expected_wait(&self) -> Option<Duration> {
-        if self.metrics.inference_duration.count() == 0 {
-            return None;
-        }
-        let per_batch = self.metrics.inference_duration.quantile(0.5);
+        let per_batch = load_secs(&self.batch_secs)?;
         let ahead = self.queue_len().div_ceil(self.config.max_batch_size.max(1)) as f64;
         // The batch running now is on average half done.
         Some(Duration::from_secs_f64(per_batch * (ahead + 1.5)))
@@ -229,9 +241,15 @@ impl Engine {
     pub fn warmup(&self, image: &[u8]) -> Result<(), EngineError> {
         let one = self.prepare(image, "a photo.", None)?;
         let batch = vec![one; self.config.max_batch_size.max(1)];
+        let t = Instant::now();
         self.pipeline
             .score_batch(&batch)
             .map_err(|e| EngineError::ModelFailure(e.to_string()))?;
+        // Per pair: an optimistic first estimate for admission until real batches are timed.
+        store_secs(
+            &self.batch_secs,
+            t.elapsed().as_secs_f64() / batch.len() as f64,
+        );
         self.ready.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -278,14 +296,35 @@ impl Engine {
     }
 }
 
+fn load_secs(a: &AtomicU64) -> Option<f64> {
+    let v = f64::from_bits(a.load(Ordering::Relaxed));
+    (v > 0.0).then_some(v)
+}
+
+fn store_secs(a: &AtomicU64, v: f64) {
+    a.store(v.to_bits(), Ordering::Relaxed);
+}
+
+/// What the inference thread shares with the engine handle.
+struct Shared<'a> {
+    breaker: &'a Breaker,
+    metrics: &'a Metrics,
+    faults: &'a AtomicU32,
+    batch_secs: &'a AtomicU64,
+}
+
 fn worker_loop(
     rx: mpsc::Receiver<Job>,
     pipeline: &Entailment,
     config: &EngineConfig,
-    breaker: &Breaker,
-    metrics: &Metrics,
-    faults: &AtomicU32,
+    shared: Shared<'_>,
 ) {
+    let Shared {
+        breaker,
+        metrics,
+        faults,
+        batch_secs,
+    } = shared;
     let max_batch = config.max_batch_size.max(1);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -340,6 +379,10 @@ fn worker_loop(
         }));
         let elapsed = start.elapsed();
         metrics.batch_size.observe(jobs.len() as f64);
+        let avg = load_secs(batch_secs).map_or(elapsed.as_secs_f64(), |a| {
+            0.7 * a + 0.3 * elapsed.as_secs_f64()
+        });
+        store_secs(batch_secs, avg);
         let scores: Result<Vec<Scores>, String> = match result {
             Ok(Ok((scores, _))) => Ok(scores),
             Ok(Err(e)) => Err(e.to_string()),

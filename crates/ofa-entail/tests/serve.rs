@@ -18,7 +18,34 @@ fn image(name: &str) -> Vec<u8> {
     std::fs::read(fixtures().join("golden/images").join(name)).unwrap()
 }
 
+/// One server at a time: each test measures one service on a 2-core machine, and parallel
+/// servers would make their timings (deadlines, overload, batching) meaningless.
+static SERIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Holds [`SERIAL`] until dropped; unlike a `MutexGuard` it may move between threads.
+struct SerialGuard;
+
+impl SerialGuard {
+    fn acquire() -> SerialGuard {
+        use std::sync::atomic::Ordering;
+        while SERIAL
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SerialGuard
+    }
+}
+
+impl Drop for SerialGuard {
+    fn drop(&mut self) {
+        SERIAL.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 struct Server {
+    _serial: SerialGuard,
     child: Child,
     base: String,
     logs: Arc<Mutex<Vec<String>>>,
@@ -34,6 +61,7 @@ impl Drop for Server {
 impl Server {
     /// Starts `ofa-entail serve` on an ephemeral port and waits until it is ready.
     fn start(env: &[(&str, &str)]) -> Server {
+        let serial = SerialGuard::acquire();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
         cmd.arg("serve")
             .env("MODEL_DIR", fixtures().join("tiny_ofa_ve"))
@@ -66,6 +94,7 @@ impl Server {
             .recv_timeout(Duration::from_secs(30))
             .expect("server announces its address");
         let server = Server {
+            _serial: serial,
             child,
             base: format!("http://{addr}"),
             logs,
@@ -1262,4 +1291,53 @@ async fn requests_that_could_only_time_out_are_refused_at_once() {
         timed_out < refused_fast,
         "most hopeless requests are refused up front: {timed_out} 504s vs {refused_fast} 429s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrency_limit_and_log_file() {
+    let log = std::env::temp_dir().join(format!("ofa-serve-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let s = Server::start(&[
+        ("MAX_CONCURRENCY", "2"),
+        ("MAX_BATCH_SIZE", "1"),
+        ("LOG_PATH", log.to_str().unwrap()),
+    ]);
+    let c = reqwest::Client::new();
+    let img = image("grace_hopper.jpg");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(url).multipart(form(img, "x")).send().await.unwrap();
+            let status = r.status().as_u16();
+            let kind = r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["error_type"].as_str().map(str::to_owned));
+            (status, kind)
+        }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _) => {}
+            (429, Some(k)) if k == "too_many_concurrent" => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited > 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every LOG_PATH line is JSON"))
+        .collect();
+    let requests = lines
+        .iter()
+        .filter(|l| l["event"] == "request" && l["route"] == "/predict")
+        .count();
+    assert!(requests >= 8, "{requests} request lines in LOG_PATH");
+    assert!(lines.iter().any(|l| l["event"] == "ready"));
+    let _ = std::fs::remove_file(&log);
 }
