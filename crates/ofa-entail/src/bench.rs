@@ -9,7 +9,7 @@ use ofa_model::pipeline::{Prepared, StageTimes};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 use serde::Serialize;
 
-use crate::predict::candle_core_device;
+use crate::predict::device;
 use ofa_engine::metrics::process_memory as resident_bytes;
 
 #[derive(Args)]
@@ -90,7 +90,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         None => synthetic_png(),
     };
-    let device = candle_core_device();
+    let device = device();
     let t = Instant::now();
     let (pipeline, model) = match &args.model_dir {
         Some(dir) => (Entailment::load(dir, &device)?, dir.display().to_string()),

@@ -27,7 +27,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     // Read the input before the model, so a bad path fails fast.
     let image = std::fs::read(&args.image)
         .with_context(|| format!("cannot read image {}", args.image.display()))?;
-    let pipeline = Entailment::load(&args.model_dir, &candle_core_device())?;
+    let pipeline = Entailment::load(&args.model_dir, &device())?;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,
@@ -41,6 +41,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn candle_core_device() -> ofa_model::Device {
+/// The device the model runs on: this build is CPU-only.
+pub fn device() -> ofa_model::Device {
     ofa_model::Device::Cpu
 }

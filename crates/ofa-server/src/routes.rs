@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use ofa_engine::{Engine, Outcome};
+use ofa_engine::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -373,10 +373,10 @@ async fn prepare(
         .map_err(ApiError::from)
 }
 
-fn timing_headers(h: &mut HeaderMap, o: &Outcome, total: Duration) {
+fn timing_headers(h: &mut HeaderMap, queue: Duration, inference: Duration, total: Duration) {
     for (name, d) in [
-        ("x-queue-time", o.queue_time),
-        ("x-inference-time", o.inference_time),
+        ("x-queue-time", queue),
+        ("x-inference-time", inference),
         ("x-total-time", total),
     ] {
         if let Ok(v) = HeaderValue::from_str(&secs(d)) {
@@ -393,7 +393,12 @@ async fn predict(State(state): State<AppState>, req: Request) -> Result<Response
     let prepared = prepare(&engine, pair).await?;
     let outcome = engine.infer(prepared, deadline).await?;
     let mut resp = Json(&outcome.prediction).into_response();
-    timing_headers(resp.headers_mut(), &outcome, start.elapsed());
+    timing_headers(
+        resp.headers_mut(),
+        outcome.queue_time,
+        outcome.inference_time,
+        start.elapsed(),
+    );
     Ok(resp)
 }
 
@@ -474,19 +479,7 @@ async fn predict_batch(State(state): State<AppState>, req: Request) -> Result<Re
         results.push(outcome.prediction);
     }
     let mut resp = Json(results).into_response();
-    let summary = Outcome {
-        prediction: ofa_model::Prediction {
-            result: 0,
-            label: String::new(),
-            confidence: 0.0,
-            details: vec![],
-            scores: Default::default(),
-        },
-        queue_time: queue,
-        inference_time: infer,
-        batch_size: 0,
-    };
-    timing_headers(resp.headers_mut(), &summary, start.elapsed());
+    timing_headers(resp.headers_mut(), queue, infer, start.elapsed());
     Ok(resp)
 }
 
