@@ -197,23 +197,12 @@ pub async fn infer(
             "image, text and premise must have the same non-zero batch size",
         ));
     }
-    if images.len() > state.config.max_batch_items {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "{} items, more than the limit of {}",
-                images.len(),
-                state.config.max_batch_items
-            ),
-        ));
-    }
+    crate::routes::check_batch_len(&state, images.len())?;
     let utf8 = |b: Vec<u8>, what: &str| {
         String::from_utf8(b).map_err(|_| {
             ApiError::bad_request("invalid_utf8", format!("{what} is not valid UTF-8"))
         })
     };
-    let mut receivers = Vec::with_capacity(images.len());
     let mut prepared = Vec::with_capacity(images.len());
     for (i, (image, text)) in images.into_iter().zip(texts).enumerate() {
         let text = utf8(text, "text")?;
@@ -230,22 +219,8 @@ pub async fn infer(
             .map_err(ApiError::from)?;
         prepared.push(p);
     }
-    for p in prepared {
-        receivers.push(engine.submit(p, deadline)?);
-    }
     let (mut probs, mut labels) = (Vec::new(), Vec::new());
-    for rx in receivers {
-        let outcome = match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "model_failure",
-                    "the inference thread stopped",
-                ))
-            }
-            Err(_) => return Err(ofa_engine::EngineError::DeadlineExceeded.into()),
-        };
+    for outcome in crate::routes::run_all(&engine, prepared, deadline).await? {
         probs.extend(outcome.prediction.details.iter().copied());
         labels.push(outcome.prediction.label);
     }

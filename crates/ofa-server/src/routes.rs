@@ -402,6 +402,49 @@ async fn predict(State(state): State<AppState>, req: Request) -> Result<Response
     Ok(resp)
 }
 
+/// Refuses batches over `max_batch_items`.
+pub(crate) fn check_batch_len(state: &AppState, n: usize) -> Result<(), ApiError> {
+    if n > state.config.max_batch_items {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{n} items, more than the limit of {}",
+                state.config.max_batch_items
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Admits every pair before awaiting any, so they batch together; a refusal midway drops the
+/// receivers already held, which cancels those items. Answers in order.
+pub(crate) async fn run_all(
+    engine: &Engine,
+    prepared: Vec<ofa_model::pipeline::Prepared>,
+    deadline: Instant,
+) -> Result<Vec<ofa_engine::Outcome>, ApiError> {
+    let mut receivers = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        receivers.push(engine.submit(p, deadline)?);
+    }
+    let mut outcomes = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        outcomes.push(match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "model_failure",
+                    "the inference thread stopped",
+                ))
+            }
+            Err(_) => return Err(ofa_engine::EngineError::DeadlineExceeded.into()),
+        });
+    }
+    Ok(outcomes)
+}
+
 async fn predict_batch(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let start = Instant::now();
     let deadline = start + state.config.request_timeout;
@@ -433,17 +476,7 @@ async fn predict_batch(State(state): State<AppState>, req: Request) -> Result<Re
             "the batch has no items",
         ));
     }
-    if items.len() > state.config.max_batch_items {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "{} items, more than the limit of {}",
-                items.len(),
-                state.config.max_batch_items
-            ),
-        ));
-    }
+    check_batch_len(&state, items.len())?;
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let at = format!("item {i}: ");
@@ -454,30 +487,18 @@ async fn predict_batch(State(state): State<AppState>, req: Request) -> Result<Re
         })?;
         prepared.push(p);
     }
-    // Everything is admitted before anything is awaited, so the items batch together; a refusal
-    // midway drops the receivers already held, which cancels those items.
-    let mut receivers = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        receivers.push(engine.submit(p, deadline)?);
-    }
-    let mut results = Vec::with_capacity(receivers.len());
-    let (mut queue, mut infer) = (Duration::ZERO, Duration::ZERO);
-    for rx in receivers {
-        let outcome = match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "model_failure",
-                    "the inference thread stopped",
-                ))
-            }
-            Err(_) => return Err(ofa_engine::EngineError::DeadlineExceeded.into()),
-        };
-        queue = queue.max(outcome.queue_time);
-        infer = infer.max(outcome.inference_time);
-        results.push(outcome.prediction);
-    }
+    let outcomes = run_all(&engine, prepared, deadline).await?;
+    let queue = outcomes
+        .iter()
+        .map(|o| o.queue_time)
+        .max()
+        .unwrap_or_default();
+    let infer = outcomes
+        .iter()
+        .map(|o| o.inference_time)
+        .max()
+        .unwrap_or_default();
+    let results: Vec<ofa_model::Prediction> = outcomes.into_iter().map(|o| o.prediction).collect();
     let mut resp = Json(results).into_response();
     timing_headers(resp.headers_mut(), queue, infer, start.elapsed());
     Ok(resp)
