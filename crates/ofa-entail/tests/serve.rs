@@ -524,6 +524,30 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
         "empty_batch",
     )
     .await;
+    let tiny = base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"));
+    let many: Vec<Value> = (0..33)
+        .map(|_| serde_json::json!({"image": tiny, "text": "x"}))
+        .collect();
+    expect_error(
+        c.post(s.url("/predict/batch"))
+            .json(&many)
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "batch_too_large",
+    )
+    .await;
+    let one_bad = serde_json::json!([{"image": tiny, "text": "x"}, {"image": tiny}]);
+    let r = c
+        .post(s.url("/predict/batch"))
+        .json(&one_bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().starts_with("item 1:"), "{v}");
 
     // Still healthy and correct afterwards.
     let r = c
