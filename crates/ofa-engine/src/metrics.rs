@@ -98,6 +98,8 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     pub batches_failed: AtomicU64,
     pub model_loaded: AtomicI64,
+    /// 1 while `/readyz` would answer 200; set by the server at each scrape.
+    pub ready: AtomicI64,
     model_load_seconds: Mutex<f64>,
     breaker_state: AtomicI64,
 }
@@ -115,6 +117,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             batches_failed: AtomicU64::new(0),
             model_loaded: AtomicI64::new(0),
+            ready: AtomicI64::new(0),
             model_load_seconds: Mutex::new(0.0),
             breaker_state: AtomicI64::new(0),
         }
@@ -219,7 +222,7 @@ impl Metrics {
         for (reason, n) in lock(&self.rejections).iter() {
             let _ = writeln!(o, "ofa_rejections_total{{reason=\"{reason}\"}} {n}");
         }
-        let gauges: [(&str, &str, i64); 4] = [
+        let gauges: [(&str, &str, i64); 5] = [
             (
                 "ofa_queue_depth",
                 "Pairs admitted and waiting for the inference thread.",
@@ -234,6 +237,11 @@ impl Metrics {
                 "ofa_breaker_state",
                 "Circuit breaker: 0 closed, 1 open, 2 half-open.",
                 self.breaker_state.load(Ordering::Relaxed),
+            ),
+            (
+                "ofa_ready",
+                "1 when ready: loaded, warmed, breaker closed, not draining.",
+                self.ready.load(Ordering::Relaxed),
             ),
             (
                 "ofa_model_loaded",

@@ -533,6 +533,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(e) = state.engine() {
         state.metrics.set_breaker(e.breaker().state());
     }
+    state
+        .metrics
+        .ready
+        .store(i64::from(state.is_ready()), Ordering::Relaxed);
     let mut resp = Response::new(Body::from(state.metrics.render()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,155 @@
+//! The service under test: the real `ofa-entail serve` binary on an ephemeral loopback port.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+pub fn image(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join("golden/images").join(name)).unwrap()
+}
+
+/// One server at a time: each test measures one service on a 2-core machine, and parallel
+/// servers would make their timings (deadlines, overload, batching) meaningless.
+static SERIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Holds [`SERIAL`] until dropped; unlike a `MutexGuard` it may move between threads.
+pub struct SerialGuard;
+
+impl SerialGuard {
+    fn acquire() -> SerialGuard {
+        use std::sync::atomic::Ordering;
+        while SERIAL
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SerialGuard
+    }
+}
+
+impl Drop for SerialGuard {
+    fn drop(&mut self) {
+        SERIAL.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+pub struct Server {
+    _serial: SerialGuard,
+    pub child: Child,
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `ofa-entail serve` on an ephemeral port and waits until it is ready.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let serial = SerialGuard::acquire();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
+        cmd.arg("serve")
+            .env("MODEL_DIR", fixtures().join("tiny_ofa_ve"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("RATE_LIMIT", "off")
+            .env("DRAIN_DELAY", "0.3")
+            .env("MAX_BATCH_SIZE", "4")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the server");
+        let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "starting" {
+                        let _ = tx.send(v["listen"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server announces its address");
+        let server = Server {
+            _serial: serial,
+            child,
+            base: format!("http://{addr}"),
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(r) = blocking_status(&format!("{}/readyz", server.base)) {
+                if r == 200 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_lines(&self) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// Minimal blocking GET for the readiness poll (no runtime needed).
+pub fn blocking_status(url: &str) -> std::io::Result<u16> {
+    {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap();
+        let mut s = std::net::TcpStream::connect(host)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0))
+    }
+}

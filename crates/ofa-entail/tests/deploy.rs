@@ -1,0 +1,214 @@
+//! The deployment assets agree with the binary: the Kubernetes manifests' probes, port and
+//! environment; the autoscaler's metric; the alert rules (checked by promtool) and dashboard
+//! queries name only metrics `/metrics` exports.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Server;
+use serde_json::Value;
+
+fn deploy() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+fn yaml(rel: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(deploy().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{rel}: {e}")))
+        .collect()
+}
+
+fn env_vars_serve_reads() -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split(['=', ']']).next().map(str::to_owned))
+        .collect()
+}
+
+/// Metric names a PromQL text mentions (histogram series reduced to their family).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text
+        .match_indices("ofa_")
+        .chain(text.match_indices("process_"))
+    {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .fold(name.clone(), |n, s| {
+                n.strip_suffix(s).map(str::to_owned).unwrap_or(n)
+            });
+        out.insert(family);
+    }
+    out
+}
+
+#[test]
+fn manifests_agree_with_the_binary_and_the_router() {
+    let base = yaml("kubernetes/base/deployment.yaml").remove(0);
+    let config = yaml("kubernetes/base/configmap.yaml").remove(0);
+    let hpa = yaml("kubernetes/base/hpa.yaml").remove(0);
+    let kustomization = yaml("kubernetes/base/kustomization.yaml").remove(0);
+
+    // Every resource the kustomization lists exists and parses.
+    for r in kustomization["resources"].as_array().unwrap() {
+        assert!(!yaml(&format!("kubernetes/base/{}", r.as_str().unwrap())).is_empty());
+    }
+
+    // Every variable in the ConfigMap and the container's env is one the binary reads.
+    let reads = env_vars_serve_reads();
+    let data = config["data"].as_object().unwrap();
+    let container = &base["spec"]["template"]["spec"]["containers"][0];
+    let mut set: BTreeSet<String> = data.keys().cloned().collect();
+    for e in container["env"].as_array().unwrap() {
+        set.insert(e["name"].as_str().unwrap().to_owned());
+    }
+    for e in yaml("kubernetes/overlays/gpu/gpu.yaml")[0]["spec"]["template"]["spec"]["containers"]
+        [0]["env"]
+        .as_array()
+        .unwrap()
+    {
+        set.insert(e["name"].as_str().unwrap().to_owned());
+    }
+    let unknown: Vec<&String> = set.iter().filter(|k| !reads.contains(*k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "variables the binary does not read: {unknown:?}"
+    );
+
+    // Port: the named container port is the one PORT says.
+    let port = container["ports"][0]["containerPort"].as_u64().unwrap();
+    assert_eq!(data["PORT"].as_str().unwrap().parse::<u64>().unwrap(), port);
+
+    // Grace period covers the drain delay plus the shutdown timeout.
+    let grace = base["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_f64()
+        .unwrap();
+    let drain: f64 = data["DRAIN_DELAY"].as_str().unwrap().parse().unwrap();
+    let shutdown: f64 = data["SHUTDOWN_TIMEOUT"].as_str().unwrap().parse().unwrap();
+    assert!(
+        grace >= drain + shutdown,
+        "grace {grace} < drain {drain} + shutdown {shutdown}"
+    );
+
+    // A real server: the probe paths answer (not 404), and the HPA's metric is exported.
+    let server = Server::start(&[]);
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        let status = common::blocking_status(&server.url(path)).unwrap();
+        assert_eq!(status, 200, "{probe} {path}");
+    }
+    let metrics_text = http_get(&server.url("/metrics"));
+    let exported: BTreeSet<String> = metrics_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let hpa_metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+        .as_str()
+        .unwrap();
+    assert!(
+        exported.contains(hpa_metric),
+        "HPA scales on {hpa_metric}, which /metrics lacks"
+    );
+    assert!(
+        metrics_text.contains(&format!("# TYPE {hpa_metric} gauge")),
+        "the HPA needs a gauge"
+    );
+
+    // Alerts, dashboard, adapter rule and KEDA query name only exported metrics.
+    for file in [
+        "prometheus/alerts.yaml",
+        "grafana/dashboard.json",
+        "kubernetes/autoscaling/prometheus-adapter-rules.yaml",
+        "kubernetes/autoscaling/keda-scaledobject.yaml",
+    ] {
+        let text = std::fs::read_to_string(deploy().join(file)).unwrap();
+        let names = metric_names(&text);
+        assert!(!names.is_empty(), "{file} names no metric");
+        let missing: Vec<&String> = names.iter().filter(|n| !exported.contains(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses metrics /metrics does not export: {missing:?}"
+        );
+    }
+}
+
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(deploy().join("prometheus/alerts.yaml"))
+        .output()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dashboard_is_valid_grafana_json() {
+    let d: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy().join("grafana/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = d["panels"].as_array().unwrap();
+    let titles: Vec<&str> = panels
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Requests per second",
+        "latency p50 / p95 / p99",
+        "Errors",
+        "Queue depth",
+        "Batch size",
+        "breaker",
+        "Model load",
+        "Memory",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "no panel about {want}: {titles:?}"
+        );
+    }
+    assert!(panels
+        .iter()
+        .all(|p| !p["targets"].as_array().unwrap().is_empty()));
+}
