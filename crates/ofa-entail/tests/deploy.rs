@@ -340,8 +340,9 @@ fn autoscaling_on_queue_depth_scales_up_and_back_down_a_counter_never_does() {
                 .sum()
         };
         (
-            value("ofa_queue_depth "),
-            value("ofa_requests_total{route=\"/predict\""),
+            // `+ 0.0`: an empty f64 sum is -0.
+            value("ofa_queue_depth ") + 0.0,
+            value("ofa_requests_total{route=\"/predict\"") + 0.0,
         )
     };
     let tick = std::time::Duration::from_millis(500);
