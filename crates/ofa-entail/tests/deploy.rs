@@ -433,3 +433,50 @@ fn autoscaling_on_queue_depth_scales_up_and_back_down_a_counter_never_does() {
     );
     assert!(counter_peak > 2);
 }
+
+#[test]
+fn image_builds_from_scratch_and_serves() {
+    let build = tool(
+        Command::new("bash")
+            .arg(deploy().join("image/build.sh"))
+            .arg("ofa-entail:citest"),
+        "buildah (Debian package)",
+    );
+    let listing = String::from_utf8_lossy(&build.stdout).to_string();
+    // e.g. "localhost/ofa-entail:citest 18.2 MB"
+    let size = listing
+        .lines()
+        .find(|l| l.contains("ofa-entail:citest"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let mut parts = size.split_whitespace().skip(1);
+    let (n, unit) = (
+        parts.next().unwrap().parse::<f64>().unwrap(),
+        parts.next().unwrap(),
+    );
+    let mb = match unit {
+        "kB" | "KB" => n / 1e3,
+        "MB" => n,
+        "GB" => n * 1e3,
+        other => panic!("unit {other}"),
+    };
+    assert!(mb < 100.0, "image is {mb} MB");
+    let run = tool(
+        Command::new("bash")
+            .arg(deploy().join("image/run-check.sh"))
+            .arg("ofa-entail:citest")
+            .arg("18191"),
+        "running the image",
+    );
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(lines[0]["model_loaded"], true);
+    assert_eq!(lines[1]["ready"], true);
+    assert_eq!(lines[2]["label"], "Yes");
+    assert!((lines[2]["scores"]["yes"].as_f64().unwrap() - 0.689_325_45).abs() < 1e-5);
+    let _ = Command::new("buildah")
+        .args(["--storage-driver", "vfs", "rmi", "ofa-entail:citest"])
+        .output();
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the built image without a container runtime: its root filesystem is mounted by buildah
+# and the entrypoint runs chrooted into it as the image's user (uid 10001), with the tiny model
+# copied in where a volume would be. Then /healthz, /readyz and a real /predict are probed.
+#
+# Usage: deploy/image/run-check.sh [IMAGE_NAME] [PORT]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+name=${1:-ofa-entail:cpu}
+port=${2:-18190}
+export STORAGE_DRIVER=${BUILDAH_STORAGE_DRIVER:-vfs}
+b() { buildah --storage-driver "$STORAGE_DRIVER" "$@"; }
+
+ctr=$(b from "$name")
+root=$(b mount "$ctr")
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  b umount "$ctr" >/dev/null 2>&1 || true
+  b rm "$ctr" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+cp -r fixtures/tiny_ofa_ve "$root/models/tiny"
+chown -R 10001:10001 "$root/models/tiny"
+# The image's own entrypoint, user and environment, as a runtime would start them.
+chroot_bin=$(command -v chroot)
+env -i HOST=127.0.0.1 PORT="$port" LOG_FORMAT=json MODEL_DIR=/models/tiny RATE_LIMIT=off \
+  "$chroot_bin" --userspec=10001:10001 "$root" /usr/local/bin/ofa-entail serve > /tmp/ofa-image-run.log 2>&1 &
+pid=$!
+for _ in $(seq 120); do
+  curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break
+  sleep 0.5
+done
+curl -sf "http://127.0.0.1:$port/healthz"; echo
+curl -sf "http://127.0.0.1:$port/readyz"; echo
+curl -sf -F image=@fixtures/golden/images/grace_hopper.jpg -F "text=a woman in a military uniform." \
+  "http://127.0.0.1:$port/predict"; echo
