@@ -480,3 +480,83 @@ fn image_builds_from_scratch_and_serves() {
         .args(["--storage-driver", "vfs", "rmi", "ofa-entail:citest"])
         .output();
 }
+
+#[test]
+fn rendered_manifests_parse_into_typed_kubernetes_objects() {
+    use k8s_openapi::api::{apps, autoscaling, core, networking, policy};
+    for overlay in ["cpu", "gpu"] {
+        let out = tool(
+            Command::new("kubectl")
+                .args(["kustomize"])
+                .arg(deploy().join("kubernetes/overlays").join(overlay)),
+            "kubectl kustomize",
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut kinds = BTreeSet::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();
+            let kind = v["kind"].as_str().unwrap().to_owned();
+            let what = format!("{overlay} {kind}");
+            match kind.as_str() {
+                "Deployment" => {
+                    let d: apps::v1::Deployment = typed(&v, &what);
+                    let pod = d.spec.unwrap().template.spec.unwrap();
+                    let c = &pod.containers[0];
+                    let sc = c.security_context.as_ref().unwrap();
+                    assert_eq!(sc.read_only_root_filesystem, Some(true));
+                    assert_eq!(sc.allow_privilege_escalation, Some(false));
+                    assert_eq!(
+                        pod.security_context.as_ref().unwrap().run_as_non_root,
+                        Some(true)
+                    );
+                    let ready = c
+                        .readiness_probe
+                        .as_ref()
+                        .unwrap()
+                        .http_get
+                        .as_ref()
+                        .unwrap();
+                    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+                    let gpus = c
+                        .resources
+                        .as_ref()
+                        .and_then(|r| r.limits.as_ref())
+                        .and_then(|l| l.get("nvidia.com/gpu").cloned());
+                    assert_eq!(gpus.is_some(), overlay == "gpu");
+                }
+                "ConfigMap" => drop(typed::<core::v1::ConfigMap>(&v, &what)),
+                "Service" => drop(typed::<core::v1::Service>(&v, &what)),
+                "PersistentVolumeClaim" => {
+                    drop(typed::<core::v1::PersistentVolumeClaim>(&v, &what))
+                }
+                "Ingress" => drop(typed::<networking::v1::Ingress>(&v, &what)),
+                "PodDisruptionBudget" => drop(typed::<policy::v1::PodDisruptionBudget>(&v, &what)),
+                "HorizontalPodAutoscaler" => {
+                    let h: autoscaling::v2::HorizontalPodAutoscaler = typed(&v, &what);
+                    let spec = h.spec.unwrap();
+                    assert!(
+                        spec.behavior
+                            .unwrap()
+                            .scale_down
+                            .unwrap()
+                            .stabilization_window_seconds
+                            .unwrap()
+                            >= 60
+                    );
+                    assert_eq!(
+                        spec.metrics.unwrap()[0].pods.as_ref().unwrap().metric.name,
+                        "ofa_queue_depth"
+                    );
+                }
+                "ServiceMonitor" => {} // a Prometheus Operator CRD: no typed model in k8s-openapi
+                other => panic!("{overlay}: unexpected kind {other}"),
+            }
+            kinds.insert(kind);
+        }
+        assert_eq!(kinds.len(), 8, "{overlay}: {kinds:?}");
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: &serde_yaml::Value, what: &str) -> T {
+    serde_yaml::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
