@@ -27,6 +27,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
     Bench(bench::BenchArgs),
+    /// Write model.safetensors next to pytorch_model.bin, so later starts memory-map it.
+    Convert(ConvertArgs),
     /// Write an OFA-large model directory with random weights (to measure the real cost).
     RandomModel(bench::RandomModelArgs),
 }
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
         Command::RandomModel(args) => bench::random_model(args),
+        Command::Convert(args) => convert(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,4 +51,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// Model directory holding pytorch_model.bin.
+    #[arg(long, env = "MODEL_DIR")]
+    model_dir: std::path::PathBuf,
+}
+
+fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&args.model_dir)?;
+    eprintln!(
+        "wrote {} ({n} tensors) in {:.1} s",
+        path.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

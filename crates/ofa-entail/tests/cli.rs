@@ -225,3 +225,55 @@ fn env_example_documents_exactly_the_variables_serve_reads() {
         .collect();
     assert_eq!(documented, read, ".env.example and `serve --help` disagree");
 }
+
+#[test]
+fn convert_writes_safetensors_that_predict_then_uses() {
+    let dir = std::env::temp_dir().join(format!("ofa-cli-convert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in [
+        "config.json",
+        "configuration.json",
+        "answer2label.json",
+        "vocab.json",
+        "merges.txt",
+        "pytorch_model.bin",
+    ] {
+        std::fs::copy(fixtures().join("tiny_ofa_ve").join(f), dir.join(f)).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let before = run(&[
+        "predict",
+        "--model-dir",
+        d,
+        "--image",
+        &image("coffee.png"),
+        "--text",
+        "a cup.",
+    ]);
+    assert!(before.status.success());
+    let out = run(&["convert", "--model-dir", d]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("model.safetensors").is_file());
+    let after = run(&[
+        "predict",
+        "--model-dir",
+        d,
+        "--image",
+        &image("coffee.png"),
+        "--text",
+        "a cup.",
+    ]);
+    assert_eq!(
+        before.stdout, after.stdout,
+        "same answer from the converted weights"
+    );
+    let missing = run(&["convert", "--model-dir", "/no/such/model"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("pytorch_model.bin"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -475,12 +475,26 @@ impl ModelDir {
         })
     }
 
-    /// Safetensors is preferred (it loads without unpickling); `pytorch_model.bin` is what the
-    /// real model ships.
+    /// Safetensors is preferred (it loads without unpickling) unless `convert` made it from a
+    /// `pytorch_model.bin` that has changed since; `pytorch_model.bin` is what the real model ships.
     pub fn pick_weights(root: &Path) -> Result<WeightsFile> {
         let st = root.join(SAFETENSORS_FILE);
         let pt = root.join(PYTORCH_FILE);
-        if st.is_file() {
+        if st.is_file() && pt.is_file() {
+            // A file `convert` made from a different `pytorch_model.bin` is stale: trust the .bin.
+            let pt_size = std::fs::metadata(&pt).map(|m| m.len().to_string()).ok();
+            let meta = crate::weights::safetensors_metadata(&st).unwrap_or_default();
+            let stale = meta
+                .get(crate::weights::META_CONVERTED_FROM)
+                .map(String::as_str)
+                == Some(PYTORCH_FILE)
+                && meta.get(crate::weights::META_SOURCE_SIZE) != pt_size.as_ref();
+            Ok(if stale {
+                WeightsFile::Pytorch(pt)
+            } else {
+                WeightsFile::Safetensors(st)
+            })
+        } else if st.is_file() {
             Ok(WeightsFile::Safetensors(st))
         } else if pt.is_file() {
             Ok(WeightsFile::Pytorch(pt))

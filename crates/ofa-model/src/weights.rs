@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::WeightsFile;
+use crate::config::{WeightsFile, PYTORCH_FILE, SAFETENSORS_FILE};
 use crate::error::{OfaError, Result};
 
 /// The three names of OFA's one shared embedding matrix.
@@ -129,4 +129,71 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         out.push((name.clone(), t));
     }
     Ok(out)
+}
+
+/// `__metadata__` keys `convert` writes, so a later load can tell whether the safetensors file
+/// still matches the `pytorch_model.bin` it was made from.
+pub const META_CONVERTED_FROM: &str = "converted_from";
+pub const META_SOURCE_SIZE: &str = "source_size";
+
+/// Writes `model.safetensors` next to `pytorch_model.bin`: the same tensor names, dtypes and
+/// values, so later starts memory-map instead of unpickling. Written to a temporary file and
+/// renamed, so an interrupted conversion never leaves a file a later run would trust.
+/// Returns the new file and its tensor count.
+pub fn convert_pytorch_to_safetensors(dir: &Path) -> Result<(std::path::PathBuf, usize)> {
+    let src = dir.join(PYTORCH_FILE);
+    let size = std::fs::metadata(&src)
+        .map_err(|e| OfaError::io(&src, e))?
+        .len();
+    let tensors = candle_core::pickle::read_all(&src).map_err(|e| OfaError::Weights {
+        file: src.clone(),
+        message: format!("cannot read PyTorch checkpoint: {e}"),
+    })?;
+    let dst = dir.join(SAFETENSORS_FILE);
+    let tmp = dir.join(format!(".{SAFETENSORS_FILE}.partial"));
+    let info = std::collections::HashMap::from([
+        ("format".to_owned(), "pt".to_owned()),
+        (META_CONVERTED_FROM.to_owned(), PYTORCH_FILE.to_owned()),
+        (META_SOURCE_SIZE.to_owned(), size.to_string()),
+    ]);
+    let written = safetensors::serialize_to_file(
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(info),
+        &tmp,
+    );
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(OfaError::Weights {
+            file: dst,
+            message: format!("cannot write: {e}"),
+        });
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| OfaError::io(&dst, e))?;
+    Ok((dst, tensors.len()))
+}
+
+/// The `__metadata__` of a safetensors file, from its header alone.
+pub fn safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
+    use std::io::Read;
+    let bad = |message: String| OfaError::Weights {
+        file: path.to_path_buf(),
+        message,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| OfaError::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| OfaError::io(path, e))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(bad(format!(
+            "safetensors header of {n} bytes is implausible"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| OfaError::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
+    Ok(v.get("__metadata__")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default())
 }

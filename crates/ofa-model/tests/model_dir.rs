@@ -312,3 +312,49 @@ fn errors_are_typed() {
     assert!(matches!(e, OfaError::ModelDirMissing(_)));
     assert!(!e.is_input_error());
 }
+
+#[test]
+fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
+    let dir = scratch("convert");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let bin_only = probs(&Entailment::load(&dir, &Device::Cpu).unwrap());
+    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&dir).unwrap();
+    assert_eq!(path, dir.join("model.safetensors"));
+    assert!(!dir.join(".model.safetensors.partial").exists());
+    // Same names, dtypes and values as the pickle.
+    let original = candle_core::pickle::read_all(dir.join("pytorch_model.bin")).unwrap();
+    assert_eq!(original.len(), n);
+    let converted = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    for (name, t) in &original {
+        let c = &converted[name];
+        assert_eq!((c.dtype(), c.dims()), (t.dtype(), t.dims()), "{name}");
+        let diff = (c.to_dtype(candle_core::DType::F64).unwrap()
+            - t.to_dtype(candle_core::DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap_or(0.0);
+        assert_eq!(diff, 0.0, "{name}");
+    }
+    assert_eq!(
+        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
+        WeightsFile::Safetensors(path.clone())
+    );
+    assert_eq!(
+        probs(&Entailment::load(&dir, &Device::Cpu).unwrap()),
+        bin_only
+    );
+
+    // The .bin changes after the conversion: the safetensors file no longer describes it.
+    let mut bytes = std::fs::read(dir.join("pytorch_model.bin")).unwrap();
+    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(dir.join("pytorch_model.bin"), &bytes).unwrap();
+    assert_eq!(
+        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
+        WeightsFile::Pytorch(dir.join("pytorch_model.bin"))
+    );
+}
