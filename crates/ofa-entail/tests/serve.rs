@@ -121,6 +121,9 @@ async fn every_route_and_the_seed_curl_form() {
         "text": "the cup is full of coffee.",
         "premise": "A cup of coffee sits on a saucer next to a spoon.",
     });
+    let mut modelscope_names = body.clone();
+    modelscope_names["text2"] = modelscope_names["premise"].take();
+    modelscope_names.as_object_mut().unwrap().remove("premise");
     let v: Value = c
         .post(s.url("/predict"))
         .json(&body)
@@ -134,6 +137,16 @@ async fn every_route_and_the_seed_curl_form() {
         (v["scores"]["yes"].as_f64().unwrap() - 0.602_967_6).abs() < 1e-5,
         "{v}"
     );
+    let v2: Value = c
+        .post(s.url("/predict"))
+        .json(&modelscope_names)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v2, v, "\"text2\" is the premise, as in ModelScope's input");
 
     // Batch: every item answered in order.
     let item = |img: &str, text: &str| serde_json::json!({"image": base64::engine::general_purpose::STANDARD.encode(image(img)), "text": text});

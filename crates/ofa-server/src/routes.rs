@@ -225,7 +225,10 @@ fn api_key(h: &HeaderMap) -> Option<String> {
 #[derive(Deserialize)]
 struct JsonPair {
     image: Option<String>,
+    #[serde(alias = "hypothesis")]
     text: Option<String>,
+    /// ModelScope's own input names the premise `text2`.
+    #[serde(alias = "text2")]
     premise: Option<String>,
 }
 
