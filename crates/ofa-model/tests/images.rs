@@ -149,3 +149,29 @@ fn pixel_limit_stops_decompression_bombs_before_decoding() {
         other => panic!("expected ImageTooLarge, got {other:?}"),
     }
 }
+
+#[test]
+fn formats_and_modes_beyond_the_goldens_match_pillow() {
+    // fixtures/pillow: made and hashed by Pillow (tools/pillow_fixtures.py).
+    let dir = fixtures().join("pillow");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = expected["cases"].as_object().unwrap();
+    assert!(cases.len() >= 15);
+    for (name, want) in cases {
+        let rgb = decode_rgb(&std::fs::read(dir.join(name)).unwrap(), u64::MAX)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            serde_json::json!([rgb.width(), rgb.height()]),
+            want["size"],
+            "{name}"
+        );
+        let resized = ofa_model::image::resize_square(&rgb, 480);
+        assert_eq!(
+            sha256_hex(&resized),
+            want["resized_sha256"].as_str().unwrap(),
+            "{name} ({})",
+            want["mode"]
+        );
+    }
+}
