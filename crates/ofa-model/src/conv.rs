@@ -92,6 +92,32 @@ mod tests {
     use candle_core::Device;
 
     #[test]
+    fn bias_act_matches_candle_ops() {
+        let d = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &d).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &d).unwrap();
+        let b = Tensor::new(&[0.5f32, -1.0, 2.0], &d).unwrap();
+        let plain = x.broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap()).unwrap();
+        let cases = [
+            (None, false, plain.clone()),
+            (None, true, plain.relu().unwrap()),
+            (Some(&r), true, (plain + &r).unwrap().relu().unwrap()),
+        ];
+        for (res, relu, want) in cases {
+            let got = bias_act(&x, &b, res, relu).unwrap();
+            let diff: f32 = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(diff, 0.0, "residual {} relu {relu}", res.is_some());
+        }
+    }
+
+    #[test]
     fn matches_candle_convolution() {
         let d = Device::Cpu;
         for (k, s, p, hw) in [(3, 1, 1, 9), (3, 2, 1, 10), (7, 2, 3, 15), (1, 1, 0, 4)] {
@@ -110,5 +136,114 @@ mod tests {
                 .unwrap();
             assert!(diff < 1e-4, "k{k} s{s} p{p}: {diff}");
         }
+    }
+}
+
+/// `relu(x + bias[c] (+ residual))` over NCHW in one parallel pass, instead of candle's
+/// separate broadcast add, add and ReLU passes over the ResNet's largest tensors.
+struct BiasAct {
+    bias: Vec<f32>,
+    relu: bool,
+}
+
+impl BiasAct {
+    fn apply(&self, x: &[f32], residual: Option<&[f32]>, plane: usize) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        let channels = self.bias.len();
+        out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| {
+            let b = self.bias[i % channels];
+            let src = &x[i * plane..(i + 1) * plane];
+            match residual {
+                Some(r) => {
+                    let r = &r[i * plane..(i + 1) * plane];
+                    for ((o, &v), &s) in o.iter_mut().zip(src).zip(r) {
+                        *o = (v + b) + s;
+                    }
+                }
+                None => {
+                    for (o, &v) in o.iter_mut().zip(src) {
+                        *o = v + b;
+                    }
+                }
+            }
+            if self.relu {
+                for o in o.iter_mut() {
+                    *o = o.max(0.0);
+                }
+            }
+        });
+        out
+    }
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("bias-act: contiguous f32 only"),
+    }
+}
+
+impl CustomOp1 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, _, h, w) = l.shape().dims4()?;
+        Ok((
+            CpuStorage::F32(self.apply(f32_slice(s, l)?, None, h * w)),
+            l.shape().clone(),
+        ))
+    }
+}
+
+impl candle_core::CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-residual-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &CpuStorage,
+        l: &Layout,
+        r: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l.shape() != rl.shape() {
+            candle_core::bail!(
+                "bias-act: residual {:?} does not match {:?}",
+                rl.shape(),
+                l.shape()
+            );
+        }
+        let (_, _, h, w) = l.shape().dims4()?;
+        let out = self.apply(f32_slice(s, l)?, Some(f32_slice(r, rl)?), h * w);
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// `x + bias` per channel, then `+ residual` if given, then ReLU if asked; NCHW.
+pub fn bias_act(
+    x: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        let c = bias.dim(0)?;
+        let mut y = x.broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        if let Some(r) = residual {
+            y = (y + r)?;
+        }
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let op = BiasAct {
+        bias: bias.to_vec1()?,
+        relu,
+    };
+    let x = x.contiguous()?;
+    match residual {
+        Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
+        None => x.apply_op1_no_bwd(&op),
     }
 }

@@ -41,41 +41,34 @@ impl ConvBn {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The folded convolution without its bias.
+    fn conv(&self, x: &Tensor) -> Result<Tensor> {
         let (out_c, in_c, k, _) = self.weight.dims4()?;
-        let y = if k == 1 {
-            // A 1×1 convolution is a matmul over channels; striding is a subsample.
-            let x = if self.stride == 2 {
-                let (b, c, h, w) = x.dims4()?;
-                if h % 2 == 0 && w % 2 == 0 {
-                    x.reshape((b, c, h / 2, 2, w / 2, 2))?
-                        .narrow(3, 0, 1)?
-                        .narrow(5, 0, 1)?
-                        .reshape((b, c, h / 2, w / 2))?
-                } else {
-                    return self.conv_general(x);
-                }
-            } else if self.stride == 1 {
-                x.clone()
-            } else {
-                return self.conv_general(x);
-            };
-            let (b, _, h, w) = x.dims4()?;
-            let wm = self.weight.reshape((out_c, in_c))?;
-            let xm = x.reshape((b, in_c, h * w))?;
-            wm.broadcast_left(b)?
-                .matmul(&xm)?
-                .reshape((b, out_c, h, w))?
+        if k != 1 || self.stride > 2 {
+            return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
+        }
+        // A 1×1 convolution is a matmul over channels; striding is a subsample.
+        let x = if self.stride == 2 {
+            let (b, c, h, w) = x.dims4()?;
+            if h % 2 != 0 || w % 2 != 0 {
+                return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
+            }
+            x.reshape((b, c, h / 2, 2, w / 2, 2))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .reshape((b, c, h / 2, w / 2))?
         } else {
-            return self.conv_general(x);
+            x.clone()
         };
-        y.broadcast_add(&self.bias.reshape((1, out_c, 1, 1))?)
+        let (b, _, h, w) = x.dims4()?;
+        let wm = self.weight.reshape((out_c, in_c))?;
+        let xm = x.reshape((b, in_c, h * w))?;
+        wm.broadcast_left(b)?.matmul(&xm)?.reshape((b, out_c, h, w))
     }
 
-    fn conv_general(&self, x: &Tensor) -> Result<Tensor> {
-        let out_c = self.weight.dim(0)?;
-        crate::conv::conv2d(x, &self.weight, self.stride, self.padding)?
-            .broadcast_add(&self.bias.reshape((1, out_c, 1, 1))?)
+    /// Convolution + bias (+ residual), then ReLU if asked, the epilogue in one pass.
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        crate::conv::bias_act(&self.conv(x)?, &self.bias, residual, relu)
     }
 }
 
@@ -114,14 +107,13 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(x)?.relu()?;
-        let h = self.conv2.forward(&h)?.relu()?;
-        let h = self.conv3.forward(&h)?;
+        let h = self.conv1.forward(x, None, true)?;
+        let h = self.conv2.forward(&h, None, true)?;
         let shortcut = match &self.downsample {
-            Some(d) => d.forward(x)?,
+            Some(d) => d.forward(x, None, false)?,
             None => x.clone(),
         };
-        (h + shortcut)?.relu()
+        self.conv3.forward(&h, Some(&shortcut), true)
     }
 }
 
@@ -159,7 +151,7 @@ impl ResNet {
 impl Module for ResNet {
     /// `[B, 3, S, S]` → `[B, 1024, S/16, S/16]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.stem.forward(x)?.relu()?;
+        let x = self.stem.forward(x, None, true)?;
         // Zero padding equals -inf padding here: the input is post-ReLU, so never negative.
         let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         let mut x = x.max_pool2d_with_stride(3, 2)?;
