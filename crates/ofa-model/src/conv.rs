@@ -86,59 +86,6 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Res
     Tensor::stack(&per_image, 0)?.reshape((b, o, oh, ow))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn bias_act_matches_candle_ops() {
-        let d = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &d).unwrap();
-        let r = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &d).unwrap();
-        let b = Tensor::new(&[0.5f32, -1.0, 2.0], &d).unwrap();
-        let plain = x.broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap()).unwrap();
-        let cases = [
-            (None, false, plain.clone()),
-            (None, true, plain.relu().unwrap()),
-            (Some(&r), true, (plain + &r).unwrap().relu().unwrap()),
-        ];
-        for (res, relu, want) in cases {
-            let got = bias_act(&x, &b, res, relu).unwrap();
-            let diff: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert_eq!(diff, 0.0, "residual {} relu {relu}", res.is_some());
-        }
-    }
-
-    #[test]
-    fn matches_candle_convolution() {
-        let d = Device::Cpu;
-        for (k, s, p, hw) in [(3, 1, 1, 9), (3, 2, 1, 10), (7, 2, 3, 15), (1, 1, 0, 4)] {
-            let x = Tensor::randn(0f32, 1.0, (2, 3, hw, hw + 1), &d).unwrap();
-            let wt = Tensor::randn(0f32, 1.0, (5, 3, k, k), &d).unwrap();
-            let want = x.conv2d(&wt, p, s, 1, 1).unwrap();
-            let got = conv2d(&x, &wt, s, p).unwrap();
-            assert_eq!(want.dims(), got.dims());
-            let diff: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert!(diff < 1e-4, "k{k} s{s} p{p}: {diff}");
-        }
-    }
-}
-
 /// `relu(x + bias[c] (+ residual))` over NCHW in one parallel pass, instead of candle's
 /// separate broadcast add, add and ReLU passes over the ResNet's largest tensors.
 struct BiasAct {
@@ -245,5 +192,58 @@ pub fn bias_act(
     match residual {
         Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, &op),
         None => x.apply_op1_no_bwd(&op),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn bias_act_matches_candle_ops() {
+        let d = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &d).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &d).unwrap();
+        let b = Tensor::new(&[0.5f32, -1.0, 2.0], &d).unwrap();
+        let plain = x.broadcast_add(&b.reshape((1, 3, 1, 1)).unwrap()).unwrap();
+        let cases = [
+            (None, false, plain.clone()),
+            (None, true, plain.relu().unwrap()),
+            (Some(&r), true, (plain + &r).unwrap().relu().unwrap()),
+        ];
+        for (res, relu, want) in cases {
+            let got = bias_act(&x, &b, res, relu).unwrap();
+            let diff: f32 = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(diff, 0.0, "residual {} relu {relu}", res.is_some());
+        }
+    }
+
+    #[test]
+    fn matches_candle_convolution() {
+        let d = Device::Cpu;
+        for (k, s, p, hw) in [(3, 1, 1, 9), (3, 2, 1, 10), (7, 2, 3, 15), (1, 1, 0, 4)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, hw, hw + 1), &d).unwrap();
+            let wt = Tensor::randn(0f32, 1.0, (5, 3, k, k), &d).unwrap();
+            let want = x.conv2d(&wt, p, s, 1, 1).unwrap();
+            let got = conv2d(&x, &wt, s, p).unwrap();
+            assert_eq!(want.dims(), got.dims());
+            let diff: f32 = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-4, "k{k} s{s} p{p}: {diff}");
+        }
     }
 }
