@@ -213,6 +213,17 @@ fn dashboard_is_valid_grafana_json() {
         .all(|p| !p["targets"].as_array().unwrap().is_empty()));
 }
 
+/// `kubectl kustomize` of an overlay.
+fn render(overlay: &str) -> String {
+    let out = tool(
+        Command::new("kubectl")
+            .args(["kustomize"])
+            .arg(deploy().join("kubernetes/overlays").join(overlay)),
+        "kubectl kustomize",
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
     let out = cmd
         .output()
@@ -229,13 +240,7 @@ fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
 #[test]
 fn overlays_render_and_validate_strictly() {
     for overlay in ["cpu", "gpu"] {
-        let out = tool(
-            Command::new("kubectl")
-                .args(["kustomize"])
-                .arg(deploy().join("kubernetes/overlays").join(overlay)),
-            "kubectl kustomize",
-        );
-        let rendered = String::from_utf8(out.stdout).unwrap();
+        let rendered = render(overlay);
         let file =
             std::env::temp_dir().join(format!("ofa-render-{overlay}-{}.yaml", std::process::id()));
         std::fs::write(&file, &rendered).unwrap();
@@ -485,13 +490,7 @@ fn image_builds_from_scratch_and_serves() {
 fn rendered_manifests_parse_into_typed_kubernetes_objects() {
     use k8s_openapi::api::{apps, autoscaling, core, networking, policy};
     for overlay in ["cpu", "gpu"] {
-        let out = tool(
-            Command::new("kubectl")
-                .args(["kustomize"])
-                .arg(deploy().join("kubernetes/overlays").join(overlay)),
-            "kubectl kustomize",
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = render(overlay);
         let mut kinds = BTreeSet::new();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let v: serde_yaml::Value = serde::Deserialize::deserialize(doc).unwrap();

@@ -1000,6 +1000,42 @@ impl WebDriver {
             .to_owned()
     }
 
+    /// Loads `page`, picks `file` in `#image`, types `text` in `#text` and clicks `#submit`.
+    async fn submit_form(&self, page: &str, file: &std::path::Path, text: &str) {
+        let post = reqwest::Method::POST;
+        self.cmd(post.clone(), "/url", serde_json::json!({"url": page}))
+            .await;
+        let path = file.canonicalize().unwrap().display().to_string();
+        for (css, value) in [("#image", path.as_str()), ("#text", text)] {
+            let e = self.find(css).await;
+            self.cmd(
+                post.clone(),
+                &format!("/element/{e}/value"),
+                serde_json::json!({"text": value}),
+            )
+            .await;
+        }
+        let button = self.find("#submit").await;
+        self.cmd(
+            post,
+            &format!("/element/{button}/click"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+
+    /// The element's text once it is non-empty (up to 10 s), else "".
+    async fn wait_for_text(&self, css: &str) -> String {
+        for _ in 0..100 {
+            let t = self.text(css).await;
+            if !t.is_empty() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        String::new()
+    }
+
     async fn text(&self, css: &str) -> String {
         let e = self.find(css).await;
         self.cmd(
@@ -1025,42 +1061,10 @@ impl Drop for WebDriver {
 async fn the_web_page_works_in_chromium() {
     let s = Server::start(&[]);
     let wd = WebDriver::start().await;
-    let post = reqwest::Method::POST;
-    wd.cmd(post.clone(), "/url", serde_json::json!({"url": s.url("/")}))
+    let photo = fixtures().join("golden/images/grace_hopper.jpg");
+    wd.submit_form(&s.url("/"), &photo, "a woman in a military uniform.")
         .await;
-    let file = wd.find("#image").await;
-    let path = fixtures()
-        .join("golden/images/grace_hopper.jpg")
-        .canonicalize()
-        .unwrap();
-    wd.cmd(
-        post.clone(),
-        &format!("/element/{file}/value"),
-        serde_json::json!({"text": path.display().to_string()}),
-    )
-    .await;
-    let text = wd.find("#text").await;
-    wd.cmd(
-        post.clone(),
-        &format!("/element/{text}/value"),
-        serde_json::json!({"text": "a woman in a military uniform."}),
-    )
-    .await;
-    let button = wd.find("#submit").await;
-    wd.cmd(
-        post.clone(),
-        &format!("/element/{button}/click"),
-        serde_json::json!({}),
-    )
-    .await;
-    let mut answer = String::new();
-    for _ in 0..100 {
-        answer = wd.text("#answer").await;
-        if !answer.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let answer = wd.wait_for_text("#answer").await;
     if answer.is_empty() {
         let png = wd
             .cmd(reqwest::Method::GET, "/screenshot", Value::Null)
@@ -1094,41 +1098,9 @@ async fn the_web_page_works_in_chromium() {
         std::fs::write(PathBuf::from(dir).join("web-page.png"), bytes).unwrap();
     }
     // A bad upload shows the server's message, not a blank page.
-    wd.cmd(post.clone(), "/url", serde_json::json!({"url": s.url("/")}))
-        .await;
-    let file = wd.find("#image").await;
-    let bad = fixtures()
-        .join("tiny_ofa_ve/config.json")
-        .canonicalize()
-        .unwrap();
-    wd.cmd(
-        post.clone(),
-        &format!("/element/{file}/value"),
-        serde_json::json!({"text": bad.display().to_string()}),
-    )
-    .await;
-    let text = wd.find("#text").await;
-    wd.cmd(
-        post.clone(),
-        &format!("/element/{text}/value"),
-        serde_json::json!({"text": "x"}),
-    )
-    .await;
-    let button = wd.find("#submit").await;
-    wd.cmd(
-        post,
-        &format!("/element/{button}/click"),
-        serde_json::json!({}),
-    )
-    .await;
-    let mut err = String::new();
-    for _ in 0..50 {
-        err = wd.text("#error").await;
-        if !err.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let not_an_image = fixtures().join("tiny_ofa_ve/config.json");
+    wd.submit_form(&s.url("/"), &not_an_image, "x").await;
+    let err = wd.wait_for_text("#error").await;
     assert!(err.contains("unsupported format"), "{err}");
     let _ = wd.cmd(reqwest::Method::DELETE, "", Value::Null).await;
 }
