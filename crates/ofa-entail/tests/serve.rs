@@ -21,6 +21,11 @@ fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
         .text("text", text.to_owned())
 }
 
+/// Status code of a GET.
+async fn get_status(c: &reqwest::Client, url: String) -> u16 {
+    c.get(url).send().await.unwrap().status().as_u16()
+}
+
 async fn metric(client: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 {
     let text = client
         .get(s.url("/metrics"))
@@ -426,7 +431,7 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(get_status(&c, s.url("/readyz")).await, 200);
     let m = c
         .get(s.url("/metrics"))
         .send()
@@ -531,8 +536,8 @@ async fn rate_limit_and_api_keys() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // Health and metrics stay open.
-    assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(s.url("/metrics")).send().await.unwrap().status(), 200);
+    assert_eq!(get_status(&c, s.url("/healthz")).await, 200);
+    assert_eq!(get_status(&c, s.url("/metrics")).await, 200);
     for i in 0..3 {
         let r = c
             .post(s.url("/predict"))
@@ -624,7 +629,7 @@ async fn breaker_opens_then_half_opens_then_closes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the half-open probe succeeds");
-    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(get_status(&c, s.url("/readyz")).await, 200);
     assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 0.0);
 }
 
@@ -676,7 +681,7 @@ async fn disconnected_clients_are_dropped_before_batching() {
     let ran = metric(&c, &s, "ofa_batch_size_count").await;
     assert!(cancelled > 0.0, "no request was dropped");
     assert!(ran + cancelled <= 16.0 + 0.5);
-    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(get_status(&c, s.url("/readyz")).await, 200);
 }
 
 async fn futures_count(tasks: Vec<tokio::task::JoinHandle<bool>>) -> usize {
@@ -747,30 +752,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 async fn kserve_v2_routes_work_with_tritonclient() {
     let s = Server::start(&[]);
     let c = reqwest::Client::new();
-    assert_eq!(
-        c.get(s.url("/v2/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(s.url("/v2/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(s.url("/v2/models/other"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get_status(&c, s.url("/v2/health/live")).await, 200);
+    assert_eq!(get_status(&c, s.url("/v2/health/ready")).await, 200);
+    assert_eq!(get_status(&c, s.url("/v2/models/other")).await, 404);
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/triton_client.py");
     let host = s.base.trim_start_matches("http://").to_owned();
@@ -896,7 +880,7 @@ async fn openapi_docs_and_page_are_served_without_external_assets() {
     for (path, item) in paths {
         if item.get("get").is_some() {
             let concrete = path.replace("{name}", "ofa-entail");
-            let status = c.get(s.url(&concrete)).send().await.unwrap().status();
+            let status = get_status(&c, s.url(&concrete)).await;
             assert!(status == 200, "GET {concrete}: {status}");
         }
     }

@@ -23,13 +23,7 @@ impl CustomOp1 for Im2Col {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("im2col: f32 only")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("im2col: contiguous input only")
-        };
-        let x = &data[start..end];
+        let x = f32_slice(storage, layout)?;
         let (b, c, h, w) = layout.shape().dims4()?;
         let (k, s, p) = (self.k, self.stride, self.padding);
         let (oh, ow) = (self.out_size(h), self.out_size(w));
@@ -123,10 +117,11 @@ impl BiasAct {
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+/// The elements of a contiguous f32 CPU tensor; the custom CPU kernels accept nothing else.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("bias-act: contiguous f32 only"),
+        _ => candle_core::bail!("custom CPU kernel: contiguous f32 input only"),
     }
 }
 
@@ -200,6 +195,17 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn max_diff(a: Tensor, b: Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     #[test]
     fn bias_act_matches_candle_ops() {
         let d = Device::Cpu;
@@ -214,14 +220,7 @@ mod tests {
         ];
         for (res, relu, want) in cases {
             let got = bias_act(&x, &b, res, relu).unwrap();
-            let diff: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_diff(want, got);
             assert_eq!(diff, 0.0, "residual {} relu {relu}", res.is_some());
         }
     }
@@ -235,14 +234,7 @@ mod tests {
             let want = x.conv2d(&wt, p, s, 1, 1).unwrap();
             let got = conv2d(&x, &wt, s, p).unwrap();
             assert_eq!(want.dims(), got.dims());
-            let diff: f32 = (want - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = max_diff(want, got);
             assert!(diff < 1e-4, "k{k} s{s} p{p}: {diff}");
         }
     }

@@ -135,13 +135,7 @@ impl CustomOp1 for FusedSoftmax<'_> {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(s) = s else {
-            candle_core::bail!("fused softmax: f32 only")
-        };
-        let Some((s0, s1)) = sl.contiguous_offsets() else {
-            candle_core::bail!("fused softmax: contiguous scores only")
-        };
-        let s = &s[s0..s1];
+        let s = crate::conv::f32_slice(s, sl)?;
         let (_, heads, lq, lk) = sl.shape().dims4()?;
         let bias = self.bias;
         if (bias.heads, bias.lq, bias.lk) != (heads, lq, lk) || bias.abs.len() != heads * lq * lk {
