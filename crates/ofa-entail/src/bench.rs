@@ -14,9 +14,17 @@ use ofa_engine::metrics::process_memory as resident_bytes;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Model directory; without it, OFA-large with random weights (built-in configuration).
+    /// Model directory; without it or --model-id, OFA-large with random weights (built-in
+    /// configuration).
     #[arg(long, env = "MODEL_DIR")]
     model_dir: Option<PathBuf>,
+    /// ModelScope model id to fetch (into the cache) and time.
+    #[arg(long)]
+    model_id: Option<String>,
+    #[arg(long, default_value = ofa_hub::DEFAULT_REVISION)]
+    revision: String,
+    #[command(flatten)]
+    hub: crate::model_source::HubArgs,
     /// Image to use; without it, a synthetic 640x480 photo-like PNG.
     #[arg(long)]
     image: Option<PathBuf>,
@@ -91,8 +99,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => synthetic_png(),
     };
     let device = device();
+    let dir = match (&args.model_dir, &args.model_id) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(id)) => {
+            let progress = crate::model_source::Reporter::stderr();
+            let fetch = crate::model_source::fetch(id, &args.revision, &args.hub, &progress);
+            Some(crate::model_source::runtime()?.block_on(fetch)?.dir)
+        }
+        (None, None) => None,
+    };
     let t = Instant::now();
-    let (pipeline, model) = match &args.model_dir {
+    let (pipeline, model) = match &dir {
         Some(dir) => (Entailment::load(dir, &device)?, dir.display().to_string()),
         None => (
             ofa_model::random::large_pipeline(&device)?,

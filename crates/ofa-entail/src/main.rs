@@ -1,11 +1,14 @@
 //! `ofa-entail`: does this image support this sentence? Command-line entry point.
 
 mod bench;
+mod download;
+mod model_source;
 mod predict;
 mod serve;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -25,6 +28,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Score one image–sentence pair and print the JSON answer.
     Predict(predict::PredictArgs),
+    /// Fetch a model from the ModelScope hub into the cache, verify it, and print its directory.
+    Download(download::DownloadArgs),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
     Bench(bench::BenchArgs),
     /// Write model.safetensors next to pytorch_model.bin, so later starts memory-map it.
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Download(args) => download::run(args),
         Command::RandomModel(args) => bench::random_model(args),
         Command::Convert(args) => convert(args),
     };
@@ -62,7 +68,8 @@ struct ConvertArgs {
 
 fn convert(args: ConvertArgs) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
-    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&args.model_dir)?;
+    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&args.model_dir)
+        .with_context(|| format!("cannot convert {}", args.model_dir.display()))?;
     eprintln!(
         "wrote {} ({n} tensors) in {:.1} s",
         path.display(),

@@ -4,11 +4,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 
+use crate::model_source::ModelArgs;
+
 #[derive(Args)]
 pub struct PredictArgs {
-    /// ModelScope model directory (configuration.json, config.json, vocab, weights).
-    #[arg(long, env = "MODEL_DIR")]
-    model_dir: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Image file (JPEG, PNG, GIF, WebP, BMP, TIFF).
     #[arg(long)]
     image: PathBuf,
@@ -27,7 +28,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
     // Read the input before the model, so a bad path fails fast.
     let image = std::fs::read(&args.image)
         .with_context(|| format!("cannot read image {}", args.image.display()))?;
-    let pipeline = Entailment::load(&args.model_dir, &device())?;
+    let dir = args.model.resolve_blocking()?;
+    let pipeline = Entailment::load(&dir, &device())?;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,

@@ -13,20 +13,12 @@ use ofa_server::logging::{LogFormat, Logger};
 use ofa_server::{AppState, ServerConfig};
 use serde_json::Value;
 
+use crate::model_source::{describe_source, ModelArgs};
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// ModelScope model directory.
-    #[arg(long, env = "MODEL_DIR")]
-    model_dir: PathBuf,
-    /// Model id reported by /info.
-    #[arg(
-        long,
-        env = "MODEL_ID",
-        default_value = "iic/ofa_visual-entailment_snli-ve_large_en"
-    )]
-    model_id: String,
-    #[arg(long, env = "MODEL_REVISION", default_value = "master")]
-    model_revision: String,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(long, env = "HOST", default_value = "0.0.0.0")]
     host: String,
     #[arg(long, env = "PORT", default_value_t = 8000)]
@@ -152,8 +144,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         api_keys,
         drain_delay: seconds("DRAIN_DELAY", args.drain_delay)?,
         shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", args.shutdown_timeout)?,
-        model_id: args.model_id.clone(),
-        model_revision: args.model_revision.clone(),
+        model_id: args.model.model_id.clone(),
+        model_revision: args.model.revision.clone(),
         fault_route: args.fault_injection,
     };
     let engine_cfg = EngineConfig {
@@ -181,7 +173,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "starting",
             &[
                 ("listen", local.to_string().into()),
-                ("model_dir", args.model_dir.display().to_string().into()),
+                ("model", args.model.describe().into()),
                 ("version", env!("CARGO_PKG_VERSION").into()),
             ],
         );
@@ -203,15 +195,54 @@ pub fn run(args: ServeArgs) -> Result<()> {
             ofa_server::shutdown_signal(),
         ));
 
+        // Serving (liveness, a 503 readiness) while the model is fetched and loaded.
         let t = Instant::now();
-        let dir = args.model_dir.clone();
-        let loaded =
+        let dir = match &args.model.model_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let progress = LogProgress::new(log.clone());
+                let fetched = crate::model_source::fetch(
+                    &args.model.model_id,
+                    &args.model.revision,
+                    &args.model.hub,
+                    &progress,
+                )
+                .await;
+                match fetched {
+                    Ok(snap) => {
+                        log.event(
+                            "model_fetched",
+                            &[
+                                ("model_dir", snap.dir.display().to_string().into()),
+                                ("source", describe_source(&snap.source).into()),
+                                ("seconds", t.elapsed().as_secs_f64().into()),
+                            ],
+                        );
+                        snap.dir
+                    }
+                    Err(e) => {
+                        log.event("model_fetch_failed", &[("error", format!("{e:#}").into())]);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let t = Instant::now();
+        let loaded = {
+            let dir = dir.clone();
             tokio::task::spawn_blocking(move || Entailment::load(&dir, &ofa_model::Device::Cpu))
-                .await?;
+                .await?
+        };
         let pipeline = match loaded {
             Ok(p) => p,
             Err(e) => {
-                log.event("model_load_failed", &[("error", e.to_string().into())]);
+                log.event(
+                    "model_load_failed",
+                    &[
+                        ("model_dir", dir.display().to_string().into()),
+                        ("error", e.to_string().into()),
+                    ],
+                );
                 return Err(anyhow::Error::new(e).context("cannot load the model"));
             }
         };
@@ -242,4 +273,72 @@ pub fn run(args: ServeArgs) -> Result<()> {
         log.event("exit", &[]);
         Ok(())
     })
+}
+
+/// Download progress as JSON log lines: one per file event, and bytes at most every 10 s.
+struct LogProgress {
+    log: Arc<Logger>,
+    bytes: std::sync::Mutex<(u64, Instant)>,
+}
+
+impl LogProgress {
+    fn new(log: Arc<Logger>) -> LogProgress {
+        LogProgress {
+            log,
+            bytes: std::sync::Mutex::new((0, Instant::now())),
+        }
+    }
+}
+
+impl ofa_hub::Progress for LogProgress {
+    fn event(&self, event: ofa_hub::Event<'_>) {
+        use ofa_hub::Event;
+        let log = |name: &str, fields: &[(&str, Value)]| self.log.event(name, fields);
+        match event {
+            Event::Listed { files, bytes } => log(
+                "model_listing",
+                &[("files", files.into()), ("bytes", bytes.into())],
+            ),
+            Event::Cached { path } => log("model_file_cached", &[("file", path.into())]),
+            Event::Waiting { path } => log("model_file_waiting_for_lock", &[("file", path.into())]),
+            Event::Start { path, size, from } => {
+                *self.bytes.lock().unwrap_or_else(|e| e.into_inner()) = (from, Instant::now());
+                log(
+                    "model_file_download",
+                    &[
+                        ("file", path.into()),
+                        ("bytes", size.into()),
+                        ("resume_from", from.into()),
+                    ],
+                )
+            }
+            Event::Bytes { path, n } => {
+                let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+                b.0 += n;
+                if b.1.elapsed() >= Duration::from_secs(10) {
+                    b.1 = Instant::now();
+                    log(
+                        "model_file_progress",
+                        &[("file", path.into()), ("bytes_done", b.0.into())],
+                    );
+                }
+            }
+            Event::Done { path, bytes } => log(
+                "model_file_verified",
+                &[("file", path.into()), ("bytes", bytes.into())],
+            ),
+            Event::Retry { path, error, delay } => log(
+                "model_file_retry",
+                &[
+                    ("file", path.into()),
+                    ("error", error.into()),
+                    ("delay_seconds", delay.as_secs_f64().into()),
+                ],
+            ),
+            Event::UsingCache { error } => log(
+                "model_hub_unreachable_using_cache",
+                &[("error", error.into())],
+            ),
+        }
+    }
 }

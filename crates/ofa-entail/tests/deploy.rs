@@ -3,6 +3,8 @@
 //! queries name only metrics `/metrics` exports.
 
 mod common;
+#[path = "../../ofa-hub/tests/fakehub/mod.rs"]
+mod fakehub;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -23,8 +25,12 @@ fn yaml(rel: &str) -> Vec<Value> {
 }
 
 fn env_vars_serve_reads() -> BTreeSet<String> {
+    env_vars_read_by("serve")
+}
+
+fn env_vars_read_by(command: &str) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
-        .args(["serve", "--help"])
+        .args([command, "--help"])
         .output()
         .unwrap();
     String::from_utf8(out.stdout)
@@ -88,6 +94,44 @@ fn manifests_agree_with_the_binary_and_the_router() {
         unknown.is_empty(),
         "variables the binary does not read: {unknown:?}"
     );
+
+    // The init container downloads into MODEL_CACHE on the models volume (writable); the
+    // server mounts the same volume read-only and runs offline.
+    let pod = &base["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["args"], serde_json::json!(["download"]));
+    assert_eq!(container["args"], serde_json::json!(["serve"]));
+    let download_reads = env_vars_read_by("download");
+    for e in init["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        assert!(
+            download_reads.contains(name),
+            "download does not read {name}"
+        );
+    }
+    for k in ["MODEL_ID", "MODEL_REVISION", "MODEL_CACHE"] {
+        assert!(download_reads.contains(k) && data.contains_key(k), "{k}");
+    }
+    let mount = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "models")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(mount(init)["mountPath"], data["MODEL_CACHE"]);
+    assert_ne!(mount(init)["readOnly"], true);
+    assert_eq!(mount(container)["mountPath"], data["MODEL_CACHE"]);
+    assert_eq!(mount(container)["readOnly"], true);
+    let offline = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "MODEL_OFFLINE")
+        .unwrap();
+    assert_eq!(offline["value"], "true");
 
     // Port: the named container port is the one PORT says.
     let port = container["ports"][0]["containerPort"].as_u64().unwrap();
@@ -214,6 +258,8 @@ fn dashboard_is_valid_grafana_json() {
 }
 
 /// `kubectl kustomize` of an overlay.
+const OVERLAYS: [&str; 3] = ["cpu", "gpu", "cpu-emptydir"];
+
 fn render(overlay: &str) -> String {
     let out = tool(
         Command::new("kubectl")
@@ -239,7 +285,7 @@ fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
 
 #[test]
 fn overlays_render_and_validate_strictly() {
-    for overlay in ["cpu", "gpu"] {
+    for overlay in OVERLAYS {
         let rendered = render(overlay);
         let file =
             std::env::temp_dir().join(format!("ofa-render-{overlay}-{}.yaml", std::process::id()));
@@ -258,8 +304,23 @@ fn overlays_render_and_validate_strictly() {
         let gpu = &container["resources"]["limits"]["nvidia.com/gpu"];
         assert_eq!(
             gpu.is_null(),
-            overlay == "cpu",
+            overlay != "gpu",
             "{overlay}: nvidia.com/gpu limit {gpu}"
+        );
+        // Every overlay keeps a models volume for the init container to fill.
+        let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        let models = volumes.iter().find(|v| v["name"] == "models").unwrap();
+        let kind = if overlay == "cpu-emptydir" {
+            "emptyDir"
+        } else {
+            "persistentVolumeClaim"
+        };
+        assert!(
+            models.as_object().unwrap().contains_key(kind)
+                && models.as_object().unwrap().len() == 2,
+            "{overlay}: {models}"
         );
         // The overlay's env is merged into the base's, not replacing it.
         let env: Vec<&str> = container["env"]
@@ -489,7 +550,7 @@ fn image_builds_from_scratch_and_serves() {
 #[test]
 fn rendered_manifests_parse_into_typed_kubernetes_objects() {
     use k8s_openapi::api::{apps, autoscaling, core, networking, policy};
-    for overlay in ["cpu", "gpu"] {
+    for overlay in OVERLAYS {
         let text = render(overlay);
         let mut kinds = BTreeSet::new();
         for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -552,10 +613,90 @@ fn rendered_manifests_parse_into_typed_kubernetes_objects() {
             }
             kinds.insert(kind);
         }
-        assert_eq!(kinds.len(), 8, "{overlay}: {kinds:?}");
+        // The emptyDir overlay has no claim to make.
+        let expected = if overlay == "cpu-emptydir" { 7 } else { 8 };
+        assert_eq!(kinds.len(), expected, "{overlay}: {kinds:?}");
     }
 }
 
 fn typed<T: serde::de::DeserializeOwned>(v: &serde_yaml::Value, what: &str) -> T {
     serde_yaml::from_value(v.clone()).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The pod's two steps as the manifests define them, against the hub imitation: the init
+/// container's command and environment download the model into the cache, then the server's
+/// command and environment load it from there with no request to the hub.
+#[test]
+fn init_container_then_server_run_as_the_manifests_say() {
+    let hub = fakehub::FakeHub::start(&common::fixtures().join("tiny_ofa_ve"));
+    let base = yaml("kubernetes/base/deployment.yaml").remove(0);
+    let config = yaml("kubernetes/base/configmap.yaml").remove(0);
+    let pod = &base["spec"]["template"]["spec"];
+    let cache = std::env::temp_dir().join(format!("ofa-deploy-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let cache_s = cache.display().to_string();
+    // The ConfigMap and literal env, with the model, the volume and the hub swapped for ours.
+    let env_of = |c: &Value| -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = config["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        for e in c["env"].as_array().unwrap() {
+            if let Some(v) = e["value"].as_str() {
+                env.push((e["name"].as_str().unwrap().to_owned(), v.to_owned()));
+            }
+        }
+        for (k, v) in [
+            ("MODEL_ID", fakehub::TINY),
+            ("MODEL_CACHE", cache_s.as_str()),
+            ("MODELSCOPE_ENDPOINT", hub.url.as_str()),
+            ("HOST", "127.0.0.1"),
+            ("PORT", "0"),
+        ] {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_owned(), v.to_owned()));
+        }
+        env
+    };
+    let init = &pod["initContainers"][0];
+    let args: Vec<&str> = init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .args(&args)
+        .env_remove("MODEL_DIR")
+        .envs(env_of(init))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = cache.join("models/iic--ofa_tiny_ve/snapshots/master");
+    assert!(snapshot.join("model.safetensors").is_file());
+
+    hub.reset_log();
+    let env = env_of(&pod["containers"][0]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_without(&env, &["MODEL_DIR", "HF_HUB_OFFLINE"]);
+    let started = server
+        .log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "model_fetched")
+        .unwrap();
+    assert_eq!(started["source"], "offline, from the cache");
+    assert_eq!(started["model_dir"], snapshot.display().to_string());
+    assert_eq!(
+        common::blocking_status(&server.url("/readyz")).unwrap(),
+        200
+    );
+    drop(server);
+    assert_eq!(hub.connections(), 0, "the server never calls the hub");
+    let _ = std::fs::remove_dir_all(&cache);
 }

@@ -476,7 +476,8 @@ impl ModelDir {
     }
 
     /// Safetensors is preferred (it loads without unpickling) unless `convert` made it from a
-    /// `pytorch_model.bin` that has changed since; `pytorch_model.bin` is what the real model ships.
+    /// `pytorch_model.bin` that has changed since (size or mtime); `pytorch_model.bin` is what the
+    /// real model ships.
     pub fn pick_weights(root: &Path) -> Result<WeightsFile> {
         let st = root.join(SAFETENSORS_FILE);
         let pt = root.join(PYTORCH_FILE);
@@ -484,11 +485,15 @@ impl ModelDir {
             // A file `convert` made from a different `pytorch_model.bin` is stale: trust the .bin.
             let pt_size = std::fs::metadata(&pt).map(|m| m.len().to_string()).ok();
             let meta = crate::weights::safetensors_metadata(&st).unwrap_or_default();
-            let stale = meta
+            let from_bin = meta
                 .get(crate::weights::META_CONVERTED_FROM)
                 .map(String::as_str)
-                == Some(PYTORCH_FILE)
-                && meta.get(crate::weights::META_SOURCE_SIZE) != pt_size.as_ref();
+                == Some(PYTORCH_FILE);
+            let changed = meta.get(crate::weights::META_SOURCE_SIZE) != pt_size.as_ref()
+                || meta
+                    .get(crate::weights::META_SOURCE_MTIME)
+                    .is_some_and(|m| Some(m) != crate::weights::mtime_ns(&pt).as_ref());
+            let stale = from_bin && changed;
             Ok(if stale {
                 WeightsFile::Pytorch(pt)
             } else {

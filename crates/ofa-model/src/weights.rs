@@ -135,6 +135,16 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 /// still matches the `pytorch_model.bin` it was made from.
 pub const META_CONVERTED_FROM: &str = "converted_from";
 pub const META_SOURCE_SIZE: &str = "source_size";
+/// Nanoseconds since the epoch: a re-downloaded `.bin` of the same size (a retrained model of
+/// the same shape) is a new file with a new mtime.
+pub const META_SOURCE_MTIME: &str = "source_mtime_ns";
+
+/// The modification time of `path` as [`META_SOURCE_MTIME`] records it.
+pub fn mtime_ns(path: &Path) -> Option<String> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(d.as_nanos().to_string())
+}
 
 /// Writes `model.safetensors` next to `pytorch_model.bin`: the same tensor names, dtypes and
 /// values, so later starts memory-map instead of unpickling. Written to a temporary file and
@@ -145,16 +155,22 @@ pub fn convert_pytorch_to_safetensors(dir: &Path) -> Result<(std::path::PathBuf,
     let size = std::fs::metadata(&src)
         .map_err(|e| OfaError::io(&src, e))?
         .len();
+    let mtime = mtime_ns(&src).unwrap_or_default();
     let tensors = candle_core::pickle::read_all(&src).map_err(|e| OfaError::Weights {
         file: src.clone(),
         message: format!("cannot read PyTorch checkpoint: {e}"),
     })?;
     let dst = dir.join(SAFETENSORS_FILE);
-    let tmp = dir.join(format!(".{SAFETENSORS_FILE}.partial"));
+    // Per process: two conversions of one directory must never write the same file.
+    let tmp = dir.join(format!(
+        ".{SAFETENSORS_FILE}.{}.partial",
+        std::process::id()
+    ));
     let info = std::collections::HashMap::from([
         ("format".to_owned(), "pt".to_owned()),
         (META_CONVERTED_FROM.to_owned(), PYTORCH_FILE.to_owned()),
         (META_SOURCE_SIZE.to_owned(), size.to_string()),
+        (META_SOURCE_MTIME.to_owned(), mtime),
     ]);
     let written = safetensors::serialize_to_file(
         tensors.iter().map(|(n, t)| (n.as_str(), t)),

@@ -320,7 +320,12 @@ fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
     let bin_only = probs(&Entailment::load(&dir, &Device::Cpu).unwrap());
     let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&dir).unwrap();
     assert_eq!(path, dir.join("model.safetensors"));
-    assert!(!dir.join(".model.safetensors.partial").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // Same names, dtypes and values as the pickle.
     let original = candle_core::pickle::read_all(dir.join("pytorch_model.bin")).unwrap();
     assert_eq!(original.len(), n);
@@ -348,7 +353,23 @@ fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
         bin_only
     );
 
-    // The .bin changes after the conversion: the safetensors file no longer describes it.
+    // The .bin is replaced by one of the same size (a re-download of a moved revision): its
+    // new mtime gives it away.
+    let same_size = std::fs::read(dir.join("pytorch_model.bin")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
+    std::fs::write(dir.join("pytorch_model.bin"), &same_size).unwrap();
+    assert_eq!(
+        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
+        WeightsFile::Pytorch(dir.join("pytorch_model.bin"))
+    );
+    ofa_model::weights::convert_pytorch_to_safetensors(&dir).unwrap();
+    assert_eq!(
+        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
+        WeightsFile::Safetensors(path.clone())
+    );
+
+    // The .bin changes size after the conversion: the safetensors file no longer describes it.
     let mut bytes = std::fs::read(dir.join("pytorch_model.bin")).unwrap();
     std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
     bytes.extend_from_slice(&[0u8; 16]);

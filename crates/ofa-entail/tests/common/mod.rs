@@ -60,6 +60,11 @@ impl Drop for Server {
 impl Server {
     /// Starts `ofa-entail serve` on an ephemeral port and waits until it is ready.
     pub fn start(env: &[(&str, &str)]) -> Server {
+        Server::start_without(env, &[])
+    }
+
+    /// As [`Server::start`], with the variables in `unset` removed (`MODEL_DIR`, to fetch by id).
+    pub fn start_without(env: &[(&str, &str)], unset: &[&str]) -> Server {
         let serial = SerialGuard::acquire();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
         cmd.arg("serve")
@@ -73,6 +78,9 @@ impl Server {
             .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        for k in unset {
+            cmd.env_remove(k);
         }
         let mut child = cmd.spawn().expect("start the server");
         let stdout = child.stdout.take().unwrap();

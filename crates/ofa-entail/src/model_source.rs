@@ -1,0 +1,220 @@
+//! Which model directory to load: `--model-dir` when given, else the ModelScope id at a revision,
+//! from the cache or downloaded into it.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ofa_hub::{Event, HubConfig, Progress, RepoId, Snapshot, Source};
+
+pub const DEFAULT_MODEL_ID: &str = "iic/ofa_visual-entailment_snli-ve_large_en";
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A local ModelScope model directory; when set, the hub and the cache are not used.
+    #[arg(long, env = "MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// ModelScope model id to fetch when no --model-dir is given.
+    #[arg(long, env = "MODEL_ID", default_value = DEFAULT_MODEL_ID)]
+    pub model_id: String,
+    /// Branch, tag or commit of the model repo.
+    #[arg(long, alias = "model-revision", env = "MODEL_REVISION", default_value = ofa_hub::DEFAULT_REVISION)]
+    pub revision: String,
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+/// How to reach the hub and where to cache; shared by `download`.
+#[derive(Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Cache root (default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; shared with the Python client).
+    #[arg(long, env = "MODEL_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use the cache only and make no network request (HF_HUB_OFFLINE=1 also works).
+    #[arg(long, env = "MODEL_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub offline: bool,
+    /// Hub API base URL, for mirrors (default https://modelscope.cn).
+    #[arg(long, env = "MODELSCOPE_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Access token for private models. Prefer the environment variable: flags show in `ps`.
+    #[arg(long, env = "MODELSCOPE_API_TOKEN", hide_env_values = true)]
+    pub hub_token: Option<String>,
+}
+
+impl HubArgs {
+    pub fn config(&self) -> HubConfig {
+        let mut cfg = HubConfig::from_env(|k| std::env::var(k).ok());
+        if let Some(dir) = &self.cache_dir {
+            cfg.cache_dir = dir.clone();
+        }
+        cfg.offline |= self.offline;
+        if let Some(e) = self.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+            cfg.endpoint = ofa_hub::config::normalize_endpoint(e);
+        }
+        if let Some(t) = &self.hub_token {
+            cfg.token = Some(t.trim().to_string()).filter(|t| !t.is_empty());
+        }
+        cfg
+    }
+}
+
+impl ModelArgs {
+    /// What will be loaded, for logs: the directory, or `id@revision`.
+    pub fn describe(&self) -> String {
+        match &self.model_dir {
+            Some(d) => d.display().to_string(),
+            None => format!("{}@{}", self.model_id, self.revision),
+        }
+    }
+
+    /// The model directory, downloading into the cache if needed.
+    pub async fn resolve(&self, progress: &dyn Progress) -> Result<PathBuf> {
+        if let Some(dir) = &self.model_dir {
+            return Ok(dir.clone());
+        }
+        let snap = fetch(&self.model_id, &self.revision, &self.hub, progress).await?;
+        Ok(snap.dir)
+    }
+
+    /// [`Self::resolve`] for the synchronous commands.
+    pub fn resolve_blocking(&self) -> Result<PathBuf> {
+        if let Some(dir) = &self.model_dir {
+            return Ok(dir.clone());
+        }
+        runtime()?.block_on(self.resolve(&Reporter::stderr()))
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub async fn fetch(
+    id: &str,
+    revision: &str,
+    hub: &HubArgs,
+    progress: &dyn Progress,
+) -> Result<Snapshot> {
+    let repo: RepoId = id.parse()?;
+    let cfg = hub.config();
+    ofa_hub::fetch(&cfg, &repo, revision, progress)
+        .await
+        .with_context(|| format!("cannot get model {id}@{revision}"))
+}
+
+pub fn describe_source(s: &Source) -> String {
+    match s {
+        Source::Offline => "offline, from the cache".into(),
+        Source::Cached => "cached, verified against the hub's listing".into(),
+        Source::Downloaded { files, bytes } => {
+            format!("downloaded {files} file(s), {:.1} MB", *bytes as f64 / 1e6)
+        }
+        Source::CacheFallback => "hub unreachable; using the cached copy".into(),
+    }
+}
+
+/// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI, pods).
+pub struct Reporter {
+    bar: bool,
+    state: Mutex<BarState>,
+}
+
+struct BarState {
+    path: String,
+    size: Option<u64>,
+    done: u64,
+    started: Instant,
+    last_draw: Instant,
+}
+
+impl Reporter {
+    pub fn stderr() -> Reporter {
+        Reporter {
+            bar: std::io::stderr().is_terminal(),
+            state: Mutex::new(BarState {
+                path: String::new(),
+                size: None,
+                done: 0,
+                started: Instant::now(),
+                last_draw: Instant::now(),
+            }),
+        }
+    }
+
+    fn line(&self, msg: &str) {
+        let mut err = std::io::stderr().lock();
+        if self.bar {
+            let _ = write!(err, "\r\x1b[2K");
+        }
+        let _ = writeln!(err, "{msg}");
+    }
+}
+
+fn mb(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1e6)
+}
+
+impl Progress for Reporter {
+    fn event(&self, event: Event<'_>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Listed { files, bytes } => {
+                self.line(&format!("listing: {files} file(s), {}", mb(bytes)))
+            }
+            Event::Cached { path } => self.line(&format!("{path}: cached, sha256 verified")),
+            Event::Waiting { path } => self.line(&format!(
+                "{path}: another process is downloading it; waiting for its lock"
+            )),
+            Event::Start { path, size, from } => {
+                *s = BarState {
+                    path: path.to_string(),
+                    size,
+                    done: from,
+                    started: Instant::now(),
+                    last_draw: Instant::now() - Duration::from_secs(60),
+                };
+                let total = size.map(mb).unwrap_or_else(|| "unknown size".into());
+                if from > 0 {
+                    self.line(&format!("{path}: resuming at {} of {total}", mb(from)));
+                } else {
+                    self.line(&format!("{path}: downloading {total}"));
+                }
+            }
+            Event::Bytes { n, .. } => {
+                s.done += n;
+                let every = if self.bar { 100 } else { 5000 };
+                if s.last_draw.elapsed() >= Duration::from_millis(every) {
+                    s.last_draw = Instant::now();
+                    let pct = s
+                        .size
+                        .filter(|t| *t > 0)
+                        .map(|t| format!("{:5.1}% ", 100.0 * s.done as f64 / t as f64))
+                        .unwrap_or_default();
+                    let rate = s.done as f64 / s.started.elapsed().as_secs_f64().max(1e-3) / 1e6;
+                    let msg = format!("{}: {pct}{} ({rate:.1} MB/s)", s.path, mb(s.done));
+                    if self.bar {
+                        let _ = write!(std::io::stderr().lock(), "\r\x1b[2K{msg}");
+                    } else {
+                        self.line(&msg);
+                    }
+                }
+            }
+            Event::Done { path, bytes } => {
+                self.line(&format!("{path}: {} done, sha256 verified", mb(bytes)))
+            }
+            // The error names the file already.
+            Event::Retry { error, delay, .. } => self.line(&format!(
+                "{error}; retrying in {:.1} s",
+                delay.as_secs_f64()
+            )),
+            Event::UsingCache { error } => {
+                self.line(&format!("hub unreachable ({error}); using the cached copy"))
+            }
+        }
+    }
+}

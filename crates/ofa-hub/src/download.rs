@@ -1,0 +1,359 @@
+//! One file: resume from `{target}.incomplete`, retry with backoff, verify size and SHA-256, then
+//! rename into place. A file that fails verification never reaches the target path.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+
+use crate::cache::{hex, incomplete_path, Cache};
+use crate::client::{transport, HubClient};
+use crate::listing::RepoFile;
+use crate::progress::{Event, Progress};
+use crate::repo::RepoId;
+use crate::{lock, HubConfig, HubError};
+
+/// Attempts at a file whose bytes fail the hash, each a fresh download (as the Python client).
+const CHECKSUM_ATTEMPTS: u32 = 3;
+/// Attempts at a file whose announced or received size is wrong.
+const SIZE_ATTEMPTS: u32 = 2;
+
+pub enum Outcome {
+    Cached,
+    Downloaded(u64),
+}
+
+/// Boxed: the error is large and this travels through every `?`.
+enum Failure {
+    /// Network or hub load: keep the partial file and resume.
+    Retry(Box<HubError>, Option<Duration>),
+    Checksum(Box<HubError>),
+    Size(Box<HubError>),
+    Fatal(Box<HubError>),
+}
+
+impl Failure {
+    fn retry(e: HubError, after: Option<Duration>) -> Failure {
+        Failure::Retry(Box::new(e), after)
+    }
+    fn checksum(e: HubError) -> Failure {
+        Failure::Checksum(Box::new(e))
+    }
+    fn size(e: HubError) -> Failure {
+        Failure::Size(Box::new(e))
+    }
+    fn fatal(e: HubError) -> Failure {
+        Failure::Fatal(Box::new(e))
+    }
+}
+
+impl From<crate::client::CallError> for Failure {
+    fn from(c: crate::client::CallError) -> Failure {
+        if c.error.is_transient() {
+            Failure::Retry(Box::new(c.error), c.retry_after)
+        } else {
+            Failure::Fatal(Box::new(c.error))
+        }
+    }
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// The listing's size and hash, where it gave them.
+fn matches(path: &Path, file: &RepoFile) -> std::io::Result<bool> {
+    let len = std::fs::metadata(path)?.len();
+    if file.size.is_some_and(|s| s != len) {
+        return Ok(false);
+    }
+    match &file.sha256 {
+        Some(h) => Ok(sha256_file(path)? == *h),
+        None => Ok(true),
+    }
+}
+
+fn remove(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// `bytes a-b/total` or `bytes */total` → (start, total).
+fn content_range(v: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = total.trim().parse().ok();
+    let start = range
+        .split_once('-')
+        .and_then(|(a, _)| a.trim().parse().ok());
+    Some((start, total))
+}
+
+/// Exponential backoff as urllib3's `Retry(backoff_factor=1)`: 0, 2, 4, 8, 16 s.
+fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(1u64 << (failures - 1).min(16))
+    }
+}
+
+pub struct FileJob<'a> {
+    pub client: &'a HubClient,
+    pub cfg: &'a HubConfig,
+    pub cache: &'a Cache,
+    pub repo: &'a RepoId,
+    pub revision: &'a str,
+    pub file: &'a RepoFile,
+    pub target: &'a Path,
+    pub progress: &'a dyn Progress,
+}
+
+impl FileJob<'_> {
+    pub async fn run(&self) -> Result<Outcome, HubError> {
+        let path = self.file.path.as_str();
+        if let Some(dir) = self.target.parent() {
+            std::fs::create_dir_all(dir).map_err(HubError::io(dir))?;
+        }
+        let _lock = lock::acquire(
+            &self.cache.lock_path(self.repo, path),
+            self.target,
+            self.cfg.lock_timeout,
+            || self.progress.event(Event::Waiting { path }),
+        )
+        .await?;
+        // Under the lock: another process may just have finished this file.
+        if self.target.exists() {
+            if matches(self.target, self.file).map_err(HubError::io(self.target))? {
+                self.progress.event(Event::Cached { path });
+                return Ok(Outcome::Cached);
+            }
+            remove(self.target);
+        }
+        let deadline = Instant::now() + self.cfg.file_timeout;
+        let (mut transient, mut checksum, mut size) = (0u32, 0u32, 0u32);
+        loop {
+            let (error, delay) = match self.attempt().await {
+                Ok(n) => return Ok(Outcome::Downloaded(n)),
+                Err(Failure::Fatal(e)) => return Err(*e),
+                Err(Failure::Checksum(e)) => {
+                    checksum += 1;
+                    if checksum >= CHECKSUM_ATTEMPTS {
+                        return Err(*e);
+                    }
+                    (e, Duration::from_secs(1 << (checksum - 1)))
+                }
+                Err(Failure::Size(e)) => {
+                    size += 1;
+                    if size >= SIZE_ATTEMPTS {
+                        return Err(*e);
+                    }
+                    (e, Duration::ZERO)
+                }
+                Err(Failure::Retry(e, after)) => {
+                    transient += 1;
+                    if transient > self.cfg.max_retries {
+                        return Err(HubError::RetriesExhausted {
+                            path: path.to_string(),
+                            attempts: transient,
+                            last: e.to_string(),
+                        });
+                    }
+                    (e, after.unwrap_or_else(|| backoff(transient)))
+                }
+            };
+            let delay = delay.min(self.cfg.retry_max_delay);
+            if Instant::now() + delay > deadline {
+                return Err(HubError::RetriesExhausted {
+                    path: path.to_string(),
+                    attempts: transient + checksum + size,
+                    last: format!("{error} (MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT reached)"),
+                });
+            }
+            self.progress.event(Event::Retry {
+                path,
+                error: error.to_string(),
+                delay,
+            });
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One request: resumes the partial file, or finalises it if it is already whole.
+    async fn attempt(&self) -> Result<u64, Failure> {
+        let path = self.file.path.as_str();
+        let partial = incomplete_path(self.target);
+        let io = |e| Failure::fatal(HubError::io(&partial)(e));
+        let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if let Some(size) = self.file.size {
+            if have > size {
+                remove(&partial);
+                have = 0;
+            } else if have == size && size > 0 {
+                return self.finalize(&partial);
+            }
+        }
+        let resp = self
+            .client
+            .open(self.repo, self.revision, path, have)
+            .await?;
+        if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            // The partial does not fit the object: start over.
+            remove(&partial);
+            return Err(Failure::retry(
+                HubError::Http {
+                    path: path.to_string(),
+                    url: resp.url().to_string(),
+                    status: 416,
+                    message: format!("resume from byte {have} refused; restarting"),
+                    request_id: String::new(),
+                },
+                Some(Duration::ZERO),
+            ));
+        }
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let range = header(CONTENT_RANGE).and_then(content_range);
+        // Trust Content-Range over the status: the hub may answer a range with 200.
+        let start = range.and_then(|r| r.0).unwrap_or(0);
+        if start != have {
+            remove(&partial);
+            if start != 0 {
+                return Err(Failure::retry(
+                    HubError::Http {
+                        path: path.to_string(),
+                        url: resp.url().to_string(),
+                        status: resp.status().as_u16(),
+                        message: format!("asked for bytes from {have}, got them from {start}"),
+                        request_id: String::new(),
+                    },
+                    Some(Duration::ZERO),
+                ));
+            }
+            have = 0;
+        }
+        let announced = range.and_then(|r| r.1).or_else(|| {
+            header(CONTENT_LENGTH)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|n| n + start)
+        });
+        if let (Some(expected), Some(actual)) = (self.file.size, announced) {
+            if expected != actual {
+                remove(&partial);
+                return Err(Failure::size(HubError::Size {
+                    path: path.to_string(),
+                    expected,
+                    actual,
+                }));
+            }
+        }
+        let mut out = OpenOptions::new()
+            .create(true)
+            .append(have > 0)
+            .write(true)
+            .truncate(have == 0)
+            .open(&partial)
+            .map_err(io)?;
+        self.progress.event(Event::Start {
+            path,
+            size: self.file.size.or(announced),
+            from: have,
+        });
+        let url = resp.url().to_string();
+        let mut resp = resp;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    out.write_all(&bytes).map_err(io)?;
+                    have += bytes.len() as u64;
+                    if let Some(expected) = self.file.size.filter(|s| have > *s) {
+                        remove(&partial);
+                        return Err(Failure::size(HubError::Size {
+                            path: path.to_string(),
+                            expected,
+                            actual: have,
+                        }));
+                    }
+                    self.progress.event(Event::Bytes {
+                        path,
+                        n: bytes.len() as u64,
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.flush().map_err(io)?;
+                    return Err(Failure::retry(transport(path, &url, e), None));
+                }
+            }
+        }
+        out.sync_all().map_err(io)?;
+        drop(out);
+        if self.file.size.is_some_and(|s| have < s) {
+            return Err(Failure::retry(
+                HubError::Transport {
+                    path: path.to_string(),
+                    url,
+                    message: format!("the body ended after {have} bytes"),
+                },
+                None,
+            ));
+        }
+        self.finalize(&partial)
+    }
+
+    /// Hash, then rename onto the target: only verified bytes ever sit at the target path.
+    fn finalize(&self, partial: &Path) -> Result<u64, Failure> {
+        let path = self.file.path.as_str();
+        let io = |e| Failure::fatal(HubError::io(partial)(e));
+        let len = std::fs::metadata(partial).map_err(io)?.len();
+        if let Some(expected) = &self.file.sha256 {
+            let actual = sha256_file(partial).map_err(io)?;
+            if actual != *expected {
+                remove(partial);
+                return Err(Failure::checksum(HubError::Checksum {
+                    path: path.to_string(),
+                    expected: expected.clone(),
+                    actual,
+                }));
+            }
+        }
+        std::fs::rename(partial, self.target)
+            .map_err(HubError::io(self.target))
+            .map_err(Failure::fatal)?;
+        if let Some(dir) = self.target.parent() {
+            // Make the rename durable before anyone is told the file is there.
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        self.progress.event(Event::Done { path, bytes: len });
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_and_backoff() {
+        assert_eq!(
+            content_range("bytes 10-19/100"),
+            Some((Some(10), Some(100)))
+        );
+        assert_eq!(content_range("bytes */100"), Some((None, Some(100))));
+        assert_eq!(content_range("items 1-2/3"), None);
+        let delays: Vec<u64> = (1..=5).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [0, 2, 4, 8, 16]);
+    }
+}

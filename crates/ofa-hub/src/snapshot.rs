@@ -1,0 +1,150 @@
+//! A whole model repository at a revision: from the cache when it is there and verified,
+//! downloaded file by file when it is not, or from the cache alone when offline.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::client::{CallError, HubClient};
+use crate::download::{FileJob, Outcome};
+use crate::listing::Listing;
+use crate::progress::{Event, Progress};
+use crate::repo::{check_revision, safe_relative, RepoId};
+use crate::{HubConfig, HubError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Offline: taken from the cache without a request.
+    Offline,
+    /// Every file was already cached and verified against the listing.
+    Cached,
+    /// This many files (and bytes) were downloaded.
+    Downloaded { files: usize, bytes: u64 },
+    /// The hub could not be reached; the cached copy was used unverified.
+    CacheFallback,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub dir: PathBuf,
+    pub source: Source,
+}
+
+/// The model directory for `repo` at `revision`, downloading what the cache lacks.
+pub async fn fetch(
+    cfg: &HubConfig,
+    repo: &RepoId,
+    revision: &str,
+    progress: &dyn Progress,
+) -> Result<Snapshot, HubError> {
+    check_revision(revision)?;
+    let cache = Cache::new(&cfg.cache_dir);
+    if cfg.offline {
+        return Ok(Snapshot {
+            dir: cache.find(repo, revision)?,
+            source: Source::Offline,
+        });
+    }
+    let client = HubClient::new(cfg)?;
+    // The hub down or unreachable: a pod restart comes up from its cache at once, as a pod
+    // with nothing cached retries with backoff.
+    let cached = cache.find(repo, revision).ok();
+    let listing = match (client.list(repo, revision).await, &cached) {
+        (Err(c), Some(dir)) if c.error.is_transient() => {
+            progress.event(Event::UsingCache {
+                error: c.error.to_string(),
+            });
+            return Ok(Snapshot {
+                dir: dir.clone(),
+                source: Source::CacheFallback,
+            });
+        }
+        (Err(c), None) if c.error.is_transient() => {
+            list_with_retries(&client, cfg, repo, revision, progress, c).await
+        }
+        (first, _) => first.map_err(|c| c.error),
+    };
+    let files = match listing? {
+        Listing::Files(files) => files,
+        Listing::UnknownRevision => {
+            return Err(HubError::RevisionNotFound {
+                repo: repo.to_string(),
+                revision: revision.to_string(),
+                endpoint: client.endpoint().to_string(),
+            })
+        }
+    };
+    if files.is_empty() {
+        return Err(HubError::EmptyRepo {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+        });
+    }
+    if let Some(bad) = files.iter().find(|f| !safe_relative(&f.path)) {
+        return Err(HubError::UnsafePath(bad.path.clone()));
+    }
+    progress.event(Event::Listed {
+        files: files.len(),
+        bytes: files.iter().filter_map(|f| f.size).sum(),
+    });
+    let dir = cache.download_dir(repo, revision)?;
+    std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
+    let (mut fetched, mut bytes) = (0, 0);
+    for file in &files {
+        let target = dir.join(&file.path);
+        let job = FileJob {
+            client: &client,
+            cfg,
+            cache: &cache,
+            repo,
+            revision,
+            file,
+            target: &target,
+            progress,
+        };
+        if let Outcome::Downloaded(n) = job.run().await? {
+            fetched += 1;
+            bytes += n;
+        }
+    }
+    let source = if fetched == 0 {
+        Source::Cached
+    } else {
+        Source::Downloaded {
+            files: fetched,
+            bytes,
+        }
+    };
+    Ok(Snapshot { dir, source })
+}
+
+/// The listing, retried on 429, 5xx and network errors after a first failure, with backoff
+/// 0.5, 1, 2, 4, 8 s (the Python client's API adapter: factor 0.5) unless `Retry-After` says.
+async fn list_with_retries(
+    client: &HubClient,
+    cfg: &HubConfig,
+    repo: &RepoId,
+    revision: &str,
+    progress: &dyn Progress,
+    first: CallError,
+) -> Result<Listing, HubError> {
+    let mut last = first;
+    for failures in 1..=cfg.max_retries {
+        let delay = last
+            .retry_after
+            .unwrap_or(Duration::from_millis(250 << failures.min(10)))
+            .min(cfg.retry_max_delay);
+        progress.event(Event::Retry {
+            path: "file listing",
+            error: last.error.to_string(),
+            delay,
+        });
+        tokio::time::sleep(delay).await;
+        match client.list(repo, revision).await {
+            Ok(l) => return Ok(l),
+            Err(c) if c.error.is_transient() => last = c,
+            Err(c) => return Err(c.error),
+        }
+    }
+    Err(last.error)
+}
