@@ -128,6 +128,8 @@ struct BarState {
     path: String,
     size: Option<u64>,
     done: u64,
+    /// Where this attempt started (resumed bytes do not count towards the rate).
+    from: u64,
     started: Instant,
     last_draw: Instant,
 }
@@ -140,6 +142,7 @@ impl Reporter {
                 path: String::new(),
                 size: None,
                 done: 0,
+                from: 0,
                 started: Instant::now(),
                 last_draw: Instant::now(),
             }),
@@ -155,8 +158,14 @@ impl Reporter {
     }
 }
 
+/// A size in the unit that reads best.
 fn mb(n: u64) -> String {
-    format!("{:.1} MB", n as f64 / 1e6)
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.2} GB", n as f64 / 1e9),
+    }
 }
 
 impl Progress for Reporter {
@@ -175,6 +184,7 @@ impl Progress for Reporter {
                     path: path.to_string(),
                     size,
                     done: from,
+                    from,
                     started: Instant::now(),
                     last_draw: Instant::now() - Duration::from_secs(60),
                 };
@@ -190,13 +200,22 @@ impl Progress for Reporter {
                 let every = if self.bar { 100 } else { 5000 };
                 if s.last_draw.elapsed() >= Duration::from_millis(every) {
                     s.last_draw = Instant::now();
-                    let pct = s
-                        .size
-                        .filter(|t| *t > 0)
-                        .map(|t| format!("{:5.1}% ", 100.0 * s.done as f64 / t as f64))
-                        .unwrap_or_default();
-                    let rate = s.done as f64 / s.started.elapsed().as_secs_f64().max(1e-3) / 1e6;
-                    let msg = format!("{}: {pct}{} ({rate:.1} MB/s)", s.path, mb(s.done));
+                    let secs = s.started.elapsed().as_secs_f64().max(1e-3);
+                    let rate = (s.done - s.from) as f64 / secs;
+                    let detail = match s.size.filter(|t| *t > 0) {
+                        Some(t) => {
+                            let eta = t.saturating_sub(s.done) as f64 / rate.max(1.0);
+                            format!(
+                                "{:5.1}% {} / {}, {}/s, {eta:.0} s left",
+                                100.0 * s.done as f64 / t as f64,
+                                mb(s.done),
+                                mb(t),
+                                mb(rate as u64)
+                            )
+                        }
+                        None => format!("{}, {}/s", mb(s.done), mb(rate as u64)),
+                    };
+                    let msg = format!("{}: {detail}", s.path);
                     if self.bar {
                         let _ = write!(std::io::stderr().lock(), "\r\x1b[2K{msg}");
                     } else {

@@ -94,6 +94,28 @@ fn python_snapshot(hub: &str, cache: &Path, mode: &str) -> Output {
         .unwrap()
 }
 
+/// Kills `child` once `partial` holds at least 4 MB; returns the bytes it kept.
+fn kill_when_partial(mut child: std::process::Child, partial: &Path) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(partial).map_or(0, |m| m.len()) < 4_000_000 {
+        assert!(Instant::now() < deadline, "the download never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::metadata(partial).unwrap().len()
+}
+
+fn slow_weights(hub: &FakeHub) {
+    hub.fault(
+        "pytorch_model.bin",
+        Fault {
+            chunk_delay: Some(Duration::from_millis(5)),
+            ..Fault::default()
+        },
+    );
+}
+
 #[test]
 fn download_then_predict_offline_from_the_cache_with_identical_answers() {
     let hub = FakeHub::start(&fixtures().join("tiny_ofa_ve"));
@@ -234,14 +256,8 @@ fn errors_name_the_problem_and_exit_non_zero() {
 fn a_killed_download_resumes_where_it_stopped() {
     let hub = FakeHub::start(&fixtures().join("tiny_ofa_ve"));
     let cache = TempDir::new("killed");
-    hub.fault(
-        "pytorch_model.bin",
-        Fault {
-            chunk_delay: Some(Duration::from_millis(5)),
-            ..Fault::default()
-        },
-    );
-    let mut child = cmd(&hub.url, &cache.0, &["download", TINY])
+    slow_weights(&hub);
+    let child = cmd(&hub.url, &cache.0, &["download", TINY])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -249,14 +265,7 @@ fn a_killed_download_resumes_where_it_stopped() {
     let partial = cache
         .0
         .join("models/iic--ofa_tiny_ve/snapshots/master/pytorch_model.bin.incomplete");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 4_000_000 {
-        assert!(Instant::now() < deadline, "the download never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let kept = std::fs::metadata(&partial).unwrap().len();
+    let kept = kill_when_partial(child, &partial);
     assert!(!partial.with_file_name("pytorch_model.bin").exists());
 
     hub.clear_faults();
@@ -432,6 +441,57 @@ fn the_python_client_and_ofa_entail_share_one_cache_both_ways() {
         .filter(|r| r.query.contains_key("FilePath"))
         .collect();
     assert!(files.is_empty(), "Python re-downloaded {files:?}");
+
+    // Partial files: each client resumes the `.incomplete` the other left when it was killed.
+    for first_is_ours in [true, false] {
+        let cache = TempDir::new(if first_is_ours {
+            "partial-rs"
+        } else {
+            "partial-py"
+        });
+        slow_weights(&hub);
+        let mut first = if first_is_ours {
+            cmd(&hub.url, &cache.0, &["download", TINY])
+        } else {
+            let mut c = Command::new("python3");
+            c.arg(fixtures().join("../tests/clients/modelscope_snapshot.py"))
+                .args([TINY, "master", "online"])
+                .env("MODELSCOPE_ENDPOINT", &hub.url)
+                .env("MODELSCOPE_CACHE", &cache.0);
+            c
+        };
+        let child = first
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let partial = cache
+            .0
+            .join("models/iic--ofa_tiny_ve/snapshots/master/pytorch_model.bin.incomplete");
+        let kept = kill_when_partial(child, &partial);
+        hub.clear_faults();
+        hub.reset_log();
+        let second = if first_is_ours {
+            python_snapshot(&hub.url, &cache.0, "online")
+        } else {
+            run(
+                &hub.url,
+                &cache.0,
+                &["download", TINY, "--convert=false"],
+                &[],
+            )
+        };
+        assert!(second.status.success(), "{}", stderr(&second));
+        let reqs = hub.file_requests("pytorch_model.bin");
+        assert_eq!(reqs.len(), 1, "{reqs:?}");
+        assert_eq!(
+            reqs[0].range,
+            Some(format!("bytes={kept}-")),
+            "ours first: {first_is_ours}"
+        );
+        let whole = std::fs::read(partial.with_file_name("pytorch_model.bin")).unwrap();
+        assert!(whole == hub.file(TINY, "master", "pytorch_model.bin"));
+    }
 }
 
 /// A tiny blocking HTTP client over reqwest's async one, for these few calls.

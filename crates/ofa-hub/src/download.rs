@@ -203,7 +203,7 @@ impl FileJob<'_> {
                 remove(&partial);
                 have = 0;
             } else if have == size && size > 0 {
-                return self.finalize(&partial);
+                return self.finalize(&partial, self.file.sha256.as_deref());
             }
         }
         let resp = self
@@ -244,6 +244,12 @@ impl FileJob<'_> {
             }
             have = 0;
         }
+        let linked = resp
+            .headers()
+            .get("x-linked-etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches('"').to_ascii_lowercase())
+            .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
         let announced = range.and_then(|r| r.1).or_else(|| {
             header(CONTENT_LENGTH)
                 .and_then(|v| v.trim().parse::<u64>().ok())
@@ -310,21 +316,23 @@ impl FileJob<'_> {
                 None,
             ));
         }
-        self.finalize(&partial)
+        // Without a hash in the listing, the CDN's X-Linked-ETag (the SHA-256) stands in.
+        let expected = self.file.sha256.clone().or(linked);
+        self.finalize(&partial, expected.as_deref())
     }
 
     /// Hash, then rename onto the target: only verified bytes ever sit at the target path.
-    fn finalize(&self, partial: &Path) -> Result<u64, Failure> {
+    fn finalize(&self, partial: &Path, expected: Option<&str>) -> Result<u64, Failure> {
         let path = self.file.path.as_str();
         let io = |e| Failure::fatal(HubError::io(partial)(e));
         let len = std::fs::metadata(partial).map_err(io)?.len();
-        if let Some(expected) = &self.file.sha256 {
+        if let Some(expected) = expected {
             let actual = sha256_file(partial).map_err(io)?;
-            if actual != *expected {
+            if actual != expected {
                 remove(partial);
                 return Err(Failure::checksum(HubError::Checksum {
                     path: path.to_string(),
-                    expected: expected.clone(),
+                    expected: expected.to_string(),
                     actual,
                 }));
             }

@@ -233,6 +233,20 @@ async fn a_checksum_mismatch_is_retried_then_rejected_leaving_nothing_trusted() 
     assert!(!dir.join("config.json").exists());
     assert_no_partials(&dir);
 
+    // Without a hash in the listing, the CDN's X-Linked-ETag is checked instead.
+    hub.fault(
+        "config.json",
+        Fault {
+            corrupt: true,
+            hide_sha: true,
+            ..Fault::default()
+        },
+    );
+    hub.reset_log();
+    let err = fetch(&cfg, &id(TINY), "master", &Silent).await.unwrap_err();
+    assert!(matches!(err, HubError::Checksum { .. }), "{err}");
+    assert!(!dir.join("config.json").exists());
+
     // The next run, with the hub serving good bytes again, completes the snapshot.
     hub.clear_faults();
     hub.reset_log();

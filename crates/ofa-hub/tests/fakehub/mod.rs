@@ -43,6 +43,8 @@ pub struct Fault {
     pub listed_size: Option<u64>,
     /// Pause between 64 KiB chunks.
     pub chunk_delay: Option<Duration>,
+    /// List the file without its Sha256 (the client must use X-Linked-ETag).
+    pub hide_sha: bool,
 }
 
 #[derive(Default)]
@@ -390,9 +392,11 @@ fn listing(conn: &mut TcpStream, state: &Mutex<State>, id: &str, req: &Request) 
                 .get(path)
                 .and_then(|f| f.listed_size)
                 .unwrap_or(bytes.len() as u64);
+            let hide = s.faults.get(path).is_some_and(|f| f.hide_sha);
             list.push(serde_json::json!({
                 "Name": path.rsplit('/').next().unwrap(),
-                "Path": path, "Type": "blob", "Size": size, "Sha256": sha256(bytes),
+                "Path": path, "Type": "blob", "Size": size,
+                "Sha256": if hide { String::new() } else { sha256(bytes) },
                 "Revision": "0123456789abcdef0123456789abcdef01234567",
                 "IsLFS": path.ends_with(".bin"), "InCheck": false, "Mode": "33188",
             }));
@@ -460,6 +464,8 @@ fn file(
         s.faults.get_mut(path).unwrap().drop_after = None;
     }
     drop(s);
+    // The stored object's hash, as a CDN reports it; corruption happens after.
+    let etag = sha256(&body);
     if fault.corrupt {
         let i = body.len() / 2;
         body[i] ^= 0xff;
@@ -469,7 +475,7 @@ fn file(
     let mut hdrs: Vec<(&str, String)> = vec![
         ("Content-Type", "application/octet-stream".into()),
         ("Accept-Ranges", "bytes".into()),
-        ("X-Linked-ETag", format!("\"{}\"", sha256(&body))),
+        ("X-Linked-ETag", format!("\"{etag}\"")),
     ];
     let mut slice = &body[..];
     if let Some(range) = headers.get("range").filter(|_| !fault.ignore_range) {
