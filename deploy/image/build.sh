@@ -30,7 +30,7 @@ b umount "$ctr" >/dev/null
 b config \
   --entrypoint '["/usr/local/bin/ofa-entail"]' --cmd serve \
   --user 10001:10001 --port 8000 \
-  --env HOST=0.0.0.0 --env PORT=8000 --env LOG_FORMAT=json \
+  --env HOST=0.0.0.0 --env PORT=8000 --env LOG_FORMAT=json --env MODEL_CACHE=/models \
   --label org.opencontainers.image.title=ofa-entail \
   --label org.opencontainers.image.description="OFA visual entailment inference service" \
   "$ctr"

@@ -9,7 +9,6 @@ use ofa_model::pipeline::{Prepared, StageTimes};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 use serde::Serialize;
 
-use crate::predict::device;
 use ofa_engine::metrics::process_memory as resident_bytes;
 
 #[derive(Args)]
@@ -25,6 +24,9 @@ pub struct BenchArgs {
     revision: String,
     #[command(flatten)]
     hub: crate::model_source::HubArgs,
+    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
+    #[arg(long, env = "GPU_DEVICE")]
+    gpu_device: Option<String>,
     /// Image to use; without it, a synthetic 640x480 photo-like PNG.
     #[arg(long)]
     image: Option<PathBuf>,
@@ -98,7 +100,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         None => synthetic_png(),
     };
-    let device = device();
+    let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     let dir = match (&args.model_dir, &args.model_id) {
         (Some(dir), _) => Some(dir.clone()),
         (None, Some(id)) => {

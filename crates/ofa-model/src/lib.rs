@@ -24,7 +24,7 @@ pub mod text;
 pub mod tokenizer;
 pub mod weights;
 
-pub use candle_core::Device;
+pub use candle_core::{Device, DeviceLocation};
 pub use config::{ModelDir, OfaConfig, RuntimeConfig};
 pub use error::{OfaError, Result};
 pub use output::Prediction;
