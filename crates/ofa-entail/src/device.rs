@@ -13,25 +13,18 @@ pub fn select(gpu: Option<&str>) -> Result<(Device, Option<String>)> {
     let ordinal: usize = gpu
         .parse()
         .map_err(|_| anyhow::anyhow!("GPU_DEVICE must be a CUDA ordinal (0, 1, …), got {gpu:?}"))?;
-    open(ordinal)
-}
-
-#[cfg(feature = "cuda")]
-fn open(ordinal: usize) -> Result<(Device, Option<String>)> {
-    let device = Device::new_cuda(ordinal)
-        .map_err(|e| anyhow::anyhow!("cannot open CUDA device {ordinal}: {e}"))?;
-    Ok((device, None))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open(_ordinal: usize) -> Result<(Device, Option<String>)> {
-    Ok((
-        Device::Cpu,
-        Some(
-            "this build has no CUDA support (build with --features cuda); running on the CPU"
-                .into(),
-        ),
-    ))
+    // candle defines `new_cuda` in every build; without its CUDA backend it fails, and the
+    // service runs on the CPU and says so rather than refusing to start.
+    match Device::new_cuda(ordinal) {
+        Ok(device) => Ok((device, None)),
+        Err(e) if !cfg!(feature = "cuda") => Ok((
+            Device::Cpu,
+            Some(format!(
+                "this build has no CUDA support (build with --features cuda: {e}); running on the CPU"
+            )),
+        )),
+        Err(e) => Err(anyhow::anyhow!("cannot open CUDA device {ordinal}: {e}")),
+    }
 }
 
 /// For logs: `cpu` or `cuda:N`.
