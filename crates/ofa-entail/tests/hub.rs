@@ -10,25 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{fixtures, Server};
-use fakehub::{FakeHub, Fault, PRIVATE, TINY};
+use fakehub::{FakeHub, Fault, TempDir, PRIVATE, TINY};
 use serde_json::Value;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("ofa-cli-hub-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The binary with a clean hub environment pointing at `hub` and caching in `cache`.
 fn cmd(hub: &str, cache: &Path, args: &[&str]) -> Command {
@@ -55,6 +38,14 @@ fn run(hub: &str, cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `download TINY --convert=false`, which must succeed: (the directory it printed, stderr).
+fn download_tiny(hub: &str, cache: &Path) -> (String, String) {
+    let out = run(hub, cache, &["download", TINY, "--convert=false"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (dir, stderr(&out))
 }
 
 fn image() -> String {
@@ -94,19 +85,10 @@ fn python_snapshot(hub: &str, cache: &Path, mode: &str) -> Output {
         .unwrap()
 }
 
-/// Kills `child` once `partial` holds at least 4 MB; returns the bytes it kept.
-fn kill_when_partial(mut child: std::process::Child, partial: &Path) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(partial).map_or(0, |m| m.len()) < 4_000_000 {
-        assert!(Instant::now() < deadline, "the download never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    std::fs::metadata(partial).unwrap().len()
-}
-
-fn slow_weights(hub: &FakeHub) {
+/// Runs `command` (a download into `cache`) with the weights served slowly, kills it once
+/// their partial file holds 4 MB, and clears the hub's faults and log. Returns the partial file
+/// and the bytes it kept.
+fn interrupt(hub: &FakeHub, cache: &Path, mut command: Command) -> (PathBuf, u64) {
     hub.fault(
         "pytorch_model.bin",
         Fault {
@@ -114,6 +96,24 @@ fn slow_weights(hub: &FakeHub) {
             ..Fault::default()
         },
     );
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial =
+        cache.join("models/iic--ofa_tiny_ve/snapshots/master/pytorch_model.bin.incomplete");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 4_000_000 {
+        assert!(Instant::now() < deadline, "the download never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    hub.clear_faults();
+    hub.reset_log();
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    (partial, kept)
 }
 
 #[test]
@@ -171,18 +171,8 @@ fn download_then_predict_offline_from_the_cache_with_identical_answers() {
 
     // A second download finds everything cached: one listing request, no file transfers.
     hub.reset_log();
-    let again = run(
-        &hub.url,
-        &cache.0,
-        &["download", TINY, "--convert=false"],
-        &[],
-    );
-    assert!(again.status.success(), "{}", stderr(&again));
-    assert!(
-        stderr(&again).contains("cached, verified"),
-        "{}",
-        stderr(&again)
-    );
+    let (_, again) = download_tiny(&hub.url, &cache.0);
+    assert!(again.contains("cached, verified"), "{again}");
     assert_eq!(hub.requests().len(), 1);
 }
 
@@ -256,28 +246,10 @@ fn errors_name_the_problem_and_exit_non_zero() {
 fn a_killed_download_resumes_where_it_stopped() {
     let hub = FakeHub::start(&fixtures().join("tiny_ofa_ve"));
     let cache = TempDir::new("killed");
-    slow_weights(&hub);
-    let child = cmd(&hub.url, &cache.0, &["download", TINY])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let partial = cache
-        .0
-        .join("models/iic--ofa_tiny_ve/snapshots/master/pytorch_model.bin.incomplete");
-    let kept = kill_when_partial(child, &partial);
+    let (partial, kept) = interrupt(&hub, &cache.0, cmd(&hub.url, &cache.0, &["download", TINY]));
     assert!(!partial.with_file_name("pytorch_model.bin").exists());
-
-    hub.clear_faults();
-    hub.reset_log();
-    let out = run(
-        &hub.url,
-        &cache.0,
-        &["download", TINY, "--convert=false"],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("resuming at {:.1} MB", kept as f64 / 1e6)));
+    let (_, log) = download_tiny(&hub.url, &cache.0);
+    assert!(log.contains(&format!("resuming at {:.1} MB", kept as f64 / 1e6)));
     let reqs = hub.file_requests("pytorch_model.bin");
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].range, Some(format!("bytes={kept}-")));
@@ -402,29 +374,13 @@ fn the_python_client_and_ofa_entail_share_one_cache_both_ways() {
     let p = predict(&hub.url, &cache.0, &["--model-id", TINY, "--offline"], &[]);
     assert_eq!(p["label"], "Yes");
     // Online, ofa-entail verifies Python's files against the listing and fetches none again.
-    let ours = run(
-        &hub.url,
-        &cache.0,
-        &["download", TINY, "--convert=false"],
-        &[],
-    );
-    assert!(
-        stderr(&ours).contains("cached, verified"),
-        "{}",
-        stderr(&ours)
-    );
+    let (_, ours) = download_tiny(&hub.url, &cache.0);
+    assert!(ours.contains("cached, verified"), "{ours}");
     assert_eq!(hub.connections(), 1, "{:?}", hub.requests());
 
     // ofa-entail downloads; Python finds the snapshot, online (no file fetched) and offline.
     let cache = TempDir::new("rust-first");
-    let ours = run(
-        &hub.url,
-        &cache.0,
-        &["download", TINY, "--convert=false"],
-        &[],
-    );
-    assert!(ours.status.success(), "{}", stderr(&ours));
-    let our_dir = String::from_utf8_lossy(&ours.stdout).trim().to_string();
+    let (our_dir, _) = download_tiny(&hub.url, &cache.0);
     hub.reset_log();
     for mode in ["online", "offline"] {
         let out = python_snapshot(&hub.url, &cache.0, mode);
@@ -449,8 +405,7 @@ fn the_python_client_and_ofa_entail_share_one_cache_both_ways() {
         } else {
             "partial-py"
         });
-        slow_weights(&hub);
-        let mut first = if first_is_ours {
+        let first = if first_is_ours {
             cmd(&hub.url, &cache.0, &["download", TINY])
         } else {
             let mut c = Command::new("python3");
@@ -460,28 +415,13 @@ fn the_python_client_and_ofa_entail_share_one_cache_both_ways() {
                 .env("MODELSCOPE_CACHE", &cache.0);
             c
         };
-        let child = first
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let partial = cache
-            .0
-            .join("models/iic--ofa_tiny_ve/snapshots/master/pytorch_model.bin.incomplete");
-        let kept = kill_when_partial(child, &partial);
-        hub.clear_faults();
-        hub.reset_log();
-        let second = if first_is_ours {
-            python_snapshot(&hub.url, &cache.0, "online")
+        let (partial, kept) = interrupt(&hub, &cache.0, first);
+        if first_is_ours {
+            let second = python_snapshot(&hub.url, &cache.0, "online");
+            assert!(second.status.success(), "{}", stderr(&second));
         } else {
-            run(
-                &hub.url,
-                &cache.0,
-                &["download", TINY, "--convert=false"],
-                &[],
-            )
-        };
-        assert!(second.status.success(), "{}", stderr(&second));
+            download_tiny(&hub.url, &cache.0);
+        }
         let reqs = hub.file_requests("pytorch_model.bin");
         assert_eq!(reqs.len(), 1, "{reqs:?}");
         assert_eq!(

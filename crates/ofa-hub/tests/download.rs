@@ -6,30 +6,11 @@ mod fakehub;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fakehub::{FakeHub, Fault, PRIVATE, TINY, TOKEN};
+use fakehub::{FakeHub, Fault, TempDir, PRIVATE, TINY, TOKEN};
 use ofa_hub::{fetch, HubConfig, HubError, RepoId, Silent, Source};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny_ofa_ve")
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("ofa-hub-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn config(endpoint: &str, cache: &Path, extra: &[(&str, &str)]) -> HubConfig {
