@@ -195,8 +195,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
         // Serving (liveness, a 503 readiness) while the model is fetched and loaded.
         let t = Instant::now();
-        let dir = match &args.model.model_dir {
-            Some(dir) => dir.clone(),
+        let dir = match args.model.local_dir() {
+            Some(dir) => dir,
             None => {
                 let progress = LogProgress::new(log.clone());
                 let fetched = crate::model_source::fetch(

@@ -163,6 +163,41 @@ fn download_then_predict_offline_from_the_cache_with_identical_answers() {
     );
     assert_eq!(offline, direct);
     assert_eq!(via_env, direct);
+    // A model id that names a local directory is that directory.
+    let tiny = fixtures().join("tiny_ofa_ve").display().to_string();
+    assert_eq!(
+        predict(&hub.url, &cache.0, &["--model-id", &tiny], &[]),
+        direct
+    );
+    assert_eq!(hub.connections(), 0);
+
+    // Offline with --verify, a cached file changed since its verified download is refused.
+    let merges = dir.join("merges.txt");
+    let good = std::fs::read(&merges).unwrap();
+    let mut bad = good.clone();
+    bad[100] ^= 1;
+    std::fs::write(&merges, &bad).unwrap();
+    let img = image();
+    let args = [
+        "predict",
+        "--model-id",
+        TINY,
+        "--offline",
+        "--verify",
+        "--image",
+        &img,
+        "--text",
+        TEXT,
+    ];
+    let out = run(&hub.url, &cache.0, &args, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("merges.txt has sha256"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&merges, &good).unwrap();
+    assert!(run(&hub.url, &cache.0, &args, &[]).status.success());
 
     // `convert` round trip: the pickled weights alone give the same answer as the safetensors.
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();

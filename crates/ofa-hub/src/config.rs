@@ -18,6 +18,9 @@ pub struct HubConfig {
     pub cache_dir: PathBuf,
     /// No network at all: resolve from the cache or fail.
     pub offline: bool,
+    /// Offline, also re-hash the cached files against the manifest of their download (sizes
+    /// are always checked).
+    pub verify: bool,
     /// Transport retries per file (after the first attempt).
     pub max_retries: u32,
     /// Cap on a backoff delay and on an honoured `Retry-After`.
@@ -38,6 +41,7 @@ impl fmt::Debug for HubConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("cache_dir", &self.cache_dir)
             .field("offline", &self.offline)
+            .field("verify", &self.verify)
             .field("max_retries", &self.max_retries)
             .finish_non_exhaustive()
     }
@@ -98,6 +102,7 @@ impl HubConfig {
             offline: ["MODEL_OFFLINE", "HF_HUB_OFFLINE"]
                 .iter()
                 .any(|k| var(k).is_some_and(|v| truthy(&v))),
+            verify: var("MODEL_VERIFY").is_some_and(|v| truthy(&v)),
             max_retries: set("MODELSCOPE_DOWNLOAD_MAX_RETRIES")
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(5),

@@ -85,6 +85,9 @@ pub enum HubError {
         looked: Vec<String>,
         found: String,
     },
+    #[error("the cached model in {} no longer matches what was downloaded and verified: {}; fetch it again with `ofa-entail download` where the hub is reachable",
+        dir.display(), problems.join("; "))]
+    CacheCorrupt { dir: PathBuf, problems: Vec<String> },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -9,6 +9,7 @@ pub mod download;
 mod error;
 pub mod listing;
 mod lock;
+pub mod manifest;
 pub mod progress;
 pub mod repo;
 mod snapshot;

@@ -40,8 +40,10 @@ pub async fn fetch(
     check_revision(revision)?;
     let cache = Cache::new(&cfg.cache_dir);
     if cfg.offline {
+        let dir = cache.find(repo, revision)?;
+        crate::manifest::check(&dir, cfg.verify)?;
         return Ok(Snapshot {
-            dir: cache.find(repo, revision)?,
+            dir,
             source: Source::Offline,
         });
     }
@@ -51,6 +53,7 @@ pub async fn fetch(
     let cached = cache.find(repo, revision).ok();
     let listing = match (client.list(repo, revision).await, &cached) {
         (Err(c), Some(dir)) if c.error.is_transient() => {
+            crate::manifest::check(dir, cfg.verify)?;
             progress.event(Event::UsingCache {
                 error: c.error.to_string(),
             });
@@ -107,6 +110,8 @@ pub async fn fetch(
             bytes += n;
         }
     }
+    // Best effort: a read-only cache still serves, only without an offline size check.
+    let _ = crate::manifest::write(&dir, repo, revision, &files);
     let source = if fetched == 0 {
         Source::Cached
     } else {

@@ -86,6 +86,7 @@ async fn fresh_download_lands_in_the_python_layout_then_hits_the_cache() {
             files: 9,
             bytes: walk(&snap.dir)
                 .iter()
+                .filter(|p| !p.ends_with(ofa_hub::manifest::FILE))
                 .map(|p| p.metadata().unwrap().len())
                 .sum()
         }
@@ -443,6 +444,52 @@ async fn offline_mode_makes_no_connection() {
     let got = fetch(&off, &id(TINY), "master", &Silent).await.unwrap();
     assert_eq!((got.dir, got.source), (snap.dir.clone(), Source::Offline));
     assert_eq!(hub.connections(), 0);
+
+    // The manifest written with the download lets an offline start check the cache: a
+    // truncated file is caught by its size at once, a changed byte by MODEL_VERIFY's hashing.
+    let weights = snap.dir.join("pytorch_model.bin");
+    let good = std::fs::read(&weights).unwrap();
+    let mut flipped = good.clone();
+    flipped[1000] ^= 1;
+    std::fs::write(&weights, &flipped).unwrap();
+    assert!(fetch(&off, &id(TINY), "master", &Silent).await.is_ok());
+    let verify = config(
+        &hub.url,
+        &cache.0,
+        &[("MODEL_OFFLINE", "1"), ("MODEL_VERIFY", "1")],
+    );
+    let msg = fetch(&verify, &id(TINY), "master", &Silent)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("pytorch_model.bin has sha256"), "{msg}");
+    std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
+    let err = fetch(&off, &id(TINY), "master", &Silent).await.unwrap_err();
+    assert!(matches!(err, HubError::CacheCorrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "pytorch_model.bin is {} bytes, not {}",
+            good.len() / 2,
+            good.len()
+        )) && msg.contains("ofa-entail download"),
+        "{msg}"
+    );
+    std::fs::remove_file(snap.dir.join("vocab.json")).unwrap();
+    let msg = fetch(&off, &id(TINY), "master", &Silent)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("vocab.json is missing"), "{msg}");
+    assert_eq!(hub.connections(), 0);
+    // Online, the damage is repaired.
+    let repaired = fetch(&online, &id(TINY), "master", &Silent).await.unwrap();
+    assert!(matches!(
+        repaired.source,
+        Source::Downloaded { files: 2, .. }
+    ));
+    assert_complete(&hub, TINY, "master", &repaired.dir);
+    assert!(fetch(&verify, &id(TINY), "master", &Silent).await.is_ok());
 
     // Online but the hub is unreachable: a restart still comes up from the cache.
     let dead = {
