@@ -510,3 +510,40 @@ mod http {
         }
     }
 }
+
+/// A pod whose cache volume is mounted read-only, started without MODEL_OFFLINE: the cached,
+/// verified files serve without a lock or a write (run as an unprivileged user: root ignores
+/// permissions).
+#[test]
+fn a_read_only_cache_still_resolves_online() {
+    let hub = FakeHub::start(&fixtures().join("tiny_ofa_ve"));
+    let cache = TempDir::new("read-only");
+    let (dir, _) = download_tiny(&hub.url, &cache.0);
+    let status = Command::new("chmod")
+        .args(["-R", "a+rX,a-w"])
+        .arg(&cache.0)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let as_nobody = |extra: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_ofa-entail"))
+            .args(["download", TINY, "--convert=false"])
+            .args(extra)
+            .env_remove("MODEL_OFFLINE")
+            .env_remove("HF_HUB_OFFLINE")
+            .env("MODELSCOPE_ENDPOINT", &hub.url)
+            .env("MODEL_CACHE", &cache.0);
+        c.output().expect("setpriv (util-linux) runs")
+    };
+    for extra in [&[][..], &["--offline"][..]] {
+        let out = as_nobody(extra);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dir);
+    }
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&cache.0)
+        .status();
+}

@@ -125,6 +125,13 @@ pub struct FileJob<'a> {
 impl FileJob<'_> {
     pub async fn run(&self) -> Result<Outcome, HubError> {
         let path = self.file.path.as_str();
+        // A verified hit needs no lock, so a cache mounted read-only still serves online.
+        if self.target.exists()
+            && matches(self.target, self.file).map_err(HubError::io(self.target))?
+        {
+            self.progress.event(Event::Cached { path });
+            return Ok(Outcome::Cached);
+        }
         if let Some(dir) = self.target.parent() {
             std::fs::create_dir_all(dir).map_err(HubError::io(dir))?;
         }
@@ -135,7 +142,7 @@ impl FileJob<'_> {
             || self.progress.event(Event::Waiting { path }),
         )
         .await?;
-        // Under the lock: another process may just have finished this file.
+        // Under the lock: another process may have finished this file while we waited.
         if self.target.exists() {
             if matches(self.target, self.file).map_err(HubError::io(self.target))? {
                 self.progress.event(Event::Cached { path });

@@ -88,17 +88,18 @@ pub enum HubError {
     #[error("the cached model in {} no longer matches what was downloaded and verified: {}; fetch it again with `ofa-entail download` where the hub is reachable",
         dir.display(), problems.join("; "))]
     CacheCorrupt { dir: PathBuf, problems: Vec<String> },
-    #[error("{}: {source}", path.display())]
+    /// The I/O error is in the message, not a `source`: chained reports would say it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
 impl HubError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HubError {
         let path = path.into();
-        move |source| HubError::Io { path, source }
+        move |error| HubError::Io { path, error }
     }
 
     /// Worth another attempt: the network or the hub's load, never the request itself.

@@ -42,7 +42,7 @@ pub async fn acquire(
             Err(TryLockError::Error(e)) => {
                 return Err(HubError::Io {
                     path: lock.to_path_buf(),
-                    source: e,
+                    error: e,
                 })
             }
         }

@@ -91,7 +91,9 @@ pub async fn fetch(
         bytes: files.iter().filter_map(|f| f.size).sum(),
     });
     let dir = cache.download_dir(repo, revision)?;
-    std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
+    }
     let (mut fetched, mut bytes) = (0, 0);
     for file in &files {
         let target = dir.join(&file.path);
