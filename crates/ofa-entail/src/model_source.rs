@@ -182,7 +182,14 @@ impl Progress for Reporter {
             Event::Listed { files, bytes } => {
                 self.line(&format!("listing: {files} file(s), {}", mb(bytes)))
             }
-            Event::Cached { path } => self.line(&format!("{path}: cached, sha256 verified")),
+            Event::Cached { path, hashed } => self.line(&format!(
+                "{path}: cached, {}",
+                if hashed {
+                    "sha256 verified"
+                } else {
+                    "unchanged since its verified download"
+                }
+            )),
             Event::Waiting { path } => self.line(&format!(
                 "{path}: another process is downloading it; waiting for its lock"
             )),

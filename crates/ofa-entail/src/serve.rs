@@ -303,7 +303,10 @@ impl ofa_hub::Progress for LogProgress {
                 "model_listing",
                 &[("files", files.into()), ("bytes", bytes.into())],
             ),
-            Event::Cached { path } => log("model_file_cached", &[("file", path.into())]),
+            Event::Cached { path, hashed } => log(
+                "model_file_cached",
+                &[("file", path.into()), ("hashed", hashed.into())],
+            ),
             Event::Waiting { path } => log("model_file_waiting_for_lock", &[("file", path.into())]),
             Event::Start { path, size, from } => {
                 *self.bytes.lock().unwrap_or_else(|e| e.into_inner()) = (from, Instant::now());

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::cache::{hex, incomplete_path, Cache};
 use crate::client::{transport, HubClient};
 use crate::listing::RepoFile;
+use crate::manifest::Verified;
 use crate::progress::{Event, Progress};
 use crate::repo::RepoId;
 use crate::{lock, HubConfig, HubError};
@@ -75,15 +76,21 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// The listing's size and hash, where it gave them.
-fn matches(path: &Path, file: &RepoFile) -> std::io::Result<bool> {
+/// Whether `path` has the listing's size and hash (where it gave them), and whether that took
+/// hashing: `None` when it does not match, `Some(hashed)` when it does.
+fn matches(
+    path: &Path,
+    file: &RepoFile,
+    known: Option<&Verified>,
+) -> std::io::Result<Option<bool>> {
     let len = std::fs::metadata(path)?.len();
     if file.size.is_some_and(|s| s != len) {
-        return Ok(false);
+        return Ok(None);
     }
     match &file.sha256 {
-        Some(h) => Ok(sha256_file(path)? == *h),
-        None => Ok(true),
+        Some(h) if known.is_some_and(|k| k.vouches_for(path, len, h)) => Ok(Some(false)),
+        Some(h) => Ok((sha256_file(path)? == *h).then_some(true)),
+        None => Ok(Some(false)),
     }
 }
 
@@ -119,6 +126,8 @@ pub struct FileJob<'a> {
     pub revision: &'a str,
     pub file: &'a RepoFile,
     pub target: &'a Path,
+    /// The file as an earlier verified download recorded it, if any.
+    pub known: Option<&'a Verified>,
     pub progress: &'a dyn Progress,
 }
 
@@ -126,11 +135,13 @@ impl FileJob<'_> {
     pub async fn run(&self) -> Result<Outcome, HubError> {
         let path = self.file.path.as_str();
         // A verified hit needs no lock, so a cache mounted read-only still serves online.
-        if self.target.exists()
-            && matches(self.target, self.file).map_err(HubError::io(self.target))?
-        {
-            self.progress.event(Event::Cached { path });
-            return Ok(Outcome::Cached);
+        let check =
+            || matches(self.target, self.file, self.known).map_err(HubError::io(self.target));
+        if self.target.exists() {
+            if let Some(hashed) = check()? {
+                self.progress.event(Event::Cached { path, hashed });
+                return Ok(Outcome::Cached);
+            }
         }
         if let Some(dir) = self.target.parent() {
             std::fs::create_dir_all(dir).map_err(HubError::io(dir))?;
@@ -144,8 +155,8 @@ impl FileJob<'_> {
         .await?;
         // Under the lock: another process may have finished this file while we waited.
         if self.target.exists() {
-            if matches(self.target, self.file).map_err(HubError::io(self.target))? {
-                self.progress.event(Event::Cached { path });
+            if let Some(hashed) = check()? {
+                self.progress.event(Event::Cached { path, hashed });
                 return Ok(Outcome::Cached);
             }
             remove(self.target);

@@ -9,9 +9,11 @@ pub enum Event<'a> {
         files: usize,
         bytes: u64,
     },
-    /// Already in the cache and verified.
+    /// Already in the cache and verified: re-hashed (`hashed`), or vouched for by the manifest
+    /// of an earlier verified download (same hash listed, file untouched since).
     Cached {
         path: &'a str,
+        hashed: bool,
     },
     /// Another process holds this file's lock; waiting for it.
     Waiting {

@@ -94,6 +94,7 @@ pub async fn fetch(
     if !dir.is_dir() {
         std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
     }
+    let known = crate::manifest::load(&dir);
     let (mut fetched, mut bytes) = (0, 0);
     for file in &files {
         let target = dir.join(&file.path);
@@ -105,6 +106,7 @@ pub async fn fetch(
             revision,
             file,
             target: &target,
+            known: known.get(&file.path),
             progress,
         };
         if let Outcome::Downloaded(n) = job.run().await? {

@@ -36,6 +36,24 @@ fn config(endpoint: &str, cache: &Path, extra: &[(&str, &str)]) -> HubConfig {
     })
 }
 
+/// Which files were cache hits, and whether each took hashing.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, bool)>>);
+
+impl Recorder {
+    fn cached(&self) -> Vec<bool> {
+        self.0.lock().unwrap().iter().map(|(_, h)| *h).collect()
+    }
+}
+
+impl ofa_hub::Progress for Recorder {
+    fn event(&self, event: ofa_hub::Event<'_>) {
+        if let ofa_hub::Event::Cached { path, hashed } = event {
+            self.0.lock().unwrap().push((path.to_string(), hashed));
+        }
+    }
+}
+
 fn id(s: &str) -> RepoId {
     s.parse().unwrap()
 }
@@ -105,12 +123,31 @@ async fn fresh_download_lands_in_the_python_layout_then_hits_the_cache() {
         .all(|r| r.authorization.is_none() && r.cookie.is_none()));
 
     hub.reset_log();
-    let again = fetch(&cfg, &id(TINY), "master", &Silent).await.unwrap();
+    let seen = Recorder::default();
+    let again = fetch(&cfg, &id(TINY), "master", &seen).await.unwrap();
     assert_eq!(again.source, Source::Cached);
+    // The manifest of the verified download vouches for untouched files: no re-hashing.
+    assert_eq!(seen.cached(), vec![false; 9]);
+    // A file touched since is hashed again (and, unchanged, still a hit).
+    let vocab = snap.dir.join("vocab.json");
+    let f = std::fs::File::options().write(true).open(&vocab).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    let seen = Recorder::default();
+    fetch(&cfg, &id(TINY), "master", &seen).await.unwrap();
+    let hashed: Vec<String> = seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, h)| *h)
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(hashed, ["vocab.json"]);
     assert_eq!(
         hub.requests().len(),
-        1,
-        "only the listing: {:?}",
+        2,
+        "only the listings: {:?}",
         hub.requests()
     );
 
