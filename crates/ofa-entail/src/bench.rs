@@ -100,17 +100,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         None => synthetic_png(),
     };
-    let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
-    if let Some(w) = warning {
-        eprintln!("warning: {w}");
-    }
+    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
     let dir = match (&args.model_dir, &args.model_id) {
         (Some(dir), _) => Some(dir.clone()),
-        (None, Some(id)) => {
-            let progress = crate::model_source::Reporter::stderr();
-            let fetch = crate::model_source::fetch(id, &args.revision, &args.hub, &progress);
-            Some(crate::model_source::runtime()?.block_on(fetch)?.dir)
-        }
+        (None, Some(id)) => Some(crate::model_source::fetch_blocking(
+            id,
+            &args.revision,
+            &args.hub,
+        )?),
         (None, None) => None,
     };
     let t = Instant::now();

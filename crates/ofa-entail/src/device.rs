@@ -27,6 +27,15 @@ pub fn select(gpu: Option<&str>) -> Result<(Device, Option<String>)> {
     }
 }
 
+/// [`select`] for the command line: the warning goes to stderr.
+pub fn select_for_cli(gpu: Option<&str>) -> Result<Device> {
+    let (device, warning) = select(gpu)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    Ok(device)
+}
+
 /// For logs: `cpu` or `cuda:N`.
 pub fn name(device: &Device) -> String {
     match device.location() {

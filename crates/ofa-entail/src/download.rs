@@ -1,8 +1,9 @@
 //! `ofa-entail download`: fetch and verify a model into the cache, for init containers and image
 //! builds; prints the model directory on stdout.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
+use ofa_hub::Source;
 
 use crate::model_source::{describe_source, fetch, runtime, HubArgs, Reporter, DEFAULT_MODEL_ID};
 
@@ -33,39 +34,10 @@ pub fn run(args: DownloadArgs) -> Result<()> {
         describe_source(&snap.source),
         t.elapsed().as_secs_f64()
     );
-    if args.convert && !args.hub.config().offline {
-        convert_if_needed(&snap.dir)?;
+    // Offline, the cache is taken as it is (it may be read-only).
+    if args.convert && snap.source != Source::Offline {
+        crate::convert::if_needed(&snap.dir)?;
     }
     println!("{}", snap.dir.display());
-    Ok(())
-}
-
-/// Writes model.safetensors unless an up-to-date one is there already. Locked, so init
-/// containers of several pods finishing together convert once.
-fn convert_if_needed(dir: &std::path::Path) -> Result<()> {
-    if !dir.join("pytorch_model.bin").is_file() {
-        return Ok(());
-    }
-    let lock_path = dir.join(".model.safetensors.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    lock.lock()
-        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-    let current = ofa_model::ModelDir::pick_weights(dir)?;
-    if matches!(current, ofa_model::config::WeightsFile::Safetensors(_)) {
-        return Ok(());
-    }
-    let t = std::time::Instant::now();
-    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(dir)
-        .with_context(|| format!("cannot convert the weights in {}", dir.display()))?;
-    eprintln!(
-        "wrote {} ({n} tensors) in {:.1} s",
-        path.display(),
-        t.elapsed().as_secs_f64()
-    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `ofa-entail`: does this image support this sentence? Command-line entry point.
 
 mod bench;
+mod convert;
 mod device;
 mod download;
 mod model_source;
@@ -9,7 +10,6 @@ mod serve;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -34,7 +34,7 @@ enum Command {
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
     Bench(bench::BenchArgs),
     /// Write model.safetensors next to pytorch_model.bin, so later starts memory-map it.
-    Convert(ConvertArgs),
+    Convert(convert::ConvertArgs),
     /// Write an OFA-large model directory with random weights (to measure the real cost).
     RandomModel(bench::RandomModelArgs),
 }
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Download(args) => download::run(args),
         Command::RandomModel(args) => bench::random_model(args),
-        Command::Convert(args) => convert(args),
+        Command::Convert(args) => convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,23 +58,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[derive(clap::Args)]
-struct ConvertArgs {
-    /// Model directory holding pytorch_model.bin.
-    #[arg(long, env = "MODEL_DIR")]
-    model_dir: std::path::PathBuf,
-}
-
-fn convert(args: ConvertArgs) -> anyhow::Result<()> {
-    let t = std::time::Instant::now();
-    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&args.model_dir)
-        .with_context(|| format!("cannot convert {}", args.model_dir.display()))?;
-    eprintln!(
-        "wrote {} ({n} tensors) in {:.1} s",
-        path.display(),
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
 }

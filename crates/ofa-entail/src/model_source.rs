@@ -89,10 +89,16 @@ impl ModelArgs {
         if let Some(dir) = self.local_dir() {
             return Ok(dir);
         }
-        let progress = Reporter::stderr();
-        let fetch = fetch(&self.model_id, &self.revision, &self.hub, &progress);
-        Ok(runtime()?.block_on(fetch)?.dir)
+        fetch_blocking(&self.model_id, &self.revision, &self.hub)
     }
+}
+
+/// [`fetch`] for the synchronous commands, reporting on stderr; the model directory.
+pub fn fetch_blocking(id: &str, revision: &str, hub: &HubArgs) -> Result<PathBuf> {
+    let progress = Reporter::stderr();
+    Ok(runtime()?
+        .block_on(fetch(id, revision, hub, &progress))?
+        .dir)
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -31,10 +31,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     // Read the input before the model, so a bad path fails fast.
     let image = std::fs::read(&args.image)
         .with_context(|| format!("cannot read image {}", args.image.display()))?;
-    let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
-    if let Some(w) = warning {
-        eprintln!("warning: {w}");
-    }
+    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
     let dir = args.model.resolve_blocking()?;
     let pipeline = Entailment::load(&dir, &device)?;
     let input = PairInput {

@@ -15,6 +15,16 @@ fn run(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
+/// The JSON a successful command printed on stdout.
+fn json_output(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn tiny() -> String {
     fixtures().join("tiny_ofa_ve").display().to_string()
 }
@@ -40,12 +50,7 @@ fn predict_prints_the_client_json() {
         "--premise",
         "A cup of coffee sits on a saucer next to a spoon.",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_output(&out);
     // Reference (cases.json, coffee_premise_hypothesis): no 0.23396, yes 0.60297, maybe 0.16307.
     let details: Vec<f64> = serde_json::from_value(v["details"].clone()).unwrap();
     for (got, want) in details.iter().zip([0.602_967_6, 0.233_957_77, 0.163_074_6]) {
@@ -183,12 +188,7 @@ fn bench_json_reports_every_stage_and_memory() {
         "1",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_output(&out);
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 10_000_000);
     assert_eq!(v["encoder_tokens"], 900 + 16);
     let batches = v["batches"].as_array().unwrap();

@@ -379,6 +379,7 @@ fn dockerfiles_pass_hadolint_and_cache_every_crate() {
 /// `desired = ceil(current × (sum / current) / target) = ceil(sum / target)`, clamped; the
 /// recommendation actually applied is the highest (scale-down) or lowest (scale-up) within the
 /// stabilisation windows.
+#[derive(Clone)]
 struct Hpa {
     min: u32,
     max: u32,
@@ -452,15 +453,7 @@ fn autoscaling_on_queue_depth_scales_up_and_back_down_a_counter_never_does() {
         current: 2,
         history: vec![],
     };
-    let mut by_counter = Hpa {
-        min: 2,
-        max: 20,
-        target: 2.0,
-        up_window: 1,
-        down_window: 10,
-        current: 2,
-        history: vec![],
-    };
+    let mut by_counter = by_queue.clone();
     let mut rows = Vec::new();
     let mut clients = Vec::new();
     for t in 0..44 {

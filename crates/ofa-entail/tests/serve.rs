@@ -21,6 +21,39 @@ fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
         .text("text", text.to_owned())
 }
 
+/// Sends `n` multipart predictions of (`img`, `text`) at once, without waiting for them; each
+/// task hands `read` the outcome and the instant its request started.
+fn burst<T, F, Fut>(
+    c: &reqwest::Client,
+    url: String,
+    img: &[u8],
+    text: &str,
+    n: usize,
+    read: F,
+) -> Vec<tokio::task::JoinHandle<T>>
+where
+    F: Fn(reqwest::Result<reqwest::Response>, Instant) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
+{
+    (0..n)
+        .map(|_| {
+            let (c, url, img, text, read) = (
+                c.clone(),
+                url.clone(),
+                img.to_vec(),
+                text.to_owned(),
+                read.clone(),
+            );
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = c.post(url).multipart(form(img, &text)).send().await;
+                read(outcome, started).await
+            })
+        })
+        .collect()
+}
+
 /// Status code of a GET.
 async fn get_status(c: &reqwest::Client, url: String) -> u16 {
     c.get(url).send().await.unwrap().status().as_u16()
@@ -451,18 +484,14 @@ async fn concurrent_requests_are_batched() {
     let s = Server::start(&[("MAX_BATCH_SIZE", "8"), ("MAX_QUEUE", "128")]);
     let c = reqwest::Client::new();
     let img = image("tiny_8x8.png");
-    let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
-        tasks.push(tokio::spawn(async move {
-            c.post(url)
-                .multipart(form(img, "a tiny picture."))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
+    let tasks = burst(
+        &c,
+        s.url("/predict"),
+        &img,
+        "a tiny picture.",
+        64,
+        |r, _| async move { r.unwrap().status() },
+    );
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
@@ -479,22 +508,20 @@ async fn overload_gets_429_with_retry_after_and_nothing_accepted_is_lost() {
     let s = Server::start(&[("MAX_BATCH_SIZE", "1"), ("MAX_QUEUE", "2")]);
     let c = reqwest::Client::new();
     let img = image("grace_hopper.jpg");
-    let mut tasks = Vec::new();
-    for _ in 0..40 {
-        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = c
-                .post(url)
-                .multipart(form(img, "a woman."))
-                .send()
-                .await
-                .unwrap();
+    let tasks = burst(
+        &c,
+        s.url("/predict"),
+        &img,
+        "a woman.",
+        40,
+        |r, _| async move {
+            let r = r.unwrap();
             (
                 r.status().as_u16(),
                 r.headers().get("retry-after").is_some(),
             )
-        }));
-    }
+        },
+    );
     let (mut ok, mut refused) = (0, 0);
     for t in tasks {
         match t.await.unwrap() {
@@ -659,13 +686,14 @@ async fn disconnected_clients_are_dropped_before_batching() {
         .build()
         .unwrap();
     let img = image("grace_hopper.jpg");
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let (c, url, img) = (impatient.clone(), s.url("/predict"), img.clone());
-        tasks.push(tokio::spawn(async move {
-            c.post(url).multipart(form(img, "x")).send().await.is_err()
-        }));
-    }
+    let tasks = burst(
+        &impatient,
+        s.url("/predict"),
+        &img,
+        "x",
+        16,
+        |r, _| async move { r.is_err() },
+    );
     let gave_up = futures_count(tasks).await;
     assert!(gave_up > 0);
     let c = reqwest::Client::new();
@@ -701,17 +729,9 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     ]);
     let c = reqwest::Client::new();
     let img = image("grace_hopper.jpg");
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
-        tasks.push(tokio::spawn(async move {
-            c.post(url)
-                .multipart(form(img, "x"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }));
-    }
+    let tasks = burst(&c, s.url("/predict"), &img, "x", 6, |r, _| async move {
+        r.map(|r| r.status().as_u16())
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let killed = Command::new("kill")
         .args(["-TERM", &s.pid().to_string()])
@@ -1108,15 +1128,9 @@ async fn requests_that_could_only_time_out_are_refused_at_once() {
             .status(),
         200
     );
-    let mut tasks = Vec::new();
-    for _ in 0..24 {
-        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let r = c.post(url).multipart(form(img, "x")).send().await.unwrap();
-            (r.status().as_u16(), t.elapsed())
-        }));
-    }
+    let tasks = burst(&c, s.url("/predict"), &img, "x", 24, |r, t| async move {
+        (r.unwrap().status().as_u16(), t.elapsed())
+    });
     let (mut ok, mut refused_fast, mut timed_out) = (0, 0, 0);
     for t in tasks {
         match t.await.unwrap() {
@@ -1153,20 +1167,16 @@ async fn concurrency_limit_and_log_file() {
     ]);
     let c = reqwest::Client::new();
     let img = image("grace_hopper.jpg");
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (c, url, img) = (c.clone(), s.url("/predict"), img.clone());
-        tasks.push(tokio::spawn(async move {
-            let r = c.post(url).multipart(form(img, "x")).send().await.unwrap();
-            let status = r.status().as_u16();
-            let kind = r
-                .json::<Value>()
-                .await
-                .ok()
-                .and_then(|v| v["error_type"].as_str().map(str::to_owned));
-            (status, kind)
-        }));
-    }
+    let tasks = burst(&c, s.url("/predict"), &img, "x", 8, |r, _| async move {
+        let r = r.unwrap();
+        let status = r.status().as_u16();
+        let kind = r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["error_type"].as_str().map(str::to_owned));
+        (status, kind)
+    });
     let mut limited = 0;
     for t in tasks {
         match t.await.unwrap() {

@@ -24,7 +24,10 @@ const CHECKSUM_ATTEMPTS: u32 = 3;
 const SIZE_ATTEMPTS: u32 = 2;
 
 pub enum Outcome {
-    Cached,
+    /// Already there; `hashed` when that took re-hashing rather than the manifest's word.
+    Cached {
+        hashed: bool,
+    },
     Downloaded(u64),
 }
 
@@ -140,7 +143,7 @@ impl FileJob<'_> {
         if self.target.exists() {
             if let Some(hashed) = check()? {
                 self.progress.event(Event::Cached { path, hashed });
-                return Ok(Outcome::Cached);
+                return Ok(Outcome::Cached { hashed });
             }
         }
         if let Some(dir) = self.target.parent() {
@@ -157,7 +160,7 @@ impl FileJob<'_> {
         if self.target.exists() {
             if let Some(hashed) = check()? {
                 self.progress.event(Event::Cached { path, hashed });
-                return Ok(Outcome::Cached);
+                return Ok(Outcome::Cached { hashed });
             }
             remove(self.target);
         }

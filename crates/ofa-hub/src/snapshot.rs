@@ -40,32 +40,31 @@ pub async fn fetch(
     check_revision(revision)?;
     let cache = Cache::new(&cfg.cache_dir);
     if cfg.offline {
-        let dir = cache.find(repo, revision)?;
-        crate::manifest::check(&dir, cfg.verify)?;
         return Ok(Snapshot {
-            dir,
+            dir: from_cache(&cache, cfg, repo, revision)?,
             source: Source::Offline,
         });
     }
     let client = HubClient::new(cfg)?;
-    // The hub down or unreachable: a pod restart comes up from its cache at once, as a pod
-    // with nothing cached retries with backoff.
-    let cached = cache.find(repo, revision).ok();
-    let listing = match (client.list(repo, revision).await, &cached) {
-        (Err(c), Some(dir)) if c.error.is_transient() => {
-            crate::manifest::check(dir, cfg.verify)?;
-            progress.event(Event::UsingCache {
-                error: c.error.to_string(),
-            });
-            return Ok(Snapshot {
-                dir: dir.clone(),
-                source: Source::CacheFallback,
-            });
-        }
-        (Err(c), None) if c.error.is_transient() => {
-            list_with_retries(&client, cfg, repo, revision, progress, c).await
-        }
-        (first, _) => first.map_err(|c| c.error),
+    let listing = match client.list(repo, revision).await {
+        // The hub down or unreachable: a pod restart comes up from its cache at once, as a pod
+        // with nothing cached retries with backoff.
+        Err(c) if c.error.is_transient() => match from_cache(&cache, cfg, repo, revision) {
+            Ok(dir) => {
+                progress.event(Event::UsingCache {
+                    error: c.error.to_string(),
+                });
+                return Ok(Snapshot {
+                    dir,
+                    source: Source::CacheFallback,
+                });
+            }
+            Err(HubError::NotCached { .. }) => {
+                list_with_retries(&client, cfg, repo, revision, progress, c).await
+            }
+            Err(e) => return Err(e),
+        },
+        other => other.map_err(|c| c.error),
     };
     let files = match listing? {
         Listing::Files(files) => files,
@@ -95,7 +94,7 @@ pub async fn fetch(
         std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
     }
     let known = crate::manifest::load(&dir);
-    let (mut fetched, mut bytes) = (0, 0);
+    let (mut fetched, mut bytes, mut rehashed) = (0, 0, 0);
     for file in &files {
         let target = dir.join(&file.path);
         let job = FileJob {
@@ -109,13 +108,19 @@ pub async fn fetch(
             known: known.get(&file.path),
             progress,
         };
-        if let Outcome::Downloaded(n) = job.run().await? {
-            fetched += 1;
-            bytes += n;
+        match job.run().await? {
+            Outcome::Downloaded(n) => {
+                fetched += 1;
+                bytes += n;
+            }
+            Outcome::Cached { hashed } => rehashed += usize::from(hashed),
         }
     }
-    // Best effort: a read-only cache still serves, only without an offline size check.
-    let _ = crate::manifest::write(&dir, repo, revision, &files);
+    // Only when something was verified anew; best effort: a read-only cache still serves,
+    // only without an offline size check.
+    if fetched + rehashed > 0 || known.len() != files.len() {
+        let _ = crate::manifest::write(&dir, repo, revision, &files);
+    }
     let source = if fetched == 0 {
         Source::Cached
     } else {
@@ -125,6 +130,18 @@ pub async fn fetch(
         }
     };
     Ok(Snapshot { dir, source })
+}
+
+/// The cached snapshot, checked against the manifest of its download; no request.
+fn from_cache(
+    cache: &Cache,
+    cfg: &HubConfig,
+    repo: &RepoId,
+    revision: &str,
+) -> Result<PathBuf, HubError> {
+    let dir = cache.find(repo, revision)?;
+    crate::manifest::check(&dir, cfg.verify)?;
+    Ok(dir)
 }
 
 /// The listing, retried on 429, 5xx and network errors after a first failure, with backoff

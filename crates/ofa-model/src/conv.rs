@@ -195,17 +195,6 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn max_diff(a: Tensor, b: Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     #[test]
     fn bias_act_matches_candle_ops() {
         let d = Device::Cpu;
@@ -220,7 +209,7 @@ mod tests {
         ];
         for (res, relu, want) in cases {
             let got = bias_act(&x, &b, res, relu).unwrap();
-            let diff = max_diff(want, got);
+            let diff = crate::max_diff(want, got);
             assert_eq!(diff, 0.0, "residual {} relu {relu}", res.is_some());
         }
     }
@@ -234,7 +223,7 @@ mod tests {
             let want = x.conv2d(&wt, p, s, 1, 1).unwrap();
             let got = conv2d(&x, &wt, s, p).unwrap();
             assert_eq!(want.dims(), got.dims());
-            let diff = max_diff(want, got);
+            let diff = crate::max_diff(want, got);
             assert!(diff < 1e-4, "k{k} s{s} p{p}: {diff}");
         }
     }

@@ -29,3 +29,16 @@ pub use config::{ModelDir, OfaConfig, RuntimeConfig};
 pub use error::{OfaError, Result};
 pub use output::Prediction;
 pub use pipeline::{Entailment, PairInput, StageTimes};
+
+/// Largest absolute difference between two tensors of one shape (the kernels' tests).
+#[cfg(test)]
+pub(crate) fn max_diff(a: candle_core::Tensor, b: candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}

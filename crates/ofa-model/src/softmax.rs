@@ -245,14 +245,7 @@ mod tests {
             )
             .unwrap();
             let got = attention_probs(&s, &bias, Some(&m)).unwrap();
-            let diff: f32 = (want - &got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::max_diff(want, got);
             assert!(diff < 1e-6, "causal {causal}: {diff}");
         }
     }
