@@ -1,137 +1,233 @@
-//! Admission and the inference thread. Preprocessing (image decoding, tokenising) runs on the
-//! caller's threads; the model runs only on the one inference thread, which takes whatever is
-//! queued when it frees up (up to `max_batch_size`), runs one batched forward, and fans the
-//! results out. Every admitted request gets exactly one reply.
+//! The engine every front end drives: admit pairs (all of a request's at once), preprocess them
+//! on a pool bounded to the cores, queue them for the inference thread, and hand back typed
+//! scores or a typed error. Every admitted pair gets exactly one answer.
 
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::AtomicU32;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ofa_model::output::Scores;
-use ofa_model::pipeline::Prepared;
-use ofa_model::{Entailment, PairInput, Prediction};
-use tokio::sync::oneshot;
+use ofa_model::error::panic_message;
+use ofa_model::Prepared;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
 
-use crate::{Breaker, EngineConfig, EngineError, Metrics};
+use crate::admission::{Admission, Slot};
+use crate::worker::{Job, Worker};
+use crate::{Backend, Breaker, BreakerState, Drain, EngineConfig, EngineError, EngineMetrics, Pair, Scored};
 
-/// A prediction and where its time went.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub prediction: Prediction,
-    pub queue_time: Duration,
-    pub inference_time: Duration,
-    pub batch_size: usize,
+/// Why a multi-pair request got no answers: refused as a whole (`item` is `None`), or one of its
+/// pairs failed.
+#[derive(Debug)]
+pub struct Refused {
+    pub item: Option<usize>,
+    pub error: EngineError,
 }
 
-struct Job {
-    prepared: Prepared,
-    deadline: Instant,
-    enqueued: Instant,
-    reply: oneshot::Sender<Result<Outcome, EngineError>>,
+impl From<EngineError> for Refused {
+    fn from(error: EngineError) -> Self {
+        Refused { item: None, error }
+    }
 }
 
 pub struct Engine {
-    pipeline: Arc<Entailment>,
+    backend: Arc<dyn Backend>,
     config: EngineConfig,
-    sender: Mutex<Option<SyncSender<Job>>>,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     breaker: Arc<Breaker>,
-    metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
     faults: Arc<AtomicU32>,
-    /// Moving average of one forward pass, seconds (f64 bits); 0 = no estimate yet.
-    batch_secs: Arc<AtomicU64>,
-    ready: AtomicBool,
-    draining: AtomicBool,
+    drain: Arc<Drain>,
+    preprocess: Arc<Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What one pair's task needs, cloned out of the engine so the task may outlive the borrow.
+#[derive(Clone)]
+struct Lane {
+    backend: Arc<dyn Backend>,
+    preprocess: Arc<Semaphore>,
+    sender: mpsc::Sender<Job>,
+    max_image_pixels: u64,
+}
+
 impl Engine {
-    pub fn start(pipeline: Arc<Entailment>, config: EngineConfig, metrics: Arc<Metrics>) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Job>(config.max_queue.max(1));
+    pub fn start(
+        backend: Arc<dyn Backend>,
+        config: EngineConfig,
+        metrics: Arc<EngineMetrics>,
+        drain: Arc<Drain>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
         let breaker = Arc::new(Breaker::new(
             config.breaker_failures,
             config.breaker_cooldown,
         ));
+        let admission = Arc::new(Admission::new(
+            config.max_queue,
+            config.max_batch_size,
+            metrics.clone(),
+        ));
         let faults = Arc::new(AtomicU32::new(0));
-        let batch_secs = Arc::new(AtomicU64::new(0));
-        let worker = {
-            let (pipeline, breaker, metrics, faults, batch_secs) = (
-                pipeline.clone(),
-                breaker.clone(),
-                metrics.clone(),
-                faults.clone(),
-                batch_secs.clone(),
-            );
-            let config = config.clone();
-            std::thread::Builder::new()
-                .name("ofa-inference".into())
-                .spawn(move || {
-                    let shared = Shared {
-                        breaker: &breaker,
-                        metrics: &metrics,
-                        faults: &faults,
-                        batch_secs: &batch_secs,
-                    };
-                    worker_loop(rx, &pipeline, &config, shared)
-                })
-                .expect("spawn the inference thread")
+        let worker = Worker {
+            backend: backend.clone(),
+            max_batch: config.max_batch_size.max(1),
+            max_wait: config.max_batch_wait,
+            breaker: breaker.clone(),
+            metrics: metrics.clone(),
+            admission: admission.clone(),
+            faults: faults.clone(),
         };
+        let handle = std::thread::Builder::new()
+            .name("ofa-inference".into())
+            .spawn(move || worker.run(rx))
+            .expect("spawn the inference thread");
         metrics.set_breaker(breaker.state());
         Self {
-            pipeline,
+            backend,
+            preprocess: Arc::new(Semaphore::new(config.preprocess_threads.max(1))),
             config,
             sender: Mutex::new(Some(tx)),
-            worker: Mutex::new(Some(worker)),
+            worker: Mutex::new(Some(handle)),
             breaker,
-            metrics,
+            admission,
             faults,
-            batch_secs,
-            ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            drain,
         }
-    }
-
-    pub fn pipeline(&self) -> &Entailment {
-        &self.pipeline
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
     }
 
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+    /// Pairs admitted and not yet taken by the inference thread.
+    pub fn queue_len(&self) -> usize {
+        self.admission.waiting()
     }
 
-    /// Validates the texts and preprocesses the pair (CPU work: call it off the async runtime).
-    pub fn prepare(
+    /// Ready to take work: breaker closed and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.drain.is_draining() && self.breaker.state() == BreakerState::Closed
+    }
+
+    /// Scores one pair, answering by `deadline`.
+    pub async fn run_one(&self, pair: Pair, deadline: Instant) -> Result<Scored, EngineError> {
+        self.run_all(vec![pair], deadline)
+            .await
+            .map(|mut v| v.remove(0))
+            .map_err(|r| r.error)
+    }
+
+    /// Scores every pair or none: admitted together (refused whole), the first failure cancels
+    /// the rest. Answers in request order.
+    pub async fn run_all(
         &self,
-        image: &[u8],
-        text: &str,
-        premise: Option<&str>,
-    ) -> Result<Prepared, EngineError> {
-        self.check_text("text", text)?;
-        if let Some(p) = premise {
+        pairs: Vec<Pair>,
+        deadline: Instant,
+    ) -> Result<Vec<Scored>, Refused> {
+        for (i, pair) in pairs.iter().enumerate() {
+            self.check_texts(pair).map_err(|error| Refused {
+                item: Some(i),
+                error,
+            })?;
+        }
+        let mut tasks = self.spawn(pairs, deadline)?;
+        let mut out: Vec<Option<Scored>> = (0..tasks.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let (i, result) = joined.map_err(|e| Refused {
+                item: None,
+                error: EngineError::Internal(e.to_string()),
+            })?;
+            // Returning drops the JoinSet, which aborts the other pairs' tasks: their replies
+            // close, and the inference thread skips them.
+            out[i] = Some(result.map_err(|error| Refused {
+                item: Some(i),
+                error,
+            })?);
+        }
+        Ok(out.into_iter().map(|s| s.expect("every task answered")).collect())
+    }
+
+    /// Scores every pair on its own: a bad pair gets its error, the others their scores. The
+    /// request is still admitted as a whole.
+    pub async fn run_each(
+        &self,
+        pairs: Vec<Pair>,
+        deadline: Instant,
+    ) -> Result<Vec<Result<Scored, EngineError>>, EngineError> {
+        let mut out: Vec<Option<Result<Scored, EngineError>>> =
+            (0..pairs.len()).map(|_| None).collect();
+        let mut good = Vec::new();
+        let mut index = Vec::new();
+        for (i, pair) in pairs.into_iter().enumerate() {
+            match self.check_texts(&pair) {
+                Ok(()) => {
+                    good.push(pair);
+                    index.push(i);
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        if !good.is_empty() {
+            let mut tasks = self.spawn(good, deadline)?;
+            while let Some(joined) = tasks.join_next().await {
+                let (k, result) =
+                    joined.map_err(|e| EngineError::Internal(e.to_string()))?;
+                out[index[k]] = Some(result);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every pair answered"))
+            .collect())
+    }
+
+    /// Admits all pairs, then runs each in its own task (preprocessing, queue, reply).
+    fn spawn(
+        &self,
+        pairs: Vec<Pair>,
+        deadline: Instant,
+    ) -> Result<JoinSet<(usize, Result<Scored, EngineError>)>, EngineError> {
+        if self.drain.is_draining() {
+            return Err(EngineError::ShuttingDown);
+        }
+        self.breaker
+            .admit()
+            .map_err(|retry_after| EngineError::BreakerOpen { retry_after })?;
+        let sender = lock(&self.sender)
+            .clone()
+            .ok_or(EngineError::ShuttingDown)?;
+        let slots = self.admission.admit(pairs.len(), deadline)?;
+        let lane = Lane {
+            backend: self.backend.clone(),
+            preprocess: self.preprocess.clone(),
+            sender,
+            max_image_pixels: self.config.max_image_pixels,
+        };
+        let admitted = Instant::now();
+        let mut tasks = JoinSet::new();
+        for (i, (pair, slot)) in pairs.into_iter().zip(slots).enumerate() {
+            let lane = lane.clone();
+            tasks.spawn(async move { (i, lane.run(pair, slot, admitted, deadline).await) });
+        }
+        Ok(tasks)
+    }
+
+    fn check_texts(&self, pair: &Pair) -> Result<(), EngineError> {
+        self.check_text("text", &pair.text)?;
+        if let Some(p) = &pair.premise {
             self.check_text("premise", p)?;
         }
-        let input = PairInput {
-            image,
-            hypothesis: text,
-            premise,
-        };
-        Ok(self
-            .pipeline
-            .prepare(&input, self.config.max_image_pixels)?)
+        Ok(())
     }
 
     fn check_text(&self, field: &str, text: &str) -> Result<(), EngineError> {
@@ -148,141 +244,35 @@ impl Engine {
         Ok(())
     }
 
-    /// Admits a prepared pair and waits for its prediction, at most until `deadline`.
-    pub async fn infer(
-        &self,
-        prepared: Prepared,
-        deadline: Instant,
-    ) -> Result<Outcome, EngineError> {
-        let rx = self.submit(prepared, deadline)?;
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(EngineError::ModelFailure(
-                "the inference thread stopped".into(),
-            )),
-            Err(_) => Err(EngineError::DeadlineExceeded),
-        }
-    }
-
-    /// Queues a pair; the receiver yields its one reply. Dropping the receiver cancels the
-    /// request if it has not started.
-    pub fn submit(
-        &self,
-        prepared: Prepared,
-        deadline: Instant,
-    ) -> Result<oneshot::Receiver<Result<Outcome, EngineError>>, EngineError> {
-        if self.draining.load(Ordering::Relaxed) {
-            return Err(EngineError::ShuttingDown);
-        }
-        // Refuse now what could only time out in the queue: a 429 the client can act on beats
-        // a 504 after waiting.
-        // With nothing queued it is always admitted: the estimate may be stale, and running a
-        // batch is what refreshes it.
-        if let Some(wait) = self.expected_wait().filter(|_| self.queue_len() > 0) {
-            if Instant::now() + wait > deadline {
-                return Err(EngineError::QueueFull {
-                    capacity: self.config.max_queue,
-                    retry_after: wait,
-                });
-            }
-        }
-        self.breaker
-            .admit()
-            .map_err(|retry_after| EngineError::BreakerOpen { retry_after })?;
-        let guard = lock(&self.sender);
-        let sender = guard.as_ref().ok_or(EngineError::ShuttingDown)?;
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            prepared,
-            deadline,
-            enqueued: Instant::now(),
-            reply,
-        };
-        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
-        match sender.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                Err(match e {
-                    TrySendError::Full(_) => EngineError::QueueFull {
-                        capacity: self.config.max_queue,
-                        retry_after: self.retry_hint(),
-                    },
-                    TrySendError::Disconnected(_) => EngineError::ShuttingDown,
-                })
-            }
-        }
-    }
-
-    /// Expected wait before a new request would finish: the batches ahead of it plus its own,
-    /// from the median forward-pass time seen so far (`None` before any was seen).
-    fn expected_wait(&self) -> Option<Duration> {
-        let per_batch = load_secs(&self.batch_secs)?;
-        let ahead = self.queue_len().div_ceil(self.config.max_batch_size.max(1)) as f64;
-        // The batch running now is on average half done.
-        Some(Duration::from_secs_f64(per_batch * (ahead + 1.5)))
-    }
-
-    /// Roughly how long the queue takes to drain, from the observed forward-pass time.
-    fn retry_hint(&self) -> Duration {
-        let per_batch = self.metrics.inference_duration.quantile(0.5).max(0.001);
-        let batches = self
-            .config
-            .max_queue
-            .div_ceil(self.config.max_batch_size.max(1)) as f64;
-        Duration::from_secs_f64((per_batch * batches).clamp(1.0, 60.0))
-    }
-
-    pub fn queue_len(&self) -> usize {
-        self.metrics.queue_depth.load(Ordering::Relaxed).max(0) as usize
-    }
-
-    /// Runs one full batch on the calling thread, then reports ready.
-    pub fn warmup(&self, image: &[u8]) -> Result<(), EngineError> {
-        let one = self.prepare(image, "a photo.", None)?;
-        let batch = vec![one; self.config.max_batch_size.max(1)];
+    /// Runs one full batch of `pair` on the calling thread (first-touch allocations, thread
+    /// pools) and seeds the admission estimate with its time per pair.
+    pub fn warmup(&self, pair: &Pair) -> Result<(), EngineError> {
+        self.check_texts(pair)?;
+        let one = self.backend.prepare(pair, self.config.max_image_pixels)?;
+        let batch = vec![&one; self.config.max_batch_size.max(1)];
         let t = Instant::now();
-        self.pipeline
-            .score_batch(&batch)
+        self.backend
+            .score(&batch)
             .map_err(|e| EngineError::ModelFailure(e.to_string()))?;
-        // Per pair: an optimistic first estimate for admission until real batches are timed.
-        store_secs(
-            &self.batch_secs,
-            t.elapsed().as_secs_f64() / batch.len() as f64,
-        );
-        self.ready.store(true, Ordering::Relaxed);
+        // Per pair: optimistic, until real batches are timed.
+        self.admission
+            .seed(t.elapsed().as_secs_f64() / batch.len() as f64);
         Ok(())
-    }
-
-    pub fn mark_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Refuse new work from now on (readiness goes false); queued work still runs.
-    pub fn start_drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
     }
 
     /// Test-only fault switch: the next `n` batches panic inside the model call.
     pub fn inject_failures(&self, n: u32) -> bool {
         if self.config.fault_injection {
-            self.faults.store(n, Ordering::Relaxed);
+            self.faults
+                .store(n, std::sync::atomic::Ordering::Relaxed);
         }
         self.config.fault_injection
     }
 
-    /// Closes the queue, lets the inference thread finish what was admitted, and waits for it
+    /// Refuses new work, lets the inference thread finish what was admitted, and waits for it
     /// at most `timeout`. Returns whether it finished.
     pub fn shutdown(&self, timeout: Duration) -> bool {
-        self.start_drain();
+        self.drain.begin();
         drop(lock(&self.sender).take());
         let Some(handle) = lock(&self.worker).take() else {
             return true;
@@ -296,129 +286,64 @@ impl Engine {
     }
 }
 
-fn load_secs(a: &AtomicU64) -> Option<f64> {
-    let v = f64::from_bits(a.load(Ordering::Relaxed));
-    (v > 0.0).then_some(v)
-}
-
-fn store_secs(a: &AtomicU64, v: f64) {
-    a.store(v.to_bits(), Ordering::Relaxed);
-}
-
-/// What the inference thread shares with the engine handle.
-struct Shared<'a> {
-    breaker: &'a Breaker,
-    metrics: &'a Metrics,
-    faults: &'a AtomicU32,
-    batch_secs: &'a AtomicU64,
-}
-
-fn worker_loop(
-    rx: mpsc::Receiver<Job>,
-    pipeline: &Entailment,
-    config: &EngineConfig,
-    shared: Shared<'_>,
-) {
-    let Shared {
-        breaker,
-        metrics,
-        faults,
-        batch_secs,
-    } = shared;
-    let max_batch = config.max_batch_size.max(1);
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        let fill_until = Instant::now() + config.max_batch_wait;
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if now >= fill_until {
-                        break;
-                    }
-                    match rx.recv_timeout(fill_until - now) {
-                        Ok(j) => jobs.push(j),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                Err(TryRecvError::Disconnected) => break,
-            }
+impl Lane {
+    async fn run(
+        self,
+        pair: Pair,
+        slot: Slot,
+        admitted: Instant,
+        deadline: Instant,
+    ) -> Result<Scored, EngineError> {
+        let prepared = tokio::time::timeout_at(deadline.into(), self.prepare(pair, deadline))
+            .await
+            .map_err(|_| EngineError::DeadlineExceeded)??;
+        if Instant::now() >= deadline {
+            return Err(EngineError::DeadlineExceeded);
         }
-        metrics
-            .queue_depth
-            .fetch_sub(jobs.len() as i64, Ordering::Relaxed);
-        let start = Instant::now();
-        // Never run work nobody waits for: cancelled (receiver dropped) or already late.
-        jobs.retain(|j| {
-            if j.reply.is_closed() {
-                metrics.record_rejection("cancelled");
-                false
-            } else {
-                true
-            }
-        });
-        let (late, jobs): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(|j| j.deadline <= start);
-        for j in late {
-            metrics.record_rejection("deadline_exceeded");
-            let _ = j.reply.send(Err(EngineError::DeadlineExceeded));
-        }
-        if jobs.is_empty() {
-            continue;
-        }
-        let batch: Vec<Prepared> = jobs.iter().map(|j| j.prepared.clone()).collect();
-        let injected = faults
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if injected {
-                panic!("injected fault (test-only fault switch)");
-            }
-            pipeline.score_batch(&batch)
-        }));
-        let elapsed = start.elapsed();
-        metrics.batch_size.observe(jobs.len() as f64);
-        let avg = load_secs(batch_secs).map_or(elapsed.as_secs_f64(), |a| {
-            0.7 * a + 0.3 * elapsed.as_secs_f64()
-        });
-        store_secs(batch_secs, avg);
-        let scores: Result<Vec<Scores>, String> = match result {
-            Ok(Ok((scores, _))) => Ok(scores),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(panic) => Err(panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic in the model".into())),
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            prepared,
+            deadline,
+            admitted,
+            slot: Some(slot),
+            reply,
         };
-        match scores {
-            Ok(scores) => {
-                breaker.on_success();
-                let n = jobs.len();
-                for (job, s) in jobs.into_iter().zip(scores) {
-                    metrics
-                        .queue_duration
-                        .observe((start - job.enqueued).as_secs_f64());
-                    metrics.inference_duration.observe(elapsed.as_secs_f64());
-                    let _ = job.reply.send(Ok(Outcome {
-                        prediction: Prediction::from_scores(&s),
-                        queue_time: start - job.enqueued,
-                        inference_time: elapsed,
-                        batch_size: n,
-                    }));
-                }
-            }
-            Err(message) => {
-                breaker.on_failure();
-                metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
-                for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(EngineError::ModelFailure(message.clone())));
-                }
-            }
+        self.sender
+            .send(job)
+            .map_err(|_| EngineError::ShuttingDown)?;
+        drop(self.sender);
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(EngineError::ModelFailure(
+                "the inference thread stopped".into(),
+            )),
+            Err(_) => Err(EngineError::DeadlineExceeded),
         }
-        metrics.set_breaker(breaker.state());
+    }
+
+    /// Decodes on the bounded pool: at most `preprocess_threads` pairs hold decoding memory at
+    /// once, and the permit stays with the work even if the waiter gives up.
+    async fn prepare(&self, pair: Pair, deadline: Instant) -> Result<Prepared, EngineError> {
+        let permit = self
+            .preprocess
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        if Instant::now() >= deadline {
+            return Err(EngineError::DeadlineExceeded);
+        }
+        let backend = self.backend.clone();
+        let max_pixels = self.max_image_pixels;
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            backend.prepare(&pair, max_pixels)
+        })
+        .await;
+        match joined {
+            Ok(result) => Ok(result?),
+            Err(e) if e.is_panic() => Err(EngineError::Internal(panic_message(&*e.into_panic()))),
+            Err(e) => Err(EngineError::Internal(e.to_string())),
+        }
     }
 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use ofa_model::OfaError;
 
-/// Why a request got no prediction. Each maps to one HTTP status in the server.
+/// Why a pair got no scores. Front ends map each kind to their own status codes.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The caller's input is unusable (image, text).
@@ -10,7 +10,9 @@ pub enum EngineError {
     Input(#[from] OfaError),
     #[error("{0}")]
     InvalidText(String),
-    #[error("queue is full ({capacity} requests waiting)")]
+    #[error("{items} pairs can never be admitted: the queue holds at most {capacity}")]
+    BatchTooLarge { items: usize, capacity: usize },
+    #[error("queue is full ({capacity} pairs waiting)")]
     QueueFull {
         capacity: usize,
         retry_after: Duration,
@@ -23,6 +25,9 @@ pub enum EngineError {
     ShuttingDown,
     #[error("inference failed: {0}")]
     ModelFailure(String),
+    /// A bug, not the input: preprocessing panicked (caught; the process goes on).
+    #[error("internal error while preprocessing: {0}")]
+    Internal(String),
 }
 
 impl EngineError {
@@ -30,17 +35,20 @@ impl EngineError {
     pub fn kind(&self) -> &'static str {
         match self {
             EngineError::Input(e) => match e {
-                OfaError::ImageTooLarge { .. } => "image_too_large",
+                OfaError::ImageTooLarge { .. } | OfaError::ImageTooCostly(_) => "image_too_large",
                 OfaError::UnsupportedImage(_) => "unsupported_image",
                 OfaError::Image(_) => "invalid_image",
+                OfaError::Text(_) => "invalid_text",
                 _ => "invalid_input",
             },
             EngineError::InvalidText(_) => "invalid_text",
+            EngineError::BatchTooLarge { .. } => "batch_too_large",
             EngineError::QueueFull { .. } => "queue_full",
             EngineError::BreakerOpen { .. } => "breaker_open",
             EngineError::DeadlineExceeded => "deadline_exceeded",
             EngineError::ShuttingDown => "shutting_down",
             EngineError::ModelFailure(_) => "model_failure",
+            EngineError::Internal(_) => "internal",
         }
     }
 

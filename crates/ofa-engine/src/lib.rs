@@ -1,15 +1,25 @@
-//! The inference engine: admission (bounded queue, circuit breaker), a dedicated inference
-//! thread doing continuous batching, deadlines and cancellation, and the metrics it all
-//! exports. Knows nothing of HTTP.
+//! The inference engine every front end (HTTP, KServe, queue workers) drives the same way:
+//! admission (queue bound, deadline estimate, circuit breaker, drain), preprocessing on a
+//! bounded pool, a dedicated inference thread doing continuous batching, and the engine's
+//! metrics. It knows nothing of HTTP, routes or status codes; the model sits behind the small
+//! [`Backend`] trait.
 
+mod admission;
+pub mod backend;
 pub mod breaker;
 pub mod config;
+pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod prom;
+mod worker;
 
+pub use backend::{Backend, Pair};
 pub use breaker::{Breaker, BreakerState};
 pub use config::EngineConfig;
-pub use engine::{Engine, Outcome};
+pub use drain::Drain;
+pub use engine::{Engine, Refused};
 pub use error::EngineError;
-pub use metrics::Metrics;
+pub use metrics::EngineMetrics;
+pub use worker::Scored;

@@ -9,7 +9,7 @@ use ofa_model::pipeline::{Prepared, StageTimes};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 use serde::Serialize;
 
-use ofa_engine::metrics::process_memory as resident_bytes;
+use ofa_engine::prom::process_memory as resident_bytes;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -132,7 +132,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .map(|_| pipeline.prepare(&input, DEFAULT_MAX_PIXELS))
             .collect::<ofa_model::Result<_>>()?;
         let prep_ms = t.elapsed().as_secs_f64() * 1e3;
-        let (_, mut times) = pipeline.score_batch(&prepared)?;
+        let refs: Vec<&Prepared> = prepared.iter().collect();
+        let (_, mut times) = pipeline.score_batch(&refs)?;
         times.preprocess_ms += prep_ms;
         Ok(times)
     };

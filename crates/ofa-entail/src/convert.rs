@@ -45,7 +45,7 @@ pub fn if_needed(dir: &Path) -> Result<()> {
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     match ofa_model::ModelDir::pick_weights(dir)? {
-        ofa_model::config::WeightsFile::Safetensors(_) => Ok(()),
-        ofa_model::config::WeightsFile::Pytorch(_) => write_safetensors(dir),
+        ofa_model::model_dir::WeightsFile::Safetensors(_) => Ok(()),
+        ofa_model::model_dir::WeightsFile::Pytorch(_) => write_safetensors(dir),
     }
 }

@@ -40,6 +40,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_libjpeg_unwinds();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
@@ -58,4 +59,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// libjpeg reports a corrupt JPEG by unwinding out of its error handler; the decoder catches
+/// that, so the default hook's message would be noise. Every other panic is reported as usual.
+fn quiet_libjpeg_unwinds() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !ofa_model::image::in_libjpeg() {
+            previous(info);
+        }
+    }));
 }

@@ -4,6 +4,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 
+use ofa_server::answer::Answer;
+
 use crate::model_source::ModelArgs;
 
 #[derive(Args)]
@@ -39,10 +41,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
         hypothesis: &args.text,
         premise: args.premise.as_deref(),
     };
-    let prediction = pipeline
+    let scores = pipeline
         .predict(&[input], args.max_image_pixels)
         .with_context(|| format!("{}", args.image.display()))?
         .remove(0);
-    println!("{}", serde_json::to_string(&prediction)?);
+    println!("{}", serde_json::to_string(&Answer::from_scores(&scores))?);
     Ok(())
 }

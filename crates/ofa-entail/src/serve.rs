@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_engine::{Engine, EngineConfig, Metrics};
+use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics, Pair};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
+use ofa_server::conn::ConnLimits;
 use ofa_server::limit::Rate;
 use ofa_server::logging::{LogFormat, Logger};
 use ofa_server::{AppState, ServerConfig};
@@ -32,15 +33,38 @@ pub struct ServeArgs {
     /// CUDA ordinal to run on (a `--features cuda` build; a CPU build logs gpu_unavailable).
     #[arg(long, env = "GPU_DEVICE")]
     gpu_device: Option<String>,
-    /// Most inference requests handled at once (429 beyond); 0 = bounded by the queue only.
+    /// Most inference requests handled at once, counted once their body has arrived (429
+    /// beyond); 0 = bounded by the queue only.
     #[arg(long, env = "MAX_CONCURRENCY", default_value_t = 0)]
     max_concurrency: usize,
+    /// Most pairs in one forward pass.
     #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
     max_batch_size: usize,
     #[arg(long, env = "MAX_BATCH_WAIT_MS", default_value_t = 0)]
     max_batch_wait_ms: u64,
+    /// Pairs admitted and not yet running (preprocessing included); 429 beyond, and a batch
+    /// larger than this gets 413.
     #[arg(long, env = "MAX_QUEUE", default_value_t = 64)]
     max_queue: usize,
+    /// Most items in one /predict/batch or KServe request.
+    #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 32)]
+    max_batch_items: usize,
+    /// Images decoded at once (each may hold hundreds of MB while it decodes); 0 = the CPUs.
+    #[arg(long, env = "PREPROCESS_THREADS", default_value_t = 0)]
+    preprocess_threads: usize,
+    /// Open connections at most; past it the connection idle longest is closed. Kept under the
+    /// open-files limit.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512)]
+    max_connections: usize,
+    /// Seconds a connection may take to send complete request headers.
+    #[arg(long, env = "HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a request body may take to arrive (408 beyond).
+    #[arg(long, env = "BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT", default_value_t = 75.0)]
+    keep_alive_timeout: f64,
     /// Per client: N/second, N/minute or N/hour; "off" disables.
     #[arg(long, env = "RATE_LIMIT", default_value = "100/minute")]
     rate_limit: String,
@@ -101,6 +125,14 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
 }
 
 /// A small photo-like PNG for the warm-up batch.
+fn warmup_pair() -> Pair {
+    Pair {
+        image: warmup_image(),
+        text: "a photo.".into(),
+        premise: None,
+    }
+}
+
 fn warmup_image() -> Vec<u8> {
     let img = image::RgbImage::from_fn(64, 48, |x, y| {
         image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
@@ -135,10 +167,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .map(str::to_owned)
         .collect();
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
+    anyhow::ensure!(args.max_queue > 0, "MAX_QUEUE must be at least 1");
+    anyhow::ensure!(args.max_batch_items > 0, "MAX_BATCH_ITEMS must be at least 1");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Descriptors beyond connections: the model files, logs, the listener, blocking threads.
+    let fd_room = ofa_server::conn::open_files_limit()
+        .map_or(usize::MAX, |n| (n as usize).saturating_sub(64).max(16));
+    let connections = ConnLimits {
+        max_connections: args.max_connections.clamp(1, fd_room),
+        header_timeout: seconds("HEADER_TIMEOUT", args.header_timeout)?,
+        keep_alive_timeout: seconds("KEEP_ALIVE_TIMEOUT", args.keep_alive_timeout)?,
+        body_timeout: seconds("BODY_TIMEOUT", args.body_timeout)?,
+    };
     let server_cfg = ServerConfig {
         request_timeout: seconds("REQUEST_TIMEOUT", args.request_timeout)?,
         payload_limit: parse_bytes(&args.payload_limit)?,
-        max_batch_items: 32,
+        max_batch_items: args.max_batch_items,
+        connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
         rate_limit,
         api_keys,
@@ -156,6 +201,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         breaker_cooldown: seconds("BREAKER_COOLDOWN", args.breaker_cooldown)?,
         max_image_pixels: args.max_image_pixels,
         max_text_chars: args.max_text_chars,
+        preprocess_threads: if args.preprocess_threads == 0 {
+            cpus
+        } else {
+            args.preprocess_threads
+        },
         fault_injection: args.fault_injection,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -167,8 +217,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
-        let metrics = Arc::new(Metrics::default());
-        let state = AppState::new(server_cfg, metrics.clone(), log.clone());
+        let metrics = Arc::new(EngineMetrics::default());
+        let drain = Arc::new(Drain::default());
+        let state = AppState::new(server_cfg, metrics.clone(), log.clone(), drain.clone());
         log.event(
             "starting",
             &[
@@ -253,25 +304,29 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 ("device", crate::device::name(&device).into()),
             ],
         );
+        let model_info = serde_json::json!({
+            "config": pipeline.config,
+            "runtime": pipeline.runtime,
+            "answers": pipeline.answers(),
+        });
         let engine = Arc::new(Engine::start(
             Arc::new(pipeline),
             engine_cfg,
             metrics.clone(),
+            drain,
         ));
         if args.warmup {
             let e = engine.clone();
             let t = Instant::now();
-            tokio::task::spawn_blocking(move || e.warmup(&warmup_image()))
+            tokio::task::spawn_blocking(move || e.warmup(&warmup_pair()))
                 .await?
                 .context("warm-up failed")?;
             log.event(
                 "warmed_up",
                 &[("seconds", t.elapsed().as_secs_f64().into())],
             );
-        } else {
-            engine.mark_ready();
         }
-        state.set_engine(engine);
+        state.set_engine(engine, model_info);
         log.event("ready", &[("listen", Value::from(local.to_string()))]);
         server.await??;
         log.event("exit", &[]);

@@ -68,11 +68,48 @@ async fn metric(client: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&text, line_prefix)
+}
+
+/// The sample's value; a labelled sample not yet recorded reads 0, but its family must be
+/// exported, so a renamed or missing metric fails the test.
+fn metric_value(text: &str, line_prefix: &str) -> f64 {
+    let sample = |l: &&str| {
+        l.strip_prefix(line_prefix).is_some_and(|rest| {
+            rest.starts_with(' ') || (!line_prefix.contains('{') && rest.starts_with('{'))
+        })
+    };
+    if let Some(line) = text.lines().find(sample) {
+        return line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable sample {line:?}"));
+    }
+    let name = line_prefix.split('{').next().unwrap_or(line_prefix);
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    assert!(
+        line_prefix.contains('{') && text.contains(&format!("# TYPE {family} ")),
+        "metric {line_prefix:?} is not exported:\n{text}"
+    );
+    0.0
+}
+
+#[test]
+fn a_missing_metric_fails_instead_of_reading_zero() {
+    let text = "# TYPE ofa_rejections_total counter\nofa_queue_depth 3\n";
+    assert_eq!(metric_value(text, "ofa_queue_depth"), 3.0);
+    assert_eq!(
+        metric_value(text, "ofa_rejections_total{reason=\"cancelled\"}"),
+        0.0
+    );
+    for missing in ["ofa_queue_dept", "ofa_renamed_total{reason=\"x\"}"] {
+        let r = std::panic::catch_unwind(|| metric_value(text, missing));
+        assert!(r.is_err(), "{missing} read as a value");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

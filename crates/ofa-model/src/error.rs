@@ -43,6 +43,10 @@ pub enum OfaError {
         pixels: u64,
         limit: u64,
     },
+    /// An image within the pixel limit whose shape would make preprocessing cost far more than
+    /// its pixel count (extreme aspect ratios): the message names the limit.
+    #[error("image: {0}")]
+    ImageTooCostly(String),
     #[error("text: {0}")]
     Text(String),
     #[error("model: produced non-finite scores {0:?}")]
@@ -61,6 +65,7 @@ impl OfaError {
             OfaError::Image(_)
                 | OfaError::UnsupportedImage(_)
                 | OfaError::ImageTooLarge { .. }
+                | OfaError::ImageTooCostly(_)
                 | OfaError::Text(_)
         )
     }
@@ -73,4 +78,13 @@ impl OfaError {
             OfaError::Io { path, source }
         }
     }
+}
+
+/// The message a caught panic carried (`panic!` with a literal or a formatted string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".into())
 }

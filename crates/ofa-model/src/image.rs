@@ -15,6 +15,28 @@ pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 /// Decodes an encoded image (JPEG, PNG, GIF, WebP, BMP, TIFF) to 8-bit RGB the way
 /// `ImageOps.exif_transpose(Image.open(f)).convert('RGB')` does.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    decode_checked(bytes, max_pixels, |_, _| Ok(()))
+}
+
+/// Decodes for a `size`×`size` resize: refuses, from the header alone, an image whose resize
+/// would pass the bounds of [`crate::resize::check_cost`].
+pub fn decode_for_resize(bytes: &[u8], max_pixels: u64, size: usize) -> Result<RgbImage> {
+    decode_checked(bytes, max_pixels, |w, h| {
+        crate::resize::check_cost(w as usize, h as usize, size, size).map_err(OfaError::ImageTooCostly)
+    })
+}
+
+/// Largest decoder output per pixel allowed: RGBA at 8 bits. Deeper images are allowed up to the
+/// same number of bytes, so decoding never holds more than 4 bytes per allowed pixel.
+const MAX_DECODED_BYTES_PER_PIXEL: u64 = 4;
+
+/// The checks all happen after the header is read and before any pixel buffer exists: pixel
+/// count, the decoder's output size, and `check` on the upright (EXIF-oriented) dimensions.
+fn decode_checked(
+    bytes: &[u8],
+    max_pixels: u64,
+    check: impl Fn(u32, u32) -> Result<()>,
+) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(OfaError::Image("empty image data".into()));
     }
@@ -51,7 +73,25 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
             "image has no pixels ({width}x{height})"
         )));
     }
+    let budget = max_pixels.saturating_mul(MAX_DECODED_BYTES_PER_PIXEL);
+    if decoder.total_bytes() > budget {
+        return Err(OfaError::ImageTooCostly(format!(
+            "a {width}x{height} image of {:?} decodes to {} bytes, more than the limit of {budget} (4 bytes per allowed pixel)",
+            decoder.color_type(),
+            decoder.total_bytes()
+        )));
+    }
     let orientation = decoder.orientation().ok();
+    let upright = match orientation {
+        Some(
+            image::metadata::Orientation::Rotate90
+            | image::metadata::Orientation::Rotate270
+            | image::metadata::Orientation::Rotate90FlipH
+            | image::metadata::Orientation::Rotate270FlipH,
+        ) => (height, width),
+        _ => (width, height),
+    };
+    check(upright.0, upright.1)?;
     let mut img = if format == ImageFormat::Gif {
         drop(decoder);
         gif_first_frame(bytes)?
@@ -82,8 +122,15 @@ fn to_rgb_like_pillow(img: DynamicImage) -> RgbImage {
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
         DynamicImage::ImageRgba8(rgba) => {
+            // In place: the RGB bytes of pixel i never overtake the RGBA bytes still unread.
             let (w, h) = rgba.dimensions();
-            let data = rgba.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+            let mut data = rgba.into_raw();
+            let n = data.len() / 4;
+            for i in 0..n {
+                data.copy_within(i * 4..i * 4 + 3, i * 3);
+            }
+            data.truncate(n * 3);
+            data.shrink_to_fit();
             RgbImage::from_raw(w, h, data).expect("buffer size matches")
         }
         DynamicImage::ImageLuma8(l) => grey_to_rgb(l.width(), l.height(), l.into_raw().into_iter()),
@@ -140,8 +187,7 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     }
     use mozjpeg::ColorSpace as Cs;
     // libjpeg reports fatal errors by unwinding out of its error handler; those unwinds are
-    // expected, so they are caught and kept off stderr.
-    quiet_jpeg_panics();
+    // expected and caught here. A process-wide panic hook may ask `in_libjpeg` to keep them quiet.
     IN_LIBJPEG.with(|f| f.set(true));
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<DynamicImage> {
         let d = mozjpeg::Decompress::new_mem(bytes)?;
@@ -179,16 +225,10 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     match decoded {
         Ok(Ok(img)) => Ok(img),
         Ok(Err(e)) => Err(OfaError::Image(format!("corrupt or truncated image: {e}"))),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "libjpeg error".into());
-            Err(OfaError::Image(format!(
-                "corrupt or truncated image: {msg}"
-            )))
-        }
+        Err(panic) => Err(OfaError::Image(format!(
+            "corrupt or truncated image: {}",
+            crate::error::panic_message(&*panic)
+        ))),
     }
 }
 
@@ -196,18 +236,10 @@ thread_local! {
     static IN_LIBJPEG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Chains a panic hook that stays silent for libjpeg's error unwinds and reports every other
-/// panic through the hook that was installed before.
-fn quiet_jpeg_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !IN_LIBJPEG.with(|f| f.get()) {
-                previous(info);
-            }
-        }));
-    });
+/// Whether this thread is inside libjpeg, whose fatal errors unwind as panics that the decoder
+/// catches: the binary's panic hook stays silent for those.
+pub fn in_libjpeg() -> bool {
+    IN_LIBJPEG.with(|f| f.get())
 }
 
 fn short() -> std::io::Error {

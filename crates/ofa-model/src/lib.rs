@@ -11,24 +11,29 @@ pub mod conv;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod files;
 pub mod image;
 pub mod layers;
 pub mod model;
+pub mod model_dir;
 pub mod output;
 pub mod pipeline;
 pub mod random;
 pub mod resize;
 pub mod resnet;
+pub mod runtime;
 pub mod softmax;
 pub mod text;
 pub mod tokenizer;
 pub mod weights;
 
 pub use candle_core::{Device, DeviceLocation};
-pub use config::{ModelDir, OfaConfig, RuntimeConfig};
+pub use config::OfaConfig;
+pub use model_dir::ModelDir;
+pub use runtime::RuntimeConfig;
 pub use error::{OfaError, Result};
-pub use output::Prediction;
-pub use pipeline::{Entailment, PairInput, StageTimes};
+pub use output::Scores;
+pub use pipeline::{Entailment, PairInput, Prepared, StageTimes};
 
 /// Largest absolute difference between two tensors of one shape (the kernels' tests).
 #[cfg(test)]

@@ -7,11 +7,14 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::config::{ModelDir, OfaConfig, PromptType, RuntimeConfig, CONFIG_FILE};
+use crate::config::OfaConfig;
+use crate::files::CONFIG_FILE;
+use crate::model_dir::ModelDir;
+use crate::runtime::{PromptType, RuntimeConfig};
 use crate::error::{OfaError, Result};
-use crate::image::{decode_rgb, normalize_chw, resize_square};
+use crate::image::{decode_for_resize, normalize_chw, resize_square};
 use crate::model::OfaModel;
-use crate::output::{Prediction, Scores};
+use crate::output::Scores;
 use crate::text::build_prompt;
 use crate::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
 
@@ -119,10 +122,6 @@ impl Entailment {
         })
     }
 
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
     pub fn model(&self) -> &OfaModel {
         &self.model
     }
@@ -159,7 +158,7 @@ impl Entailment {
 
     /// Decoded, EXIF-oriented, RGB-converted and resized image (uint8 HWC, `S×S×3`).
     pub fn preprocess_image(&self, bytes: &[u8], max_pixels: u64) -> Result<Vec<u8>> {
-        let rgb = decode_rgb(bytes, max_pixels)?;
+        let rgb = decode_for_resize(bytes, max_pixels, self.runtime.patch_image_size)?;
         Ok(resize_square(&rgb, self.runtime.patch_image_size))
     }
 
@@ -171,7 +170,7 @@ impl Entailment {
     }
 
     /// Normalised `[B, 3, S, S]` image tensor.
-    pub fn image_tensor(&self, batch: &[Prepared]) -> Result<Tensor> {
+    pub fn image_tensor(&self, batch: &[&Prepared]) -> Result<Tensor> {
         let s = self.runtime.patch_image_size;
         let (mean, std) = self.runtime.mean_std();
         let mut data = Vec::with_capacity(batch.len() * 3 * s * s);
@@ -208,7 +207,7 @@ impl Entailment {
     }
 
     /// Scores a batch in one encoder and one decoder pass.
-    pub fn score_batch(&self, batch: &[Prepared]) -> Result<(Vec<Scores>, StageTimes)> {
+    pub fn score_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, StageTimes)> {
         let mut times = StageTimes::default();
         if batch.is_empty() {
             return Ok((Vec::new(), times));
@@ -256,12 +255,12 @@ impl Entailment {
     }
 
     /// Preprocesses and scores a batch of pairs.
-    pub fn predict(&self, inputs: &[PairInput<'_>], max_pixels: u64) -> Result<Vec<Prediction>> {
+    pub fn predict(&self, inputs: &[PairInput<'_>], max_pixels: u64) -> Result<Vec<Scores>> {
         let prepared = inputs
             .iter()
             .map(|i| self.prepare(i, max_pixels))
             .collect::<Result<Vec<_>>>()?;
-        let (scores, _) = self.score_batch(&prepared)?;
-        Ok(scores.iter().map(Prediction::from_scores).collect())
+        let refs: Vec<&Prepared> = prepared.iter().collect();
+        Ok(self.score_batch(&refs)?.0)
     }
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use crate::config::{OfaConfig, RuntimeConfig, CONFIG_FILE};
+use crate::config::OfaConfig;
+use crate::files::CONFIG_FILE;
+use crate::runtime::RuntimeConfig;
 use crate::error::OfaError;
 use crate::pipeline::Entailment;
 use crate::tokenizer::Tokenizer;
@@ -117,7 +119,7 @@ pub fn write_large_model_dir(dir: &Path) -> crate::Result<()> {
     )?;
     drop(crate::model::OfaModel::new(&config, vb)?);
     let tensors = std::mem::take(&mut *keep.lock().expect("not poisoned"));
-    let path = dir.join(crate::config::SAFETENSORS_FILE);
+    let path = dir.join(crate::files::SAFETENSORS_FILE);
     candle_core::safetensors::save(&tensors, &path).map_err(|e| OfaError::Weights {
         file: path.clone(),
         message: e.to_string(),

@@ -1,6 +1,11 @@
 //! Pillow's antialiased bicubic resize (`Resample.c`, 8-bit path), bit for bit: double-precision
 //! filter weights turned into 22-bit fixed point, horizontal pass first into a uint8 image that
 //! holds only the rows the vertical pass reads.
+//!
+//! Pillow's order makes some legal shapes ruinous (a 1 x 3,000,000 image costs billions of
+//! multiply-adds and an intermediate image of 480 x 3,000,000): [`check_cost`] tells from the
+//! dimensions alone, before anything is decoded or allocated, whether a resize stays within
+//! fixed bounds of work and memory.
 
 const PRECISION_BITS: u32 = 22;
 
@@ -62,6 +67,51 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
     }
 }
 
+/// Most multiply-adds (per channel) one resize may take: a 13000 x 13000 photo needs 0.7e9.
+pub const MAX_MULTIPLY_ADDS: u64 = 2_000_000_000;
+/// Most entries of the two weight tables (4 bytes each): 64 MB.
+pub const MAX_TABLE_ENTRIES: u64 = 1 << 24;
+/// Most pixels of the intermediate image between the passes (3 bytes each): 96 MB.
+pub const MAX_INTERMEDIATE_PIXELS: u64 = 1 << 25;
+
+fn taps(in_size: usize, out_size: usize) -> u64 {
+    if in_size == out_size {
+        return 0;
+    }
+    let filterscale = (in_size as f64 / out_size as f64).max(1.0);
+    (2.0 * filterscale).ceil() as u64 * 2 + 1
+}
+
+/// Whether resizing `w`×`h` to `ow`×`oh` stays within the bounds above; the error names the
+/// bound it would pass.
+pub fn check_cost(w: usize, h: usize, ow: usize, oh: usize) -> Result<(), String> {
+    let (kh, kv) = (taps(w, ow), taps(h, oh));
+    let (h64, ow64, oh64) = (h as u64, ow as u64, oh as u64);
+    let work = h64
+        .saturating_mul(ow64)
+        .saturating_mul(kh)
+        .saturating_add(oh64.saturating_mul(ow64).saturating_mul(kv));
+    let tables = ow64.saturating_mul(kh) + oh64.saturating_mul(kv);
+    let intermediate = if kh > 0 && kv > 0 { h64 * ow64 } else { 0 };
+    let shape = format!("a {w}x{h} image resized to {ow}x{oh}");
+    if work > MAX_MULTIPLY_ADDS {
+        return Err(format!(
+            "{shape} needs {work} multiply-adds, more than the limit of {MAX_MULTIPLY_ADDS} (its aspect ratio is too extreme)"
+        ));
+    }
+    if tables > MAX_TABLE_ENTRIES {
+        return Err(format!(
+            "{shape} needs {tables} filter weights, more than the limit of {MAX_TABLE_ENTRIES} (it is too wide or too tall)"
+        ));
+    }
+    if intermediate > MAX_INTERMEDIATE_PIXELS {
+        return Err(format!(
+            "{shape} needs an intermediate image of {intermediate} pixels, more than the limit of {MAX_INTERMEDIATE_PIXELS} (it is too tall for its width)"
+        ));
+    }
+    Ok(())
+}
+
 #[inline]
 fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
@@ -74,7 +124,9 @@ pub fn resize_rgb(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u
     }
     let half = 1i32 << (PRECISION_BITS - 1);
     let vert = precompute(h, oh);
-    let (mut img, mut iw, mut row_shift) = (src.to_vec(), w, 0usize);
+    // The vertical pass reads the source itself when there is no horizontal pass: never copied.
+    let horizontal;
+    let (mut img, mut iw, mut row_shift) = (src, w, 0usize);
     if w != ow {
         let horiz = precompute(w, ow);
         let first = vert.bounds[0].0;
@@ -99,13 +151,14 @@ pub fn resize_rgb(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u
                 drow[xx * 3 + 2] = clip8(acc[2]);
             }
         }
-        img = tmp;
+        horizontal = tmp;
+        img = &horizontal;
         iw = ow;
         row_shift = first;
     }
     // Pillow skips a pass whose size does not change; the horizontal pass then kept every row.
     if h == oh {
-        return img;
+        return img.to_vec();
     }
     let mut out = vec![0u8; iw * oh * 3];
     for (yy, &(ymin, ymax)) in vert.bounds.iter().enumerate() {
@@ -143,6 +196,20 @@ mod tests {
         let src = vec![77u8; 7 * 5 * 3];
         let out = resize_rgb(&src, 7, 5, 13, 2);
         assert!(out.iter().all(|&v| v == 77));
+    }
+
+    #[test]
+    fn ruinous_shapes_are_refused_from_their_dimensions() {
+        assert!(check_cost(13000, 13000, 480, 480).is_ok());
+        assert!(check_cost(4000, 3000, 480, 480).is_ok());
+        assert!(check_cost(1, 1, 480, 480).is_ok());
+        assert!(check_cost(65535, 2730, 480, 480).is_ok());
+        let tall = check_cost(1, 3_000_000, 480, 480).unwrap_err();
+        assert!(tall.contains("multiply-adds"), "{tall}");
+        let wide = check_cost(100_000_000, 1, 480, 480).unwrap_err();
+        assert!(wide.contains("filter weights"), "{wide}");
+        let thin = check_cost(200, 300_000, 480, 480).unwrap_err();
+        assert!(thin.contains("intermediate"), "{thin}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use fancy_regex::Regex;
 
-use crate::config::{MERGES_FILE, VOCAB_FILE};
+use crate::files::{MERGES_FILE, VOCAB_FILE};
 use crate::error::{OfaError, Result};
 use crate::text::py_isspace;
 
@@ -271,13 +271,6 @@ impl Tokenizer {
             word = merged;
         }
         word
-    }
-
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.added
-            .get(token)
-            .map(|t| t.id)
-            .or_else(|| self.vocab.get(token).copied())
     }
 }
 

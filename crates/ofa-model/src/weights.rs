@@ -7,8 +7,12 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::config::{WeightsFile, PYTORCH_FILE, SAFETENSORS_FILE};
 use crate::error::{OfaError, Result};
+use crate::files::{
+    mtime_ns, META_CONVERTED_FROM, META_SOURCE_MTIME, META_SOURCE_SIZE, PYTORCH_FILE,
+    SAFETENSORS_FILE,
+};
+use crate::model_dir::WeightsFile;
 
 /// The three names of OFA's one shared embedding matrix.
 pub const EMBED_ALIASES: [&str; 3] = [
@@ -131,21 +135,6 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
-/// `__metadata__` keys `convert` writes, so a later load can tell whether the safetensors file
-/// still matches the `pytorch_model.bin` it was made from.
-pub const META_CONVERTED_FROM: &str = "converted_from";
-pub const META_SOURCE_SIZE: &str = "source_size";
-/// Nanoseconds since the epoch: a re-downloaded `.bin` of the same size (a retrained model of
-/// the same shape) is a new file with a new mtime.
-pub const META_SOURCE_MTIME: &str = "source_mtime_ns";
-
-/// The modification time of `path` as [`META_SOURCE_MTIME`] records it.
-pub fn mtime_ns(path: &Path) -> Option<String> {
-    let t = std::fs::metadata(path).ok()?.modified().ok()?;
-    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-    Some(d.as_nanos().to_string())
-}
-
 /// Writes `model.safetensors` next to `pytorch_model.bin`: the same tensor names, dtypes and
 /// values, so later starts memory-map instead of unpickling. Written to a temporary file and
 /// renamed, so an interrupted conversion never leaves a file a later run would trust.
@@ -186,30 +175,4 @@ pub fn convert_pytorch_to_safetensors(dir: &Path) -> Result<(std::path::PathBuf,
     }
     std::fs::rename(&tmp, &dst).map_err(|e| OfaError::io(&dst, e))?;
     Ok((dst, tensors.len()))
-}
-
-/// The `__metadata__` of a safetensors file, from its header alone.
-pub fn safetensors_metadata(path: &Path) -> Result<std::collections::HashMap<String, String>> {
-    use std::io::Read;
-    let bad = |message: String| OfaError::Weights {
-        file: path.to_path_buf(),
-        message,
-    };
-    let mut f = std::fs::File::open(path).map_err(|e| OfaError::io(path, e))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| OfaError::io(path, e))?;
-    let n = u64::from_le_bytes(len);
-    if n > 100 << 20 {
-        return Err(bad(format!(
-            "safetensors header of {n} bytes is implausible"
-        )));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)
-        .map_err(|e| OfaError::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
-    Ok(v.get("__metadata__")
-        .and_then(|m| serde_json::from_value(m.clone()).ok())
-        .unwrap_or_default())
 }

@@ -92,7 +92,7 @@ fn resnet_encoder_decoder_and_scores_match() {
         let id = case["id"].as_str().unwrap();
         let g = case_tensors(case);
         let prepared = prepare(case);
-        let images = m.image_tensor(std::slice::from_ref(&prepared)).unwrap();
+        let images = m.image_tensor(&[&prepared]).unwrap();
         let feats = m.model().image_features(&images).unwrap();
         assert_eq!(feats.dims(), &[1, 1024, 30, 30]);
         let d = max_abs_diff(&feats.i((0, 0..8)).unwrap(), &g["resnet_out_first8ch"]);
@@ -128,7 +128,7 @@ fn resnet_encoder_decoder_and_scores_match() {
         let d = max_abs_diff(&logits.i(0).unwrap(), &want);
         assert!(d < 1e-4, "{id}: answer logits differ by {d}");
 
-        let (scores, _) = m.score_batch(std::slice::from_ref(&prepared)).unwrap();
+        let (scores, _) = m.score_batch(&[&prepared]).unwrap();
         let s = &scores[0];
         assert_eq!(s.answers, ["no", "yes", "maybe"]);
         let want_p: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
@@ -178,9 +178,10 @@ fn batched_forward_equals_one_at_a_time() {
         .collect();
     let lens: std::collections::BTreeSet<usize> = batch.iter().map(|p| p.source.len()).collect();
     assert!(lens.len() >= 4, "the batch must mix text lengths: {lens:?}");
-    let (together, _) = m.score_batch(&batch).unwrap();
+    let refs: Vec<&Prepared> = batch.iter().collect();
+    let (together, _) = m.score_batch(&refs).unwrap();
     for (p, t) in batch.iter().zip(&together) {
-        let (alone, _) = m.score_batch(std::slice::from_ref(p)).unwrap();
+        let (alone, _) = m.score_batch(&[p]).unwrap();
         for k in 0..3 {
             let d = (alone[0].probs[k] - t.probs[k]).abs();
             assert!(d < 1e-5, "batched differs by {d}");
@@ -207,7 +208,7 @@ fn bucket_tables_match_reference_buffers() {
 
 #[test]
 fn both_weight_formats_load_identical_tensors() {
-    use ofa_model::config::WeightsFile;
+    use ofa_model::model_dir::WeightsFile;
     let st = ofa_model::weights::load(&WeightsFile::Safetensors(
         tiny_dir().join("model.safetensors"),
     ))

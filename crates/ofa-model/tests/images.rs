@@ -175,3 +175,65 @@ fn formats_and_modes_beyond_the_goldens_match_pillow() {
         );
     }
 }
+
+fn bomb(name: &str) -> Vec<u8> {
+    std::fs::read(golden().join("../bombs").join(name)).unwrap()
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory() {
+    let m = tiny();
+    let limit = ofa_model::image::DEFAULT_MAX_PIXELS;
+    // Ruinous shapes: refused before any pixel is decoded, naming the bound they pass.
+    for (name, bound) in [
+        ("tall_1x100000000_1bit.png", "multiply-adds"),
+        ("tall_1x3000000_grey.png", "multiply-adds"),
+        ("wide_100000000x1_1bit.png", "filter weights"),
+    ] {
+        let t = std::time::Instant::now();
+        match m.preprocess_image(&bomb(name), limit) {
+            Err(OfaError::ImageTooCostly(msg)) => assert!(msg.contains(bound), "{name}: {msg}"),
+            other => panic!("{name}: {:?}", other.map(|p| p.len())),
+        }
+        assert!(t.elapsed().as_secs() < 2, "{name} was refused only after decoding");
+    }
+    // Large but legal: decoded and resized, with the decoder's output bounded.
+    let before = peak_rss();
+    for name in ["square_13000x13000_1bit.png", "rgba_12000x12000.png"] {
+        let px = m.preprocess_image(&bomb(name), limit).unwrap();
+        assert_eq!(px.len(), 480 * 480 * 3);
+        assert!(px.iter().all(|&v| v == 0), "{name}: an all-zero image stays black");
+    }
+    let grew = peak_rss().saturating_sub(before);
+    // 13000² grey: 169 MB decoded + 507 MB as RGB; 12000² RGBA: 576 MB, converted in place.
+    assert!(grew < 800 << 20, "peak grew by {} MB", grew >> 20);
+    // Under a lower pixel limit the same files are refused by their header.
+    match m.preprocess_image(&bomb("square_13000x13000_1bit.png"), 100_000_000) {
+        Err(OfaError::ImageTooLarge { pixels, .. }) => assert_eq!(pixels, 169_000_000),
+        other => panic!("{:?}", other.map(|p| p.len())),
+    }
+}
+
+#[test]
+fn rgba_converts_in_place_to_the_same_pixels() {
+    let img = image::RgbaImage::from_fn(7, 5, |x, y| image::Rgba([x as u8, y as u8, 9, (x * y) as u8]));
+    let bytes = encode(&DynamicImage::ImageRgba8(img.clone()), ImageFormat::Png);
+    let rgb = decode_rgb(&bytes, u64::MAX).unwrap();
+    for (x, y, p) in rgb.enumerate_pixels() {
+        let q = img.get_pixel(x, y);
+        assert_eq!(p.0, [q[0], q[1], q[2]]);
+    }
+}

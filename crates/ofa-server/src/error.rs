@@ -1,5 +1,6 @@
-//! API errors: one JSON shape `{"error": "...", "error_type": "..."}`, one status each, and
-//! `Retry-After` whenever waiting helps.
+//! API errors: one JSON shape `{"error": "...", "error_type": "..."}` everywhere, one status per
+//! kind, and `Retry-After` whenever waiting helps. The kinds are a closed set: logs, the
+//! `ofa_rejections_total` label and the OpenAPI document list the same names.
 
 use std::time::Duration;
 
@@ -8,26 +9,139 @@ use axum::response::{IntoResponse, Response};
 use ofa_engine::EngineError;
 use ofa_model::OfaError;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    // The request itself.
+    MissingImage,
+    MissingText,
+    InvalidBase64,
+    InvalidJson,
+    InvalidMultipart,
+    InvalidUtf8,
+    InvalidBody,
+    InvalidInferenceRequest,
+    EmptyBatch,
+    UnsupportedContentType,
+    PayloadTooLarge,
+    BatchTooLarge,
+    RequestTimeout,
+    NotFound,
+    MethodNotAllowed,
+    ModelNotFound,
+    // Its content, judged by the engine.
+    InvalidImage,
+    UnsupportedImage,
+    ImageTooLarge,
+    InvalidText,
+    InvalidInput,
+    // Access and load.
+    Unauthorized,
+    RateLimited,
+    TooManyConcurrent,
+    QueueFull,
+    BreakerOpen,
+    ModelLoading,
+    ShuttingDown,
+    DeadlineExceeded,
+    // Ours.
+    ModelFailure,
+    Internal,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        use ErrorType::*;
+        match self {
+            MissingImage => "missing_image",
+            MissingText => "missing_text",
+            InvalidBase64 => "invalid_base64",
+            InvalidJson => "invalid_json",
+            InvalidMultipart => "invalid_multipart",
+            InvalidUtf8 => "invalid_utf8",
+            InvalidBody => "invalid_body",
+            InvalidInferenceRequest => "invalid_inference_request",
+            EmptyBatch => "empty_batch",
+            UnsupportedContentType => "unsupported_content_type",
+            PayloadTooLarge => "payload_too_large",
+            BatchTooLarge => "batch_too_large",
+            RequestTimeout => "request_timeout",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            ModelNotFound => "model_not_found",
+            InvalidImage => "invalid_image",
+            UnsupportedImage => "unsupported_image",
+            ImageTooLarge => "image_too_large",
+            InvalidText => "invalid_text",
+            InvalidInput => "invalid_input",
+            Unauthorized => "unauthorized",
+            RateLimited => "rate_limited",
+            TooManyConcurrent => "too_many_concurrent",
+            QueueFull => "queue_full",
+            BreakerOpen => "breaker_open",
+            ModelLoading => "model_loading",
+            ShuttingDown => "shutting_down",
+            DeadlineExceeded => "deadline_exceeded",
+            ModelFailure => "model_failure",
+            Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        use ErrorType::*;
+        match self {
+            MissingImage | MissingText | InvalidBase64 | InvalidJson | InvalidMultipart
+            | InvalidUtf8 | InvalidBody | InvalidInferenceRequest | EmptyBatch | InvalidImage
+            | InvalidInput => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            NotFound | ModelNotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            PayloadTooLarge | BatchTooLarge | ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedContentType | UnsupportedImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            InvalidText => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited | TooManyConcurrent | QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            BreakerOpen | ModelLoading | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ModelFailure | Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn of(e: &EngineError) -> ErrorType {
+        match e {
+            EngineError::Input(OfaError::ImageTooLarge { .. } | OfaError::ImageTooCostly(_)) => {
+                ErrorType::ImageTooLarge
+            }
+            EngineError::Input(OfaError::UnsupportedImage(_)) => ErrorType::UnsupportedImage,
+            EngineError::Input(OfaError::Image(_)) => ErrorType::InvalidImage,
+            EngineError::Input(OfaError::Text(_)) | EngineError::InvalidText(_) => {
+                ErrorType::InvalidText
+            }
+            EngineError::Input(_) => ErrorType::InvalidInput,
+            EngineError::BatchTooLarge { .. } => ErrorType::BatchTooLarge,
+            EngineError::QueueFull { .. } => ErrorType::QueueFull,
+            EngineError::BreakerOpen { .. } => ErrorType::BreakerOpen,
+            EngineError::DeadlineExceeded => ErrorType::DeadlineExceeded,
+            EngineError::ShuttingDown => ErrorType::ShuttingDown,
+            EngineError::ModelFailure(_) => ErrorType::ModelFailure,
+            EngineError::Internal(_) => ErrorType::Internal,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub error_type: &'static str,
+    pub kind: ErrorType,
     pub message: String,
     pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
         Self {
-            status,
-            error_type,
+            kind,
             message: message.into(),
             retry_after: None,
         }
-    }
-
-    pub fn bad_request(error_type: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, error_type, message)
     }
 
     pub fn retry_after(mut self, d: Duration) -> Self {
@@ -35,54 +149,52 @@ impl ApiError {
         self
     }
 
+    /// Prefixes the message with where in the request the problem is (`item 3: `).
+    pub fn at(mut self, place: &str) -> Self {
+        self.message = format!("{place}{}", self.message);
+        self
+    }
+
     pub fn loading() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model_loading",
-            "the model is still loading",
-        )
-        .retry_after(Duration::from_secs(5))
+        Self::new(ErrorType::ModelLoading, "the model is still loading")
+            .retry_after(Duration::from_secs(5))
     }
 }
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let status = match &e {
-            EngineError::Input(OfaError::ImageTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            EngineError::Input(OfaError::UnsupportedImage(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            EngineError::Input(_) => StatusCode::BAD_REQUEST,
-            EngineError::InvalidText(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            EngineError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            EngineError::BreakerOpen { .. } | EngineError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            EngineError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            EngineError::ModelFailure(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         ApiError {
-            status,
-            error_type: e.kind(),
+            kind: ErrorType::of(&e),
             message: e.to_string(),
             retry_after: e.retry_after(),
         }
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.message, "error_type": self.error_type});
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(d) = self.retry_after {
-            let secs = d.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+impl From<ofa_engine::Refused> for ApiError {
+    fn from(r: ofa_engine::Refused) -> Self {
+        let e = ApiError::from(r.error);
+        match r.item {
+            Some(i) => e.at(&format!("item {i}: ")),
+            None => e,
         }
-        resp.extensions_mut().insert(ErrorKind(self.error_type));
-        resp
     }
 }
 
-/// Lets the request log and metrics see why a request failed.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorKind(pub &'static str);
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.message, "error_type": self.kind.as_str()});
+        let mut resp = (self.kind.status(), axum::Json(body)).into_response();
+        if let Some(d) = self.retry_after {
+            let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.kind == ErrorType::Unauthorized {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp.extensions_mut().insert(self.kind);
+        resp
+    }
+}

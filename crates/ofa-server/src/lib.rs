@@ -1,21 +1,28 @@
 //! The HTTP service: routes, request parsing and error mapping, rate limiting, request logs,
-//! graceful drain. It only translates HTTP to engine calls.
+//! connection limits and the graceful drain. It only translates HTTP to engine calls.
 
+pub mod answer;
+mod assets;
 pub mod config;
+pub mod conn;
 pub mod error;
-pub mod kserve;
+pub mod http_metrics;
+mod kserve;
+mod kserve_tensor;
 pub mod limit;
 pub mod logging;
-pub mod routes;
+mod middleware;
+mod parse;
+mod predict;
+mod probes;
+pub mod router;
 pub mod state;
 
 pub use config::ServerConfig;
-pub use routes::router;
+pub use router::router;
 pub use state::AppState;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 /// Serves until `shutdown` resolves, then: readiness goes false, new connections are still
 /// taken for the drain delay (load balancers need time to notice), then the listener closes,
@@ -28,33 +35,33 @@ pub async fn serve(
     let app = router(state.clone());
     let cfg = state.config.clone();
     let drain_state = state.clone();
-    let graceful = async move {
+    let stop = async move {
         shutdown.await;
-        drain_state.begin_drain();
+        drain_state.drain.begin();
         drain_state.log.event(
             "draining",
             &[("drain_delay_s", cfg.drain_delay.as_secs_f64().into())],
         );
         tokio::time::sleep(cfg.drain_delay).await;
     };
-    let server = axum::serve(
+    let served = conn::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful);
-    let served = std::future::IntoFuture::into_future(server);
+        app,
+        state.config.connections.clone(),
+        state.log.clone(),
+        stop,
+    );
     // The shutdown timeout bounds the whole drain, not just the wait for the signal.
     let timeout_state = state.clone();
-    let result = tokio::select! {
-        r = served => r,
+    tokio::select! {
+        _ = served => {},
         _ = async {
-            timeout_state.drained_notify().await;
+            timeout_state.drain.started().await;
             tokio::time::sleep(timeout_state.config.shutdown_timeout + timeout_state.config.drain_delay).await;
         } => {
             timeout_state.log.event("shutdown_timeout", &[]);
-            Ok(())
         }
-    };
+    }
     if let Some(engine) = state.engine() {
         let left = state.config.shutdown_timeout;
         let finished = tokio::task::spawn_blocking(move || engine.shutdown(left))
@@ -64,7 +71,7 @@ pub async fn serve(
             .log
             .event("stopped", &[("queue_finished", finished.into())]);
     }
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -87,8 +94,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-pub(crate) fn secs(d: Duration) -> String {
-    format!("{:.6}", d.as_secs_f64())
 }

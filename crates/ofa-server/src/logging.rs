@@ -30,13 +30,6 @@ impl Logger {
         Ok(Self { format, file })
     }
 
-    pub fn stdout_only() -> Self {
-        Self {
-            format: LogFormat::Json,
-            file: None,
-        }
-    }
-
     pub fn event(&self, event: &str, fields: &[(&str, Value)]) {
         let mut m = Map::new();
         m.insert("ts".into(), now_rfc3339().into());

@@ -1,75 +1,103 @@
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use ofa_engine::{Engine, Metrics};
-use tokio::sync::watch;
+use ofa_engine::{Drain, Engine, EngineMetrics};
+use serde_json::Value;
 
+use crate::error::{ApiError, ErrorType};
+use crate::http_metrics::HttpMetrics;
 use crate::limit::Limiter;
 use crate::logging::Logger;
 use crate::ServerConfig;
 
-/// Shared by every handler. The engine arrives once the model has loaded: the server listens
-/// before that so probes can tell "alive, still loading" from "dead".
+/// Shared by every handler. The engine arrives once the model has loaded and warmed up: the
+/// server listens before that so probes can tell "alive, still loading" from "dead".
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
     pub config: Arc<ServerConfig>,
-    pub metrics: Arc<Metrics>,
+    pub engine_metrics: Arc<EngineMetrics>,
+    pub http_metrics: Arc<HttpMetrics>,
     pub log: Arc<Logger>,
+    pub drain: Arc<Drain>,
 }
 
 struct Inner {
-    engine: OnceLock<Arc<Engine>>,
+    engine: OnceLock<(Arc<Engine>, Value)>,
     limiter: Option<Limiter>,
-    draining: watch::Sender<bool>,
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig, metrics: Arc<Metrics>, log: Arc<Logger>) -> Self {
+    pub fn new(
+        config: ServerConfig,
+        engine_metrics: Arc<EngineMetrics>,
+        log: Arc<Logger>,
+        drain: Arc<Drain>,
+    ) -> Self {
         let limiter = config.rate_limit.map(Limiter::new);
         Self {
             inner: Arc::new(Inner {
                 engine: OnceLock::new(),
                 limiter,
-                draining: watch::channel(false).0,
             }),
             config: Arc::new(config),
-            metrics,
+            engine_metrics,
+            http_metrics: Arc::new(HttpMetrics::default()),
             log,
+            drain,
         }
     }
 
-    /// Hands over the loaded (and warmed) engine.
-    pub fn set_engine(&self, engine: Arc<Engine>) {
-        let _ = self.inner.engine.set(engine);
+    /// Hands over the loaded and warmed engine, with what `/info` says of its model.
+    pub fn set_engine(&self, engine: Arc<Engine>, model_info: Value) {
+        let _ = self.inner.engine.set((engine, model_info));
     }
 
     pub fn engine(&self) -> Option<Arc<Engine>> {
-        self.inner.engine.get().cloned()
+        self.inner.engine.get().map(|(e, _)| e.clone())
+    }
+
+    /// The engine, or 503 while the model loads.
+    pub fn loaded_engine(&self) -> Result<Arc<Engine>, ApiError> {
+        self.engine().ok_or_else(ApiError::loading)
+    }
+
+    pub fn model_info(&self) -> Option<&Value> {
+        self.inner.engine.get().map(|(_, i)| i)
     }
 
     pub fn limiter(&self) -> Option<&Limiter> {
         self.inner.limiter.as_ref()
     }
 
-    pub fn begin_drain(&self) {
-        self.inner.draining.send_replace(true);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        *self.inner.draining.borrow()
-    }
-
-    /// Resolves once draining has begun.
-    pub async fn drained_notify(&self) {
-        let mut rx = self.inner.draining.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
-    }
-
     /// Ready: model loaded and warmed, breaker closed, not draining.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining()
-            && self.engine().is_some_and(|e| {
-                e.is_ready() && e.breaker().state() == ofa_engine::BreakerState::Closed
-            })
+        !self.drain.is_draining() && self.engine().is_some_and(|e| e.is_ready())
+    }
+
+    /// Counts an inference request in flight from here on (its body has arrived), or refuses
+    /// it past `max_concurrency`.
+    pub fn enter(&self) -> Result<InFlight, ApiError> {
+        let now = self.http_metrics.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let guard = InFlight(self.http_metrics.clone());
+        if let Some(max) = self.config.max_concurrency {
+            if now as usize > max {
+                return Err(ApiError::new(
+                    ErrorType::TooManyConcurrent,
+                    format!("more than {max} requests in flight"),
+                )
+                .retry_after(std::time::Duration::from_secs(1)));
+            }
+        }
+        Ok(guard)
+    }
+}
+
+/// One inference request in flight; dropping it counts it out.
+pub struct InFlight(Arc<HttpMetrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,0 +1,164 @@
+//! The inference thread: takes whatever is queued when it frees up (up to the batch size,
+//! optionally waiting to fill), drops what nobody waits for, runs one forward pass, and sends
+//! every pair its one reply.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ofa_model::error::panic_message;
+use ofa_model::{Prepared, Scores};
+use tokio::sync::oneshot;
+
+use crate::admission::{Admission, Slot};
+use crate::{Backend, Breaker, EngineError, EngineMetrics};
+
+/// A pair's scores and where its time went.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub scores: Scores,
+    /// Admitted (queued for preprocessing) → taken by the inference thread.
+    pub queue_time: Duration,
+    /// The forward pass the pair ran in.
+    pub inference_time: Duration,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<Scored, EngineError>>;
+
+pub(crate) struct Job {
+    pub prepared: Prepared,
+    pub deadline: Instant,
+    pub admitted: Instant,
+    /// Its queue place, held until the inference thread takes it.
+    pub slot: Option<Slot>,
+    pub reply: Reply,
+}
+
+pub(crate) struct Worker {
+    pub backend: Arc<dyn Backend>,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub breaker: Arc<Breaker>,
+    pub metrics: Arc<EngineMetrics>,
+    pub admission: Arc<Admission>,
+    pub faults: Arc<AtomicU32>,
+}
+
+impl Worker {
+    pub fn run(self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let jobs = self.fill(first, &rx);
+            let start = Instant::now();
+            let jobs = self.live(jobs, start);
+            if jobs.is_empty() {
+                continue;
+            }
+            let result = self.score(&jobs);
+            let elapsed = start.elapsed();
+            self.metrics.batch_size.observe(jobs.len() as f64);
+            self.admission.observe_batch(elapsed.as_secs_f64());
+            self.reply(jobs, result, start, elapsed);
+            self.metrics.set_breaker(self.breaker.state());
+        }
+    }
+
+    /// The batch: `first` and whatever else is queued, waiting at most `max_wait` to fill.
+    fn fill(&self, first: Job, rx: &Receiver<Job>) -> Vec<Job> {
+        let mut jobs = vec![first];
+        let fill_until = Instant::now() + self.max_wait;
+        while jobs.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= fill_until {
+                        break;
+                    }
+                    match rx.recv_timeout(fill_until - now) {
+                        Ok(j) => jobs.push(j),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            }
+        }
+        jobs
+    }
+
+    /// Frees the jobs' queue places and keeps only work somebody still waits for in time.
+    fn live(&self, jobs: Vec<Job>, now: Instant) -> Vec<Job> {
+        let mut keep = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            job.slot = None;
+            if job.reply.is_closed() {
+                self.metrics.record_rejection("cancelled");
+            } else if job.deadline <= now {
+                let _ = job.reply.send(Err(EngineError::DeadlineExceeded));
+            } else {
+                keep.push(job);
+            }
+        }
+        keep
+    }
+
+    fn score(&self, jobs: &[Job]) -> Result<Vec<Scores>, String> {
+        let batch: Vec<&Prepared> = jobs.iter().map(|j| &j.prepared).collect();
+        let injected = self
+            .faults
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if injected {
+                panic!("injected fault (test-only fault switch)");
+            }
+            self.backend.score(&batch)
+        }));
+        match result {
+            Ok(Ok(scores)) if scores.len() == jobs.len() => Ok(scores),
+            Ok(Ok(scores)) => Err(format!(
+                "the model returned {} results for {} pairs",
+                scores.len(),
+                jobs.len()
+            )),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(panic_message(&*panic)),
+        }
+    }
+
+    fn reply(
+        &self,
+        jobs: Vec<Job>,
+        result: Result<Vec<Scores>, String>,
+        start: Instant,
+        elapsed: Duration,
+    ) {
+        match result {
+            Ok(scores) => {
+                self.breaker.on_success();
+                for (job, scores) in jobs.into_iter().zip(scores) {
+                    let queue_time = start - job.admitted;
+                    self.metrics.queue_duration.observe(queue_time.as_secs_f64());
+                    self.metrics
+                        .inference_duration
+                        .observe(elapsed.as_secs_f64());
+                    let _ = job.reply.send(Ok(Scored {
+                        scores,
+                        queue_time,
+                        inference_time: elapsed,
+                    }));
+                }
+            }
+            Err(message) => {
+                self.breaker.on_failure();
+                self.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(EngineError::ModelFailure(message.clone())));
+                }
+            }
+        }
+    }
+}

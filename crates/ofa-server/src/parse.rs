@@ -1,0 +1,239 @@
+//! Request bodies: read within the payload limit and the body deadline, then parsed by
+//! content type into the engine's [`Pair`]s. Every failure is a specific [`ApiError`].
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use ofa_engine::Pair;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ApiError, ErrorType};
+use crate::AppState;
+
+pub fn content_type(parts: &Parts) -> String {
+    parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorType::PayloadTooLarge,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// The whole body, or 413 (over the limit: refused from `Content-Length` before reading),
+/// 408 (it did not arrive within the body timeout) or 504 (not before the request deadline).
+pub async fn read_body(
+    req: Request,
+    state: &AppState,
+    deadline: Instant,
+) -> Result<(Parts, Bytes), ApiError> {
+    let limit = state.config.payload_limit;
+    let (parts, body) = req.into_parts();
+    if crate::middleware::declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let body_deadline = Instant::now() + state.config.connections.body_timeout;
+    let until = body_deadline.min(deadline);
+    let collected = tokio::time::timeout_at(
+        until.into(),
+        http_body_util::Limited::new(body, limit).collect(),
+    )
+    .await;
+    match collected {
+        Err(_) if until == deadline => Err(ApiError::new(
+            ErrorType::DeadlineExceeded,
+            "the request body did not arrive before the request deadline",
+        )),
+        Err(_) => Err(ApiError::new(
+            ErrorType::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s",
+                state.config.connections.body_timeout.as_secs_f64()
+            ),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Ok(Err(e)) => Err(ApiError::new(
+            ErrorType::InvalidBody,
+            format!("cannot read the request body: {e}"),
+        )),
+        Ok(Ok(c)) => Ok((parts, c.to_bytes())),
+    }
+}
+
+/// Base64 as clients write it: with or without a `data:...;base64,` prefix, and with the line
+/// breaks and spaces that `base64 FILE` and PEM-style wrapping put in.
+pub fn decode_base64(s: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+    let b64 = s.split_once(";base64,").map_or(s, |(_, d)| d);
+    let compact: Vec<u8> = b64
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorType::InvalidBase64,
+                format!("{what} is not valid base64: {e}"),
+            )
+        })
+}
+
+/// One pair as JSON clients send it.
+#[derive(Deserialize)]
+pub struct JsonPair {
+    image: Option<String>,
+    #[serde(alias = "hypothesis")]
+    text: Option<String>,
+    /// ModelScope's own input names the premise `text2`.
+    #[serde(alias = "text2")]
+    premise: Option<String>,
+}
+
+impl JsonPair {
+    fn into_pair(self) -> Result<Pair, ApiError> {
+        let image = self.image.ok_or_else(|| {
+            ApiError::new(ErrorType::MissingImage, "missing \"image\" (base64)")
+        })?;
+        let text = self
+            .text
+            .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing \"text\""))?;
+        Ok(Pair {
+            image: decode_base64(&image, "\"image\"")?,
+            text,
+            premise: self.premise,
+        })
+    }
+}
+
+fn invalid_json(e: serde_json::Error) -> ApiError {
+    ApiError::new(ErrorType::InvalidJson, format!("invalid JSON body: {e}"))
+}
+
+/// `/predict`: multipart (`image` file, `text`, `premise`) or JSON with a base64 image.
+pub async fn pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
+    let ct = content_type(&parts);
+    if ct.starts_with("multipart/form-data") {
+        multipart_pair(parts, body).await
+    } else if ct.starts_with("application/json") {
+        serde_json::from_slice::<JsonPair>(&body)
+            .map_err(invalid_json)?
+            .into_pair()
+    } else {
+        Err(ApiError::new(
+            ErrorType::UnsupportedContentType,
+            format!("expected multipart/form-data or application/json, got {ct:?}"),
+        ))
+    }
+}
+
+async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
+    let req = Request::from_parts(parts, Body::from(body));
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|r| ApiError::new(ErrorType::InvalidMultipart, r.body_text()))?;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(ErrorType::InvalidMultipart, e.body_text())
+    };
+    let (mut image, mut text, mut premise) = (None, None, None);
+    while let Some(field) = mp.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or("").to_owned();
+        match name.as_str() {
+            "image" | "file" => image = Some(field.bytes().await.map_err(bad)?.to_vec()),
+            "text" | "hypothesis" | "premise" | "text2" => {
+                let bytes = field.bytes().await.map_err(bad)?;
+                let s = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    ApiError::new(
+                        ErrorType::InvalidUtf8,
+                        format!("form field {name:?} is not valid UTF-8"),
+                    )
+                })?;
+                if name == "premise" || name == "text2" {
+                    premise = Some(s);
+                } else {
+                    text = Some(s);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Pair {
+        image: image.ok_or_else(|| {
+            ApiError::new(
+                ErrorType::MissingImage,
+                "missing form field \"image\" (the image file)",
+            )
+        })?,
+        text: text
+            .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing form field \"text\""))?,
+        premise,
+    })
+}
+
+/// `/predict/batch`: a JSON list of pairs (or `{"items": [...]}`), at most `max_items`.
+pub fn batch(parts: &Parts, body: &[u8], max_items: usize) -> Result<Vec<Pair>, ApiError> {
+    if !content_type(parts).starts_with("application/json") {
+        return Err(ApiError::new(
+            ErrorType::UnsupportedContentType,
+            "expected application/json: a list of {\"image\", \"text\", \"premise\"}",
+        ));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(invalid_json)?;
+    let items = match v {
+        Value::Array(items) => items,
+        Value::Object(mut o) => match o.remove("items") {
+            Some(Value::Array(items)) => items,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorType::InvalidJson,
+                    "expected a JSON list of items",
+                ))
+            }
+        },
+        _ => {
+            return Err(ApiError::new(
+                ErrorType::InvalidJson,
+                "expected a JSON list of items",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::new(ErrorType::EmptyBatch, "the batch has no items"));
+    }
+    check_batch_len(items.len(), max_items)?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("item {i}: ");
+            serde_json::from_value::<JsonPair>(item)
+                .map_err(|e| {
+                    ApiError::new(ErrorType::InvalidJson, format!("invalid batch: {e}"))
+                })
+                .and_then(JsonPair::into_pair)
+                .map_err(|e| e.at(&at))
+        })
+        .collect()
+}
+
+/// Refuses batches over `max_items`.
+pub fn check_batch_len(n: usize, max_items: usize) -> Result<(), ApiError> {
+    if n > max_items {
+        return Err(ApiError::new(
+            ErrorType::BatchTooLarge,
+            format!("{n} items, more than the limit of {max_items}"),
+        ));
+    }
+    Ok(())
+}

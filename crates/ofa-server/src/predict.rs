@@ -1,0 +1,79 @@
+//! `/predict` and `/predict/batch`: read the body, parse it into pairs, run them through the
+//! engine, and answer in the `/predict` shape.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ofa_engine::Scored;
+
+use crate::answer::Answer;
+use crate::error::ApiError;
+use crate::middleware::Timings;
+use crate::{parse, AppState};
+
+pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let deadline = start + state.config.request_timeout;
+    let engine = state.loaded_engine()?;
+    let (parts, body) = parse::read_body(req, &state, deadline).await?;
+    let pair = parse::pair(parts, body).await?;
+    let _in_flight = state.enter()?;
+    let scored = engine.run_one(pair, deadline).await?;
+    let timings = Timings {
+        queue: scored.queue_time,
+        inference: scored.inference_time,
+    };
+    Ok(respond(Json(Answer::from_scores(&scored.scores)), timings, start))
+}
+
+pub async fn predict_batch(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let deadline = start + state.config.request_timeout;
+    let engine = state.loaded_engine()?;
+    let (parts, body) = parse::read_body(req, &state, deadline).await?;
+    let pairs = parse::batch(&parts, &body, state.config.max_batch_items)?;
+    drop(body);
+    let _in_flight = state.enter()?;
+    let scored = engine.run_all(pairs, deadline).await?;
+    let timings = slowest(&scored);
+    let answers: Vec<Answer> = scored.iter().map(|s| Answer::from_scores(&s.scores)).collect();
+    Ok(respond(Json(answers), timings, start))
+}
+
+/// The longest queue and inference times among a request's pairs.
+pub fn slowest(scored: &[Scored]) -> Timings {
+    Timings {
+        queue: scored.iter().map(|s| s.queue_time).max().unwrap_or_default(),
+        inference: scored
+            .iter()
+            .map(|s| s.inference_time)
+            .max()
+            .unwrap_or_default(),
+    }
+}
+
+/// The answer with its timing headers (seconds) and the timings for the log line.
+pub fn respond(body: impl IntoResponse, t: Timings, start: Instant) -> Response {
+    let mut resp = body.into_response();
+    timing_headers(resp.headers_mut(), t.queue, t.inference, start.elapsed());
+    resp.extensions_mut().insert(t);
+    resp
+}
+
+fn timing_headers(h: &mut HeaderMap, queue: Duration, inference: Duration, total: Duration) {
+    for (name, d) in [
+        ("x-queue-time", queue),
+        ("x-inference-time", inference),
+        ("x-total-time", total),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", d.as_secs_f64())) {
+            h.insert(name, v);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Probes and introspection: `/healthz`, `/readyz`, `/metrics`, `/info`, and the test-only
+//! fault switch.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ErrorType};
+use crate::AppState;
+
+pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"status": "ok", "model_loaded": state.engine().is_some()}))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let ready = state.is_ready();
+    let engine = state.engine();
+    let breaker = engine
+        .as_ref()
+        .map_or("closed", |e| e.breaker_state().as_str());
+    let body = json!({
+        "ready": ready,
+        "latency_95": state.http_metrics.latency_p95("/predict"),
+        "queue_length": engine.as_ref().map_or(0, |e| e.queue_len()),
+        "breaker": breaker,
+        "draining": state.drain.is_draining(),
+    });
+    (status_for(ready), Json(body)).into_response()
+}
+
+pub fn status_for(ready: bool) -> StatusCode {
+    if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::with_capacity(8192);
+    state.http_metrics.render(&mut text, state.is_ready());
+    state.engine_metrics.render(&mut text);
+    ofa_engine::prom::render_process(&mut text);
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+pub async fn info(State(state): State<AppState>) -> Json<Value> {
+    let c = &state.config;
+    let engine_cfg = state.engine().map(|e| {
+        let ec = e.config();
+        json!({
+            "max_batch_size": ec.max_batch_size,
+            "max_batch_wait_ms": ec.max_batch_wait.as_millis() as u64,
+            "max_queue": ec.max_queue,
+            "breaker_failures": ec.breaker_failures,
+            "breaker_cooldown_s": ec.breaker_cooldown.as_secs_f64(),
+            "max_image_pixels": ec.max_image_pixels,
+            "max_text_chars": ec.max_text_chars,
+            "preprocess_threads": ec.preprocess_threads,
+        })
+    });
+    let conn = &c.connections;
+    Json(json!({
+        "name": "ofa-entail",
+        "version": env!("CARGO_PKG_VERSION"),
+        "model_id": c.model_id,
+        "model_revision": c.model_revision,
+        "model": state.model_info(),
+        "limits": {
+            "engine": engine_cfg,
+            "request_timeout_s": c.request_timeout.as_secs_f64(),
+            "payload_limit_bytes": c.payload_limit,
+            "max_batch_items": c.max_batch_items,
+            "max_concurrency": c.max_concurrency,
+            "rate_limit": c.rate_limit.map(|r| format!("{}/{}s", r.requests, r.per.as_secs())),
+            "api_keys_required": !c.api_keys.is_empty(),
+            "max_connections": conn.max_connections,
+            "header_timeout_s": conn.header_timeout.as_secs_f64(),
+            "body_timeout_s": conn.body_timeout.as_secs_f64(),
+            "keep_alive_timeout_s": conn.keep_alive_timeout.as_secs_f64(),
+        },
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct Fault {
+    failures: u32,
+}
+
+pub async fn inject_fault(
+    State(state): State<AppState>,
+    Json(f): Json<Fault>,
+) -> Result<Json<Value>, ApiError> {
+    let e = state.loaded_engine()?;
+    if e.inject_failures(f.failures) {
+        Ok(Json(json!({"injected": f.failures})))
+    } else {
+        Err(ApiError::new(ErrorType::NotFound, "fault injection is off"))
+    }
+}
