@@ -112,7 +112,9 @@ impl Admission {
 
     /// Folds one timed forward pass into the estimate.
     pub fn observe_batch(&self, seconds: f64) {
-        let avg = self.per_batch().map_or(seconds, |a| 0.7 * a + 0.3 * seconds);
+        let avg = self
+            .per_batch()
+            .map_or(seconds, |a| 0.7 * a + 0.3 * seconds);
         self.seed(avg);
     }
 }
@@ -165,7 +167,10 @@ mod tests {
         // 4 waiting = 2 batches ahead, + 1.5 for the running one and its own: 3.5 s.
         match a.admit(1, Instant::now() + Duration::from_secs(2)) {
             Err(EngineError::QueueFull { retry_after, .. }) => {
-                assert!((retry_after.as_secs_f64() - 3.5).abs() < 1e-9, "{retry_after:?}")
+                assert!(
+                    (retry_after.as_secs_f64() - 3.5).abs() < 1e-9,
+                    "{retry_after:?}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -176,7 +181,9 @@ mod tests {
     fn with_nothing_waiting_a_stale_estimate_never_refuses() {
         let a = admission(10);
         a.seed(100.0);
-        assert!(a.admit(1, Instant::now() + Duration::from_millis(1)).is_ok());
+        assert!(a
+            .admit(1, Instant::now() + Duration::from_millis(1))
+            .is_ok());
     }
 
     #[test]

@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 
 use crate::admission::{Admission, Slot};
 use crate::worker::{Job, Worker};
-use crate::{Backend, Breaker, BreakerState, Drain, EngineConfig, EngineError, EngineMetrics, Pair, Scored};
+use crate::{
+    Backend, Breaker, BreakerState, Drain, EngineConfig, EngineError, EngineMetrics, Pair, Scored,
+};
 
 /// Why a multi-pair request got no answers: refused as a whole (`item` is `None`), or one of its
 /// pairs failed.
@@ -46,6 +48,9 @@ pub struct Engine {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Each pair's task, answering with the pair's index.
+type Tasks = JoinSet<(usize, Result<Scored, EngineError>)>;
 
 /// What one pair's task needs, cloned out of the engine so the task may outlive the borrow.
 #[derive(Clone)]
@@ -154,7 +159,10 @@ impl Engine {
                 error,
             })?);
         }
-        Ok(out.into_iter().map(|s| s.expect("every task answered")).collect())
+        Ok(out
+            .into_iter()
+            .map(|s| s.expect("every task answered"))
+            .collect())
     }
 
     /// Scores every pair on its own: a bad pair gets its error, the others their scores. The
@@ -180,8 +188,7 @@ impl Engine {
         if !good.is_empty() {
             let mut tasks = self.spawn(good, deadline)?;
             while let Some(joined) = tasks.join_next().await {
-                let (k, result) =
-                    joined.map_err(|e| EngineError::Internal(e.to_string()))?;
+                let (k, result) = joined.map_err(|e| EngineError::Internal(e.to_string()))?;
                 out[index[k]] = Some(result);
             }
         }
@@ -192,11 +199,7 @@ impl Engine {
     }
 
     /// Admits all pairs, then runs each in its own task (preprocessing, queue, reply).
-    fn spawn(
-        &self,
-        pairs: Vec<Pair>,
-        deadline: Instant,
-    ) -> Result<JoinSet<(usize, Result<Scored, EngineError>)>, EngineError> {
+    fn spawn(&self, pairs: Vec<Pair>, deadline: Instant) -> Result<Tasks, EngineError> {
         if self.drain.is_draining() {
             return Err(EngineError::ShuttingDown);
         }
@@ -263,8 +266,7 @@ impl Engine {
     /// Test-only fault switch: the next `n` batches panic inside the model call.
     pub fn inject_failures(&self, n: u32) -> bool {
         if self.config.fault_injection {
-            self.faults
-                .store(n, std::sync::atomic::Ordering::Relaxed);
+            self.faults.store(n, std::sync::atomic::Ordering::Relaxed);
         }
         self.config.fault_injection
     }

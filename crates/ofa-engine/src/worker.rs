@@ -139,7 +139,9 @@ impl Worker {
                 self.breaker.on_success();
                 for (job, scores) in jobs.into_iter().zip(scores) {
                     let queue_time = start - job.admitted;
-                    self.metrics.queue_duration.observe(queue_time.as_secs_f64());
+                    self.metrics
+                        .queue_duration
+                        .observe(queue_time.as_secs_f64());
                     self.metrics
                         .inference_duration
                         .observe(elapsed.as_secs_f64());

@@ -47,7 +47,7 @@ impl Backend for StandIn {
         let now = self.preparing.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_preparing.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(
-            self.prepare_ms.load(Ordering::SeqCst) as u64
+            self.prepare_ms.load(Ordering::SeqCst) as u64,
         ));
         self.preparing.fetch_sub(1, Ordering::SeqCst);
         self.prepared.fetch_add(1, Ordering::SeqCst);
@@ -142,7 +142,10 @@ fn soon(ms: u64) -> Instant {
 async fn until(what: &str, f: impl Fn() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(5), "timed out waiting: {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -178,7 +181,10 @@ async fn queued(s: &Setup, text: &str) -> Pending {
 /// Waits until `n` pairs were preprocessed, and then for their hand-over to the queue (the
 /// next statement of the pair's task after preprocessing).
 async fn until_prepared(s: &Setup, n: usize) {
-    until("preprocessed", || s.backend.prepared.load(Ordering::SeqCst) >= n).await;
+    until("preprocessed", || {
+        s.backend.prepared.load(Ordering::SeqCst) >= n
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
@@ -224,8 +230,11 @@ async fn a_full_queue_refuses_at_once_and_a_batch_larger_than_the_queue_is_never
     let running = running(&s, "running").await;
     let e = s.engine.clone();
     let five = tokio::spawn(async move {
-        e.run_all((0..5).map(|i| pair(&format!("q{i}"))).collect(), soon(10_000))
-            .await
+        e.run_all(
+            (0..5).map(|i| pair(&format!("q{i}"))).collect(),
+            soon(10_000),
+        )
+        .await
     });
     until("five queued", || s.engine.queue_len() == 5).await;
     let refused = s
@@ -235,17 +244,25 @@ async fn a_full_queue_refuses_at_once_and_a_batch_larger_than_the_queue_is_never
         .unwrap_err();
     assert!(refused.item.is_none());
     match refused.error {
-        EngineError::QueueFull { retry_after, .. } => assert!(retry_after >= Duration::from_secs(1)),
+        EngineError::QueueFull { retry_after, .. } => {
+            assert!(retry_after >= Duration::from_secs(1))
+        }
         other => panic!("{other:?}"),
     }
     let too_big = s
         .engine
-        .run_all((0..7).map(|i| pair(&format!("{i}"))).collect(), soon(10_000))
+        .run_all(
+            (0..7).map(|i| pair(&format!("{i}"))).collect(),
+            soon(10_000),
+        )
         .await
         .unwrap_err();
     assert!(matches!(
         too_big.error,
-        EngineError::BatchTooLarge { items: 7, capacity: 6 }
+        EngineError::BatchTooLarge {
+            items: 7,
+            capacity: 6
+        }
     ));
     s.backend.open();
     running.await.unwrap().unwrap();
@@ -259,7 +276,10 @@ async fn a_request_past_its_deadline_gets_deadline_exceeded_and_never_runs() {
     s.backend.close();
     let running = running(&s, "running").await;
     let late = s.engine.run_one(pair("late"), soon(100)).await;
-    assert!(matches!(late, Err(EngineError::DeadlineExceeded)), "{late:?}");
+    assert!(
+        matches!(late, Err(EngineError::DeadlineExceeded)),
+        "{late:?}"
+    );
     s.backend.open();
     running.await.unwrap().unwrap();
     // Let the inference thread take and drop the late pair.
@@ -316,7 +336,10 @@ async fn draining_refuses_new_work_and_shutdown_finishes_what_was_admitted() {
     let e = s.engine.clone();
     let done = std::thread::spawn(move || e.shutdown(Duration::from_secs(5)));
     s.backend.open();
-    assert!(done.join().unwrap(), "the queue finished within the timeout");
+    assert!(
+        done.join().unwrap(),
+        "the queue finished within the timeout"
+    );
     running.await.unwrap().unwrap();
     queued.await.unwrap().unwrap();
 }
@@ -328,7 +351,10 @@ async fn a_bad_pair_fails_alone_with_run_each_and_fails_the_request_with_run_all
     bad.image = b"bad".to_vec();
     let each = s
         .engine
-        .run_each(vec![pair("good"), bad.clone(), pair(""), pair("fine")], soon(5000))
+        .run_each(
+            vec![pair("good"), bad.clone(), pair(""), pair("fine")],
+            soon(5000),
+        )
         .await
         .unwrap();
     assert!(each[0].is_ok() && each[3].is_ok());
@@ -366,12 +392,19 @@ async fn preprocessing_runs_concurrently_but_never_beyond_its_pool() {
     s.backend.prepare_ms.store(50, Ordering::SeqCst);
     let t = Instant::now();
     s.engine
-        .run_all((0..6).map(|i| pair(&format!("{i}"))).collect(), soon(10_000))
+        .run_all(
+            (0..6).map(|i| pair(&format!("{i}"))).collect(),
+            soon(10_000),
+        )
         .await
         .unwrap();
     assert_eq!(s.backend.most_preparing.load(Ordering::SeqCst), 2);
     // 6 pairs × 50 ms on 2 lanes: about 150 ms, not 300.
-    assert!(t.elapsed() < Duration::from_millis(280), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(280),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -380,5 +413,8 @@ async fn a_deadline_that_passes_while_preprocessing_is_a_deadline_error() {
     s.backend.prepare_ms.store(200, Ordering::SeqCst);
     let r = s.engine.run_one(pair("slow"), soon(50)).await;
     assert!(matches!(r, Err(EngineError::DeadlineExceeded)), "{r:?}");
-    until("the pair's place was given back", || s.engine.queue_len() == 0).await;
+    until("the pair's place was given back", || {
+        s.engine.queue_len() == 0
+    })
+    .await;
 }

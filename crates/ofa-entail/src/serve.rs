@@ -168,7 +168,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .collect();
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
     anyhow::ensure!(args.max_queue > 0, "MAX_QUEUE must be at least 1");
-    anyhow::ensure!(args.max_batch_items > 0, "MAX_BATCH_ITEMS must be at least 1");
+    anyhow::ensure!(
+        args.max_batch_items > 0,
+        "MAX_BATCH_ITEMS must be at least 1"
+    );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Descriptors beyond connections: the model files, logs, the listener, blocking threads.
     let fd_room = ofa_server::conn::open_files_limit()

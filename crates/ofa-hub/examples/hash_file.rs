@@ -7,7 +7,7 @@ fn main() {
     let path = std::path::Path::new(&path);
     let size = std::fs::metadata(path).expect("readable file").len();
     let t = std::time::Instant::now();
-    let digest = ofa_hub::download::sha256_file(path).expect("readable file");
+    let digest = ofa_hub::hash::sha256_file(path).expect("readable file");
     let s = t.elapsed().as_secs_f64();
     println!(
         "{digest}  {:.2} s, {:.0} MB/s",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::hash::hex;
 use crate::repo::{check_revision, RepoId};
 use crate::HubError;
 
@@ -117,10 +118,6 @@ impl Cache {
             found,
         })
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `{target}.incomplete`, the partial file both clients resume from.

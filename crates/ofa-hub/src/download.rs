@@ -2,16 +2,16 @@
 //! rename into place. A file that fails verification never reaches the target path.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE};
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 
-use crate::cache::{hex, incomplete_path, Cache};
+use crate::cache::{incomplete_path, Cache};
 use crate::client::{transport, HubClient};
+use crate::hash::sha256_file;
 use crate::listing::RepoFile;
 use crate::manifest::Verified;
 use crate::progress::{Event, Progress};
@@ -63,20 +63,6 @@ impl From<crate::client::CallError> for Failure {
             Failure::Fatal(Box::new(c.error))
         }
     }
-}
-
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
 }
 
 /// Whether `path` has the listing's size and hash (where it gave them), and whether that took

@@ -7,6 +7,7 @@ mod client;
 pub mod config;
 pub mod download;
 mod error;
+pub mod hash;
 pub mod listing;
 mod lock;
 pub mod manifest;

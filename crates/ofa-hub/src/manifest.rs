@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::download::sha256_file;
+use crate::hash::sha256_file;
 use crate::listing::RepoFile;
 use crate::repo::{safe_relative, RepoId};
 use crate::HubError;

@@ -8,7 +8,6 @@ use serde_json::Value;
 use crate::error::{OfaError, Result};
 use crate::files::read_json;
 
-
 /// Architecture hyper-parameters, read from `config.json` (HF `OFAConfig` field names).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 pub struct OfaConfig {

@@ -22,7 +22,8 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
 /// would pass the bounds of [`crate::resize::check_cost`].
 pub fn decode_for_resize(bytes: &[u8], max_pixels: u64, size: usize) -> Result<RgbImage> {
     decode_checked(bytes, max_pixels, |w, h| {
-        crate::resize::check_cost(w as usize, h as usize, size, size).map_err(OfaError::ImageTooCostly)
+        crate::resize::check_cost(w as usize, h as usize, size, size)
+            .map_err(OfaError::ImageTooCostly)
     })
 }
 

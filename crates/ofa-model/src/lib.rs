@@ -29,11 +29,11 @@ pub mod weights;
 
 pub use candle_core::{Device, DeviceLocation};
 pub use config::OfaConfig;
-pub use model_dir::ModelDir;
-pub use runtime::RuntimeConfig;
 pub use error::{OfaError, Result};
+pub use model_dir::ModelDir;
 pub use output::Scores;
 pub use pipeline::{Entailment, PairInput, Prepared, StageTimes};
+pub use runtime::RuntimeConfig;
 
 /// Largest absolute difference between two tensors of one shape (the kernels' tests).
 #[cfg(test)]

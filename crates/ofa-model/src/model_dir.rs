@@ -77,10 +77,7 @@ impl ModelDir {
             // A file `convert` made from a different `pytorch_model.bin` is stale: trust the .bin.
             let pt_size = std::fs::metadata(&pt).map(|m| m.len().to_string()).ok();
             let meta = safetensors_metadata(&st).unwrap_or_default();
-            let from_bin = meta
-                .get(META_CONVERTED_FROM)
-                .map(String::as_str)
-                == Some(PYTORCH_FILE);
+            let from_bin = meta.get(META_CONVERTED_FROM).map(String::as_str) == Some(PYTORCH_FILE);
             let changed = meta.get(META_SOURCE_SIZE) != pt_size.as_ref()
                 || meta
                     .get(META_SOURCE_MTIME)

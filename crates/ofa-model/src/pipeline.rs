@@ -8,13 +8,13 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::OfaConfig;
-use crate::files::CONFIG_FILE;
-use crate::model_dir::ModelDir;
-use crate::runtime::{PromptType, RuntimeConfig};
 use crate::error::{OfaError, Result};
+use crate::files::CONFIG_FILE;
 use crate::image::{decode_for_resize, normalize_chw, resize_square};
 use crate::model::OfaModel;
+use crate::model_dir::ModelDir;
 use crate::output::Scores;
+use crate::runtime::{PromptType, RuntimeConfig};
 use crate::text::build_prompt;
 use crate::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
 

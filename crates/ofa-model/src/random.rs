@@ -10,10 +10,10 @@ use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::config::OfaConfig;
-use crate::files::CONFIG_FILE;
-use crate::runtime::RuntimeConfig;
 use crate::error::OfaError;
+use crate::files::CONFIG_FILE;
 use crate::pipeline::Entailment;
+use crate::runtime::RuntimeConfig;
 use crate::tokenizer::Tokenizer;
 
 pub const LARGE_CONFIG_JSON: &str = include_str!("../assets/ofa_large/config.json");

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use fancy_regex::Regex;
 
-use crate::files::{MERGES_FILE, VOCAB_FILE};
 use crate::error::{OfaError, Result};
+use crate::files::{MERGES_FILE, VOCAB_FILE};
 use crate::text::py_isspace;
 
 pub const BOS_ID: u32 = 0;

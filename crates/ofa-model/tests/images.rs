@@ -208,14 +208,20 @@ fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory(
             Err(OfaError::ImageTooCostly(msg)) => assert!(msg.contains(bound), "{name}: {msg}"),
             other => panic!("{name}: {:?}", other.map(|p| p.len())),
         }
-        assert!(t.elapsed().as_secs() < 2, "{name} was refused only after decoding");
+        assert!(
+            t.elapsed().as_secs() < 2,
+            "{name} was refused only after decoding"
+        );
     }
     // Large but legal: decoded and resized, with the decoder's output bounded.
     let before = peak_rss();
     for name in ["square_13000x13000_1bit.png", "rgba_12000x12000.png"] {
         let px = m.preprocess_image(&bomb(name), limit).unwrap();
         assert_eq!(px.len(), 480 * 480 * 3);
-        assert!(px.iter().all(|&v| v == 0), "{name}: an all-zero image stays black");
+        assert!(
+            px.iter().all(|&v| v == 0),
+            "{name}: an all-zero image stays black"
+        );
     }
     let grew = peak_rss().saturating_sub(before);
     // 13000² grey: 169 MB decoded + 507 MB as RGB; 12000² RGBA: 576 MB, converted in place.
@@ -229,7 +235,9 @@ fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory(
 
 #[test]
 fn rgba_converts_in_place_to_the_same_pixels() {
-    let img = image::RgbaImage::from_fn(7, 5, |x, y| image::Rgba([x as u8, y as u8, 9, (x * y) as u8]));
+    let img = image::RgbaImage::from_fn(7, 5, |x, y| {
+        image::Rgba([x as u8, y as u8, 9, (x * y) as u8])
+    });
     let bytes = encode(&DynamicImage::ImageRgba8(img.clone()), ImageFormat::Png);
     let rgb = decode_rgb(&bytes, u64::MAX).unwrap();
     for (x, y, p) in rgb.enumerate_pixels() {

@@ -204,7 +204,8 @@ async fn serve_conn(
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    let tick = (limits.keep_alive_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let tick =
+        (limits.keep_alive_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut shutting_down = false;
     loop {
         tokio::select! {

@@ -89,8 +89,16 @@ impl ErrorType {
     pub fn status(self) -> StatusCode {
         use ErrorType::*;
         match self {
-            MissingImage | MissingText | InvalidBase64 | InvalidJson | InvalidMultipart
-            | InvalidUtf8 | InvalidBody | InvalidInferenceRequest | EmptyBatch | InvalidImage
+            MissingImage
+            | MissingText
+            | InvalidBase64
+            | InvalidJson
+            | InvalidMultipart
+            | InvalidUtf8
+            | InvalidBody
+            | InvalidInferenceRequest
+            | EmptyBatch
+            | InvalidImage
             | InvalidInput => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             NotFound | ModelNotFound => StatusCode::NOT_FOUND,

@@ -50,7 +50,11 @@ pub async fn model_ready(
 ) -> Result<Response, ApiError> {
     check_model(&name)?;
     let ready = state.is_ready();
-    Ok((status_for(ready), Json(json!({"name": name, "ready": ready}))).into_response())
+    Ok((
+        status_for(ready),
+        Json(json!({"name": name, "ready": ready})),
+    )
+        .into_response())
 }
 
 pub async fn model_metadata(Path(name): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -83,8 +83,8 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<InferRequest, ApiError
             binary.len()
         )));
     }
-    let images = images
-        .ok_or_else(|| ApiError::new(ErrorType::MissingImage, "missing input \"image\""))?;
+    let images =
+        images.ok_or_else(|| ApiError::new(ErrorType::MissingImage, "missing input \"image\""))?;
     let texts =
         texts.ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing input \"text\""))?;
     if images.is_empty()
@@ -152,7 +152,11 @@ impl Elements {
     }
 }
 
-fn elements(input: &Map<String, Value>, name: &str, binary: &mut &[u8]) -> Result<Elements, ApiError> {
+fn elements(
+    input: &Map<String, Value>,
+    name: &str,
+    binary: &mut &[u8],
+) -> Result<Elements, ApiError> {
     let bad = |m: String| invalid(format!("input {name:?}: {m}"));
     match input.get("datatype") {
         Some(Value::String(d)) if d == "BYTES" => {}
@@ -262,10 +266,20 @@ mod tests {
     fn shapes_must_match_the_data() {
         let img = serde_json::json!(["aGk="]);
         let text = serde_json::json!(["a dog."]);
-        let ok = req(serde_json::json!({"inputs": [input("image", [1].into(), img.clone()), input("text", serde_json::json!([1, 1]), text.clone())]}));
+        let ok = req(
+            serde_json::json!({"inputs": [input("image", [1].into(), img.clone()), input("text", serde_json::json!([1, 1]), text.clone())]}),
+        );
         assert_eq!(ok.unwrap().images, [b"hi".to_vec()]);
-        for bad in [serde_json::json!([-5]), serde_json::json!([4611686018427387904u64]), serde_json::json!([3, 7]), serde_json::json!([]), serde_json::json!("1")] {
-            let m = err(req(serde_json::json!({"inputs": [input("image", bad.clone(), img.clone()), input("text", [1].into(), text.clone())]})));
+        for bad in [
+            serde_json::json!([-5]),
+            serde_json::json!([4611686018427387904u64]),
+            serde_json::json!([3, 7]),
+            serde_json::json!([]),
+            serde_json::json!("1"),
+        ] {
+            let m = err(req(
+                serde_json::json!({"inputs": [input("image", bad.clone(), img.clone()), input("text", [1].into(), text.clone())]}),
+            ));
             assert!(m.contains("shape"), "{bad}: {m}");
         }
     }
@@ -294,7 +308,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(BINARY_HEADER, json.len().into());
         let r = decode(&h, &body).unwrap();
-        assert_eq!((r.texts[0].as_str(), r.images[0].as_slice()), ("hi", &b"png"[..]));
+        assert_eq!(
+            (r.texts[0].as_str(), r.images[0].as_slice()),
+            ("hi", &b"png"[..])
+        );
         let mut trailing = body.clone();
         trailing.push(0);
         assert!(err(decode(&h, &trailing)).contains("follow"));
@@ -303,7 +320,9 @@ mod tests {
 
     #[test]
     fn line_wrapped_base64_images_are_accepted() {
-        let r = req(serde_json::json!({"inputs": [input("image", [1].into(), serde_json::json!(["aG\nk=\n"])), input("text", [1].into(), serde_json::json!(["x"]))]}));
+        let r = req(
+            serde_json::json!({"inputs": [input("image", [1].into(), serde_json::json!(["aG\nk=\n"])), input("text", [1].into(), serde_json::json!(["x"]))]}),
+        );
         assert_eq!(r.unwrap().images, [b"hi".to_vec()]);
     }
 }

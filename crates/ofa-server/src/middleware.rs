@@ -13,18 +13,13 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorType};
 use crate::limit::Decision;
-use crate::AppState;
+use crate::{parse, AppState};
 
 /// Where an answered pair's time went; handlers put it on the response for the log line.
 #[derive(Debug, Clone, Copy)]
 pub struct Timings {
     pub queue: Duration,
     pub inference: Duration,
-}
-
-/// The `Content-Length` a request declares, if any.
-pub fn declared_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// One JSON log line and the request metrics for every request; refusals counted by kind.
@@ -92,8 +87,8 @@ pub async fn guard_inference(
     next: Next,
 ) -> Response {
     let limit = state.config.payload_limit;
-    if declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
-        return crate::parse::too_large(limit).into_response();
+    if parse::declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
+        return parse::too_large(limit).into_response();
     }
     let key = api_key(req.headers());
     if !state.config.api_keys.is_empty()

@@ -25,6 +25,11 @@ pub fn content_type(parts: &Parts) -> String {
         .to_ascii_lowercase()
 }
 
+/// The `Content-Length` a request declares, if any.
+pub fn declared_length(h: &axum::http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 pub fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         ErrorType::PayloadTooLarge,
@@ -41,7 +46,7 @@ pub async fn read_body(
 ) -> Result<(Parts, Bytes), ApiError> {
     let limit = state.config.payload_limit;
     let (parts, body) = req.into_parts();
-    if crate::middleware::declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+    if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
     let body_deadline = Instant::now() + state.config.connections.body_timeout;
@@ -76,10 +81,7 @@ pub async fn read_body(
 /// breaks and spaces that `base64 FILE` and PEM-style wrapping put in.
 pub fn decode_base64(s: &str, what: &str) -> Result<Vec<u8>, ApiError> {
     let b64 = s.split_once(";base64,").map_or(s, |(_, d)| d);
-    let compact: Vec<u8> = b64
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
         .decode(&compact)
         .map_err(|e| {
@@ -103,9 +105,9 @@ pub struct JsonPair {
 
 impl JsonPair {
     fn into_pair(self) -> Result<Pair, ApiError> {
-        let image = self.image.ok_or_else(|| {
-            ApiError::new(ErrorType::MissingImage, "missing \"image\" (base64)")
-        })?;
+        let image = self
+            .image
+            .ok_or_else(|| ApiError::new(ErrorType::MissingImage, "missing \"image\" (base64)"))?;
         let text = self
             .text
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing \"text\""))?;
@@ -209,7 +211,10 @@ pub fn batch(parts: &Parts, body: &[u8], max_items: usize) -> Result<Vec<Pair>, 
         }
     };
     if items.is_empty() {
-        return Err(ApiError::new(ErrorType::EmptyBatch, "the batch has no items"));
+        return Err(ApiError::new(
+            ErrorType::EmptyBatch,
+            "the batch has no items",
+        ));
     }
     check_batch_len(items.len(), max_items)?;
     items
@@ -218,9 +223,7 @@ pub fn batch(parts: &Parts, body: &[u8], max_items: usize) -> Result<Vec<Pair>, 
         .map(|(i, item)| {
             let at = format!("item {i}: ");
             serde_json::from_value::<JsonPair>(item)
-                .map_err(|e| {
-                    ApiError::new(ErrorType::InvalidJson, format!("invalid batch: {e}"))
-                })
+                .map_err(|e| ApiError::new(ErrorType::InvalidJson, format!("invalid batch: {e}")))
                 .and_then(JsonPair::into_pair)
                 .map_err(|e| e.at(&at))
         })

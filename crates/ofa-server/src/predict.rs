@@ -26,7 +26,11 @@ pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Resp
         queue: scored.queue_time,
         inference: scored.inference_time,
     };
-    Ok(respond(Json(Answer::from_scores(&scored.scores)), timings, start))
+    Ok(respond(
+        Json(Answer::from_scores(&scored.scores)),
+        timings,
+        start,
+    ))
 }
 
 pub async fn predict_batch(
@@ -42,14 +46,21 @@ pub async fn predict_batch(
     let _in_flight = state.enter()?;
     let scored = engine.run_all(pairs, deadline).await?;
     let timings = slowest(&scored);
-    let answers: Vec<Answer> = scored.iter().map(|s| Answer::from_scores(&s.scores)).collect();
+    let answers: Vec<Answer> = scored
+        .iter()
+        .map(|s| Answer::from_scores(&s.scores))
+        .collect();
     Ok(respond(Json(answers), timings, start))
 }
 
 /// The longest queue and inference times among a request's pairs.
 pub fn slowest(scored: &[Scored]) -> Timings {
     Timings {
-        queue: scored.iter().map(|s| s.queue_time).max().unwrap_or_default(),
+        queue: scored
+            .iter()
+            .map(|s| s.queue_time)
+            .max()
+            .unwrap_or_default(),
         inference: scored
             .iter()
             .map(|s| s.inference_time)
