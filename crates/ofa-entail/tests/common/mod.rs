@@ -65,10 +65,30 @@ impl Server {
 
     /// As [`Server::start`], with the variables in `unset` removed (`MODEL_DIR`, to fetch by id).
     pub fn start_without(env: &[(&str, &str)], unset: &[&str]) -> Server {
+        Server::launch(env, unset, None)
+    }
+
+    /// As [`Server::start`], under a soft limit of `open_files` file descriptors.
+    pub fn start_with_open_files(env: &[(&str, &str)], open_files: u32) -> Server {
+        Server::launch(env, &[], Some(open_files))
+    }
+
+    fn launch(env: &[(&str, &str)], unset: &[&str], open_files: Option<u32>) -> Server {
         let serial = SerialGuard::acquire();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
-        cmd.arg("serve")
-            .env("MODEL_DIR", fixtures().join("tiny_ofa_ve"))
+        let bin = env!("CARGO_BIN_EXE_ofa-entail");
+        let mut cmd = match open_files {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" serve"), bin]);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.arg("serve");
+                c
+            }
+        };
+        cmd.env("MODEL_DIR", fixtures().join("tiny_ofa_ve"))
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("RATE_LIMIT", "off")
