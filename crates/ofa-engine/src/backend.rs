@@ -13,6 +13,12 @@ pub struct Pair {
 }
 
 pub trait Backend: Send + Sync + 'static {
+    /// Peak memory, in bytes, [`Backend::prepare`] may take for this pair, judged cheaply (from
+    /// the image header); refuses what `prepare` would refuse without decoding.
+    fn preprocess_cost(&self, _pair: &Pair, _max_image_pixels: u64) -> Result<u64, OfaError> {
+        Ok(0)
+    }
+
     /// Decodes and tokenises one pair (CPU work; the engine runs it on its bounded pool).
     fn prepare(&self, pair: &Pair, max_image_pixels: u64) -> Result<Prepared, OfaError>;
 
@@ -21,6 +27,10 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 impl Backend for Entailment {
+    fn preprocess_cost(&self, pair: &Pair, max_image_pixels: u64) -> Result<u64, OfaError> {
+        Entailment::preprocess_cost(self, &pair.image, max_image_pixels)
+    }
+
     fn prepare(&self, pair: &Pair, max_image_pixels: u64) -> Result<Prepared, OfaError> {
         let input = PairInput {
             image: &pair.image,

@@ -18,8 +18,11 @@ pub struct EngineConfig {
     pub max_image_pixels: u64,
     /// Longest hypothesis or premise accepted, in characters.
     pub max_text_chars: usize,
-    /// Pairs decoded at once (each may hold hundreds of MB while it decodes); the CPU count.
+    /// Pairs decoded at once; the CPU count.
     pub preprocess_threads: usize,
+    /// Bytes all pairs being preprocessed may hold together, by the backend's estimate taken
+    /// before decoding: a pair waits for its share, and one needing more than all is refused.
+    pub preprocess_memory: u64,
     /// Test-only: allows [`crate::Engine::inject_failures`] to make batches fail.
     pub fault_injection: bool,
 }

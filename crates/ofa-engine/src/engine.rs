@@ -43,6 +43,7 @@ pub struct Engine {
     faults: Arc<AtomicU32>,
     drain: Arc<Drain>,
     preprocess: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,6 +58,8 @@ type Tasks = JoinSet<(usize, Result<Scored, EngineError>)>;
 struct Lane {
     backend: Arc<dyn Backend>,
     preprocess: Arc<Semaphore>,
+    memory: Arc<Semaphore>,
+    memory_budget: u64,
     sender: mpsc::Sender<Job>,
     max_image_pixels: u64,
 }
@@ -96,6 +99,9 @@ impl Engine {
         Self {
             backend,
             preprocess: Arc::new(Semaphore::new(config.preprocess_threads.max(1))),
+            memory: Arc::new(Semaphore::new(
+                memory_units(config.preprocess_memory) as usize
+            )),
             config,
             sender: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(handle)),
@@ -213,6 +219,8 @@ impl Engine {
         let lane = Lane {
             backend: self.backend.clone(),
             preprocess: self.preprocess.clone(),
+            memory: self.memory.clone(),
+            memory_budget: self.config.preprocess_memory,
             sender,
             max_image_pixels: self.config.max_image_pixels,
         };
@@ -323,9 +331,23 @@ impl Lane {
         }
     }
 
-    /// Decodes on the bounded pool: at most `preprocess_threads` pairs hold decoding memory at
-    /// once, and the permit stays with the work even if the waiter gives up.
+    /// Decodes on the bounded pool, within the memory budget: the pair's estimated share is
+    /// taken before decoding, and both permits stay with the work even if the waiter gives up.
     async fn prepare(&self, pair: Pair, deadline: Instant) -> Result<Prepared, EngineError> {
+        let cost = self.backend.preprocess_cost(&pair, self.max_image_pixels)?;
+        if cost > self.memory_budget {
+            return Err(EngineError::Input(ofa_model::OfaError::ImageTooCostly(format!(
+                "preprocessing it needs about {} MB, more than the preprocessing memory budget of {} MB",
+                cost.div_ceil(MB),
+                self.memory_budget / MB
+            ))));
+        }
+        let memory = self
+            .memory
+            .clone()
+            .acquire_many_owned(memory_units(cost))
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
         let permit = self
             .preprocess
             .clone()
@@ -338,7 +360,7 @@ impl Lane {
         let backend = self.backend.clone();
         let max_pixels = self.max_image_pixels;
         let joined = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (permit, memory);
             backend.prepare(&pair, max_pixels)
         })
         .await;
@@ -348,4 +370,11 @@ impl Lane {
             Err(e) => Err(EngineError::Internal(e.to_string())),
         }
     }
+}
+
+const MB: u64 = 1 << 20;
+
+/// The memory semaphore counts whole megabytes (at least one per pair).
+fn memory_units(bytes: u64) -> u32 {
+    bytes.div_ceil(MB).clamp(1, u64::from(u32::MAX >> 4)) as u32
 }

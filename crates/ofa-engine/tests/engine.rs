@@ -43,6 +43,15 @@ fn answers() -> Vec<String> {
 }
 
 impl Backend for StandIn {
+    /// `mem:N` images say they need N MB.
+    fn preprocess_cost(&self, pair: &Pair, _max_pixels: u64) -> Result<u64, OfaError> {
+        Ok(std::str::from_utf8(&pair.image)
+            .ok()
+            .and_then(|s| s.strip_prefix("mem:"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .map_or(0, |mb| mb << 20))
+    }
+
     fn prepare(&self, pair: &Pair, _max_pixels: u64) -> Result<Prepared, OfaError> {
         let now = self.preparing.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_preparing.fetch_max(now, Ordering::SeqCst);
@@ -98,6 +107,7 @@ fn config() -> EngineConfig {
         max_image_pixels: 1000,
         max_text_chars: 20,
         preprocess_threads: 2,
+        preprocess_memory: 100 << 20,
         fault_injection: false,
     }
 }
@@ -417,4 +427,39 @@ async fn a_deadline_that_passes_while_preprocessing_is_a_deadline_error() {
         s.engine.queue_len() == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn preprocessing_memory_is_a_budget_taken_before_decoding() {
+    let mut cfg = config();
+    cfg.max_queue = 16;
+    let s = setup(cfg);
+    s.backend.prepare_ms.store(50, Ordering::SeqCst);
+    let sized = |mb: u64| Pair {
+        image: format!("mem:{mb}").into_bytes(),
+        ..pair("x")
+    };
+    // Two lanes, but 60 MB + 60 MB exceeds the 100 MB budget: one at a time.
+    s.engine
+        .run_all(vec![sized(60), sized(60)], soon(10_000))
+        .await
+        .unwrap();
+    assert_eq!(s.backend.most_preparing.load(Ordering::SeqCst), 1);
+    // 40 + 40 fit together.
+    s.backend.most_preparing.store(0, Ordering::SeqCst);
+    s.engine
+        .run_all(vec![sized(40), sized(40)], soon(10_000))
+        .await
+        .unwrap();
+    assert_eq!(s.backend.most_preparing.load(Ordering::SeqCst), 2);
+    // More than the whole budget can never run: refused before decoding, naming the budget.
+    let before = s.backend.prepared.load(Ordering::SeqCst);
+    let r = s
+        .engine
+        .run_one(sized(101), soon(10_000))
+        .await
+        .unwrap_err();
+    assert_eq!(r.kind(), "image_too_large");
+    assert!(r.to_string().contains("budget of 100 MB"), "{r}");
+    assert_eq!(s.backend.prepared.load(Ordering::SeqCst), before);
 }

@@ -49,9 +49,13 @@ pub struct ServeArgs {
     /// Most items in one /predict/batch or KServe request.
     #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 32)]
     max_batch_items: usize,
-    /// Images decoded at once (each may hold hundreds of MB while it decodes); 0 = the CPUs.
+    /// Images decoded at once; 0 = the CPUs.
     #[arg(long, env = "PREPROCESS_THREADS", default_value_t = 0)]
     preprocess_threads: usize,
+    /// Memory all images being decoded may hold together, estimated from each header before
+    /// decoding (suffixes KB, MB, GB); an image needing more than all of it gets 413.
+    #[arg(long, env = "PREPROCESS_MEMORY", default_value = "1GB")]
+    preprocess_memory: String,
     /// Open connections at most; past it the connection idle longest is closed. Kept under the
     /// open-files limit.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 512)]
@@ -100,9 +104,11 @@ pub struct ServeArgs {
     fault_injection: bool,
 }
 
-fn parse_bytes(s: &str) -> Result<usize> {
+fn parse_bytes(name: &str, s: &str) -> Result<usize> {
     let t = s.trim().to_ascii_uppercase();
-    let (num, mult) = if let Some(n) = t.strip_suffix("MB").or_else(|| t.strip_suffix('M')) {
+    let (num, mult) = if let Some(n) = t.strip_suffix("GB").or_else(|| t.strip_suffix('G')) {
+        (n, 1 << 30)
+    } else if let Some(n) = t.strip_suffix("MB").or_else(|| t.strip_suffix('M')) {
         (n, 1 << 20)
     } else if let Some(n) = t.strip_suffix("KB").or_else(|| t.strip_suffix('K')) {
         (n, 1 << 10)
@@ -112,7 +118,7 @@ fn parse_bytes(s: &str) -> Result<usize> {
     let n: usize = num
         .trim()
         .parse()
-        .with_context(|| format!("PAYLOAD_LIMIT {s:?} is not a size"))?;
+        .with_context(|| format!("{name} {s:?} is not a size"))?;
     Ok(n * mult)
 }
 
@@ -184,7 +190,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let server_cfg = ServerConfig {
         request_timeout: seconds("REQUEST_TIMEOUT", args.request_timeout)?,
-        payload_limit: parse_bytes(&args.payload_limit)?,
+        payload_limit: parse_bytes("PAYLOAD_LIMIT", &args.payload_limit)?,
         max_batch_items: args.max_batch_items,
         connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
@@ -209,8 +215,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         } else {
             args.preprocess_threads
         },
+        preprocess_memory: parse_bytes("PREPROCESS_MEMORY", &args.preprocess_memory)? as u64,
         fault_injection: args.fault_injection,
     };
+    anyhow::ensure!(
+        engine_cfg.preprocess_memory >= 1 << 20,
+        "PREPROCESS_MEMORY must be at least 1MB"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -15,29 +15,81 @@ pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
 /// Decodes an encoded image (JPEG, PNG, GIF, WebP, BMP, TIFF) to 8-bit RGB the way
 /// `ImageOps.exif_transpose(Image.open(f)).convert('RGB')` does.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
-    decode_checked(bytes, max_pixels, |_, _| Ok(()))
+    decode_checked(bytes, max_pixels, None)
 }
 
 /// Decodes for a `size`×`size` resize: refuses, from the header alone, an image whose resize
 /// would pass the bounds of [`crate::resize::check_cost`].
 pub fn decode_for_resize(bytes: &[u8], max_pixels: u64, size: usize) -> Result<RgbImage> {
-    decode_checked(bytes, max_pixels, |w, h| {
-        crate::resize::check_cost(w as usize, h as usize, size, size)
-            .map_err(OfaError::ImageTooCostly)
-    })
+    decode_checked(bytes, max_pixels, Some(size))
+}
+
+/// Peak memory, in bytes, that [`decode_for_resize`] may take for these bytes, from their header
+/// alone (cheap: no pixel is decoded); the same refusals as decoding.
+pub fn decode_cost(bytes: &[u8], max_pixels: u64, size: usize) -> Result<u64> {
+    let (_, _, header) = open(bytes, max_pixels, Some(size))?;
+    Ok(header.peak_bytes(size))
 }
 
 /// Largest decoder output per pixel allowed: RGBA at 8 bits. Deeper images are allowed up to the
 /// same number of bytes, so decoding never holds more than 4 bytes per allowed pixel.
 const MAX_DECODED_BYTES_PER_PIXEL: u64 = 4;
 
-/// The checks all happen after the header is read and before any pixel buffer exists: pixel
-/// count, the decoder's output size, and `check` on the upright (EXIF-oriented) dimensions.
-fn decode_checked(
+/// What the header says, before any pixel buffer exists.
+struct Header {
+    format: ImageFormat,
+    width: u32,
+    height: u32,
+    color: image::ColorType,
+    decoded_bytes: u64,
+    orientation: Option<image::metadata::Orientation>,
+}
+
+impl Header {
+    /// An upper bound on the bytes held at once: the decoder's output, a rotated copy of it,
+    /// the RGB conversion (none for RGB, in place for RGBA) and the resize's buffers.
+    fn peak_bytes(&self, size: usize) -> u64 {
+        let px = u64::from(self.width) * u64::from(self.height);
+        // libjpeg may produce CMYK (4 bytes); a GIF frame is indexed, then drawn as RGB.
+        let decoded = match self.format {
+            ImageFormat::Jpeg | ImageFormat::Gif => px * 4,
+            _ => self.decoded_bytes,
+        };
+        let rotated = match self.orientation {
+            None | Some(image::metadata::Orientation::NoTransforms) => 0,
+            Some(_) => decoded,
+        };
+        let rgb = match (self.format, self.color) {
+            (ImageFormat::Jpeg | ImageFormat::Gif, _) => 0,
+            (_, image::ColorType::Rgb8 | image::ColorType::Rgba8) => 0,
+            _ => px * 3,
+        };
+        let (w, h) = self.upright();
+        let s = size as u64;
+        let resize = u64::from(h) * s * 3
+            + s * s * 3
+            + crate::resize::table_bytes(w as usize, h as usize, size, size);
+        decoded + rotated + rgb + resize
+    }
+
+    fn upright(&self) -> (u32, u32) {
+        use image::metadata::Orientation as O;
+        match self.orientation {
+            Some(O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH) => {
+                (self.height, self.width)
+            }
+            _ => (self.width, self.height),
+        }
+    }
+}
+
+/// Reads the header and makes every check that needs no pixels: format, pixel count, the
+/// decoder's output size, and (for a resize to `size`) the resize bounds.
+fn open(
     bytes: &[u8],
     max_pixels: u64,
-    check: impl Fn(u32, u32) -> Result<()>,
-) -> Result<RgbImage> {
+    size: Option<usize>,
+) -> Result<(ImageFormat, Box<dyn ImageDecoder + '_>, Header)> {
     if bytes.is_empty() {
         return Err(OfaError::Image("empty image data".into()));
     }
@@ -82,17 +134,24 @@ fn decode_checked(
             decoder.total_bytes()
         )));
     }
-    let orientation = decoder.orientation().ok();
-    let upright = match orientation {
-        Some(
-            image::metadata::Orientation::Rotate90
-            | image::metadata::Orientation::Rotate270
-            | image::metadata::Orientation::Rotate90FlipH
-            | image::metadata::Orientation::Rotate270FlipH,
-        ) => (height, width),
-        _ => (width, height),
+    let header = Header {
+        format,
+        width,
+        height,
+        color: decoder.color_type(),
+        decoded_bytes: decoder.total_bytes(),
+        orientation: decoder.orientation().ok(),
     };
-    check(upright.0, upright.1)?;
+    if let Some(size) = size {
+        let (w, h) = header.upright();
+        crate::resize::check_cost(w as usize, h as usize, size, size)
+            .map_err(OfaError::ImageTooCostly)?;
+    }
+    Ok((format, Box::new(decoder), header))
+}
+
+fn decode_checked(bytes: &[u8], max_pixels: u64, size: Option<usize>) -> Result<RgbImage> {
+    let (format, decoder, header) = open(bytes, max_pixels, size)?;
     let mut img = if format == ImageFormat::Gif {
         drop(decoder);
         gif_first_frame(bytes)?
@@ -102,7 +161,7 @@ fn decode_checked(
     } else {
         DynamicImage::from_decoder(decoder).map_err(map_image_error)?
     };
-    if let Some(o) = orientation {
+    if let Some(o) = header.orientation {
         img.apply_orientation(o);
     }
     Ok(to_rgb_like_pillow(img))

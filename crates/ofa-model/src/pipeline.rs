@@ -162,6 +162,11 @@ impl Entailment {
         Ok(resize_square(&rgb, self.runtime.patch_image_size))
     }
 
+    /// Peak memory preprocessing this image may take, from its header alone.
+    pub fn preprocess_cost(&self, bytes: &[u8], max_pixels: u64) -> Result<u64> {
+        crate::image::decode_cost(bytes, max_pixels, self.runtime.patch_image_size)
+    }
+
     pub fn prepare(&self, input: &PairInput<'_>, max_pixels: u64) -> Result<Prepared> {
         Ok(Prepared {
             source: self.encode_text(input.hypothesis, input.premise)?,

@@ -82,6 +82,11 @@ fn taps(in_size: usize, out_size: usize) -> u64 {
     (2.0 * filterscale).ceil() as u64 * 2 + 1
 }
 
+/// Bytes of the two weight tables for this resize.
+pub fn table_bytes(w: usize, h: usize, ow: usize, oh: usize) -> u64 {
+    (ow as u64 * taps(w, ow) + oh as u64 * taps(h, oh)) * 4
+}
+
 /// Whether resizing `w`×`h` to `ow`×`oh` stays within the bounds above; the error names the
 /// bound it would pass.
 pub fn check_cost(w: usize, h: usize, ow: usize, oh: usize) -> Result<(), String> {

@@ -213,9 +213,11 @@ fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory(
             "{name} was refused only after decoding"
         );
     }
-    // Large but legal: decoded and resized, with the decoder's output bounded.
+    // Large but legal: decoded and resized within the memory their header promised.
+    let mut promised = 0;
     let before = peak_rss();
     for name in ["square_13000x13000_1bit.png", "rgba_12000x12000.png"] {
+        promised = promised.max(m.preprocess_cost(&bomb(name), limit).unwrap());
         let px = m.preprocess_image(&bomb(name), limit).unwrap();
         assert_eq!(px.len(), 480 * 480 * 3);
         assert!(
@@ -225,7 +227,19 @@ fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory(
     }
     let grew = peak_rss().saturating_sub(before);
     // 13000² grey: 169 MB decoded + 507 MB as RGB; 12000² RGBA: 576 MB, converted in place.
-    assert!(grew < 800 << 20, "peak grew by {} MB", grew >> 20);
+    assert!(
+        grew <= promised,
+        "peak grew by {} MB, {} MB promised",
+        grew >> 20,
+        promised >> 20
+    );
+    assert!(promised < 800 << 20, "{} MB", promised >> 20);
+    for name in ["tall_1x3000000_grey.png", "wide_100000000x1_1bit.png"] {
+        assert!(matches!(
+            m.preprocess_cost(&bomb(name), limit),
+            Err(OfaError::ImageTooCostly(_))
+        ));
+    }
     // Under a lower pixel limit the same files are refused by their header.
     match m.preprocess_image(&bomb("square_13000x13000_1bit.png"), 100_000_000) {
         Err(OfaError::ImageTooLarge { pixels, .. }) => assert_eq!(pixels, 169_000_000),
