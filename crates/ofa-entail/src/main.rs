@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod device;
 mod download;
+mod log_progress;
 mod model_source;
 mod predict;
 mod serve;

@@ -27,15 +27,21 @@ pub struct ModelArgs {
     pub hub: HubArgs,
 }
 
-/// How to reach the hub and where to cache; shared by `download`.
+/// How to reach the hub and where to cache; shared by `download`. Every variable the ModelScope
+/// Python client reads is read here, once; the hub library takes the typed result.
 #[derive(Args, Debug, Clone)]
 pub struct HubArgs {
     /// Cache root (default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; shared with the Python client).
     #[arg(long, env = "MODEL_CACHE")]
     pub cache_dir: Option<PathBuf>,
+    /// The Python client's cache root, used when MODEL_CACHE is unset.
+    #[arg(long, env = "MODELSCOPE_CACHE", hide = true)]
+    pub modelscope_cache: Option<PathBuf>,
     /// Use the cache only and make no network request (HF_HUB_OFFLINE=1 also works).
     #[arg(long, env = "MODEL_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub offline: bool,
+    #[arg(long, env = "HF_HUB_OFFLINE", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub hf_hub_offline: bool,
     /// Offline, also re-hash the cached files against the manifest of their download (sizes
     /// are always checked; about 1.3 s for OFA-large).
     #[arg(long, env = "MODEL_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
@@ -43,25 +49,99 @@ pub struct HubArgs {
     /// Hub API base URL, for mirrors (default https://modelscope.cn).
     #[arg(long, env = "MODELSCOPE_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// The Python client's older name for the endpoint.
+    #[arg(long, env = "MODELSCOPE_DOMAIN", hide = true)]
+    pub domain: Option<String>,
     /// Access token for private models. Prefer the environment variable: flags show in `ps`.
     #[arg(long, env = "MODELSCOPE_API_TOKEN", hide_env_values = true)]
     pub hub_token: Option<String>,
+    /// Transport retries per file, after the first attempt.
+    #[arg(
+        long,
+        env = "MODELSCOPE_DOWNLOAD_MAX_RETRIES",
+        hide = true,
+        default_value_t = 5
+    )]
+    pub max_retries: u32,
+    /// Cap in seconds on a backoff delay and on an honoured Retry-After.
+    #[arg(
+        long,
+        env = "MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS",
+        hide = true,
+        default_value_t = 60.0
+    )]
+    pub retry_max_delay: f64,
+    #[arg(
+        long,
+        env = "MODELSCOPE_API_CONNECT_TIMEOUT",
+        hide = true,
+        default_value_t = 10.0
+    )]
+    pub connect_timeout: f64,
+    /// Seconds a read may wait for the next bytes before the download resumes afresh.
+    #[arg(
+        long,
+        env = "MODELSCOPE_DOWNLOAD_TIMEOUT",
+        hide = true,
+        default_value_t = 60.0
+    )]
+    pub read_timeout: f64,
+    /// Seconds for one file, retries included.
+    #[arg(
+        long,
+        env = "MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT",
+        hide = true,
+        default_value_t = 3600.0
+    )]
+    pub file_timeout: f64,
+    /// Seconds to wait on another process's lock while its download makes no progress.
+    #[arg(
+        long,
+        env = "MODELSCOPE_DOWNLOAD_FILE_LOCK_TIMEOUT_SECONDS",
+        hide = true,
+        default_value_t = 600.0
+    )]
+    pub lock_timeout: f64,
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(if v.is_finite() && v >= 0.0 { v } else { 0.0 })
 }
 
 impl HubArgs {
     pub fn config(&self) -> HubConfig {
-        let mut cfg = HubConfig::from_env(|k| std::env::var(k).ok());
-        if let Some(dir) = &self.cache_dir {
-            cfg.cache_dir = dir.clone();
-        }
-        cfg.offline |= self.offline;
-        cfg.verify |= self.verify;
-        if let Some(e) = self.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .or_else(|| self.modelscope_cache.clone())
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| {
+                std::env::home_dir()
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(".cache/modelscope")
+            });
+        let mut cfg = HubConfig::new(cache_dir);
+        let endpoint = [&self.endpoint, &self.domain]
+            .into_iter()
+            .flatten()
+            .find(|e| !e.trim().is_empty());
+        if let Some(e) = endpoint {
             cfg.endpoint = ofa_hub::config::normalize_endpoint(e);
         }
-        if let Some(t) = &self.hub_token {
-            cfg.token = Some(t.trim().to_string()).filter(|t| !t.is_empty());
-        }
+        cfg.token = self
+            .hub_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        cfg.offline = self.offline || self.hf_hub_offline;
+        cfg.verify = self.verify;
+        cfg.max_retries = self.max_retries;
+        cfg.retry_max_delay = secs(self.retry_max_delay);
+        cfg.connect_timeout = secs(self.connect_timeout);
+        cfg.read_timeout = secs(self.read_timeout);
+        cfg.file_timeout = secs(self.file_timeout);
+        cfg.lock_timeout = secs(self.lock_timeout);
         cfg
     }
 }

@@ -54,7 +54,7 @@ pub struct ServeArgs {
     preprocess_threads: usize,
     /// Memory all images being decoded may hold together, estimated from each header before
     /// decoding (suffixes KB, MB, GB); an image needing more than all of it gets 413.
-    #[arg(long, env = "PREPROCESS_MEMORY", default_value = "1GB")]
+    #[arg(long, env = "PREPROCESS_MEMORY", default_value = "768MB")]
     preprocess_memory: String,
     /// Open connections at most; past it the connection idle longest is closed. Kept under the
     /// open-files limit.
@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes (suffixes KB, MB accepted).
     #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
     payload_limit: String,
+    /// Memory all request bodies being read and parsed may hold together (each counts three
+    /// times its size); past it, 429.
+    #[arg(long, env = "UPLOAD_MEMORY", default_value = "256MB")]
+    upload_memory: String,
     #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
     max_image_pixels: u64,
     #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 2000)]
@@ -191,6 +195,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let server_cfg = ServerConfig {
         request_timeout: seconds("REQUEST_TIMEOUT", args.request_timeout)?,
         payload_limit: parse_bytes("PAYLOAD_LIMIT", &args.payload_limit)?,
+        upload_memory: parse_bytes("UPLOAD_MEMORY", &args.upload_memory)?,
         max_batch_items: args.max_batch_items,
         connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
@@ -263,7 +268,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let dir = match args.model.local_dir() {
             Some(dir) => dir,
             None => {
-                let progress = LogProgress::new(log.clone());
+                let progress = crate::log_progress::LogProgress::new(log.clone());
                 let fetched = crate::model_source::fetch(
                     &args.model.model_id,
                     &args.model.revision,
@@ -346,75 +351,4 @@ pub fn run(args: ServeArgs) -> Result<()> {
         log.event("exit", &[]);
         Ok(())
     })
-}
-
-/// Download progress as JSON log lines: one per file event, and bytes at most every 10 s.
-struct LogProgress {
-    log: Arc<Logger>,
-    bytes: std::sync::Mutex<(u64, Instant)>,
-}
-
-impl LogProgress {
-    fn new(log: Arc<Logger>) -> LogProgress {
-        LogProgress {
-            log,
-            bytes: std::sync::Mutex::new((0, Instant::now())),
-        }
-    }
-}
-
-impl ofa_hub::Progress for LogProgress {
-    fn event(&self, event: ofa_hub::Event<'_>) {
-        use ofa_hub::Event;
-        let log = |name: &str, fields: &[(&str, Value)]| self.log.event(name, fields);
-        match event {
-            Event::Listed { files, bytes } => log(
-                "model_listing",
-                &[("files", files.into()), ("bytes", bytes.into())],
-            ),
-            Event::Cached { path, hashed } => log(
-                "model_file_cached",
-                &[("file", path.into()), ("hashed", hashed.into())],
-            ),
-            Event::Waiting { path } => log("model_file_waiting_for_lock", &[("file", path.into())]),
-            Event::Start { path, size, from } => {
-                *self.bytes.lock().unwrap_or_else(|e| e.into_inner()) = (from, Instant::now());
-                log(
-                    "model_file_download",
-                    &[
-                        ("file", path.into()),
-                        ("bytes", size.into()),
-                        ("resume_from", from.into()),
-                    ],
-                )
-            }
-            Event::Bytes { path, n } => {
-                let mut b = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-                b.0 += n;
-                if b.1.elapsed() >= Duration::from_secs(10) {
-                    b.1 = Instant::now();
-                    log(
-                        "model_file_progress",
-                        &[("file", path.into()), ("bytes_done", b.0.into())],
-                    );
-                }
-            }
-            Event::Done { path, bytes } => log(
-                "model_file_verified",
-                &[("file", path.into()), ("bytes", bytes.into())],
-            ),
-            Event::Retry { path, error, delay } => log(
-                "model_file_retry",
-                &[
-                    ("file", path.into()),
-                    ("error", error.into()),
-                    ("delay_seconds", delay.as_secs_f64().into()),
-                ],
-            ),
-            Event::UsingCache { error } => log(
-                "model_hub_unreachable_using_cache",
-                &[("error", error.into())],
-            ),
-        }
-    }
 }

@@ -364,3 +364,73 @@ impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
         std::task::Poll::Ready(self.0.next())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_in_flight_share_one_upload_budget() {
+    let s = Server::start(&[
+        ("PAYLOAD_LIMIT", "1MB"),
+        ("UPLOAD_MEMORY", "3MB"),
+        ("BODY_TIMEOUT", "2"),
+    ]);
+    // A 1 MB body counts 3 MB (body, parsed form, decoded image): the whole budget.
+    let mut slow = connect(&s);
+    write!(
+        slow,
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{{"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c = reqwest::Client::new();
+    let send = || {
+        c.post(s.url("/predict"))
+            .multipart(form(image("tiny_8x8.png"), "a photo."))
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_type"], "too_many_concurrent", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("3 MB"), "{body}");
+    let (_, response) = until_closed(&mut slow);
+    assert_eq!(status_of(&response), 408, "{response}");
+    assert_eq!(send().await.unwrap().status(), 200, "the budget came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_a_handler_is_that_requests_500() {
+    let s = Server::start(&[("FAULT_INJECTION", "true")]);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(s.url("/debug/fault"))
+        .json(&json!({"panic": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_type"], "internal");
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(image("tiny_8x8.png"), "a photo."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the process and its engine go on");
+    assert!(s
+        .log_lines()
+        .iter()
+        .any(|l| l["event"] == "request_panicked"));
+    let metrics = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ofa_rejections_total{reason=\"internal\"} 1"),
+        "{metrics}"
+    );
+}

@@ -47,14 +47,6 @@ impl fmt::Debug for HubConfig {
     }
 }
 
-/// `1`, `true`, `yes` and `on` (any case) are true.
-pub fn truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
-}
-
 /// A URL with a scheme and no trailing slash (`MODELSCOPE_ENDPOINT` may be a bare host).
 pub fn normalize_endpoint(v: &str) -> String {
     let v = v.trim().trim_end_matches('/');
@@ -66,51 +58,21 @@ pub fn normalize_endpoint(v: &str) -> String {
 }
 
 impl HubConfig {
-    /// Settings from the environment, read through `var` so tests need not touch the process's.
-    ///
-    /// `MODELSCOPE_ENDPOINT` (else the deprecated `MODELSCOPE_DOMAIN`), `MODELSCOPE_API_TOKEN`
-    /// (set but empty means "no token"), `MODELSCOPE_CACHE` (else `$HOME/.cache/modelscope`),
-    /// offline from `MODEL_OFFLINE` or `HF_HUB_OFFLINE`, and the download tunables
-    /// `MODELSCOPE_DOWNLOAD_MAX_RETRIES`, `MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS`,
-    /// `MODELSCOPE_API_CONNECT_TIMEOUT`, `MODELSCOPE_DOWNLOAD_TIMEOUT`,
-    /// `MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT`, `MODELSCOPE_DOWNLOAD_FILE_LOCK_TIMEOUT_SECONDS`.
-    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> HubConfig {
-        let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
-        let endpoint = set("MODELSCOPE_ENDPOINT")
-            .or_else(|| set("MODELSCOPE_DOMAIN"))
-            .map(|v| normalize_endpoint(&v))
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        let cache_dir = set("MODELSCOPE_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                set("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."))
-                    .join(".cache/modelscope")
-            });
-        let secs = |k: &str, default: f64| {
-            let v = set(k)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .unwrap_or(default);
-            Duration::from_secs_f64(v)
-        };
+    /// The Python client's defaults, with the cache at `cache_dir`. The binary maps its flags
+    /// and environment variables (the Python client's names) onto the fields.
+    pub fn new(cache_dir: PathBuf) -> HubConfig {
         HubConfig {
-            endpoint,
-            token: set("MODELSCOPE_API_TOKEN").map(|t| t.trim().to_string()),
+            endpoint: DEFAULT_ENDPOINT.to_string(),
+            token: None,
             cache_dir,
-            offline: ["MODEL_OFFLINE", "HF_HUB_OFFLINE"]
-                .iter()
-                .any(|k| var(k).is_some_and(|v| truthy(&v))),
-            verify: var("MODEL_VERIFY").is_some_and(|v| truthy(&v)),
-            max_retries: set("MODELSCOPE_DOWNLOAD_MAX_RETRIES")
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(5),
-            retry_max_delay: secs("MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS", 60.0),
-            connect_timeout: secs("MODELSCOPE_API_CONNECT_TIMEOUT", 10.0),
-            read_timeout: secs("MODELSCOPE_DOWNLOAD_TIMEOUT", 60.0),
-            file_timeout: secs("MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT", 3600.0),
-            lock_timeout: secs("MODELSCOPE_DOWNLOAD_FILE_LOCK_TIMEOUT_SECONDS", 600.0),
+            offline: false,
+            verify: false,
+            max_retries: 5,
+            retry_max_delay: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            file_timeout: Duration::from_secs(3600),
+            lock_timeout: Duration::from_secs(600),
         }
     }
 
@@ -128,52 +90,26 @@ impl HubConfig {
 mod tests {
     use super::*;
 
-    fn cfg(pairs: &[(&str, &str)]) -> HubConfig {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        HubConfig::from_env(move |k| {
-            pairs
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        })
-    }
-
     #[test]
     fn endpoint_is_normalised_like_the_python_client() {
-        assert_eq!(cfg(&[]).endpoint, DEFAULT_ENDPOINT);
-        let c = cfg(&[("MODELSCOPE_ENDPOINT", "mirror.example.org/")]);
-        assert_eq!(c.endpoint, "https://mirror.example.org");
-        assert_eq!(c.endpoint_host(), "mirror.example.org");
-        let c = cfg(&[("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9/")]);
-        assert_eq!(c.endpoint, "http://127.0.0.1:9");
-        let c = cfg(&[("MODELSCOPE_DOMAIN", "www.modelscope.ai")]);
-        assert_eq!(c.endpoint, "https://www.modelscope.ai");
+        assert_eq!(
+            normalize_endpoint("mirror.example.org/"),
+            "https://mirror.example.org"
+        );
+        assert_eq!(
+            normalize_endpoint("http://127.0.0.1:9/"),
+            "http://127.0.0.1:9"
+        );
+        let mut c = HubConfig::new(PathBuf::from("/models"));
+        assert_eq!(c.endpoint, DEFAULT_ENDPOINT);
+        c.endpoint = normalize_endpoint("www.modelscope.ai");
+        assert_eq!(c.endpoint_host(), "www.modelscope.ai");
     }
 
     #[test]
-    fn empty_token_means_none_and_debug_hides_it() {
-        assert!(cfg(&[("MODELSCOPE_API_TOKEN", "")]).token.is_none());
-        let c = cfg(&[("MODELSCOPE_API_TOKEN", "ms-secret")]);
-        assert_eq!(c.token.as_deref(), Some("ms-secret"));
+    fn debug_hides_the_token() {
+        let mut c = HubConfig::new(PathBuf::from("/models"));
+        c.token = Some("ms-secret".into());
         assert!(!format!("{c:?}").contains("ms-secret"));
-    }
-
-    #[test]
-    fn offline_switches_and_cache_root() {
-        assert!(!cfg(&[]).offline);
-        assert!(cfg(&[("HF_HUB_OFFLINE", "1")]).offline);
-        assert!(cfg(&[("MODEL_OFFLINE", "true")]).offline);
-        assert!(!cfg(&[("MODEL_OFFLINE", "0")]).offline);
-        assert_eq!(
-            cfg(&[("HOME", "/home/u")]).cache_dir,
-            PathBuf::from("/home/u/.cache/modelscope")
-        );
-        assert_eq!(
-            cfg(&[("HOME", "/home/u"), ("MODELSCOPE_CACHE", "/models")]).cache_dir,
-            PathBuf::from("/models")
-        );
     }
 }

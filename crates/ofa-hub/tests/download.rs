@@ -14,26 +14,25 @@ fn fixture() -> PathBuf {
 }
 
 fn config(endpoint: &str, cache: &Path, extra: &[(&str, &str)]) -> HubConfig {
-    let mut vars: Vec<(String, String)> = vec![
-        ("MODELSCOPE_ENDPOINT".into(), endpoint.into()),
-        ("MODELSCOPE_CACHE".into(), cache.display().to_string()),
-        // Keep the backoff short; the tests count attempts, not seconds.
-        (
-            "MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS".into(),
-            "0.05".into(),
-        ),
-        ("MODELSCOPE_API_CONNECT_TIMEOUT".into(), "2".into()),
-        ("MODELSCOPE_DOWNLOAD_TIMEOUT".into(), "5".into()),
-    ];
+    let mut c = HubConfig::new(cache.to_path_buf());
+    c.endpoint = ofa_hub::config::normalize_endpoint(endpoint);
+    // Keep the backoff short; the tests count attempts, not seconds.
+    c.retry_max_delay = std::time::Duration::from_millis(50);
+    c.connect_timeout = std::time::Duration::from_secs(2);
+    c.read_timeout = std::time::Duration::from_secs(5);
     for (k, v) in extra {
-        vars.retain(|(key, _)| key != k);
-        vars.push((k.to_string(), v.to_string()));
+        match *k {
+            "token" => c.token = Some(v.to_string()),
+            "offline" => c.offline = true,
+            "max_retries" => c.max_retries = v.parse().unwrap(),
+            "retry_max_delay" => {
+                c.retry_max_delay = std::time::Duration::from_secs(v.parse().unwrap())
+            }
+            "verify" => c.verify = true,
+            other => panic!("no setting {other}"),
+        }
     }
-    HubConfig::from_env(move |k| {
-        vars.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    })
+    c
 }
 
 /// Which files were cache hits, and whether each took hashing.
@@ -303,11 +302,7 @@ async fn a_size_mismatch_is_rejected() {
 async fn transient_errors_are_retried_and_retry_after_is_honoured() {
     let hub = FakeHub::start(&fixture());
     let cache = TempDir::new("transient");
-    let cfg = config(
-        &hub.url,
-        &cache.0,
-        &[("MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS", "5")],
-    );
+    let cfg = config(&hub.url, &cache.0, &[("retry_max_delay", "5")]);
     hub.fault(
         "merges.txt",
         Fault {
@@ -334,11 +329,7 @@ async fn transient_errors_are_retried_and_retry_after_is_honoured() {
 
     // A hub that keeps failing: the retry budget ends it, the error says so.
     let cache = TempDir::new("transient2");
-    let cfg = config(
-        &hub.url,
-        &cache.0,
-        &[("MODELSCOPE_DOWNLOAD_MAX_RETRIES", "2")],
-    );
+    let cfg = config(&hub.url, &cache.0, &[("max_retries", "2")]);
     hub.fault(
         "config.json",
         Fault {
@@ -387,7 +378,7 @@ async fn unknown_and_private_models_give_clear_errors_without_retries() {
         assert_eq!(hub.requests().len(), 1, "no retry on {status}");
     }
     hub.deny_with(403);
-    let bad = config(&hub.url, &cache.0, &[("MODELSCOPE_API_TOKEN", "ms-wrong")]);
+    let bad = config(&hub.url, &cache.0, &[("token", "ms-wrong")]);
     let msg = fetch(&bad, &id(PRIVATE), "master", &Silent)
         .await
         .unwrap_err()
@@ -402,7 +393,7 @@ async fn unknown_and_private_models_give_clear_errors_without_retries() {
     // files: the credentials go to the hub, never to the blob host.
     hub.lfs_over(Some(1_000_000));
     hub.reset_log();
-    let good = config(&hub.url, &cache.0, &[("MODELSCOPE_API_TOKEN", TOKEN)]);
+    let good = config(&hub.url, &cache.0, &[("token", TOKEN)]);
     let snap = fetch(&good, &id(PRIVATE), "master", &Silent).await.unwrap();
     assert_complete(&hub, PRIVATE, "master", &snap.dir);
     let reqs = hub.requests();
@@ -447,7 +438,7 @@ async fn revisions_are_pinned_and_unknown_ones_are_named() {
         );
     }
     // Offline, the pinned revision is found and the other one is pointed at.
-    let off = config(&hub.url, &cache.0, &[("MODEL_OFFLINE", "1")]);
+    let off = config(&hub.url, &cache.0, &[("offline", "1")]);
     let got = fetch(&off, &id(TINY), "v1.0.0", &Silent).await.unwrap();
     assert_eq!(got.dir, snap.dir);
     let msg = fetch(&off, &id(TINY), "master", &Silent)
@@ -461,8 +452,8 @@ async fn revisions_are_pinned_and_unknown_ones_are_named() {
 async fn offline_mode_makes_no_connection() {
     let hub = FakeHub::start(&fixture());
     let cache = TempDir::new("offline");
-    for var in ["MODEL_OFFLINE", "HF_HUB_OFFLINE"] {
-        let off = config(&hub.url, &cache.0, &[(var, "1")]);
+    {
+        let off = config(&hub.url, &cache.0, &[("offline", "1")]);
         let err = fetch(&off, &id(TINY), "master", &Silent).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, HubError::NotCached { .. }), "{msg}");
@@ -477,7 +468,7 @@ async fn offline_mode_makes_no_connection() {
     let online = config(&hub.url, &cache.0, &[]);
     let snap = fetch(&online, &id(TINY), "master", &Silent).await.unwrap();
     hub.reset_log();
-    let off = config(&hub.url, &cache.0, &[("HF_HUB_OFFLINE", "true")]);
+    let off = config(&hub.url, &cache.0, &[("offline", "1")]);
     let got = fetch(&off, &id(TINY), "master", &Silent).await.unwrap();
     assert_eq!((got.dir, got.source), (snap.dir.clone(), Source::Offline));
     assert_eq!(hub.connections(), 0);
@@ -490,11 +481,7 @@ async fn offline_mode_makes_no_connection() {
     flipped[1000] ^= 1;
     std::fs::write(&weights, &flipped).unwrap();
     assert!(fetch(&off, &id(TINY), "master", &Silent).await.is_ok());
-    let verify = config(
-        &hub.url,
-        &cache.0,
-        &[("MODEL_OFFLINE", "1"), ("MODEL_VERIFY", "1")],
-    );
+    let verify = config(&hub.url, &cache.0, &[("offline", "1"), ("verify", "1")]);
     let msg = fetch(&verify, &id(TINY), "master", &Silent)
         .await
         .unwrap_err()
@@ -533,7 +520,7 @@ async fn offline_mode_makes_no_connection() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
     };
-    let cfg = config(&dead, &cache.0, &[("MODELSCOPE_DOWNLOAD_MAX_RETRIES", "1")]);
+    let cfg = config(&dead, &cache.0, &[("max_retries", "1")]);
     let got = fetch(&cfg, &id(TINY), "master", &Silent).await.unwrap();
     assert_eq!((got.dir, got.source), (snap.dir, Source::CacheFallback));
 }

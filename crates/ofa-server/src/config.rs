@@ -8,6 +8,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Largest request body accepted (413 beyond, before reading when `Content-Length` says so).
     pub payload_limit: usize,
+    /// Bytes all request bodies being read and parsed may hold together (each counts three
+    /// times its size: the body, its parsed form, the decoded image); past it, 429.
+    pub upload_memory: usize,
     /// Most items in one `/predict/batch` or KServe request.
     pub max_batch_items: usize,
     /// Most inference requests handled at once, counted from a complete body (429 beyond);

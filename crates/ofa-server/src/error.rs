@@ -49,6 +49,44 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// Every kind, for the documents that list them.
+    pub const ALL: [ErrorType; 31] = {
+        use ErrorType::*;
+        [
+            MissingImage,
+            MissingText,
+            InvalidBase64,
+            InvalidJson,
+            InvalidMultipart,
+            InvalidUtf8,
+            InvalidBody,
+            InvalidInferenceRequest,
+            EmptyBatch,
+            UnsupportedContentType,
+            PayloadTooLarge,
+            BatchTooLarge,
+            RequestTimeout,
+            NotFound,
+            MethodNotAllowed,
+            ModelNotFound,
+            InvalidImage,
+            UnsupportedImage,
+            ImageTooLarge,
+            InvalidText,
+            InvalidInput,
+            Unauthorized,
+            RateLimited,
+            TooManyConcurrent,
+            QueueFull,
+            BreakerOpen,
+            ModelLoading,
+            ShuttingDown,
+            DeadlineExceeded,
+            ModelFailure,
+            Internal,
+        ]
+    };
+
     pub fn as_str(self) -> &'static str {
         use ErrorType::*;
         match self {
@@ -204,5 +242,40 @@ impl IntoResponse for ApiError {
         }
         resp.extensions_mut().insert(self.kind);
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_error_kinds_with_their_statuses() {
+        let spec: serde_json::Value =
+            serde_json::from_str(include_str!("../assets/openapi.json")).unwrap();
+        let listed: Vec<&str> = spec["components"]["schemas"]["Error"]["properties"]["error_type"]
+            ["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let kinds: Vec<&str> = ErrorType::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(listed, kinds);
+        let predict = &spec["paths"]["/predict"]["post"]["responses"];
+        for k in ErrorType::ALL {
+            let code = k.status().as_u16().to_string();
+            // Auth-free and model-free kinds appear on other routes; the rest on /predict.
+            if !matches!(
+                k,
+                ErrorType::InvalidInferenceRequest | ErrorType::ModelNotFound
+            ) {
+                assert!(
+                    predict.get(&code).is_some(),
+                    "{} ({code}) undocumented",
+                    k.as_str()
+                );
+            }
+        }
     }
 }

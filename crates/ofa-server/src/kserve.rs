@@ -96,9 +96,10 @@ async fn run(state: AppState, name: String, req: Request) -> Result<Response, Ap
     let deadline = start + state.config.request_timeout;
     check_model(&name)?;
     let engine = state.loaded_engine()?;
-    let (parts, body) = parse::read_body(req, &state, deadline).await?;
-    let request = kserve_tensor::decode(&parts.headers, &body)?;
-    drop(body);
+    let upload = parse::read_body(req, &state, deadline).await?;
+    let _upload = upload.permit;
+    let request = kserve_tensor::decode(&upload.parts.headers, &upload.body)?;
+    drop(upload.body);
     parse::check_batch_len(request.images.len(), state.config.max_batch_items)?;
     let mut premises = request.premises.map(Vec::into_iter);
     let pairs: Vec<Pair> = request

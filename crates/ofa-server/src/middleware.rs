@@ -2,6 +2,7 @@
 //! inference routes, API keys, rate limits and the up-front payload check.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorType};
@@ -76,6 +78,21 @@ fn request_id() -> String {
         .unwrap_or_default()
         .as_nanos();
     format!("{:x}-{n:x}", t as u64 ^ (std::process::id() as u64) << 32)
+}
+
+/// A panic while handling a request is a 500 for that request (logged and counted by
+/// [`track`] like any error), never the process's end.
+pub async fn catch_panic(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let message = ofa_model::error::panic_message(&*panic);
+            state
+                .log
+                .event("request_panicked", &[("error", message.into())]);
+            ApiError::new(ErrorType::Internal, "internal error").into_response()
+        }
+    }
 }
 
 /// Inference routes: a body declared over the limit is refused before anything else; then

@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use ofa_engine::Pair;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::{ApiError, ErrorType};
 use crate::AppState;
@@ -37,18 +38,29 @@ pub fn too_large(limit: usize) -> ApiError {
     )
 }
 
+/// A request body and its share of the upload budget, held until the answer is sent.
+pub struct Upload {
+    pub parts: Parts,
+    pub body: Bytes,
+    pub permit: OwnedSemaphorePermit,
+}
+
 /// The whole body, or 413 (over the limit: refused from `Content-Length` before reading),
-/// 408 (it did not arrive within the body timeout) or 504 (not before the request deadline).
+/// 429 (the upload budget is held by other bodies), 408 (it did not arrive within the body
+/// timeout) or 504 (not before the request deadline).
 pub async fn read_body(
     req: Request,
     state: &AppState,
     deadline: Instant,
-) -> Result<(Parts, Bytes), ApiError> {
+) -> Result<Upload, ApiError> {
     let limit = state.config.payload_limit;
     let (parts, body) = req.into_parts();
-    if declared_length(&parts.headers).is_some_and(|n| n > limit as u64) {
+    let declared = declared_length(&parts.headers);
+    if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
+    // A body of unknown length may grow to the limit.
+    let permit = state.reserve_upload(declared.map_or(limit, |n| n as usize))?;
     let body_deadline = Instant::now() + state.config.connections.body_timeout;
     let until = body_deadline.min(deadline);
     let collected = tokio::time::timeout_at(
@@ -73,7 +85,11 @@ pub async fn read_body(
             ErrorType::InvalidBody,
             format!("cannot read the request body: {e}"),
         )),
-        Ok(Ok(c)) => Ok((parts, c.to_bytes())),
+        Ok(Ok(c)) => Ok(Upload {
+            parts,
+            body: c.to_bytes(),
+            permit,
+        }),
     }
 }
 

@@ -18,8 +18,9 @@ pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Resp
     let start = Instant::now();
     let deadline = start + state.config.request_timeout;
     let engine = state.loaded_engine()?;
-    let (parts, body) = parse::read_body(req, &state, deadline).await?;
-    let pair = parse::pair(parts, body).await?;
+    let upload = parse::read_body(req, &state, deadline).await?;
+    let _upload = upload.permit;
+    let pair = parse::pair(upload.parts, upload.body).await?;
     let _in_flight = state.enter()?;
     let scored = engine.run_one(pair, deadline).await?;
     let timings = Timings {
@@ -40,9 +41,10 @@ pub async fn predict_batch(
     let start = Instant::now();
     let deadline = start + state.config.request_timeout;
     let engine = state.loaded_engine()?;
-    let (parts, body) = parse::read_body(req, &state, deadline).await?;
-    let pairs = parse::batch(&parts, &body, state.config.max_batch_items)?;
-    drop(body);
+    let upload = parse::read_body(req, &state, deadline).await?;
+    let _upload = upload.permit;
+    let pairs = parse::batch(&upload.parts, &upload.body, state.config.max_batch_items)?;
+    drop(upload.body);
     let _in_flight = state.enter()?;
     let scored = engine.run_all(pairs, deadline).await?;
     let timings = slowest(&scored);

@@ -93,7 +93,11 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
 
 #[derive(Deserialize)]
 pub struct Fault {
+    #[serde(default)]
     failures: u32,
+    /// Panic in this handler (tests that a panic is one request's 500).
+    #[serde(default)]
+    panic: bool,
 }
 
 pub async fn inject_fault(
@@ -101,6 +105,9 @@ pub async fn inject_fault(
     Json(f): Json<Fault>,
 ) -> Result<Json<Value>, ApiError> {
     let e = state.loaded_engine()?;
+    if f.panic && e.config().fault_injection {
+        panic!("injected handler panic (test-only fault switch)");
+    }
     if e.inject_failures(f.failures) {
         Ok(Json(json!({"injected": f.failures})))
     } else {

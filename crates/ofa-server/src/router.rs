@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::{ApiError, ErrorType};
-use crate::middleware::{guard_inference, track};
+use crate::middleware::{catch_panic, guard_inference, track};
 use crate::{assets, kserve, predict, probes, AppState};
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), catch_panic))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

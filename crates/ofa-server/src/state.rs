@@ -3,6 +3,7 @@ use std::sync::{Arc, OnceLock};
 
 use ofa_engine::{Drain, Engine, EngineMetrics};
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, ErrorType};
 use crate::http_metrics::HttpMetrics;
@@ -25,6 +26,8 @@ pub struct AppState {
 struct Inner {
     engine: OnceLock<(Arc<Engine>, Value)>,
     limiter: Option<Limiter>,
+    /// The upload budget, in megabytes.
+    uploads: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -39,6 +42,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 engine: OnceLock::new(),
                 limiter,
+                uploads: Arc::new(Semaphore::new(config.upload_memory.div_ceil(MB).max(1))),
             }),
             config: Arc::new(config),
             engine_metrics,
@@ -75,6 +79,27 @@ impl AppState {
         !self.drain.is_draining() && self.engine().is_some_and(|e| e.is_ready())
     }
 
+    /// A share of the upload budget for a body of up to `bytes`, or 429 when bodies already in
+    /// flight hold it (never waits: the client retries, the server holds nothing for it).
+    pub fn reserve_upload(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let budget = self.config.upload_memory;
+        let units = (bytes.saturating_mul(3).div_ceil(MB)).clamp(1, budget.div_ceil(MB).max(1));
+        self.inner
+            .uploads
+            .clone()
+            .try_acquire_many_owned(units as u32)
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorType::TooManyConcurrent,
+                    format!(
+                        "request bodies in flight hold the upload budget of {} MB",
+                        budget / MB
+                    ),
+                )
+                .retry_after(std::time::Duration::from_secs(1))
+            })
+    }
+
     /// Counts an inference request in flight from here on (its body has arrived), or refuses
     /// it past `max_concurrency`.
     pub fn enter(&self) -> Result<InFlight, ApiError> {
@@ -101,3 +126,5 @@ impl Drop for InFlight {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+const MB: usize = 1 << 20;
