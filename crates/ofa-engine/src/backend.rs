@@ -1,46 +1,53 @@
-//! What the engine needs from a model: turn a pair into model input, and score a batch of them.
-//! The OFA pipeline is the real backend; tests use a stand-in, so admission, batching, deadlines
-//! and the breaker are tested without model files.
+//! What the engine needs from a model: prepare an image and a text, and score a batch of
+//! prepared pairs. The OFA pipeline is the real backend; tests use a stand-in, so admission,
+//! batching, deadlines and the breaker are tested without model files.
 
-use ofa_model::{Entailment, OfaError, PairInput, Prepared, Scores};
+use std::sync::Arc;
 
-/// One image–sentence pair as a front end received it.
+use bytes::Bytes;
+use ofa_model::pipeline::BatchReport;
+use ofa_model::{Entailment, OfaError, Prepared, Scores};
+
+/// One image–sentence pair as a front end received it. Pairs of one request that carry the
+/// same image are decoded once.
 #[derive(Debug, Clone)]
 pub struct Pair {
-    pub image: Vec<u8>,
+    pub image: Bytes,
     pub text: String,
     pub premise: Option<String>,
 }
 
 pub trait Backend: Send + Sync + 'static {
-    /// Peak memory, in bytes, [`Backend::prepare`] may take for this pair, judged cheaply (from
-    /// the image header); refuses what `prepare` would refuse without decoding.
-    fn preprocess_cost(&self, _pair: &Pair, _max_image_pixels: u64) -> Result<u64, OfaError> {
+    /// Peak memory, in bytes, [`Backend::prepare_image`] may take for this image, judged
+    /// cheaply (from its header); refuses what decoding would refuse without decoding.
+    fn preprocess_cost(&self, _image: &[u8], _max_image_pixels: u64) -> Result<u64, OfaError> {
         Ok(0)
     }
 
-    /// Decodes and tokenises one pair (CPU work; the engine runs it on its bounded pool).
-    fn prepare(&self, pair: &Pair, max_image_pixels: u64) -> Result<Prepared, OfaError>;
+    /// Decodes and resizes one image (CPU work; the engine runs it on its bounded pool).
+    fn prepare_image(&self, image: &[u8], max_image_pixels: u64) -> Result<Arc<[u8]>, OfaError>;
+
+    /// Token ids of the prompt for a hypothesis and optional premise.
+    fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, OfaError>;
 
     /// Scores a batch in one forward pass, one [`Scores`] per pair in order.
-    fn score(&self, batch: &[&Prepared]) -> Result<Vec<Scores>, OfaError>;
+    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError>;
 }
 
 impl Backend for Entailment {
-    fn preprocess_cost(&self, pair: &Pair, max_image_pixels: u64) -> Result<u64, OfaError> {
-        Entailment::preprocess_cost(self, &pair.image, max_image_pixels)
+    fn preprocess_cost(&self, image: &[u8], max_image_pixels: u64) -> Result<u64, OfaError> {
+        Entailment::preprocess_cost(self, image, max_image_pixels)
     }
 
-    fn prepare(&self, pair: &Pair, max_image_pixels: u64) -> Result<Prepared, OfaError> {
-        let input = PairInput {
-            image: &pair.image,
-            hypothesis: &pair.text,
-            premise: pair.premise.as_deref(),
-        };
-        Entailment::prepare(self, &input, max_image_pixels)
+    fn prepare_image(&self, image: &[u8], max_image_pixels: u64) -> Result<Arc<[u8]>, OfaError> {
+        Ok(self.preprocess_image(image, max_image_pixels)?.into())
     }
 
-    fn score(&self, batch: &[&Prepared]) -> Result<Vec<Scores>, OfaError> {
-        Ok(self.score_batch(batch)?.0)
+    fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, OfaError> {
+        Entailment::encode_text(self, text, premise)
+    }
+
+    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
+        self.score_batch(batch)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use ofa_model::error::panic_message;
 use ofa_model::Prepared;
 use tokio::sync::{oneshot, Semaphore};
@@ -50,8 +51,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Each pair's task, answering with the pair's index.
-type Tasks = JoinSet<(usize, Result<Scored, EngineError>)>;
+/// Each image's task, answering for its pairs by their index in the request.
+type Tasks = JoinSet<Vec<(usize, Result<Scored, EngineError>)>>;
+
+/// The pairs of one request that carry the same image.
+struct Group {
+    image: Bytes,
+    members: Vec<Member>,
+}
+
+struct Member {
+    index: usize,
+    text: String,
+    premise: Option<String>,
+    slot: Slot,
+}
 
 /// What one pair's task needs, cloned out of the engine so the task may outlive the borrow.
 #[derive(Clone)]
@@ -151,23 +165,26 @@ impl Engine {
                 error,
             })?;
         }
+        let n = pairs.len();
         let mut tasks = self.spawn(pairs, deadline)?;
-        let mut out: Vec<Option<Scored>> = (0..tasks.len()).map(|_| None).collect();
+        let mut out: Vec<Option<Scored>> = (0..n).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
-            let (i, result) = joined.map_err(|e| Refused {
+            let answers = joined.map_err(|e| Refused {
                 item: None,
                 error: EngineError::Internal(e.to_string()),
             })?;
-            // Returning drops the JoinSet, which aborts the other pairs' tasks: their replies
-            // close, and the inference thread skips them.
-            out[i] = Some(result.map_err(|error| Refused {
-                item: Some(i),
-                error,
-            })?);
+            for (i, result) in answers {
+                // Returning drops the JoinSet, which aborts the other images' tasks: their
+                // replies close, and the inference thread skips them.
+                out[i] = Some(result.map_err(|error| Refused {
+                    item: Some(i),
+                    error,
+                })?);
+            }
         }
         Ok(out
             .into_iter()
-            .map(|s| s.expect("every task answered"))
+            .map(|s| s.expect("every pair answered"))
             .collect())
     }
 
@@ -194,8 +211,10 @@ impl Engine {
         if !good.is_empty() {
             let mut tasks = self.spawn(good, deadline)?;
             while let Some(joined) = tasks.join_next().await {
-                let (k, result) = joined.map_err(|e| EngineError::Internal(e.to_string()))?;
-                out[index[k]] = Some(result);
+                let answers = joined.map_err(|e| EngineError::Internal(e.to_string()))?;
+                for (k, result) in answers {
+                    out[index[k]] = Some(result);
+                }
             }
         }
         Ok(out
@@ -204,7 +223,8 @@ impl Engine {
             .collect())
     }
 
-    /// Admits all pairs, then runs each in its own task (preprocessing, queue, reply).
+    /// Admits all pairs, then runs each distinct image in its own task: decoded once, then its
+    /// pairs queued and answered.
     fn spawn(&self, pairs: Vec<Pair>, deadline: Instant) -> Result<Tasks, EngineError> {
         if self.drain.is_draining() {
             return Err(EngineError::ShuttingDown);
@@ -225,10 +245,26 @@ impl Engine {
             max_image_pixels: self.config.max_image_pixels,
         };
         let admitted = Instant::now();
+        let mut groups: Vec<Group> = Vec::new();
+        for (index, (pair, slot)) in pairs.into_iter().zip(slots).enumerate() {
+            let member = Member {
+                index,
+                text: pair.text,
+                premise: pair.premise,
+                slot,
+            };
+            match groups.iter_mut().find(|g| g.image == pair.image) {
+                Some(g) => g.members.push(member),
+                None => groups.push(Group {
+                    image: pair.image,
+                    members: vec![member],
+                }),
+            }
+        }
         let mut tasks = JoinSet::new();
-        for (i, (pair, slot)) in pairs.into_iter().zip(slots).enumerate() {
+        for group in groups {
             let lane = lane.clone();
-            tasks.spawn(async move { (i, lane.run(pair, slot, admitted, deadline).await) });
+            tasks.spawn(async move { lane.run(group, admitted, deadline).await });
         }
         Ok(tasks)
     }
@@ -259,7 +295,14 @@ impl Engine {
     /// pools) and seeds the admission estimate with its time per pair.
     pub fn warmup(&self, pair: &Pair) -> Result<(), EngineError> {
         self.check_texts(pair)?;
-        let one = self.backend.prepare(pair, self.config.max_image_pixels)?;
+        let one = Prepared {
+            source: self
+                .backend
+                .encode_text(&pair.text, pair.premise.as_deref())?,
+            pixels: self
+                .backend
+                .prepare_image(&pair.image, self.config.max_image_pixels)?,
+        };
         let batch = vec![&one; self.config.max_batch_size.max(1)];
         let t = Instant::now();
         self.backend
@@ -299,42 +342,68 @@ impl Engine {
 impl Lane {
     async fn run(
         self,
-        pair: Pair,
-        slot: Slot,
+        group: Group,
         admitted: Instant,
         deadline: Instant,
-    ) -> Result<Scored, EngineError> {
-        let prepared = tokio::time::timeout_at(deadline.into(), self.prepare(pair, deadline))
-            .await
-            .map_err(|_| EngineError::DeadlineExceeded)??;
-        if Instant::now() >= deadline {
-            return Err(EngineError::DeadlineExceeded);
+    ) -> Vec<(usize, Result<Scored, EngineError>)> {
+        let Group { image, members } = group;
+        let pixels =
+            match tokio::time::timeout_at(deadline.into(), self.prepare(image, deadline)).await {
+                Ok(Ok(p)) if Instant::now() < deadline => Ok(p),
+                Ok(Ok(_)) | Err(_) => Err(EngineError::DeadlineExceeded),
+                Ok(Err(e)) => Err(e),
+            };
+        let mut waiting = Vec::with_capacity(members.len());
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let pixels = match &pixels {
+                Ok(p) => p.clone(),
+                Err(e) => {
+                    out.push((m.index, Err(e.replicate())));
+                    continue;
+                }
+            };
+            let source = match self.backend.encode_text(&m.text, m.premise.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    out.push((m.index, Err(e.into())));
+                    continue;
+                }
+            };
+            let (reply, rx) = oneshot::channel();
+            let job = Job {
+                prepared: Prepared { source, pixels },
+                deadline,
+                admitted,
+                slot: Some(m.slot),
+                reply,
+            };
+            if self.sender.send(job).is_err() {
+                out.push((m.index, Err(EngineError::ShuttingDown)));
+                continue;
+            }
+            waiting.push((m.index, rx));
         }
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            prepared,
-            deadline,
-            admitted,
-            slot: Some(slot),
-            reply,
-        };
-        self.sender
-            .send(job)
-            .map_err(|_| EngineError::ShuttingDown)?;
         drop(self.sender);
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(EngineError::ModelFailure(
-                "the inference thread stopped".into(),
-            )),
-            Err(_) => Err(EngineError::DeadlineExceeded),
+        for (index, rx) in waiting {
+            let result = match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(EngineError::ModelFailure(
+                    "the inference thread stopped".into(),
+                )),
+                Err(_) => Err(EngineError::DeadlineExceeded),
+            };
+            out.push((index, result));
         }
+        out
     }
 
-    /// Decodes on the bounded pool, within the memory budget: the pair's estimated share is
+    /// Decodes on the bounded pool, within the memory budget: the image's estimated share is
     /// taken before decoding, and both permits stay with the work even if the waiter gives up.
-    async fn prepare(&self, pair: Pair, deadline: Instant) -> Result<Prepared, EngineError> {
-        let cost = self.backend.preprocess_cost(&pair, self.max_image_pixels)?;
+    async fn prepare(&self, image: Bytes, deadline: Instant) -> Result<Arc<[u8]>, EngineError> {
+        let cost = self
+            .backend
+            .preprocess_cost(&image, self.max_image_pixels)?;
         if cost > self.memory_budget {
             return Err(EngineError::Input(ofa_model::OfaError::ImageTooCostly(format!(
                 "preprocessing it needs about {} MB, more than the preprocessing memory budget of {} MB",
@@ -361,7 +430,7 @@ impl Lane {
         let max_pixels = self.max_image_pixels;
         let joined = tokio::task::spawn_blocking(move || {
             let _permits = (permit, memory);
-            backend.prepare(&pair, max_pixels)
+            backend.prepare_image(&image, max_pixels)
         })
         .await;
         match joined {

@@ -52,6 +52,49 @@ impl EngineError {
         }
     }
 
+    /// The same error for another pair that shared its cause (pairs of one image).
+    pub fn replicate(&self) -> EngineError {
+        match self {
+            EngineError::Input(e) => EngineError::Input(match e {
+                OfaError::Image(m) => OfaError::Image(m.clone()),
+                OfaError::UnsupportedImage(m) => OfaError::UnsupportedImage(m.clone()),
+                OfaError::ImageTooCostly(m) => OfaError::ImageTooCostly(m.clone()),
+                OfaError::Text(m) => OfaError::Text(m.clone()),
+                OfaError::ImageTooLarge {
+                    width,
+                    height,
+                    pixels,
+                    limit,
+                } => OfaError::ImageTooLarge {
+                    width: *width,
+                    height: *height,
+                    pixels: *pixels,
+                    limit: *limit,
+                },
+                other => return EngineError::Internal(other.to_string()),
+            }),
+            EngineError::InvalidText(m) => EngineError::InvalidText(m.clone()),
+            EngineError::BatchTooLarge { items, capacity } => EngineError::BatchTooLarge {
+                items: *items,
+                capacity: *capacity,
+            },
+            EngineError::QueueFull {
+                capacity,
+                retry_after,
+            } => EngineError::QueueFull {
+                capacity: *capacity,
+                retry_after: *retry_after,
+            },
+            EngineError::BreakerOpen { retry_after } => EngineError::BreakerOpen {
+                retry_after: *retry_after,
+            },
+            EngineError::DeadlineExceeded => EngineError::DeadlineExceeded,
+            EngineError::ShuttingDown => EngineError::ShuttingDown,
+            EngineError::ModelFailure(m) => EngineError::ModelFailure(m.clone()),
+            EngineError::Internal(m) => EngineError::Internal(m.clone()),
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             EngineError::QueueFull { retry_after, .. }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use crate::prom::{self, Histogram, BATCH_BUCKETS, LATENCY_BUCKETS};
 use crate::BreakerState;
+use ofa_model::pipeline::BatchReport;
 
 #[derive(Debug)]
 pub struct EngineMetrics {
@@ -20,6 +21,9 @@ pub struct EngineMetrics {
     breaker_state: AtomicI64,
     model_loaded: AtomicI64,
     model_load_seconds: Mutex<f64>,
+    image_cache_hits: AtomicU64,
+    image_cache_misses: AtomicU64,
+    image_cache_bytes: AtomicU64,
     /// Every front end reports its refusals here too, so one counter covers them all.
     rejections: Mutex<BTreeMap<String, u64>>,
 }
@@ -35,6 +39,9 @@ impl Default for EngineMetrics {
             breaker_state: AtomicI64::new(0),
             model_loaded: AtomicI64::new(0),
             model_load_seconds: Mutex::new(0.0),
+            image_cache_hits: AtomicU64::new(0),
+            image_cache_misses: AtomicU64::new(0),
+            image_cache_bytes: AtomicU64::new(0),
             rejections: Mutex::default(),
         }
     }
@@ -56,6 +63,25 @@ impl EngineMetrics {
     pub fn set_model_loaded(&self, seconds: f64) {
         *lock(&self.model_load_seconds) = seconds;
         self.model_loaded.store(1, Ordering::Relaxed);
+    }
+
+    /// One batch's images: distinct ones taken from the feature cache or run through the ResNet.
+    pub(crate) fn record_images(&self, report: &BatchReport) {
+        self.image_cache_hits
+            .fetch_add(report.cache_hits as u64, Ordering::Relaxed);
+        self.image_cache_misses.fetch_add(
+            (report.images - report.cache_hits) as u64,
+            Ordering::Relaxed,
+        );
+        self.image_cache_bytes
+            .store(report.cache_bytes, Ordering::Relaxed);
+    }
+
+    pub fn image_cache(&self) -> (u64, u64) {
+        (
+            self.image_cache_hits.load(Ordering::Relaxed),
+            self.image_cache_misses.load(Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn set_breaker(&self, state: BreakerState) {
@@ -118,6 +144,27 @@ impl EngineMetrics {
             "counter",
             "Forward passes that failed (errors or panics).",
             self.batches_failed.load(Ordering::Relaxed),
+        );
+        prom::single(
+            o,
+            "ofa_image_cache_hits_total",
+            "counter",
+            "Distinct images of a batch whose ResNet features came from the feature cache.",
+            self.image_cache_hits.load(Ordering::Relaxed),
+        );
+        prom::single(
+            o,
+            "ofa_image_cache_misses_total",
+            "counter",
+            "Distinct images of a batch run through the ResNet (every image when the cache is off).",
+            self.image_cache_misses.load(Ordering::Relaxed),
+        );
+        prom::single(
+            o,
+            "ofa_image_cache_bytes",
+            "gauge",
+            "Bytes of image features the cache holds.",
+            self.image_cache_bytes.load(Ordering::Relaxed),
         );
         prom::single(
             o,

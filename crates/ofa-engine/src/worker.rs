@@ -116,8 +116,11 @@ impl Worker {
             self.backend.score(&batch)
         }));
         match result {
-            Ok(Ok(scores)) if scores.len() == jobs.len() => Ok(scores),
-            Ok(Ok(scores)) => Err(format!(
+            Ok(Ok((scores, report))) if scores.len() == jobs.len() => {
+                self.metrics.record_images(&report);
+                Ok(scores)
+            }
+            Ok(Ok((scores, _))) => Err(format!(
                 "the model returned {} results for {} pairs",
                 scores.len(),
                 jobs.len()

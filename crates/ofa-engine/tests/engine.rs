@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ofa_engine::{
     Backend, BreakerState, Drain, Engine, EngineConfig, EngineError, EngineMetrics, Pair,
 };
+use ofa_model::pipeline::BatchReport;
 use ofa_model::{OfaError, Prepared, Scores};
 
 #[derive(Default)]
@@ -43,16 +44,16 @@ fn answers() -> Vec<String> {
 }
 
 impl Backend for StandIn {
-    /// `mem:N` images say they need N MB.
-    fn preprocess_cost(&self, pair: &Pair, _max_pixels: u64) -> Result<u64, OfaError> {
-        Ok(std::str::from_utf8(&pair.image)
+    /// `mem:N` images (`mem:N:anything`) say they need N MB.
+    fn preprocess_cost(&self, image: &[u8], _max_pixels: u64) -> Result<u64, OfaError> {
+        Ok(std::str::from_utf8(image)
             .ok()
             .and_then(|s| s.strip_prefix("mem:"))
-            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| n.split(':').next()?.parse::<u64>().ok())
             .map_or(0, |mb| mb << 20))
     }
 
-    fn prepare(&self, pair: &Pair, _max_pixels: u64) -> Result<Prepared, OfaError> {
+    fn prepare_image(&self, image: &[u8], _max_pixels: u64) -> Result<Arc<[u8]>, OfaError> {
         let now = self.preparing.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_preparing.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(
@@ -60,17 +61,18 @@ impl Backend for StandIn {
         ));
         self.preparing.fetch_sub(1, Ordering::SeqCst);
         self.prepared.fetch_add(1, Ordering::SeqCst);
-        match pair.image.as_slice() {
+        match image {
             b"bad" => Err(OfaError::Image("corrupt".into())),
             b"panic" => panic!("decoder bug"),
-            _ => Ok(Prepared {
-                source: pair.text.bytes().map(u32::from).collect(),
-                pixels: Vec::new(),
-            }),
+            _ => Ok(image.into()),
         }
     }
 
-    fn score(&self, batch: &[&Prepared]) -> Result<Vec<Scores>, OfaError> {
+    fn encode_text(&self, text: &str, _premise: Option<&str>) -> Result<Vec<u32>, OfaError> {
+        Ok(text.bytes().map(u32::from).collect())
+    }
+
+    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
         self.entered.fetch_add(1, Ordering::SeqCst);
         let mut closed = self.gate.lock().unwrap();
         while *closed {
@@ -90,10 +92,11 @@ impl Backend for StandIn {
             return Err(OfaError::Text("stand-in failure".into()));
         }
         // The score of "yes" is the text's length, so answers are traceable to their pair.
-        Ok(texts
+        let scores = texts
             .iter()
             .map(|t| Scores::from_logits(&answers(), &[t.len() as f32, 0.0, 0.0]))
-            .collect())
+            .collect();
+        Ok((scores, BatchReport::default()))
     }
 }
 
@@ -137,9 +140,10 @@ fn setup(cfg: EngineConfig) -> Setup {
     }
 }
 
+/// A pair with an image of its own (the engine decodes a request's equal images once).
 fn pair(text: &str) -> Pair {
     Pair {
-        image: b"ok".to_vec(),
+        image: format!("image of {text}").into_bytes().into(),
         text: text.into(),
         premise: None,
     }
@@ -358,7 +362,7 @@ async fn draining_refuses_new_work_and_shutdown_finishes_what_was_admitted() {
 async fn a_bad_pair_fails_alone_with_run_each_and_fails_the_request_with_run_all() {
     let s = setup(config());
     let mut bad = pair("bad image");
-    bad.image = b"bad".to_vec();
+    bad.image = bytes::Bytes::from_static(b"bad");
     let each = s
         .engine
         .run_each(
@@ -384,7 +388,7 @@ async fn a_bad_pair_fails_alone_with_run_each_and_fails_the_request_with_run_all
 async fn a_panic_while_preprocessing_fails_that_pair_and_the_engine_goes_on() {
     let s = setup(config());
     let mut p = pair("x");
-    p.image = b"panic".to_vec();
+    p.image = bytes::Bytes::from_static(b"panic");
     let r = s.engine.run_one(p, soon(5000)).await;
     match r {
         Err(EngineError::Internal(m)) => assert!(m.contains("decoder bug"), "{m}"),
@@ -435,20 +439,20 @@ async fn preprocessing_memory_is_a_budget_taken_before_decoding() {
     cfg.max_queue = 16;
     let s = setup(cfg);
     s.backend.prepare_ms.store(50, Ordering::SeqCst);
-    let sized = |mb: u64| Pair {
-        image: format!("mem:{mb}").into_bytes(),
+    let sized = |mb: u64, name: &str| Pair {
+        image: format!("mem:{mb}:{name}").into_bytes().into(),
         ..pair("x")
     };
     // Two lanes, but 60 MB + 60 MB exceeds the 100 MB budget: one at a time.
     s.engine
-        .run_all(vec![sized(60), sized(60)], soon(10_000))
+        .run_all(vec![sized(60, "a"), sized(60, "b")], soon(10_000))
         .await
         .unwrap();
     assert_eq!(s.backend.most_preparing.load(Ordering::SeqCst), 1);
     // 40 + 40 fit together.
     s.backend.most_preparing.store(0, Ordering::SeqCst);
     s.engine
-        .run_all(vec![sized(40), sized(40)], soon(10_000))
+        .run_all(vec![sized(40, "a"), sized(40, "b")], soon(10_000))
         .await
         .unwrap();
     assert_eq!(s.backend.most_preparing.load(Ordering::SeqCst), 2);
@@ -456,10 +460,40 @@ async fn preprocessing_memory_is_a_budget_taken_before_decoding() {
     let before = s.backend.prepared.load(Ordering::SeqCst);
     let r = s
         .engine
-        .run_one(sized(101), soon(10_000))
+        .run_one(sized(101, "a"), soon(10_000))
         .await
         .unwrap_err();
     assert_eq!(r.kind(), "image_too_large");
     assert!(r.to_string().contains("budget of 100 MB"), "{r}");
     assert_eq!(s.backend.prepared.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_requests_repeated_image_is_decoded_once_and_a_bad_one_fails_each_of_its_pairs() {
+    let s = setup(config());
+    let same = |text: &str| Pair {
+        image: bytes::Bytes::from(b"one photo".to_vec()),
+        ..pair(text)
+    };
+    let out = s
+        .engine
+        .run_all(vec![same("a"), same("bb"), same("ccc")], soon(5000))
+        .await
+        .unwrap();
+    assert_eq!(s.backend.prepared.load(Ordering::SeqCst), 1, "decoded once");
+    let yes: Vec<f32> = out.iter().map(|o| o.scores.log_probs[0]).collect();
+    assert!(yes[2] > yes[1] && yes[1] > yes[0], "{yes:?}");
+    let bad = |text: &str| Pair {
+        image: bytes::Bytes::from_static(b"bad"),
+        ..pair(text)
+    };
+    let each = s
+        .engine
+        .run_each(vec![bad("x"), pair("fine"), bad("y")], soon(5000))
+        .await
+        .unwrap();
+    assert_eq!(each[0].as_ref().unwrap_err().kind(), "invalid_image");
+    assert!(each[1].is_ok());
+    assert_eq!(each[2].as_ref().unwrap_err().kind(), "invalid_image");
+    until("every place was given back", || s.engine.queue_len() == 0).await;
 }

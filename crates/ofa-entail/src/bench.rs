@@ -133,7 +133,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .collect::<ofa_model::Result<_>>()?;
         let prep_ms = t.elapsed().as_secs_f64() * 1e3;
         let refs: Vec<&Prepared> = prepared.iter().collect();
-        let (_, mut times) = pipeline.score_batch(&refs)?;
+        let mut times = pipeline.score_batch(&refs)?.1.times;
         times.preprocess_ms += prep_ms;
         Ok(times)
     };

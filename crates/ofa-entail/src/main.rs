@@ -7,6 +7,7 @@ mod download;
 mod log_progress;
 mod model_source;
 mod predict;
+mod rerank;
 mod serve;
 
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Score one image–sentence pair and print the JSON answer.
     Predict(predict::PredictArgs),
+    /// Rank sentences against an image (or images against a sentence), as POST /rerank does.
+    Rerank(Box<rerank::RerankArgs>),
     /// Fetch a model from the ModelScope hub into the cache, verify it, and print its directory.
     Download(download::DownloadArgs),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Predict(args) => predict::run(args),
+        Command::Rerank(args) => rerank::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Download(args) => download::run(args),
         Command::RandomModel(args) => bench::random_model(args),

@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// Most items in one /predict/batch or KServe request.
     #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 32)]
     max_batch_items: usize,
+    /// Most candidates in one /rerank request.
+    #[arg(long, env = "MAX_RERANK_CANDIDATES", default_value_t = 64)]
+    max_rerank_candidates: usize,
+    /// Megabytes of image features kept across requests (least recently used out), so one
+    /// photo checked against many sentences runs the ResNet once; 0 = off.
+    #[arg(long, env = "IMAGE_CACHE_MB", default_value_t = 0)]
+    image_cache_mb: u64,
     /// Images decoded at once; 0 = the CPUs.
     #[arg(long, env = "PREPROCESS_THREADS", default_value_t = 0)]
     preprocess_threads: usize,
@@ -137,7 +144,7 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
 /// A small photo-like PNG for the warm-up batch.
 fn warmup_pair() -> Pair {
     Pair {
-        image: warmup_image(),
+        image: warmup_image().into(),
         text: "a photo.".into(),
         premise: None,
     }
@@ -182,6 +189,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.max_batch_items > 0,
         "MAX_BATCH_ITEMS must be at least 1"
     );
+    anyhow::ensure!(
+        args.max_rerank_candidates > 0,
+        "MAX_RERANK_CANDIDATES must be at least 1"
+    );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Descriptors beyond connections: the model files, logs, the listener, blocking threads.
     let fd_room = ofa_server::conn::open_files_limit()
@@ -197,6 +208,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         payload_limit: parse_bytes("PAYLOAD_LIMIT", &args.payload_limit)?,
         upload_memory: parse_bytes("UPLOAD_MEMORY", &args.upload_memory)?,
         max_batch_items: args.max_batch_items,
+        max_rerank_candidates: args.max_rerank_candidates,
         connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
         rate_limit,
@@ -299,7 +311,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let loaded = {
             let dir = dir.clone();
             let device = device.clone();
-            tokio::task::spawn_blocking(move || Entailment::load(&dir, &device)).await?
+            let cache = args.image_cache_mb << 20;
+            tokio::task::spawn_blocking(move || {
+                Entailment::load(&dir, &device).map(|p| p.with_image_cache(cache))
+            })
+            .await?
         };
         let pipeline = match loaded {
             Ok(p) => p,

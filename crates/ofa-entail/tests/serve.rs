@@ -1138,6 +1138,47 @@ async fn the_web_page_works_in_chromium() {
             .unwrap();
         std::fs::write(PathBuf::from(dir).join("web-page.png"), bytes).unwrap();
     }
+    // Sentences ranked against the uploaded image, with bars, as /rerank ranks them.
+    let sentences = [
+        "two dogs play in the snow.",
+        "a woman in a military uniform.",
+        "a man.",
+    ];
+    let api: Value = reqwest::Client::new()
+        .post(s.url("/rerank"))
+        .json(&serde_json::json!({
+            "image": base64::engine::general_purpose::STANDARD.encode(std::fs::read(&photo).unwrap()),
+            "texts": sentences,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let best = &api["results"][0];
+    let area = wd.find("#candidates").await;
+    wd.cmd(
+        reqwest::Method::POST,
+        &format!("/element/{area}/value"),
+        serde_json::json!({"text": sentences.join("\n")}),
+    )
+    .await;
+    let button = wd.find("#rank").await;
+    wd.cmd(
+        reqwest::Method::POST,
+        &format!("/element/{button}/click"),
+        serde_json::json!({}),
+    )
+    .await;
+    let first = wd.wait_for_text("#ranking .row").await;
+    let pct = format!("{:.1}%", 100.0 * best["score"].as_f64().unwrap());
+    assert!(
+        first.contains(sentences[best["index"].as_u64().unwrap() as usize]) && first.contains(&pct),
+        "top row {first:?}, API {best}"
+    );
+    let all = wd.text("#ranking").await;
+    assert!(sentences.iter().all(|t| all.contains(t)), "{all}");
     // A bad upload shows the server's message, not a blank page.
     let not_an_image = fixtures().join("tiny_ofa_ve/config.json");
     wd.submit_form(&s.url("/"), &not_an_image, "x").await;

@@ -11,6 +11,7 @@ pub mod conv;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod feature_cache;
 pub mod files;
 pub mod image;
 pub mod layers;

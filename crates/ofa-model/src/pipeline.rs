@@ -2,6 +2,7 @@
 //! answer scoring. Stateless per call, so one instance can serve many threads.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -9,6 +10,7 @@ use candle_nn::VarBuilder;
 
 use crate::config::OfaConfig;
 use crate::error::{OfaError, Result};
+use crate::feature_cache::{self, FeatureCache};
 use crate::files::CONFIG_FILE;
 use crate::image::{decode_for_resize, normalize_chw, resize_square};
 use crate::model::OfaModel;
@@ -27,10 +29,23 @@ pub struct PairInput<'a> {
 }
 
 /// A preprocessed pair: source token ids (with BOS/EOS) and the resized uint8 RGB image (HWC).
+/// Pairs of one image share its pixels: a batch runs the ResNet once per distinct buffer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     pub source: Vec<u32>,
-    pub pixels: Vec<u8>,
+    pub pixels: Arc<[u8]>,
+}
+
+/// What one batched call did besides scoring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchReport {
+    pub times: StageTimes,
+    /// Distinct images in the batch.
+    pub images: usize,
+    /// Of those, how many came from the feature cache (the rest ran the ResNet).
+    pub cache_hits: usize,
+    /// Bytes the feature cache holds after the batch.
+    pub cache_bytes: u64,
 }
 
 /// Wall time of each stage of one batched call, in milliseconds.
@@ -54,6 +69,8 @@ pub struct Entailment {
     tokenizer: Tokenizer,
     model: OfaModel,
     answer_ids: Vec<u32>,
+    /// Only the inference thread scores, so this lock is never contended.
+    image_cache: Option<Mutex<FeatureCache>>,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -119,7 +136,14 @@ impl Entailment {
             tokenizer,
             model,
             answer_ids,
+            image_cache: None,
         })
+    }
+
+    /// Keeps image features across batches, up to `bytes` (least recently used out).
+    pub fn with_image_cache(mut self, bytes: u64) -> Self {
+        self.image_cache = (bytes > 0).then(|| Mutex::new(FeatureCache::new(bytes)));
+        self
     }
 
     pub fn model(&self) -> &OfaModel {
@@ -170,7 +194,7 @@ impl Entailment {
     pub fn prepare(&self, input: &PairInput<'_>, max_pixels: u64) -> Result<Prepared> {
         Ok(Prepared {
             source: self.encode_text(input.hypothesis, input.premise)?,
-            pixels: self.preprocess_image(input.image, max_pixels)?,
+            pixels: self.preprocess_image(input.image, max_pixels)?.into(),
         })
     }
 
@@ -211,11 +235,76 @@ impl Entailment {
         )?)
     }
 
+    /// ResNet features `[B, C, H, W]` of the batch, computed once per distinct image (one
+    /// pixel buffer shared by several pairs, or with the cache on, equal pixels) or taken from
+    /// the cache, and laid out in batch order.
+    fn batch_features(&self, batch: &[&Prepared], report: &mut BatchReport) -> Result<Tensor> {
+        let mut cache = self
+            .image_cache
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut distinct: Vec<(&Prepared, Option<feature_cache::Key>)> = Vec::new();
+        let mut which: Vec<u32> = Vec::with_capacity(batch.len());
+        for p in batch {
+            let shared = distinct
+                .iter()
+                .position(|(d, _)| Arc::ptr_eq(&d.pixels, &p.pixels));
+            let i = shared.unwrap_or_else(|| {
+                let key = cache.is_some().then(|| feature_cache::key(&p.pixels));
+                key.and_then(|k| distinct.iter().position(|(_, dk)| *dk == Some(k)))
+                    .unwrap_or_else(|| {
+                        distinct.push((p, key));
+                        distinct.len() - 1
+                    })
+            });
+            which.push(i as u32);
+        }
+        report.images = distinct.len();
+        let features = match cache.as_mut() {
+            None => {
+                let images: Vec<&Prepared> = distinct.iter().map(|(p, _)| *p).collect();
+                self.model.image_features(&self.image_tensor(&images)?)?
+            }
+            Some(cache) => {
+                let mut found: Vec<Option<Tensor>> = distinct
+                    .iter()
+                    .map(|(_, k)| k.and_then(|k| cache.get(&k)))
+                    .collect();
+                let missing: Vec<usize> = (0..distinct.len())
+                    .filter(|&i| found[i].is_none())
+                    .collect();
+                report.cache_hits = distinct.len() - missing.len();
+                if !missing.is_empty() {
+                    let run: Vec<&Prepared> = missing.iter().map(|&i| distinct[i].0).collect();
+                    let computed = self.model.image_features(&self.image_tensor(&run)?)?;
+                    for (j, &i) in missing.iter().enumerate() {
+                        let one = computed.get(j)?;
+                        if let Some(k) = distinct[i].1 {
+                            cache.insert(k, one.clone());
+                        }
+                        found[i] = Some(one);
+                    }
+                }
+                report.cache_bytes = cache.bytes();
+                let parts: Vec<Tensor> = found
+                    .into_iter()
+                    .map(|t| t.expect("every image found or computed"))
+                    .collect();
+                Tensor::stack(&parts, 0)?
+            }
+        };
+        if which.iter().enumerate().all(|(b, &i)| b as u32 == i) {
+            return Ok(features);
+        }
+        let which = Tensor::new(which.as_slice(), self.model.device())?;
+        Ok(features.index_select(&which, 0)?)
+    }
+
     /// Scores a batch in one encoder and one decoder pass.
-    pub fn score_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, StageTimes)> {
-        let mut times = StageTimes::default();
+    pub fn score_batch(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport)> {
+        let mut report = BatchReport::default();
         if batch.is_empty() {
-            return Ok((Vec::new(), times));
+            return Ok((Vec::new(), report));
         }
         if let Some(p) = batch.iter().find(|p| p.source.len() < 2) {
             return Err(OfaError::Text(format!(
@@ -224,7 +313,6 @@ impl Entailment {
             )));
         }
         let t0 = Instant::now();
-        let images = self.image_tensor(batch)?;
         let sources: Vec<&[u32]> = batch.iter().map(|p| p.source.as_slice()).collect();
         let ids = self.padded(&sources)?;
         let prompts: Vec<&[u32]> = batch
@@ -236,19 +324,19 @@ impl Entailment {
             .collect();
         let last: Vec<usize> = prompts.iter().map(|p| p.len() - 1).collect();
         let prompt_ids = self.padded(&prompts)?;
-        times.preprocess_ms = ms(t0);
+        report.times.preprocess_ms = ms(t0);
 
         let t = Instant::now();
-        let features = self.model.image_features(&images)?;
-        times.resnet_ms = ms(t);
+        let features = self.batch_features(batch, &mut report)?;
+        report.times.resnet_ms = ms(t);
         let t = Instant::now();
         let enc = self.model.encode(&ids, &features)?;
-        times.encoder_ms = ms(t);
+        report.times.encoder_ms = ms(t);
         let t = Instant::now();
         let hidden = self.model.decode(&prompt_ids, &enc)?;
         let logits = self.model.answer_logits(&hidden, &last, &self.answer_ids)?;
         let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-        times.decoder_ms = ms(t);
+        report.times.decoder_ms = ms(t);
         if let Some(bad) = logits.iter().find(|z| z.iter().any(|v| !v.is_finite())) {
             return Err(OfaError::NonFinite(bad.clone()));
         }
@@ -256,7 +344,7 @@ impl Entailment {
             .iter()
             .map(|z| Scores::from_logits(&self.runtime.answers, z))
             .collect();
-        Ok((scores, times))
+        Ok((scores, report))
     }
 
     /// Preprocesses and scores a batch of pairs.

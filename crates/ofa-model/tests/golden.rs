@@ -11,7 +11,10 @@ fn prepare(case: &serde_json::Value) -> Prepared {
     let m = tiny();
     Prepared {
         source: m.encode_text(&h, p.as_deref()).unwrap(),
-        pixels: m.preprocess_image(&image_bytes(case), u64::MAX).unwrap(),
+        pixels: m
+            .preprocess_image(&image_bytes(case), u64::MAX)
+            .unwrap()
+            .into(),
     }
 }
 

@@ -86,7 +86,7 @@ fn another_image_size_is_read_from_configuration_json() {
     let images = m
         .image_tensor(&[&ofa_model::pipeline::Prepared {
             source: vec![0, 2],
-            pixels: px,
+            pixels: px.into(),
         }])
         .unwrap();
     assert_eq!(

@@ -13,6 +13,8 @@ pub struct ServerConfig {
     pub upload_memory: usize,
     /// Most items in one `/predict/batch` or KServe request.
     pub max_batch_items: usize,
+    /// Most candidates in one `/rerank` request.
+    pub max_rerank_candidates: usize,
     /// Most inference requests handled at once, counted from a complete body (429 beyond);
     /// `None`: the engine's queue bounds it.
     pub max_concurrency: Option<usize>,

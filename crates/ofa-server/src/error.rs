@@ -20,6 +20,7 @@ pub enum ErrorType {
     InvalidUtf8,
     InvalidBody,
     InvalidInferenceRequest,
+    InvalidRerankRequest,
     EmptyBatch,
     UnsupportedContentType,
     PayloadTooLarge,
@@ -50,7 +51,7 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every kind, for the documents that list them.
-    pub const ALL: [ErrorType; 31] = {
+    pub const ALL: [ErrorType; 32] = {
         use ErrorType::*;
         [
             MissingImage,
@@ -61,6 +62,7 @@ impl ErrorType {
             InvalidUtf8,
             InvalidBody,
             InvalidInferenceRequest,
+            InvalidRerankRequest,
             EmptyBatch,
             UnsupportedContentType,
             PayloadTooLarge,
@@ -98,6 +100,7 @@ impl ErrorType {
             InvalidUtf8 => "invalid_utf8",
             InvalidBody => "invalid_body",
             InvalidInferenceRequest => "invalid_inference_request",
+            InvalidRerankRequest => "invalid_rerank_request",
             EmptyBatch => "empty_batch",
             UnsupportedContentType => "unsupported_content_type",
             PayloadTooLarge => "payload_too_large",
@@ -135,6 +138,7 @@ impl ErrorType {
             | InvalidUtf8
             | InvalidBody
             | InvalidInferenceRequest
+            | InvalidRerankRequest
             | EmptyBatch
             | InvalidImage
             | InvalidInput => StatusCode::BAD_REQUEST,
@@ -268,7 +272,9 @@ mod tests {
             // Auth-free and model-free kinds appear on other routes; the rest on /predict.
             if !matches!(
                 k,
-                ErrorType::InvalidInferenceRequest | ErrorType::ModelNotFound
+                ErrorType::InvalidInferenceRequest
+                    | ErrorType::InvalidRerankRequest
+                    | ErrorType::ModelNotFound
             ) {
                 assert!(
                     predict.get(&code).is_some(),

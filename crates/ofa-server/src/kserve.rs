@@ -107,7 +107,7 @@ async fn run(state: AppState, name: String, req: Request) -> Result<Response, Ap
         .into_iter()
         .zip(request.texts)
         .map(|(image, text)| Pair {
-            image,
+            image: image.into(),
             text,
             premise: premises.as_mut().and_then(Iterator::next),
         })

@@ -15,6 +15,7 @@ mod middleware;
 pub mod parse;
 mod predict;
 mod probes;
+pub mod rerank;
 pub mod router;
 pub mod state;
 

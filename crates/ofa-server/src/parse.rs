@@ -128,7 +128,7 @@ impl JsonPair {
             .text
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing \"text\""))?;
         Ok(Pair {
-            image: decode_base64(&image, "\"image\"")?,
+            image: decode_base64(&image, "\"image\"")?.into(),
             text,
             premise: self.premise,
         })
@@ -168,15 +168,10 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
     while let Some(field) = mp.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
-            "image" | "file" => image = Some(field.bytes().await.map_err(bad)?.to_vec()),
+            "image" | "file" => image = Some(field.bytes().await.map_err(bad)?),
             "text" | "hypothesis" | "premise" | "text2" => {
                 let bytes = field.bytes().await.map_err(bad)?;
-                let s = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    ApiError::new(
-                        ErrorType::InvalidUtf8,
-                        format!("form field {name:?} is not valid UTF-8"),
-                    )
-                })?;
+                let s = utf8_field(&name, bytes)?;
                 if name == "premise" || name == "text2" {
                     premise = Some(s);
                 } else {
@@ -196,6 +191,16 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
         text: text
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing form field \"text\""))?,
         premise,
+    })
+}
+
+/// A text form field.
+pub fn utf8_field(name: &str, bytes: Bytes) -> Result<String, ApiError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            ErrorType::InvalidUtf8,
+            format!("form field {name:?} is not valid UTF-8"),
+        )
     })
 }
 

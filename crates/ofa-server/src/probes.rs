@@ -80,6 +80,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
             "request_timeout_s": c.request_timeout.as_secs_f64(),
             "payload_limit_bytes": c.payload_limit,
             "max_batch_items": c.max_batch_items,
+            "max_rerank_candidates": c.max_rerank_candidates,
             "max_concurrency": c.max_concurrency,
             "rate_limit": c.rate_limit.map(|r| format!("{}/{}s", r.requests, r.per.as_secs())),
             "api_keys_required": !c.api_keys.is_empty(),

@@ -8,13 +8,14 @@ use axum::Router;
 
 use crate::error::{ApiError, ErrorType};
 use crate::middleware::{catch_panic, guard_inference, track};
-use crate::{assets, kserve, predict, probes, AppState};
+use crate::{assets, kserve, predict, probes, rerank, AppState};
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.payload_limit;
     let inference = Router::new()
         .route("/predict", post(predict::predict))
         .route("/predict/batch", post(predict::predict_batch))
+        .route("/rerank", post(rerank::rerank))
         .route("/v2/models/{name}/infer", post(kserve::infer))
         .route(
             "/v2/models/{name}/versions/{version}/infer",

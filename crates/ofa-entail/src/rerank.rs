@@ -1,0 +1,131 @@
+//! `ofa-entail rerank`: one image against many sentences (or one sentence against many images),
+//! ranked exactly as `POST /rerank` ranks them, through the same engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
+use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
+use ofa_server::error::ApiError;
+use ofa_server::rerank::{rank, RerankRequest};
+
+use crate::model_source::ModelArgs;
+
+#[derive(Args)]
+pub struct RerankArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
+    #[arg(long, env = "GPU_DEVICE")]
+    gpu_device: Option<String>,
+    /// The image to rank sentences against; several, with one --text, to rank images.
+    #[arg(long = "image", required = true)]
+    images: Vec<PathBuf>,
+    /// A candidate sentence (repeat it), or the one sentence when several images are given.
+    #[arg(long = "text")]
+    texts: Vec<String>,
+    /// Candidate sentences, one per line (blank lines skipped).
+    #[arg(long)]
+    texts_file: Option<PathBuf>,
+    /// Optional premise text, read together with the image.
+    #[arg(long)]
+    premise: Option<String>,
+    /// Which answer's probability ranks: yes, no or maybe.
+    #[arg(long, default_value = "yes")]
+    label: String,
+    /// Keep only the best K.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Leave out candidates scoring below this probability.
+    #[arg(long, default_value_t = 0.0)]
+    min_score: f32,
+    /// Most pairs in one forward pass.
+    #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
+    max_batch_size: usize,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    max_image_pixels: u64,
+}
+
+pub fn run(args: RerankArgs) -> Result<()> {
+    let mut texts = args.texts.clone();
+    if let Some(f) = &args.texts_file {
+        let all =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        texts.extend(
+            all.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    let mut images = Vec::with_capacity(args.images.len());
+    for p in &args.images {
+        let bytes =
+            std::fs::read(p).with_context(|| format!("cannot read image {}", p.display()))?;
+        images.push(bytes::Bytes::from(bytes));
+    }
+    let mut request = RerankRequest {
+        premise: args.premise.clone(),
+        label: Some(args.label.clone()),
+        top_k: args.top_k,
+        min_score: Some(args.min_score),
+        ..Default::default()
+    };
+    match (images.len(), texts.len()) {
+        (1, n) if n >= 1 => {
+            request.image = images.pop();
+            request.texts = texts;
+        }
+        (n, 1) if n > 1 => {
+            request.text = texts.pop();
+            request.images = images;
+        }
+        _ => anyhow::bail!(
+            "give one --image with one or more sentences, or several --image with one --text"
+        ),
+    }
+    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
+    let dir = args.model.resolve_blocking()?;
+    let pipeline = Entailment::load(&dir, &device)?;
+    let answers = pipeline.answers().to_vec();
+    let (pairs, ranking) = request
+        .into_pairs(usize::MAX, &answers)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = EngineConfig {
+        max_batch_size: args.max_batch_size.max(1),
+        max_batch_wait: Duration::ZERO,
+        max_queue: pairs.len(),
+        breaker_failures: u32::MAX,
+        breaker_cooldown: Duration::from_secs(1),
+        max_image_pixels: args.max_image_pixels,
+        max_text_chars: usize::MAX,
+        preprocess_threads: cpus,
+        preprocess_memory: 2 << 30,
+        fault_injection: false,
+    };
+    let engine = Engine::start(
+        Arc::new(pipeline),
+        config,
+        Arc::new(EngineMetrics::default()),
+        Arc::new(Drain::default()),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let results = runtime.block_on(engine.run_each(pairs, deadline))?;
+    let (body, _) = rank(
+        results
+            .into_iter()
+            .map(|r| r.map(|s| s.scores).map_err(ApiError::from))
+            .collect(),
+        &ranking,
+    );
+    println!("{body}");
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Image features kept across batches, least recently used out, within a byte budget: the
+//! common "one product photo, many claims" pattern runs the ResNet once. Keyed by the SHA-256
+//! of the resized pixels the ResNet reads, so a hit is exactly the tensor a recomputation
+//! would give.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+use sha2::{Digest, Sha256};
+
+pub type Key = [u8; 32];
+
+pub fn key(pixels: &[u8]) -> Key {
+    Sha256::digest(pixels).into()
+}
+
+#[derive(Debug)]
+pub struct FeatureCache {
+    capacity: u64,
+    bytes: u64,
+    tick: u64,
+    entries: HashMap<Key, (Tensor, u64)>,
+}
+
+fn size_of(t: &Tensor) -> u64 {
+    (t.elem_count() * t.dtype().size_in_bytes()) as u64
+}
+
+impl FeatureCache {
+    pub fn new(capacity_bytes: u64) -> Self {
+        Self {
+            capacity: capacity_bytes,
+            bytes: 0,
+            tick: 0,
+            entries: HashMap::new(),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&mut self, k: &Key) -> Option<Tensor> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(k).map(|(t, used)| {
+            *used = tick;
+            t.clone()
+        })
+    }
+
+    /// Keeps `features` (one image's), evicting the least recently used until it fits; a tensor
+    /// larger than the whole budget is not kept.
+    pub fn insert(&mut self, k: Key, features: Tensor) {
+        let size = size_of(&features);
+        if size > self.capacity {
+            return;
+        }
+        if let Some((old, _)) = self.entries.remove(&k) {
+            self.bytes -= size_of(&old);
+        }
+        while self.bytes + size > self.capacity {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some((t, _)) = self.entries.remove(&oldest) {
+                self.bytes -= size_of(&t);
+            }
+        }
+        self.tick += 1;
+        self.bytes += size;
+        self.entries.insert(k, (features, self.tick));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t(v: f32) -> Tensor {
+        Tensor::new(&[v; 4], &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn least_recently_used_goes_first_within_the_budget() {
+        let mut c = FeatureCache::new(32); // two 16-byte tensors
+        c.insert(key(b"a"), t(1.0));
+        c.insert(key(b"b"), t(2.0));
+        assert!(c.get(&key(b"a")).is_some()); // b is now the oldest
+        c.insert(key(b"c"), t(3.0));
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&key(b"b")).is_none());
+        let a: Vec<f32> = c.get(&key(b"a")).unwrap().to_vec1().unwrap();
+        assert_eq!(a, [1.0; 4]);
+        assert_eq!(c.bytes(), 32);
+        c.insert(
+            key(b"huge"),
+            Tensor::new(&[0f32; 16], &Device::Cpu).unwrap(),
+        );
+        assert!(
+            c.get(&key(b"huge")).is_none(),
+            "larger than the budget: not kept"
+        );
+    }
+}
