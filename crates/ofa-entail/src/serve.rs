@@ -343,6 +343,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "config": pipeline.config,
             "runtime": pipeline.runtime,
             "answers": pipeline.answers(),
+            "image_cache_mb": args.image_cache_mb,
         });
         let engine = Arc::new(Engine::start(
             Arc::new(pipeline),
