@@ -1,5 +1,6 @@
 //! `ofa-entail`: does this image support this sentence? Command-line entry point.
 
+mod batch;
 mod bench;
 mod convert;
 mod device;
@@ -33,6 +34,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Rank sentences against an image (or images against a sentence), as POST /rerank does.
     Rerank(Box<rerank::RerankArgs>),
+    /// Run a JSONL file of jobs with no broker; results appended to --out, resumable.
+    Batch(Box<batch::BatchArgs>),
     /// Fetch a model from the ModelScope hub into the cache, verify it, and print its directory.
     Download(download::DownloadArgs),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Predict(args) => predict::run(args),
+        Command::Batch(args) => batch::run(*args),
         Command::Rerank(args) => rerank::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Download(args) => download::run(args),

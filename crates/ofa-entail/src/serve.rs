@@ -115,7 +115,7 @@ pub struct ServeArgs {
     fault_injection: bool,
 }
 
-fn parse_bytes(name: &str, s: &str) -> Result<usize> {
+pub fn parse_bytes(name: &str, s: &str) -> Result<usize> {
     let t = s.trim().to_ascii_uppercase();
     let (num, mult) = if let Some(n) = t.strip_suffix("GB").or_else(|| t.strip_suffix('G')) {
         (n, 1 << 30)

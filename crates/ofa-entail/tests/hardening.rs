@@ -61,15 +61,6 @@ fn peak_rss(pid: u32) -> u64 {
         * 1024
 }
 
-fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
-    reqwest::multipart::Form::new()
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(img).file_name("x.png"),
-        )
-        .text("text", text.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn bombs_never_crash_the_process_and_memory_stays_bounded() {
     let s = Server::start(&[

@@ -22,22 +22,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn metric(c: &reqwest::Client, s: &Server, name: &str) -> f64 {
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} not exported"))
-        .parse()
-        .unwrap()
-}
-
 async fn post(c: &reqwest::Client, s: &Server, body: Value) -> (u16, Value) {
     let r = c.post(s.url("/rerank")).json(&body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
@@ -57,17 +41,17 @@ async fn one_image_many_sentences_ranked_as_predict_scores_them_with_one_resnet_
     let s = Server::start(&[("IMAGE_CACHE_MB", "64")]);
     let c = reqwest::Client::new();
     let img = image("grace_hopper.jpg");
-    let misses = metric(&c, &s, "ofa_image_cache_misses_total").await;
+    let misses = metric_sample(&c, &s, "ofa_image_cache_misses_total").await;
     let (status, first) = post(&c, &s, json!({"image": b64(&img), "texts": TEXTS})).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(
-        metric(&c, &s, "ofa_image_cache_misses_total").await - misses,
+        metric_sample(&c, &s, "ofa_image_cache_misses_total").await - misses,
         1.0,
         "five sentences, one ResNet run"
     );
-    let hits = metric(&c, &s, "ofa_image_cache_hits_total").await;
+    let hits = metric_sample(&c, &s, "ofa_image_cache_hits_total").await;
     let (_, second) = post(&c, &s, json!({"image": b64(&img), "texts": TEXTS})).await;
-    assert!(metric(&c, &s, "ofa_image_cache_hits_total").await - hits >= 1.0);
+    assert!(metric_sample(&c, &s, "ofa_image_cache_hits_total").await - hits >= 1.0);
     assert_eq!(first, second, "bit-identical from the cache");
 
     // Each candidate as /predict scores it alone (batching tolerance), best first.

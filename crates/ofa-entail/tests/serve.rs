@@ -10,16 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{fixtures, image, Server};
-
-fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
-    reqwest::multipart::Form::new()
-        .part(
-            "image",
-            reqwest::multipart::Part::bytes(img).file_name("x.jpg"),
-        )
-        .text("text", text.to_owned())
-}
+use common::{fixtures, form, image, Server};
 
 /// Sends `n` multipart predictions of (`img`, `text`) at once, without waiting for them; each
 /// task hands `read` the outcome and the instant its request started.

@@ -9,153 +9,73 @@ use axum::response::{IntoResponse, Response};
 use ofa_engine::EngineError;
 use ofa_model::OfaError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorType {
+/// Defines the kinds once: the enum, the list of all, their names and their statuses.
+macro_rules! error_types {
+    ($($(#[$doc:meta])* $kind:ident => $name:literal, $status:ident;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorType {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl ErrorType {
+            /// Every kind, for the documents that list them.
+            pub const ALL: &[ErrorType] = &[$(ErrorType::$kind,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorType::$kind => $name,)*
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorType::$kind => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+error_types! {
     // The request itself.
-    MissingImage,
-    MissingText,
-    InvalidBase64,
-    InvalidJson,
-    InvalidMultipart,
-    InvalidUtf8,
-    InvalidBody,
-    InvalidInferenceRequest,
-    InvalidRerankRequest,
-    EmptyBatch,
-    UnsupportedContentType,
-    PayloadTooLarge,
-    BatchTooLarge,
-    RequestTimeout,
-    NotFound,
-    MethodNotAllowed,
-    ModelNotFound,
+    MissingImage => "missing_image", BAD_REQUEST;
+    MissingText => "missing_text", BAD_REQUEST;
+    InvalidBase64 => "invalid_base64", BAD_REQUEST;
+    InvalidJson => "invalid_json", BAD_REQUEST;
+    InvalidMultipart => "invalid_multipart", BAD_REQUEST;
+    InvalidUtf8 => "invalid_utf8", BAD_REQUEST;
+    InvalidBody => "invalid_body", BAD_REQUEST;
+    InvalidInferenceRequest => "invalid_inference_request", BAD_REQUEST;
+    InvalidRerankRequest => "invalid_rerank_request", BAD_REQUEST;
+    EmptyBatch => "empty_batch", BAD_REQUEST;
+    UnsupportedContentType => "unsupported_content_type", UNSUPPORTED_MEDIA_TYPE;
+    PayloadTooLarge => "payload_too_large", PAYLOAD_TOO_LARGE;
+    BatchTooLarge => "batch_too_large", PAYLOAD_TOO_LARGE;
+    RequestTimeout => "request_timeout", REQUEST_TIMEOUT;
+    NotFound => "not_found", NOT_FOUND;
+    MethodNotAllowed => "method_not_allowed", METHOD_NOT_ALLOWED;
+    ModelNotFound => "model_not_found", NOT_FOUND;
     // Its content, judged by the engine.
-    InvalidImage,
-    UnsupportedImage,
-    ImageTooLarge,
-    InvalidText,
-    InvalidInput,
+    InvalidImage => "invalid_image", BAD_REQUEST;
+    UnsupportedImage => "unsupported_image", UNSUPPORTED_MEDIA_TYPE;
+    ImageTooLarge => "image_too_large", PAYLOAD_TOO_LARGE;
+    InvalidText => "invalid_text", UNPROCESSABLE_ENTITY;
+    InvalidInput => "invalid_input", BAD_REQUEST;
     // Access and load.
-    Unauthorized,
-    RateLimited,
-    TooManyConcurrent,
-    QueueFull,
-    BreakerOpen,
-    ModelLoading,
-    ShuttingDown,
-    DeadlineExceeded,
+    Unauthorized => "unauthorized", UNAUTHORIZED;
+    RateLimited => "rate_limited", TOO_MANY_REQUESTS;
+    TooManyConcurrent => "too_many_concurrent", TOO_MANY_REQUESTS;
+    QueueFull => "queue_full", TOO_MANY_REQUESTS;
+    BreakerOpen => "breaker_open", SERVICE_UNAVAILABLE;
+    ModelLoading => "model_loading", SERVICE_UNAVAILABLE;
+    ShuttingDown => "shutting_down", SERVICE_UNAVAILABLE;
+    DeadlineExceeded => "deadline_exceeded", GATEWAY_TIMEOUT;
     // Ours.
-    ModelFailure,
-    Internal,
+    ModelFailure => "model_failure", INTERNAL_SERVER_ERROR;
+    Internal => "internal", INTERNAL_SERVER_ERROR;
 }
 
 impl ErrorType {
-    /// Every kind, for the documents that list them.
-    pub const ALL: [ErrorType; 32] = {
-        use ErrorType::*;
-        [
-            MissingImage,
-            MissingText,
-            InvalidBase64,
-            InvalidJson,
-            InvalidMultipart,
-            InvalidUtf8,
-            InvalidBody,
-            InvalidInferenceRequest,
-            InvalidRerankRequest,
-            EmptyBatch,
-            UnsupportedContentType,
-            PayloadTooLarge,
-            BatchTooLarge,
-            RequestTimeout,
-            NotFound,
-            MethodNotAllowed,
-            ModelNotFound,
-            InvalidImage,
-            UnsupportedImage,
-            ImageTooLarge,
-            InvalidText,
-            InvalidInput,
-            Unauthorized,
-            RateLimited,
-            TooManyConcurrent,
-            QueueFull,
-            BreakerOpen,
-            ModelLoading,
-            ShuttingDown,
-            DeadlineExceeded,
-            ModelFailure,
-            Internal,
-        ]
-    };
-
-    pub fn as_str(self) -> &'static str {
-        use ErrorType::*;
-        match self {
-            MissingImage => "missing_image",
-            MissingText => "missing_text",
-            InvalidBase64 => "invalid_base64",
-            InvalidJson => "invalid_json",
-            InvalidMultipart => "invalid_multipart",
-            InvalidUtf8 => "invalid_utf8",
-            InvalidBody => "invalid_body",
-            InvalidInferenceRequest => "invalid_inference_request",
-            InvalidRerankRequest => "invalid_rerank_request",
-            EmptyBatch => "empty_batch",
-            UnsupportedContentType => "unsupported_content_type",
-            PayloadTooLarge => "payload_too_large",
-            BatchTooLarge => "batch_too_large",
-            RequestTimeout => "request_timeout",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            ModelNotFound => "model_not_found",
-            InvalidImage => "invalid_image",
-            UnsupportedImage => "unsupported_image",
-            ImageTooLarge => "image_too_large",
-            InvalidText => "invalid_text",
-            InvalidInput => "invalid_input",
-            Unauthorized => "unauthorized",
-            RateLimited => "rate_limited",
-            TooManyConcurrent => "too_many_concurrent",
-            QueueFull => "queue_full",
-            BreakerOpen => "breaker_open",
-            ModelLoading => "model_loading",
-            ShuttingDown => "shutting_down",
-            DeadlineExceeded => "deadline_exceeded",
-            ModelFailure => "model_failure",
-            Internal => "internal",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        use ErrorType::*;
-        match self {
-            MissingImage
-            | MissingText
-            | InvalidBase64
-            | InvalidJson
-            | InvalidMultipart
-            | InvalidUtf8
-            | InvalidBody
-            | InvalidInferenceRequest
-            | InvalidRerankRequest
-            | EmptyBatch
-            | InvalidImage
-            | InvalidInput => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
-            NotFound | ModelNotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            PayloadTooLarge | BatchTooLarge | ImageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedContentType | UnsupportedImage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            InvalidText => StatusCode::UNPROCESSABLE_ENTITY,
-            RateLimited | TooManyConcurrent | QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            BreakerOpen | ModelLoading | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-            ModelFailure | Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     pub fn of(e: &EngineError) -> ErrorType {
         match e {
             EngineError::Input(OfaError::ImageTooLarge { .. } | OfaError::ImageTooCostly(_)) => {

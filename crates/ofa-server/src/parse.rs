@@ -156,7 +156,8 @@ pub async fn pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
     }
 }
 
-async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
+/// Every field of a multipart body, in order, as (name, content).
+pub async fn multipart_fields(parts: Parts, body: Bytes) -> Result<Vec<(String, Bytes)>, ApiError> {
     let req = Request::from_parts(parts, Body::from(body));
     let mut mp = Multipart::from_request(req, &())
         .await
@@ -164,20 +165,21 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         ApiError::new(ErrorType::InvalidMultipart, e.body_text())
     };
-    let (mut image, mut text, mut premise) = (None, None, None);
+    let mut fields = Vec::new();
     while let Some(field) = mp.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_owned();
+        fields.push((name, field.bytes().await.map_err(bad)?));
+    }
+    Ok(fields)
+}
+
+async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
+    let (mut image, mut text, mut premise) = (None, None, None);
+    for (name, bytes) in multipart_fields(parts, body).await? {
         match name.as_str() {
-            "image" | "file" => image = Some(field.bytes().await.map_err(bad)?),
-            "text" | "hypothesis" | "premise" | "text2" => {
-                let bytes = field.bytes().await.map_err(bad)?;
-                let s = utf8_field(&name, bytes)?;
-                if name == "premise" || name == "text2" {
-                    premise = Some(s);
-                } else {
-                    text = Some(s);
-                }
-            }
+            "image" | "file" => image = Some(bytes),
+            "text" | "hypothesis" => text = Some(utf8_field(&name, bytes)?),
+            "premise" | "text2" => premise = Some(utf8_field(&name, bytes)?),
             _ => {}
         }
     }

@@ -56,19 +56,17 @@ pub async fn predict_batch(
 }
 
 /// The longest queue and inference times among a request's pairs.
-pub fn slowest(scored: &[Scored]) -> Timings {
-    Timings {
-        queue: scored
-            .iter()
-            .map(|s| s.queue_time)
-            .max()
-            .unwrap_or_default(),
-        inference: scored
-            .iter()
-            .map(|s| s.inference_time)
-            .max()
-            .unwrap_or_default(),
-    }
+pub fn slowest<'a>(scored: impl IntoIterator<Item = &'a Scored>) -> Timings {
+    scored.into_iter().fold(
+        Timings {
+            queue: Duration::ZERO,
+            inference: Duration::ZERO,
+        },
+        |t, s| Timings {
+            queue: t.queue.max(s.queue_time),
+            inference: t.inference.max(s.inference_time),
+        },
+    )
 }
 
 /// The answer with its timing headers (seconds) and the timings for the log line.

@@ -3,10 +3,10 @@
 //! by default). Candidates are admitted together like a batch; a bad candidate gets its own
 //! error entry and the others are still ranked. The ranking itself is shared with the CLI.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::Json;
@@ -17,7 +17,6 @@ use serde_json::{json, Value};
 
 use crate::answer::Answer;
 use crate::error::{ApiError, ErrorType};
-use crate::middleware::Timings;
 use crate::parse::{content_type, decode_base64, utf8_field};
 use crate::{parse, predict, AppState};
 
@@ -155,17 +154,8 @@ pub async fn parse_request(parts: Parts, body: Bytes) -> Result<RerankRequest, A
 }
 
 async fn multipart_request(parts: Parts, body: Bytes) -> Result<RerankRequest, ApiError> {
-    let req = Request::from_parts(parts, Body::from(body));
-    let mut mp = Multipart::from_request(req, &())
-        .await
-        .map_err(|r| ApiError::new(ErrorType::InvalidMultipart, r.body_text()))?;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::new(ErrorType::InvalidMultipart, e.body_text())
-    };
     let mut r = RerankRequest::default();
-    while let Some(field) = mp.next_field().await.map_err(bad)? {
-        let name = field.name().unwrap_or("").to_owned();
-        let bytes = field.bytes().await.map_err(bad)?;
+    for (name, bytes) in parse::multipart_fields(parts, body).await? {
         let number = |s: String| {
             s.trim()
                 .parse::<f64>()
@@ -249,20 +239,7 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
     if results.iter().all(Result::is_err) {
         return Err(results.swap_remove(0).map(|_| ()).unwrap_err().into());
     }
-    let timings = Timings {
-        queue: results
-            .iter()
-            .flatten()
-            .map(|s| s.queue_time)
-            .max()
-            .unwrap_or(Duration::ZERO),
-        inference: results
-            .iter()
-            .flatten()
-            .map(|s| s.inference_time)
-            .max()
-            .unwrap_or(Duration::ZERO),
-    };
+    let timings = predict::slowest(results.iter().flatten());
     let (body, failed) = rank(
         results
             .into_iter()

@@ -181,3 +181,30 @@ pub fn blocking_status(url: &str) -> std::io::Result<u16> {
             .unwrap_or(0))
     }
 }
+
+/// A `/predict` form as `curl -F image=@x -F text=...` sends it.
+pub fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(img).file_name("x.jpg"),
+        )
+        .text("text", text.to_owned())
+}
+
+/// The value of an unlabelled or fully labelled sample on `/metrics`; panics if it is missing.
+pub async fn metric_sample(c: &reqwest::Client, s: &Server, sample: &str) -> f64 {
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{sample} not exported:\n{text}"))
+        .parse()
+        .unwrap()
+}

@@ -1,0 +1,115 @@
+//! What a job comes to: scores, or a failure of one of two classes. An input failure will
+//! never succeed and becomes an error result; a transient one is retried (by redelivery, or by
+//! the file runner) up to the delivery limit.
+
+use std::time::Duration;
+
+use ofa_engine::EngineError;
+use ofa_model::Scores;
+use ofa_server::answer::Answer;
+use ofa_server::error::ErrorType;
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The HTTP service's error types, plus the job-only ones (`invalid_job`,
+    /// `image_url_refused`, `image_url_failed`, `image_path_refused`, `image_not_found`).
+    pub error_type: String,
+    pub message: String,
+    pub transient: bool,
+}
+
+impl Failure {
+    pub fn input(error_type: &str, message: impl Into<String>) -> Self {
+        Failure {
+            error_type: error_type.into(),
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    pub fn transient(error_type: &str, message: impl Into<String>) -> Self {
+        Failure {
+            error_type: error_type.into(),
+            message: message.into(),
+            transient: true,
+        }
+    }
+
+    /// The engine's refusals and failures: the model, the breaker, the queue and time are
+    /// transient; the input's own faults (and bugs, which a retry would repeat) are not.
+    pub fn from_engine(e: &EngineError) -> Self {
+        let transient = matches!(
+            e,
+            EngineError::ModelFailure(_)
+                | EngineError::BreakerOpen { .. }
+                | EngineError::QueueFull { .. }
+                | EngineError::DeadlineExceeded
+                | EngineError::ShuttingDown
+        );
+        Failure {
+            error_type: ErrorType::of(e).as_str().into(),
+            message: e.to_string(),
+            transient,
+        }
+    }
+}
+
+/// Where a job's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub fetch: Duration,
+    pub queue: Duration,
+    pub inference: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub id: String,
+    pub meta: Option<Value>,
+    pub outcome: Result<Scores, Failure>,
+    pub timings: Timings,
+}
+
+impl JobResult {
+    pub fn is_transient(&self) -> bool {
+        self.outcome.as_ref().is_err_and(|f| f.transient)
+    }
+
+    /// The result message: `id`, `meta` (when the job had one), `status` and either the
+    /// `/predict` answer fields or `error` and `error_type`, then the model and timings.
+    pub fn to_json(&self, model_id: &str, model_revision: &str) -> Value {
+        let mut o = Map::new();
+        o.insert("id".into(), self.id.clone().into());
+        if let Some(m) = &self.meta {
+            o.insert("meta".into(), m.clone());
+        }
+        match &self.outcome {
+            Ok(scores) => {
+                o.insert("status".into(), "ok".into());
+                if let Value::Object(answer) = json!(Answer::from_scores(scores)) {
+                    o.extend(answer);
+                }
+            }
+            Err(f) => {
+                o.insert("status".into(), "error".into());
+                o.insert("error".into(), f.message.clone().into());
+                o.insert("error_type".into(), f.error_type.clone().into());
+            }
+        }
+        o.insert("model_id".into(), model_id.into());
+        o.insert("model_revision".into(), model_revision.into());
+        let t = &self.timings;
+        o.insert(
+            "timings".into(),
+            json!({
+                "fetch_s": t.fetch.as_secs_f64(),
+                "queue_s": t.queue.as_secs_f64(),
+                "inference_s": t.inference.as_secs_f64(),
+                "total_s": t.total.as_secs_f64(),
+            }),
+        );
+        Value::Object(o)
+    }
+}
