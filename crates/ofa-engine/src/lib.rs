@@ -11,6 +11,7 @@ pub mod config;
 pub mod drain;
 pub mod engine;
 pub mod error;
+mod lane;
 pub mod metrics;
 pub mod prom;
 mod worker;
