@@ -93,9 +93,13 @@ fn open(
     if bytes.is_empty() {
         return Err(OfaError::Image("empty image data".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| OfaError::Image(e.to_string()))?;
+    // The decoders' own allocations (and their metadata's) are held to the same budget.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(MAX_DECODED_BYTES_PER_PIXEL));
+    reader.limits(limits);
     let format = reader.format().ok_or_else(|| {
         OfaError::UnsupportedImage("not a JPEG, PNG, GIF, WebP, BMP or TIFF file".into())
     })?;
