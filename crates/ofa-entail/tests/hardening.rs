@@ -215,12 +215,7 @@ async fn connections_have_deadlines_and_slow_uploads_hold_no_slot() {
         took < Duration::from_secs(4),
         "idle keep-alive open {took:?}"
     );
-    let metrics = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&reqwest::Client::new(), &s).await;
     assert!(
         metrics.contains("ofa_rejections_total{reason=\"request_timeout\"} 1"),
         "{metrics}"
@@ -319,14 +314,7 @@ async fn hopeless_requests_are_refused_at_once_with_one_error_shape() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &s).await;
     for reason in ["payload_too_large", "not_found", "method_not_allowed"] {
         assert!(
             metrics.contains(&format!("ofa_rejections_total{{reason=\"{reason}\"}}")),
@@ -412,14 +400,7 @@ async fn a_panic_in_a_handler_is_that_requests_500() {
         .log_lines()
         .iter()
         .any(|l| l["event"] == "request_panicked"));
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &s).await;
     assert!(
         metrics.contains("ofa_rejections_total{reason=\"internal\"} 1"),
         "{metrics}"

@@ -41,17 +41,17 @@ async fn one_image_many_sentences_ranked_as_predict_scores_them_with_one_resnet_
     let s = Server::start(&[("IMAGE_CACHE_MB", "64")]);
     let c = reqwest::Client::new();
     let img = image("grace_hopper.jpg");
-    let misses = metric_sample(&c, &s, "ofa_image_cache_misses_total").await;
+    let misses = metric(&c, &s, "ofa_image_cache_misses_total").await;
     let (status, first) = post(&c, &s, json!({"image": b64(&img), "texts": TEXTS})).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(
-        metric_sample(&c, &s, "ofa_image_cache_misses_total").await - misses,
+        metric(&c, &s, "ofa_image_cache_misses_total").await - misses,
         1.0,
         "five sentences, one ResNet run"
     );
-    let hits = metric_sample(&c, &s, "ofa_image_cache_hits_total").await;
+    let hits = metric(&c, &s, "ofa_image_cache_hits_total").await;
     let (_, second) = post(&c, &s, json!({"image": b64(&img), "texts": TEXTS})).await;
-    assert!(metric_sample(&c, &s, "ofa_image_cache_hits_total").await - hits >= 1.0);
+    assert!(metric(&c, &s, "ofa_image_cache_hits_total").await - hits >= 1.0);
     assert_eq!(first, second, "bit-identical from the cache");
 
     // Each candidate as /predict scores it alone (batching tolerance), best first.
@@ -141,14 +141,7 @@ async fn one_sentence_many_images_with_a_bad_candidate_failing_alone() {
     assert_eq!(r[2]["index"], 1);
     assert_eq!(r[2]["error_type"], "unsupported_image");
     assert!(r[0]["score"].as_f64() >= r[1]["score"].as_f64());
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c, &s).await;
     assert!(
         text.contains("ofa_rejections_total{reason=\"unsupported_image\"} 1"),
         "{text}"

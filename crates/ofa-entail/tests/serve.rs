@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{fixtures, form, image, Server};
+use common::{fixtures, form, image, metric, metric_value, metrics_text, Server};
 
 /// Sends `n` multipart predictions of (`img`, `text`) at once, without waiting for them; each
 /// task hands `read` the outcome and the instant its request started.
@@ -48,45 +48,6 @@ where
 /// Status code of a GET.
 async fn get_status(c: &reqwest::Client, url: String) -> u16 {
     c.get(url).send().await.unwrap().status().as_u16()
-}
-
-async fn metric(client: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 {
-    let text = client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metric_value(&text, line_prefix)
-}
-
-/// The sample's value; a labelled sample not yet recorded reads 0, but its family must be
-/// exported, so a renamed or missing metric fails the test.
-fn metric_value(text: &str, line_prefix: &str) -> f64 {
-    let sample = |l: &&str| {
-        l.strip_prefix(line_prefix).is_some_and(|rest| {
-            rest.starts_with(' ') || (!line_prefix.contains('{') && rest.starts_with('{'))
-        })
-    };
-    if let Some(line) = text.lines().find(sample) {
-        return line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("unparsable sample {line:?}"));
-    }
-    let name = line_prefix.split('{').next().unwrap_or(line_prefix);
-    let family = ["_bucket", "_count", "_sum"]
-        .iter()
-        .find_map(|s| name.strip_suffix(s))
-        .unwrap_or(name);
-    assert!(
-        line_prefix.contains('{') && text.contains(&format!("# TYPE {family} ")),
-        "metric {line_prefix:?} is not exported:\n{text}"
-    );
-    0.0
 }
 
 #[test]
@@ -247,14 +208,7 @@ async fn every_route_and_the_seed_curl_form() {
     assert_eq!(info["model"]["runtime"]["patch_image_size"], 480);
     assert_eq!(info["limits"]["engine"]["max_batch_size"], 4);
 
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &s).await;
     for name in [
         "ofa_requests_total{route=\"/predict\",status=\"200\"}",
         "ofa_request_duration_seconds_bucket",
@@ -493,14 +447,7 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(get_status(&c, s.url("/readyz")).await, 200);
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&c, &s).await;
     assert!(
         m.contains("ofa_rejections_total{reason=\"invalid_image\"} 2"),
         "{m}"
@@ -864,14 +811,7 @@ async fn metrics_pass_promtool() {
         .send()
         .await
         .unwrap();
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c, &s).await;
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = Command::new("promtool")

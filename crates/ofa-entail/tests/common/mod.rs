@@ -192,19 +192,45 @@ pub fn form(img: Vec<u8>, text: &str) -> reqwest::multipart::Form {
         .text("text", text.to_owned())
 }
 
-/// The value of an unlabelled or fully labelled sample on `/metrics`; panics if it is missing.
-pub async fn metric_sample(c: &reqwest::Client, s: &Server, sample: &str) -> f64 {
-    let text = c
-        .get(s.url("/metrics"))
+/// The `/metrics` page as text.
+pub async fn metrics_text(c: &reqwest::Client, s: &Server) -> String {
+    c.get(s.url("/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{sample} not exported:\n{text}"))
-        .parse()
         .unwrap()
+}
+
+/// A sample's value on `/metrics` (see [`metric_value`]).
+pub async fn metric(c: &reqwest::Client, s: &Server, line_prefix: &str) -> f64 {
+    metric_value(&metrics_text(c, s).await, line_prefix)
+}
+
+/// The sample's value; a labelled sample not yet recorded reads 0, but its family must be
+/// exported, so a renamed or missing metric fails the test.
+pub fn metric_value(text: &str, line_prefix: &str) -> f64 {
+    let sample = |l: &&str| {
+        l.strip_prefix(line_prefix).is_some_and(|rest| {
+            rest.starts_with(' ') || (!line_prefix.contains('{') && rest.starts_with('{'))
+        })
+    };
+    if let Some(line) = text.lines().find(sample) {
+        return line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable sample {line:?}"));
+    }
+    let name = line_prefix.split('{').next().unwrap_or(line_prefix);
+    let family = ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    assert!(
+        line_prefix.contains('{') && text.contains(&format!("# TYPE {family} ")),
+        "metric {line_prefix:?} is not exported:\n{text}"
+    );
+    0.0
 }
