@@ -3,18 +3,21 @@
 //! ids already in the output are skipped, so a killed run continues where it stopped.
 
 use std::collections::HashSet;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
-use ofa_jobs::{Fetcher, ImageSettings, Job, JobResult, Runner};
-use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
+use ofa_engine::{Drain, EngineMetrics};
+use ofa_jobs::{Job, JobResult, Runner};
+use ofa_model::Entailment;
 
+use crate::job_args::ImageArgs;
 use crate::model_source::ModelArgs;
+use crate::progress::Progress;
+use crate::results_file;
 
 #[derive(Args)]
 pub struct BatchArgs {
@@ -34,79 +37,8 @@ pub struct BatchArgs {
     /// before it is answered with that error.
     #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 5)]
     delivery_limit: u32,
-    /// Directory that `image_path` is relative to; unset, paths are refused.
-    #[arg(long, env = "IMAGE_ROOT")]
-    image_root: Option<PathBuf>,
-    /// Comma-separated hosts `image_url` may name; empty: any.
-    #[arg(long, env = "IMAGE_URL_ALLOW", default_value = "")]
-    image_url_allow: String,
-    /// Largest image in bytes, from any source (suffixes KB, MB).
-    #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
-    payload_limit: String,
-    /// Seconds to connect to an image URL, and for its whole download.
-    #[arg(long, env = "IMAGE_URL_TIMEOUT", default_value_t = 30.0)]
-    image_url_timeout: f64,
-    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
-    max_image_pixels: u64,
-    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 2000)]
-    max_text_chars: usize,
-}
-
-/// Ids that already have a result in `out`. A last line cut short by a kill is removed: that
-/// job runs again, and the file stays one JSON object per line.
-fn finished(out: &PathBuf) -> Result<HashSet<String>> {
-    let mut done = HashSet::new();
-    let Ok(text) = std::fs::read(out) else {
-        return Ok(done);
-    };
-    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if whole < text.len() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(out)
-            .with_context(|| format!("cannot repair {}", out.display()))?;
-        f.set_len(whole as u64)?;
-    }
-    for line in text[..whole].split(|&b| b == b'\n') {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-            if let Some(id) = v["id"].as_str() {
-                done.insert(id.to_owned());
-            }
-        }
-    }
-    Ok(done)
-}
-
-struct Progress {
-    bar: bool,
-    total: usize,
-    done: usize,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn tick(&mut self, n: usize) {
-        self.done += n;
-        if !self.bar || self.last.elapsed() < Duration::from_millis(200) && self.done < self.total {
-            return;
-        }
-        self.last = Instant::now();
-        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        let eta = (self.total - self.done) as f64 / rate.max(1e-9);
-        let width = 30;
-        let filled = width * self.done / self.total.max(1);
-        eprint!(
-            "\r[{}{}] {}/{} jobs, {rate:.1}/s, ETA {eta:.0} s ",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            self.done,
-            self.total
-        );
-        if self.done >= self.total {
-            eprintln!();
-        }
-    }
+    #[command(flatten)]
+    images: ImageArgs,
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
@@ -120,7 +52,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
             .with_context(|| format!("cannot read {}", args.file.display()))?;
         text.lines().map(str::to_owned).collect()
     };
-    let done = finished(&args.out)?;
+    let done = results_file::finished(&args.out)?;
     let mut jobs = Vec::new();
     let (mut skipped, mut not_jobs) = (0, 0);
     let mut seen = HashSet::new();
@@ -141,53 +73,19 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let dir = args.model.resolve_blocking()?;
     let pipeline = Entailment::load(&dir, &device)?;
     let chunk = args.max_batch_size.max(1) * 4;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let engine = Arc::new(Engine::start(
-        Arc::new(pipeline),
-        EngineConfig {
-            max_batch_size: args.max_batch_size.max(1),
-            max_batch_wait: Duration::ZERO,
-            max_queue: chunk,
-            breaker_failures: 3,
-            breaker_cooldown: Duration::from_secs(5),
-            max_image_pixels: args.max_image_pixels,
-            max_text_chars: args.max_text_chars,
-            preprocess_threads: cpus,
-            preprocess_memory: 768 << 20,
-            fault_injection: false,
-        },
+    let engine = args.images.engine(
+        pipeline,
+        args.max_batch_size,
+        chunk,
+        Duration::from_secs(5),
         Arc::new(EngineMetrics::default()),
         Arc::new(Drain::default()),
-    ));
-    let timeout = Duration::from_secs_f64(args.image_url_timeout.max(0.0));
-    let fetcher = Fetcher::new(ImageSettings {
-        root: args.image_root.clone(),
-        url_allow: args
-            .image_url_allow
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        max_bytes: crate::serve::parse_bytes("PAYLOAD_LIMIT", &args.payload_limit)?,
-        connect_timeout: timeout,
-        read_timeout: timeout,
-        max_redirects: 5,
-    })?;
+    );
+    let fetcher = args.images.fetcher()?;
     let runner = Runner::new(engine, fetcher, Duration::from_secs(3600));
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.out)
-        .with_context(|| format!("cannot open {}", args.out.display()))?;
+    let mut out = results_file::open_append(&args.out)?;
     let (model_id, revision) = (args.model.model_id.clone(), args.model.revision.clone());
-    let mut progress = Progress {
-        bar: std::io::stderr().is_terminal(),
-        total: jobs.len(),
-        done: 0,
-        started: Instant::now(),
-        last: Instant::now(),
-    };
+    let mut progress = Progress::new(jobs.len(), "jobs");
     let (mut ok, mut errors) = (0usize, 0usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -222,6 +120,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+    progress.finish();
     eprintln!(
         "{ok} ok, {errors} errors, {skipped} already answered, {not_jobs} lines not jobs; results in {}",
         args.out.display()

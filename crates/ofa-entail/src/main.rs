@@ -2,14 +2,20 @@
 
 mod batch;
 mod bench;
+mod collect;
 mod convert;
 mod device;
 mod download;
+mod job_args;
 mod log_progress;
 mod model_source;
 mod predict;
+mod progress;
 mod rerank;
+mod results_file;
 mod serve;
+mod submit;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -36,6 +42,12 @@ enum Command {
     Rerank(Box<rerank::RerankArgs>),
     /// Run a JSONL file of jobs with no broker; results appended to --out, resumable.
     Batch(Box<batch::BatchArgs>),
+    /// Take jobs from RabbitMQ, run them, publish the results (scales with the backlog).
+    Worker(Box<worker::WorkerArgs>),
+    /// Publish a JSONL file of jobs to RabbitMQ, with publisher confirms.
+    Submit(submit::SubmitArgs),
+    /// Take results from RabbitMQ into a JSONL file, one line per job id.
+    Collect(collect::CollectArgs),
     /// Fetch a model from the ModelScope hub into the cache, verify it, and print its directory.
     Download(download::DownloadArgs),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
@@ -53,6 +65,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Predict(args) => predict::run(args),
         Command::Batch(args) => batch::run(*args),
+        Command::Worker(args) => worker::run(*args),
+        Command::Submit(args) => submit::run(args),
+        Command::Collect(args) => collect::run(args),
         Command::Rerank(args) => rerank::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Download(args) => download::run(args),

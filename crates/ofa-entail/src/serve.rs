@@ -133,7 +133,7 @@ pub fn parse_bytes(name: &str, s: &str) -> Result<usize> {
     Ok(n * mult)
 }
 
-fn seconds(name: &str, v: f64) -> Result<Duration> {
+pub fn seconds(name: &str, v: f64) -> Result<Duration> {
     anyhow::ensure!(
         v.is_finite() && v >= 0.0,
         "{name} must be a non-negative number of seconds, got {v}"

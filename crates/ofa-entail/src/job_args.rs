@@ -1,0 +1,121 @@
+//! Flags shared by the job commands: where images may come from and how large they may be
+//! (`batch`, `worker`), the broker and its queues (`worker`, `submit`, `collect`), and the
+//! engine every job runs through.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
+use ofa_jobs::{Fetcher, ImageSettings};
+use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
+use ofa_queue::{Address, AmqpConfig, QueueNames, RabbitMq};
+
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// Directory that `image_path` is relative to; unset, paths are refused.
+    #[arg(long, env = "IMAGE_ROOT")]
+    pub image_root: Option<PathBuf>,
+    /// Comma-separated hosts `image_url` may name; empty: any.
+    #[arg(long, env = "IMAGE_URL_ALLOW", default_value = "")]
+    pub image_url_allow: String,
+    /// Largest image in bytes, from any source (suffixes KB, MB).
+    #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
+    pub payload_limit: String,
+    /// Seconds to connect to an image URL, and for its whole download.
+    #[arg(long, env = "IMAGE_URL_TIMEOUT", default_value_t = 30.0)]
+    pub image_url_timeout: f64,
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+    #[arg(long, env = "MAX_TEXT_CHARS", default_value_t = 2000)]
+    pub max_text_chars: usize,
+}
+
+impl ImageArgs {
+    pub fn fetcher(&self) -> Result<Fetcher> {
+        let timeout = Duration::from_secs_f64(self.image_url_timeout.max(0.0));
+        Ok(Fetcher::new(ImageSettings {
+            root: self.image_root.clone(),
+            url_allow: self
+                .image_url_allow
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            max_bytes: crate::serve::parse_bytes("PAYLOAD_LIMIT", &self.payload_limit)?,
+            connect_timeout: timeout,
+            read_timeout: timeout,
+            max_redirects: 5,
+        })?)
+    }
+
+    /// The engine jobs run through: `queue` pairs may wait (the most a caller hands it at
+    /// once), batches of `max_batch_size`, and the breaker as in `serve`.
+    pub fn engine(
+        &self,
+        pipeline: Entailment,
+        max_batch_size: usize,
+        queue: usize,
+        breaker_cooldown: Duration,
+        metrics: Arc<EngineMetrics>,
+        drain: Arc<Drain>,
+    ) -> Arc<Engine> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Arc::new(Engine::start(
+            Arc::new(pipeline),
+            EngineConfig {
+                max_batch_size: max_batch_size.max(1),
+                max_batch_wait: Duration::ZERO,
+                max_queue: queue.max(1),
+                breaker_failures: 3,
+                breaker_cooldown,
+                max_image_pixels: self.max_image_pixels,
+                max_text_chars: self.max_text_chars,
+                preprocess_threads: cpus,
+                preprocess_memory: 768 << 20,
+                fault_injection: false,
+            },
+            metrics,
+            drain,
+        ))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AmqpArgs {
+    /// The RabbitMQ broker; its credentials never appear in logs or errors.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        hide_env_values = true,
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    #[arg(long, env = "JOBS_QUEUE", default_value = "ofa.jobs")]
+    pub jobs_queue: String,
+    #[arg(long, env = "RESULTS_QUEUE", default_value = "ofa.results")]
+    pub results_queue: String,
+    #[arg(long, env = "DEAD_LETTER_QUEUE", default_value = "ofa.jobs.dead")]
+    pub dead_letter_queue: String,
+    /// Deliveries of one job before the broker moves it to the dead-letter queue.
+    #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub delivery_limit: u32,
+}
+
+impl AmqpArgs {
+    pub fn broker(&self, command: &str) -> Result<RabbitMq> {
+        Ok(RabbitMq::new(AmqpConfig {
+            address: Address::parse(&self.amqp_url)?,
+            queues: QueueNames {
+                jobs: self.jobs_queue.clone(),
+                results: self.results_queue.clone(),
+                dead_letter: self.dead_letter_queue.clone(),
+            },
+            delivery_limit: self.delivery_limit,
+            connection_name: format!("ofa-entail {command}"),
+        }))
+    }
+}

@@ -1,0 +1,534 @@
+//! `worker`, `submit` and `collect` against a real RabbitMQ node: mixed jobs answered once each
+//! with `predict`'s numbers, a non-job and an exhausted transient failure in the dead-letter
+//! queue, a worker SIGKILLed mid-run, a broker killed and restarted mid-run, a SIGTERM drain,
+//! and the broker's password in no output at all.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::jobs::*;
+use common::rabbit::{Rabbit, PASSWORD};
+use common::*;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::{json, Value};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Worker {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Worker {
+    fn start(rabbit: &Rabbit, dir: &Path, env: &[(&str, &str)]) -> Worker {
+        let port = free_port();
+        let log = dir.join(format!("worker-{port}.log"));
+        let mut c = bin();
+        c.arg("worker")
+            .arg("--model-dir")
+            .arg(fixtures().join("tiny_ofa_ve"))
+            .env("AMQP_URL", rabbit.url())
+            .env("METRICS_PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("IMAGE_ROOT", fixtures().join("golden/images"))
+            .env("IMAGE_URL_TIMEOUT", "5")
+            .env("RETRY_DELAY", "0.1")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let w = Worker {
+            child: c.spawn().unwrap(),
+            port,
+            log,
+        };
+        let t = Instant::now();
+        while w.get("/readyz").0 != 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "worker not ready: {}",
+                w.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        w
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new());
+        };
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_owned())
+    }
+
+    fn jobs(&self, outcome: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        metric_value(&text, &format!("ofa_jobs_total{{outcome=\"{outcome}\"}}"))
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.get("/metrics").1, name)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_ok(&self, n: f64) {
+        let t = Instant::now();
+        while self.jobs("ok") < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "no progress: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn submit(rabbit: &Rabbit, jobs: &Path, args: &[&str]) -> Output {
+    bin()
+        .arg("submit")
+        .arg(jobs)
+        .args(args)
+        .env("AMQP_URL", rabbit.url())
+        .output()
+        .unwrap()
+}
+
+fn collect(rabbit: &Rabbit, out: &Path, expect: usize, idle_s: u32) -> Output {
+    bin()
+        .arg("collect")
+        .arg("--out")
+        .arg(out)
+        .args(["--expect", &expect.to_string()])
+        .args(["--idle-timeout", &idle_s.to_string()])
+        .env("AMQP_URL", rabbit.url())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Publishes raw bytes to a queue, as any other producer could.
+fn publish_raw(rabbit: &Rabbit, queue: &str, body: &[u8]) {
+    runtime().block_on(async {
+        let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+        conn.close(200, "".into()).await.unwrap();
+    });
+}
+
+/// Every message in a queue (acked away), with its headers.
+fn drain_queue(rabbit: &Rabbit, queue: &str, n: usize) -> Vec<(Vec<u8>, FieldTable)> {
+    runtime().block_on(async {
+        let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                    got.push((d.data, d.properties.headers().clone().unwrap_or_default()));
+                }
+                _ => break,
+            }
+        }
+        conn.close(200, "".into()).await.unwrap();
+        got
+    })
+}
+
+fn many_jobs(dir: &Path, n: usize) -> std::path::PathBuf {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"));
+    let lines: Vec<String> = (0..n)
+        .map(|i| json!({"id": format!("job-{i}"), "text": format!("claim {i}: a small square."), "image": b64}).to_string())
+        .collect();
+    let jobs = dir.join("jobs.jsonl");
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+    jobs
+}
+
+/// Every job id exactly once in the results file.
+fn assert_each_once(out: &Path, n: usize) {
+    let all = results(out);
+    let ids: HashSet<&str> = all.iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(all.len(), n, "one line per job");
+    assert_eq!(ids.len(), n, "no id twice");
+    for i in 0..n {
+        assert!(ids.contains(format!("job-{i}").as_str()), "job-{i} lost");
+    }
+    assert!(all.iter().all(|v| v["status"] == "ok"));
+}
+
+#[test]
+fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
+    let rabbit = Rabbit::start("mixed");
+    let (host, flaky) = image_host();
+    let dir = scratch("queue-mixed");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let woman = "a woman in a military uniform.";
+    let lines = [
+        json!({"id": "inline", "text": woman, "image": b64(&image("grace_hopper.jpg")), "meta": {"sku": "JKT-1", "n": [1, 2]}}).to_string(),
+        json!({"id": "path", "text": "a cat.", "image_path": "chelsea.png"}).to_string(),
+        json!({"id": "url", "text": woman, "image_url": format!("{host}/grace.jpg")}).to_string(),
+        json!({"id": "corrupt", "text": "x", "image": b64(b"not an image")}).to_string(),
+        json!({"id": "no-text", "image_path": "tiny_8x8.png"}).to_string(),
+        json!({"id": "two-sources", "text": "x", "image": b64(b"x"), "image_path": "tiny_8x8.png"}).to_string(),
+        json!({"id": "gone", "text": "x", "image_url": format!("{host}/missing.png")}).to_string(),
+        json!({"id": "escape", "text": "x", "image_path": "../../tiny_ofa_ve/config.json"}).to_string(),
+        json!({"id": "flaky", "text": "x", "image_url": format!("{host}/flaky.png")}).to_string(),
+        "this line is not a job".to_string(),
+    ];
+    let jobs = dir.join("jobs.jsonl");
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+    let sub = submit(&rabbit, &jobs, &["--delivery-limit", "3"]);
+    assert!(sub.status.success(), "{}", text(&sub));
+    assert!(text(&sub).contains("line 10: not a job"), "{}", text(&sub));
+    assert!(text(&sub).contains("published 9 jobs"), "{}", text(&sub));
+    // Another producer's message that is not a job at all.
+    publish_raw(&rabbit, "ofa.jobs", b"\x00\x01 definitely not JSON");
+
+    let worker = Worker::start(&rabbit, &dir, &[("DELIVERY_LIMIT", "3")]);
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, 8, 60);
+    assert!(col.status.success(), "{}", text(&col));
+
+    let got: HashMap<String, Value> = results(&out)
+        .into_iter()
+        .map(|v| (v["id"].as_str().unwrap().to_owned(), v))
+        .collect();
+    assert_eq!(got.len(), 8, "{got:?}");
+    assert_eq!(results(&out).len(), 8, "no id twice");
+    for (id, image_name, text) in [
+        ("inline", "grace_hopper.jpg", woman),
+        ("path", "chelsea.png", "a cat."),
+        ("url", "grace_hopper.jpg", woman),
+    ] {
+        let r = &got[id];
+        let want = predict(image_name, text);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["label"], want["label"], "{id}");
+        for k in 0..3 {
+            let d =
+                (r["details"][k].as_f64().unwrap() - want["details"][k].as_f64().unwrap()).abs();
+            assert!(d < 1e-5, "{id}: {r} vs {want}");
+        }
+        for field in [
+            "result",
+            "confidence",
+            "scores",
+            "model_id",
+            "model_revision",
+        ] {
+            assert!(r.get(field).is_some(), "{id} lacks {field}: {r}");
+        }
+        assert!(r["timings"]["inference_s"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(got["inline"]["meta"], json!({"sku": "JKT-1", "n": [1, 2]}));
+    for (id, kind) in [
+        ("corrupt", "unsupported_image"),
+        ("no-text", "missing_text"),
+        ("two-sources", "invalid_job"),
+        ("gone", "image_url_failed"),
+        ("escape", "image_path_refused"),
+    ] {
+        assert_eq!(got[id]["status"], "error", "{id}");
+        assert_eq!(got[id]["error_type"], kind, "{id}: {}", got[id]);
+    }
+
+    // The transient failure: delivered DELIVERY_LIMIT times, then dead-lettered by the broker.
+    let t = Instant::now();
+    while worker.jobs("dead_lettered") < 2.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{}",
+            worker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(flaky.load(Ordering::SeqCst), 3, "fetched once per delivery");
+    assert_eq!(worker.jobs("retried"), 2.0);
+    assert_eq!(worker.jobs("ok"), 3.0);
+    assert_eq!(worker.jobs("error"), 5.0);
+    let dead = drain_queue(&rabbit, "ofa.jobs.dead", 2);
+    assert_eq!(dead.len(), 2, "the non-job and the exhausted job");
+    let reason = |h: &FieldTable| match h.inner().get("x-ofa-dead-letter-reason") {
+        Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    let non_job = dead
+        .iter()
+        .find(|(body, _)| body.starts_with(b"\x00\x01"))
+        .expect("the non-job");
+    assert!(
+        reason(&non_job.1).is_some_and(|r| r.contains("not a job")),
+        "{:?}",
+        non_job.1
+    );
+    let exhausted = dead
+        .iter()
+        .find(|(body, _)| String::from_utf8_lossy(body).contains("\"flaky\""))
+        .expect("the flaky job");
+    assert!(
+        exhausted.1.inner().contains_key("x-death"),
+        "{:?}",
+        exhausted.1
+    );
+
+    let (_, metrics) = worker.get("/metrics");
+    for family in [
+        "ofa_image_fetch_seconds_count",
+        "ofa_batch_size_count",
+        "ofa_broker_reconnects_total 0",
+        "ofa_broker_connected 1",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
+    assert_eq!(worker.get("/healthz").0, 200);
+    // The broker's password appears in no output of any command.
+    let log = worker.log_text();
+    assert!(
+        log.contains("\"broker\":\"amqp://ofa-test:***@127.0.0.1"),
+        "{log}"
+    );
+    for output in [log, text(&sub), text(&col)] {
+        assert!(!output.contains(PASSWORD), "password leaked: {output}");
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_run_loses_nothing() {
+    let rabbit = Rabbit::start("sigkill");
+    let dir = scratch("queue-sigkill");
+    let n = 120;
+    let jobs = many_jobs(&dir, n);
+    assert!(submit(&rabbit, &jobs, &[]).status.success());
+    let env = [("MAX_BATCH_SIZE", "4")];
+    let mut first = Worker::start(&rabbit, &dir, &env);
+    first.wait_for_ok(8.0);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert_eq!(first.get("/healthz").0, 0, "the process is gone");
+    let _second = Worker::start(&rabbit, &dir, &env);
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, n, 60);
+    assert!(col.status.success(), "{}", text(&col));
+    assert_each_once(&out, n);
+}
+
+#[test]
+fn the_broker_restarting_mid_run_loses_nothing() {
+    let mut rabbit = Rabbit::start("restart");
+    let dir = scratch("queue-restart");
+    let n = 120;
+    let jobs = many_jobs(&dir, n);
+    assert!(submit(&rabbit, &jobs, &[]).status.success());
+    let worker = Worker::start(&rabbit, &dir, &[("MAX_BATCH_SIZE", "4")]);
+    worker.wait_for_ok(8.0);
+    rabbit.restart();
+    let t = Instant::now();
+    while worker.metric("ofa_broker_reconnects_total") < 1.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no reconnect: {}",
+            worker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, n, 60);
+    assert!(col.status.success(), "{}", text(&col));
+    assert_each_once(&out, n);
+    let log = worker.log_text();
+    assert!(log.contains("broker_connection_lost"), "{log}");
+    assert!(!log.contains(PASSWORD));
+}
+
+#[test]
+fn sigterm_finishes_what_it_holds_and_exits_cleanly() {
+    let rabbit = Rabbit::start("sigterm");
+    let dir = scratch("queue-sigterm");
+    let n = 120;
+    let jobs = many_jobs(&dir, n);
+    assert!(submit(&rabbit, &jobs, &[]).status.success());
+    let env = [("MAX_BATCH_SIZE", "8"), ("SHUTDOWN_TIMEOUT", "20")];
+    let mut first = Worker::start(&rabbit, &dir, &env);
+    first.wait_for_ok(8.0);
+    let t = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = loop {
+        if let Some(s) = first.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}: {}", first.log_text());
+    let log = first.log_text();
+    assert!(
+        log.contains("worker_draining") && log.contains("\"exit\""),
+        "{log}"
+    );
+    // What it published it acked: a second worker adds the rest and no duplicate.
+    let _second = Worker::start(&rabbit, &dir, &env);
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, n, 60);
+    assert!(col.status.success(), "{}", text(&col));
+    assert!(
+        text(&col).contains("0 duplicates dropped"),
+        "{}",
+        text(&col)
+    );
+    assert_each_once(&out, n);
+}
+
+#[test]
+fn submit_and_collect_report_bad_input_and_unmet_expectations() {
+    let rabbit = Rabbit::start("cli");
+    let dir = scratch("queue-cli");
+    let jobs = dir.join("jobs.jsonl");
+    std::fs::write(
+        &jobs,
+        "{\"id\": \"a\", \"text\": \"x\", \"image_path\": \"tiny_8x8.png\"}\n[1, 2]\n{\"id\": \"a\", \"text\": \"y\"}\n",
+    )
+    .unwrap();
+    let strict = submit(&rabbit, &jobs, &["--strict"]);
+    assert!(!strict.status.success());
+    let msg = text(&strict);
+    assert!(
+        msg.contains("line 2: not a job") && msg.contains("line 3: duplicate id"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing published"), "{msg}");
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, 1, 1);
+    assert!(
+        !col.status.success(),
+        "nothing was published, nothing to collect"
+    );
+    assert!(
+        text(&col).contains("expected 1 results, have 0"),
+        "{}",
+        text(&col)
+    );
+
+    let loose = submit(&rabbit, &jobs, &[]);
+    assert!(loose.status.success(), "{}", text(&loose));
+    assert!(
+        text(&loose).contains("published 1 jobs"),
+        "{}",
+        text(&loose)
+    );
+
+    // A wrong password: a clear error, and neither password in it.
+    let wrong = "wrong-pw-Kx7-not-shown";
+    let bad = bin()
+        .arg("submit")
+        .arg(&jobs)
+        .env(
+            "AMQP_URL",
+            format!("amqp://ofa-test:{wrong}@127.0.0.1:{}/%2f", rabbit.port),
+        )
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let msg = text(&bad);
+    assert!(
+        msg.contains("cannot connect to the broker at amqp://ofa-test:***@"),
+        "{msg}"
+    );
+    assert!(!msg.contains(wrong) && !msg.contains(PASSWORD), "{msg}");
+}

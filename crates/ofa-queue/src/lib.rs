@@ -1,0 +1,26 @@
+//! Bulk jobs over a message broker. The worker takes jobs from a queue, runs them through the
+//! same engine as the HTTP service (via `ofa-jobs`), publishes each result with a publisher
+//! confirm and only then acks the job. `submit` and `collect` put a JSONL file of jobs on the
+//! queue and take results off it. RabbitMQ is the broker (`amqp`), behind the small interface
+//! in `broker`.
+
+pub mod address;
+pub mod amqp;
+pub mod broker;
+pub mod error;
+
+pub use address::Address;
+pub use amqp::{AmqpConfig, QueueNames, RabbitMq};
+pub use broker::{Broker, JobSource, Received, ResultSink, Settle};
+pub use error::BrokerError;
+pub mod health;
+pub mod metrics;
+pub mod worker;
+
+pub use metrics::{Outcome, WorkerMetrics};
+pub use worker::{Worker, WorkerConfig};
+pub mod collect;
+pub mod submit;
+
+pub use collect::{Batch, Collector};
+pub use submit::{SubmitReport, Submitter};
