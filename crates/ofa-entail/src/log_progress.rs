@@ -1,7 +1,13 @@
-//! Model download progress for `serve`: JSON log lines instead of a progress bar.
+//! Getting the model for the long-running commands (`serve`, `worker`): the directory, fetched
+//! through the cache when needed, with progress as JSON log lines instead of a progress bar.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::model_source::{describe_source, ModelArgs};
 
 use ofa_server::logging::Logger;
 use serde_json::Value;
@@ -73,6 +79,34 @@ impl ofa_hub::Progress for LogProgress {
                 "model_hub_unreachable_using_cache",
                 &[("error", error.into())],
             ),
+        }
+    }
+}
+
+/// The model directory: `--model-dir` as it is, or the model fetched through the cache, each
+/// step logged (`model_fetched`, or `model_fetch_failed` before the error is returned).
+pub async fn resolve(model: &ModelArgs, log: &Arc<Logger>) -> Result<PathBuf> {
+    if let Some(dir) = model.local_dir() {
+        return Ok(dir);
+    }
+    let t = Instant::now();
+    let progress = LogProgress::new(log.clone());
+    match crate::model_source::fetch(&model.model_id, &model.revision, &model.hub, &progress).await
+    {
+        Ok(snap) => {
+            log.event(
+                "model_fetched",
+                &[
+                    ("model_dir", snap.dir.display().to_string().into()),
+                    ("source", describe_source(&snap.source).into()),
+                    ("seconds", t.elapsed().as_secs_f64().into()),
+                ],
+            );
+            Ok(snap.dir)
+        }
+        Err(e) => {
+            log.event("model_fetch_failed", &[("error", format!("{e:#}").into())]);
+            Err(e)
         }
     }
 }

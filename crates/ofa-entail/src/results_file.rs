@@ -2,31 +2,42 @@
 //! ids are already answered, so a rerun continues where a killed one stopped.
 
 use std::collections::HashSet;
+use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Ids that already have a result in `out`. A last line cut short by a kill is removed: that
-/// job is answered again, and the file stays one JSON object per line.
+/// Ids that already have a result in `out`, read line by line (the file may hold millions). A
+/// last line cut short by a kill is removed: that job is answered again, and the file stays
+/// one JSON object per line.
 pub fn finished(out: &Path) -> Result<HashSet<String>> {
     let mut done = HashSet::new();
-    let Ok(text) = std::fs::read(out) else {
+    let Ok(file) = std::fs::File::open(out) else {
         return Ok(done);
     };
-    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if whole < text.len() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(out)
-            .with_context(|| format!("cannot repair {}", out.display()))?;
-        f.set_len(whole as u64)?;
-    }
-    for line in text[..whole].split(|&b| b == b'\n') {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let (mut whole, mut line) = (0u64, Vec::new());
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("cannot read {}", out.display()))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        whole += n as u64;
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
             if let Some(id) = v["id"].as_str() {
                 done.insert(id.to_owned());
             }
         }
+    }
+    if !line.is_empty() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(out)
+            .with_context(|| format!("cannot repair {}", out.display()))?;
+        f.set_len(whole)?;
     }
     Ok(done)
 }

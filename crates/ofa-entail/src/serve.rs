@@ -14,7 +14,7 @@ use ofa_server::logging::{LogFormat, Logger};
 use ofa_server::{AppState, ServerConfig};
 use serde_json::Value;
 
-use crate::model_source::{describe_source, ModelArgs};
+use crate::model_source::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -276,37 +276,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ));
 
         // Serving (liveness, a 503 readiness) while the model is fetched and loaded.
-        let t = Instant::now();
-        let dir = match args.model.local_dir() {
-            Some(dir) => dir,
-            None => {
-                let progress = crate::log_progress::LogProgress::new(log.clone());
-                let fetched = crate::model_source::fetch(
-                    &args.model.model_id,
-                    &args.model.revision,
-                    &args.model.hub,
-                    &progress,
-                )
-                .await;
-                match fetched {
-                    Ok(snap) => {
-                        log.event(
-                            "model_fetched",
-                            &[
-                                ("model_dir", snap.dir.display().to_string().into()),
-                                ("source", describe_source(&snap.source).into()),
-                                ("seconds", t.elapsed().as_secs_f64().into()),
-                            ],
-                        );
-                        snap.dir
-                    }
-                    Err(e) => {
-                        log.event("model_fetch_failed", &[("error", format!("{e:#}").into())]);
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let dir = crate::log_progress::resolve(&args.model, &log).await?;
         let t = Instant::now();
         let loaded = {
             let dir = dir.clone();

@@ -1,9 +1,11 @@
 //! `ofa-entail submit FILE`: publish a JSONL file of jobs to the jobs queue with publisher
-//! confirms. Lines that are not jobs are reported by line number and skipped (`--strict`:
-//! nothing is published); exits non-zero if any publish was not confirmed.
+//! confirms. Lines that are not jobs (or repeat an id) are reported by line number and skipped
+//! (`--strict`: nothing is published); exits non-zero if any publish was not confirmed. The
+//! file is streamed, so millions of jobs with inline images need no more memory than a line
+//! and the ids; stdin is read into memory first (it is read twice).
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -25,31 +27,81 @@ pub struct SubmitArgs {
     amqp: AmqpArgs,
 }
 
-pub fn run(args: SubmitArgs) -> Result<()> {
-    let mut text = Vec::new();
-    if args.file.as_os_str() == "-" {
-        std::io::stdin().lock().read_to_end(&mut text)?;
-    } else {
-        text = std::fs::read(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
+/// The input, readable twice: once to check and count, once to publish.
+enum Input {
+    File(PathBuf),
+    Memory(Vec<u8>),
+}
+
+enum Line {
+    Job { id: String, body: Vec<u8> },
+    Skipped { number: usize, problem: String },
+}
+
+impl Input {
+    /// Every non-blank line, as a job to publish or a line skipped and why.
+    fn jobs(&self) -> Result<impl Iterator<Item = Result<Line>> + '_> {
+        let reader: Box<dyn BufRead + '_> = match self {
+            Input::File(p) => Box::new(BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+            )),
+            Input::Memory(b) => Box::new(&b[..]),
+        };
+        let mut seen = HashSet::new();
+        Ok(reader
+            .split(b'\n')
+            .enumerate()
+            .filter_map(move |(n, line)| {
+                let mut line = match line {
+                    Ok(l) => l,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let end = line.trim_ascii_end().len();
+                line.truncate(end);
+                let start = line.len() - line.trim_ascii_start().len();
+                line.drain(..start);
+                if line.is_empty() {
+                    return None;
+                }
+                let skipped = |problem| {
+                    Some(Ok(Line::Skipped {
+                        number: n + 1,
+                        problem,
+                    }))
+                };
+                match Job::parse(&line) {
+                    Ok(job) if !seen.insert(job.id.clone()) => {
+                        skipped(format!("duplicate id {:?}, skipped", job.id))
+                    }
+                    Ok(job) => Some(Ok(Line::Job {
+                        id: job.id,
+                        body: line,
+                    })),
+                    Err(e) => skipped(format!("not a job: {e}")),
+                }
+            }))
     }
-    let mut jobs: Vec<(String, &[u8])> = Vec::new();
-    let mut bad = 0usize;
-    let mut seen = HashSet::new();
-    for (n, line) in text.split(|&b| b == b'\n').enumerate() {
-        let line = line.trim_ascii();
-        if line.is_empty() {
-            continue;
-        }
-        match Job::parse(line) {
-            Ok(job) if !seen.insert(job.id.clone()) => {
+}
+
+pub fn run(args: SubmitArgs) -> Result<()> {
+    let input = if args.file.as_os_str() == "-" {
+        let mut text = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut text)?;
+        Input::Memory(text)
+    } else {
+        Input::File(args.file.clone())
+    };
+    // First pass: count for the progress bar; with --strict, refuse before publishing.
+    let (mut total, mut bad) = (0usize, 0usize);
+    for line in input.jobs()? {
+        match line? {
+            Line::Job { .. } => total += 1,
+            Line::Skipped { number, problem } => {
                 bad += 1;
-                eprintln!("line {}: duplicate id {:?}, skipped", n + 1, job.id);
-            }
-            Ok(job) => jobs.push((job.id, line)),
-            Err(e) => {
-                bad += 1;
-                eprintln!("line {}: not a job: {e}", n + 1);
+                if args.strict {
+                    eprintln!("line {number}: {problem}");
+                }
             }
         }
     }
@@ -60,12 +112,17 @@ pub fn run(args: SubmitArgs) -> Result<()> {
     let runtime = crate::model_source::runtime()?;
     let report = runtime.block_on(async {
         let mut submitter = Submitter::open(&broker).await?;
-        let mut progress = Progress::new(jobs.len(), "jobs published");
+        let mut progress = Progress::new(total, "jobs published");
         let mut confirmed = 0;
-        for (id, body) in &jobs {
-            let now = submitter.send(id, body).await?;
-            progress.tick((now - confirmed) as usize);
-            confirmed = now;
+        for line in input.jobs()? {
+            match line? {
+                Line::Job { id, body } => {
+                    let now = submitter.send(&id, &body).await?;
+                    progress.tick((now - confirmed) as usize);
+                    confirmed = now;
+                }
+                Line::Skipped { number, problem } => eprintln!("line {number}: {problem}"),
+            }
         }
         let report = submitter.finish().await;
         progress.tick((report.confirmed - confirmed) as usize);

@@ -15,7 +15,7 @@ use ofa_queue::{Broker, Worker, WorkerConfig, WorkerMetrics};
 use ofa_server::logging::{LogFormat, Logger};
 
 use crate::job_args::{AmqpArgs, ImageArgs};
-use crate::model_source::{describe_source, ModelArgs};
+use crate::model_source::ModelArgs;
 use crate::serve::seconds;
 
 #[derive(Args, Debug)]
@@ -125,24 +125,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         if let Some(detail) = warning {
             log.event("gpu_unavailable", &[("detail", detail.into())]);
         }
-        let dir = match args.model.local_dir() {
-            Some(dir) => dir,
-            None => {
-                let progress = crate::log_progress::LogProgress::new(log.clone());
-                let snap = crate::model_source::fetch(
-                    &args.model.model_id,
-                    &args.model.revision,
-                    &args.model.hub,
-                    &progress,
-                )
-                .await?;
-                log.event(
-                    "model_fetched",
-                    &[("source", describe_source(&snap.source).into())],
-                );
-                snap.dir
-            }
-        };
+        let dir = crate::log_progress::resolve(&args.model, &log).await?;
         let t = Instant::now();
         let pipeline = {
             let dir = dir.clone();

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::Server;
+use common::{env_vars_read_by, tool, Server};
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
@@ -26,19 +26,6 @@ fn yaml(rel: &str) -> Vec<Value> {
 
 fn env_vars_serve_reads() -> BTreeSet<String> {
     env_vars_read_by("serve")
-}
-
-fn env_vars_read_by(command: &str) -> BTreeSet<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
-        .args([command, "--help"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split("[env: ")
-        .skip(1)
-        .filter_map(|s| s.split(['=', ']']).next().map(str::to_owned))
-        .collect()
 }
 
 /// Metric names a PromQL text mentions (histogram series reduced to their family).
@@ -268,19 +255,6 @@ fn render(overlay: &str) -> String {
         "kubectl kustomize",
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what} ({e}); .ci/run installs it"));
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 #[test]

@@ -13,36 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::rabbit::Rabbit;
+use common::{env_vars_read_by, tool};
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
-
-fn tool(cmd: &mut Command, what: &str) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what} ({e}); .ci/run installs it"));
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn env_vars_read_by(command: &str) -> BTreeSet<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
-        .args([command, "--help"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split("[env: ")
-        .skip(1)
-        .filter_map(|s| s.split(['=', ']']).next().map(str::to_owned))
-        .collect()
 }
 
 fn get(port: u16, path: &str) -> (u16, String) {
@@ -71,12 +46,16 @@ fn envs(container: &Value) -> Vec<String> {
 
 #[test]
 fn jobs_assets_render_validate_and_agree_with_a_running_worker() {
-    let rendered = tool(
-        Command::new("kubectl")
-            .arg("kustomize")
-            .arg(deploy().join("kubernetes/jobs")),
-        "kubectl kustomize",
-    );
+    let rendered = String::from_utf8(
+        tool(
+            Command::new("kubectl")
+                .arg("kustomize")
+                .arg(deploy().join("kubernetes/jobs")),
+            "kubectl kustomize",
+        )
+        .stdout,
+    )
+    .unwrap();
     let file = std::env::temp_dir().join(format!("ofa-render-jobs-{}.yaml", std::process::id()));
     std::fs::write(&file, &rendered).unwrap();
     tool(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -13,26 +13,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::jobs::*;
-use common::rabbit::{Rabbit, PASSWORD};
+use common::rabbit::{free_port, Rabbit, PASSWORD};
 use common::*;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use serde_json::{json, Value};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Worker {
@@ -224,16 +214,6 @@ fn drain_queue(rabbit: &Rabbit, queue: &str, n: usize) -> Vec<(Vec<u8>, FieldTab
     })
 }
 
-fn many_jobs(dir: &Path, n: usize) -> std::path::PathBuf {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"));
-    let lines: Vec<String> = (0..n)
-        .map(|i| json!({"id": format!("job-{i}"), "text": format!("claim {i}: a small square."), "image": b64}).to_string())
-        .collect();
-    let jobs = dir.join("jobs.jsonl");
-    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
-    jobs
-}
-
 /// Every job id exactly once in the results file.
 fn assert_each_once(out: &Path, n: usize) {
     let all = results(out);
@@ -251,20 +231,8 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
     let rabbit = Rabbit::start("mixed");
     let (host, flaky) = image_host();
     let dir = scratch("queue-mixed");
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let woman = "a woman in a military uniform.";
-    let lines = [
-        json!({"id": "inline", "text": woman, "image": b64(&image("grace_hopper.jpg")), "meta": {"sku": "JKT-1", "n": [1, 2]}}).to_string(),
-        json!({"id": "path", "text": "a cat.", "image_path": "chelsea.png"}).to_string(),
-        json!({"id": "url", "text": woman, "image_url": format!("{host}/grace.jpg")}).to_string(),
-        json!({"id": "corrupt", "text": "x", "image": b64(b"not an image")}).to_string(),
-        json!({"id": "no-text", "image_path": "tiny_8x8.png"}).to_string(),
-        json!({"id": "two-sources", "text": "x", "image": b64(b"x"), "image_path": "tiny_8x8.png"}).to_string(),
-        json!({"id": "gone", "text": "x", "image_url": format!("{host}/missing.png")}).to_string(),
-        json!({"id": "escape", "text": "x", "image_path": "../../tiny_ofa_ve/config.json"}).to_string(),
-        json!({"id": "flaky", "text": "x", "image_url": format!("{host}/flaky.png")}).to_string(),
-        "this line is not a job".to_string(),
-    ];
+    let mut lines = mixed_jobs(&host);
+    lines.push("this line is not a job".to_string());
     let jobs = dir.join("jobs.jsonl");
     std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
     let sub = submit(&rabbit, &jobs, &["--delivery-limit", "3"]);
@@ -279,48 +247,10 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
     let col = collect(&rabbit, &out, 8, 60);
     assert!(col.status.success(), "{}", text(&col));
 
-    let got: HashMap<String, Value> = results(&out)
-        .into_iter()
-        .map(|v| (v["id"].as_str().unwrap().to_owned(), v))
-        .collect();
-    assert_eq!(got.len(), 8, "{got:?}");
-    assert_eq!(results(&out).len(), 8, "no id twice");
-    for (id, image_name, text) in [
-        ("inline", "grace_hopper.jpg", woman),
-        ("path", "chelsea.png", "a cat."),
-        ("url", "grace_hopper.jpg", woman),
-    ] {
-        let r = &got[id];
-        let want = predict(image_name, text);
-        assert_eq!(r["status"], "ok", "{r}");
-        assert_eq!(r["label"], want["label"], "{id}");
-        for k in 0..3 {
-            let d =
-                (r["details"][k].as_f64().unwrap() - want["details"][k].as_f64().unwrap()).abs();
-            assert!(d < 1e-5, "{id}: {r} vs {want}");
-        }
-        for field in [
-            "result",
-            "confidence",
-            "scores",
-            "model_id",
-            "model_revision",
-        ] {
-            assert!(r.get(field).is_some(), "{id} lacks {field}: {r}");
-        }
-        assert!(r["timings"]["inference_s"].as_f64().unwrap() > 0.0);
-    }
-    assert_eq!(got["inline"]["meta"], json!({"sku": "JKT-1", "n": [1, 2]}));
-    for (id, kind) in [
-        ("corrupt", "unsupported_image"),
-        ("no-text", "missing_text"),
-        ("two-sources", "invalid_job"),
-        ("gone", "image_url_failed"),
-        ("escape", "image_path_refused"),
-    ] {
-        assert_eq!(got[id]["status"], "error", "{id}");
-        assert_eq!(got[id]["error_type"], kind, "{id}: {}", got[id]);
-    }
+    let got = results_by_id(&out);
+    assert_eq!(got.len(), 8, "every job but the exhausted one: {got:?}");
+    assert_mixed_answers(&got);
+    assert!(got["url"]["timings"]["inference_s"].as_f64().unwrap() > 0.0);
 
     // The transient failure: delivered DELIVERY_LIMIT times, then dead-lettered by the broker.
     let t = Instant::now();

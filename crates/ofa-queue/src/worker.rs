@@ -16,6 +16,9 @@ use crate::broker::{Broker, JobSource, Received, ResultSink, Settle};
 use crate::error::BrokerError;
 use crate::metrics::{Outcome, WorkerMetrics};
 
+/// Longest wait for a connection, its channels and the queue declarations.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Messages received and not yet settled, at most (the broker's prefetch).
@@ -72,9 +75,14 @@ impl<B: Broker> Worker<B> {
         let mut failures = 0u32;
         let mut sessions = 0u64;
         loop {
+            // A broker that accepts the connection but never answers (still booting, queues
+            // recovering) must not hold the worker: the attempt is abandoned and retried.
+            let open = tokio::time::timeout(OPEN_TIMEOUT, self.broker.open(self.config.prefetch));
             let opened = tokio::select! {
                 _ = &mut stop => break,
-                o = self.broker.open(self.config.prefetch) => o,
+                o = open => o.unwrap_or_else(|_| Err(BrokerError::Lost(format!(
+                    "no session within {} s", OPEN_TIMEOUT.as_secs()
+                )))),
             };
             let (mut source, sink) = match opened {
                 Ok(s) => s,
@@ -114,7 +122,8 @@ impl<B: Broker> Worker<B> {
                 tokio::select! {
                     _ = &mut stop => break true,
                     _ = depth_tick.tick() => {
-                        if let Ok((jobs, dead)) = sink.depths().await {
+                        let depths = tokio::time::timeout(Duration::from_secs(10), sink.depths());
+                        if let Ok(Ok((jobs, dead))) = depths.await {
                             self.metrics.backlog.store(jobs as i64, Ordering::Relaxed);
                             self.metrics.dead_letters.store(dead as i64, Ordering::Relaxed);
                         }

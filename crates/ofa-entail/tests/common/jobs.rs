@@ -7,7 +7,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
 
 use super::{fixtures, image};
 
@@ -75,4 +79,88 @@ pub fn predict(image_name: &str, text: &str) -> Value {
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub const WOMAN: &str = "a woman in a military uniform.";
+
+/// Nine jobs, one of each kind: inline, path and URL images that score, every kind of input
+/// error, and `flaky` (its URL answers 500: a transient failure).
+pub fn mixed_jobs(host: &str) -> Vec<String> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    vec![
+        json!({"id": "inline", "text": WOMAN, "image": b64(&image("grace_hopper.jpg")), "meta": {"sku": "JKT-1", "n": [1, 2]}}).to_string(),
+        json!({"id": "path", "text": "a cat.", "image_path": "chelsea.png"}).to_string(),
+        json!({"id": "url", "text": WOMAN, "image_url": format!("{host}/grace.jpg")}).to_string(),
+        json!({"id": "corrupt", "text": "x", "image": b64(b"not an image")}).to_string(),
+        json!({"id": "no-text", "image_path": "tiny_8x8.png"}).to_string(),
+        json!({"id": "two-sources", "text": "x", "image": b64(b"x"), "image_path": "tiny_8x8.png"}).to_string(),
+        json!({"id": "gone", "text": "x", "image_url": format!("{host}/missing.png")}).to_string(),
+        json!({"id": "escape", "text": "x", "image_path": "../../tiny_ofa_ve/config.json"}).to_string(),
+        json!({"id": "flaky", "text": "x", "image_url": format!("{host}/flaky.png")}).to_string(),
+    ]
+}
+
+/// The results file by id, each id at most once.
+pub fn results_by_id(out: &Path) -> HashMap<String, Value> {
+    let all = results(out);
+    let got: HashMap<String, Value> = all
+        .iter()
+        .map(|v| (v["id"].as_str().unwrap().to_owned(), v.clone()))
+        .collect();
+    assert_eq!(got.len(), all.len(), "no id twice");
+    got
+}
+
+/// The answers to [`mixed_jobs`] but `flaky`: `predict`'s numbers for the three that score,
+/// `meta` echoed, and the right error type for each bad input.
+pub fn assert_mixed_answers(got: &HashMap<String, Value>) {
+    for (id, image_name, text) in [
+        ("inline", "grace_hopper.jpg", WOMAN),
+        ("path", "chelsea.png", "a cat."),
+        ("url", "grace_hopper.jpg", WOMAN),
+    ] {
+        let r = &got[id];
+        let want = predict(image_name, text);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["label"], want["label"], "{id}");
+        for k in 0..3 {
+            let d =
+                (r["details"][k].as_f64().unwrap() - want["details"][k].as_f64().unwrap()).abs();
+            assert!(d < 1e-5, "{id}: {r} vs {want}");
+        }
+        for field in [
+            "result",
+            "confidence",
+            "scores",
+            "model_id",
+            "model_revision",
+        ] {
+            assert!(r.get(field).is_some(), "{id} lacks {field}: {r}");
+        }
+        assert!(r["timings"]["total_s"].is_number());
+    }
+    assert_eq!(got["inline"]["meta"], json!({"sku": "JKT-1", "n": [1, 2]}));
+    assert!(got["path"].get("meta").is_none());
+    for (id, kind) in [
+        ("corrupt", "unsupported_image"),
+        ("no-text", "missing_text"),
+        ("two-sources", "invalid_job"),
+        ("gone", "image_url_failed"),
+        ("escape", "image_path_refused"),
+    ] {
+        assert_eq!(got[id]["status"], "error", "{id}");
+        assert_eq!(got[id]["error_type"], kind, "{id}: {}", got[id]);
+        assert!(got[id]["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+}
+
+/// `n` jobs on the same small image, ids `job-0` … in `dir/jobs.jsonl`.
+pub fn many_jobs(dir: &Path, n: usize) -> PathBuf {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"));
+    let lines: Vec<String> = (0..n)
+        .map(|i| json!({"id": format!("job-{i}"), "text": format!("claim {i}: a small square."), "image": b64}).to_string())
+        .collect();
+    let jobs = dir.join("jobs.jsonl");
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+    jobs
 }

@@ -237,3 +237,31 @@ pub fn metric_value(text: &str, line_prefix: &str) -> f64 {
     );
     0.0
 }
+
+/// Environment variables a command reads, from its `--help`.
+pub fn env_vars_read_by(command: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split(['=', ']']).next().map(str::to_owned))
+        .collect()
+}
+
+/// Runs a tool the tests drive; it must exist and succeed.
+pub fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
