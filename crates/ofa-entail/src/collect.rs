@@ -11,9 +11,9 @@ use anyhow::Result;
 use clap::Args;
 use ofa_queue::Collector;
 
+use crate::flags::seconds;
 use crate::job_args::AmqpArgs;
 use crate::results_file;
-use crate::serve::seconds;
 
 #[derive(Args, Debug)]
 pub struct CollectArgs {

@@ -45,7 +45,7 @@ impl ImageArgs {
                 .filter(|h| !h.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            max_bytes: crate::serve::parse_bytes("PAYLOAD_LIMIT", &self.payload_limit)?,
+            max_bytes: crate::flags::parse_bytes("PAYLOAD_LIMIT", &self.payload_limit)?,
             connect_timeout: timeout,
             read_timeout: timeout,
             max_redirects: 5,

@@ -6,6 +6,7 @@ mod collect;
 mod convert;
 mod device;
 mod download;
+mod flags;
 mod job_args;
 mod log_progress;
 mod model_source;

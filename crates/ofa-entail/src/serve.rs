@@ -14,6 +14,7 @@ use ofa_server::logging::{LogFormat, Logger};
 use ofa_server::{AppState, ServerConfig};
 use serde_json::Value;
 
+use crate::flags::{parse_bytes, seconds};
 use crate::model_source::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -113,32 +114,6 @@ pub struct ServeArgs {
     /// Test-only: enables POST /debug/fault. Never set in production.
     #[arg(long, env = "FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
     fault_injection: bool,
-}
-
-pub fn parse_bytes(name: &str, s: &str) -> Result<usize> {
-    let t = s.trim().to_ascii_uppercase();
-    let (num, mult) = if let Some(n) = t.strip_suffix("GB").or_else(|| t.strip_suffix('G')) {
-        (n, 1 << 30)
-    } else if let Some(n) = t.strip_suffix("MB").or_else(|| t.strip_suffix('M')) {
-        (n, 1 << 20)
-    } else if let Some(n) = t.strip_suffix("KB").or_else(|| t.strip_suffix('K')) {
-        (n, 1 << 10)
-    } else {
-        (t.strip_suffix('B').unwrap_or(&t), 1)
-    };
-    let n: usize = num
-        .trim()
-        .parse()
-        .with_context(|| format!("{name} {s:?} is not a size"))?;
-    Ok(n * mult)
-}
-
-pub fn seconds(name: &str, v: f64) -> Result<Duration> {
-    anyhow::ensure!(
-        v.is_finite() && v >= 0.0,
-        "{name} must be a non-negative number of seconds, got {v}"
-    );
-    Ok(Duration::from_secs_f64(v))
 }
 
 /// A small photo-like PNG for the warm-up batch.

@@ -14,9 +14,9 @@ use ofa_queue::health::{self, Health};
 use ofa_queue::{Broker, Worker, WorkerConfig, WorkerMetrics};
 use ofa_server::logging::{LogFormat, Logger};
 
+use crate::flags::seconds;
 use crate::job_args::{AmqpArgs, ImageArgs};
 use crate::model_source::ModelArgs;
-use crate::serve::seconds;
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {

@@ -121,11 +121,14 @@ impl Fetcher {
             )));
         }
         let transient = |e: reqwest::Error| {
-            Failure::transient("image_fetch_failed", format!("image_url {url:?}: {e}"))
+            Failure::transient(
+                "image_fetch_failed",
+                format!("image_url {url:?}: {}", with_causes(&e)),
+            )
         };
         let mut resp = self.client.get(parsed).send().await.map_err(|e| {
             if e.is_redirect() {
-                refused(format!("image_url {url:?}: {e}"))
+                refused(format!("image_url {url:?}: {}", with_causes(&e)))
             } else {
                 transient(e)
             }
@@ -162,4 +165,20 @@ impl Fetcher {
         }
         Ok(body.into())
     }
+}
+
+/// An error with its causes ("error sending request: … Connection refused"): the HTTP client's
+/// own message names neither the refusal nor the time-out.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
 }
