@@ -1,8 +1,11 @@
 //! Flag values every command parses the same way: sizes with suffixes and seconds.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ofa_server::logging::{LogFormat, Logger};
 
 /// A size in bytes: `10MB`, `768M`, `1GB`, `512KB` or plain bytes.
 pub fn parse_bytes(name: &str, s: &str) -> Result<usize> {
@@ -30,4 +33,16 @@ pub fn seconds(name: &str, v: f64) -> Result<Duration> {
         "{name} must be a non-negative number of seconds, got {v}"
     );
     Ok(Duration::from_secs_f64(v))
+}
+
+/// The JSON (or text) event log on stdout, and in `LOG_PATH` when set.
+pub fn logger(format: &str, path: Option<&Path>) -> Result<Arc<Logger>> {
+    let format = match format {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => anyhow::bail!("LOG_FORMAT must be json or text, got {other:?}"),
+    };
+    Ok(Arc::new(
+        Logger::new(format, path).context("cannot open LOG_PATH")?,
+    ))
 }

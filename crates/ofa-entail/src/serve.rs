@@ -10,7 +10,6 @@ use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics, Pair};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
 use ofa_server::conn::ConnLimits;
 use ofa_server::limit::Rate;
-use ofa_server::logging::{LogFormat, Logger};
 use ofa_server::{AppState, ServerConfig};
 use serde_json::Value;
 
@@ -136,13 +135,7 @@ fn warmup_image() -> Vec<u8> {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let format = match args.log_format.as_str() {
-        "json" => LogFormat::Json,
-        "text" => LogFormat::Text,
-        other => anyhow::bail!("LOG_FORMAT must be json or text, got {other:?}"),
-    };
-    let log =
-        Arc::new(Logger::new(format, args.log_path.as_deref()).context("cannot open LOG_PATH")?);
+    let log = crate::flags::logger(&args.log_format, args.log_path.as_deref())?;
     let rate_limit = match args.rate_limit.trim() {
         "" | "off" | "none" | "0" => None,
         r => Some(

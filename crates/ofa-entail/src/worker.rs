@@ -12,7 +12,6 @@ use ofa_jobs::Runner;
 use ofa_model::Entailment;
 use ofa_queue::health::{self, Health};
 use ofa_queue::{Broker, Worker, WorkerConfig, WorkerMetrics};
-use ofa_server::logging::{LogFormat, Logger};
 
 use crate::flags::seconds;
 use crate::job_args::{AmqpArgs, ImageArgs};
@@ -62,13 +61,7 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> Result<()> {
-    let format = match args.log_format.as_str() {
-        "json" => LogFormat::Json,
-        "text" => LogFormat::Text,
-        other => anyhow::bail!("LOG_FORMAT must be json or text, got {other:?}"),
-    };
-    let log =
-        Arc::new(Logger::new(format, args.log_path.as_deref()).context("cannot open LOG_PATH")?);
+    let log = crate::flags::logger(&args.log_format, args.log_path.as_deref())?;
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
     let broker = args.amqp.broker("worker")?;
     let fetcher = args.images.fetcher()?;

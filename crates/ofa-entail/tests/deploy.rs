@@ -261,15 +261,7 @@ fn render(overlay: &str) -> String {
 fn overlays_render_and_validate_strictly() {
     for overlay in OVERLAYS {
         let rendered = render(overlay);
-        let file =
-            std::env::temp_dir().join(format!("ofa-render-{overlay}-{}.yaml", std::process::id()));
-        std::fs::write(&file, &rendered).unwrap();
-        tool(
-            Command::new("kubernetes-validate")
-                .arg("--strict")
-                .arg(&file),
-            "kubernetes-validate (PyPI)",
-        );
+        common::validate_strictly(overlay, &rendered);
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
@@ -307,7 +299,6 @@ fn overlays_render_and_validate_strictly() {
         if overlay == "gpu" {
             assert!(env.contains(&"GPU_DEVICE"));
         }
-        let _ = std::fs::remove_file(&file);
     }
 }
 

@@ -56,15 +56,7 @@ fn jobs_assets_render_validate_and_agree_with_a_running_worker() {
         .stdout,
     )
     .unwrap();
-    let file = std::env::temp_dir().join(format!("ofa-render-jobs-{}.yaml", std::process::id()));
-    std::fs::write(&file, &rendered).unwrap();
-    tool(
-        Command::new("kubernetes-validate")
-            .arg("--strict")
-            .arg(&file),
-        "kubernetes-validate (PyPI)",
-    );
-    let _ = std::fs::remove_file(&file);
+    common::validate_strictly("jobs", &rendered);
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();

@@ -265,3 +265,16 @@ pub fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
     );
     out
 }
+
+/// `kubernetes-validate --strict` on rendered manifests.
+pub fn validate_strictly(name: &str, rendered: &str) {
+    let file = std::env::temp_dir().join(format!("ofa-render-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&file, rendered).unwrap();
+    tool(
+        Command::new("kubernetes-validate")
+            .arg("--strict")
+            .arg(&file),
+        "kubernetes-validate (PyPI)",
+    );
+    let _ = std::fs::remove_file(&file);
+}
