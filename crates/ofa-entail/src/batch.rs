@@ -2,19 +2,20 @@
 //! no broker: the same job format, engine and failure classes as the queue worker. Resumable:
 //! ids already in the output are skipped, so a killed run continues where it stopped.
 
-use std::collections::HashSet;
-use std::io::{BufRead, Write};
+use std::collections::VecDeque;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use ofa_engine::{Drain, EngineMetrics};
 use ofa_jobs::{Job, JobResult, Runner};
 use ofa_model::Entailment;
 
 use crate::job_args::ImageArgs;
+use crate::job_lines::{Input, Line};
 use crate::model_source::ModelArgs;
 use crate::progress::Progress;
 use crate::results_file;
@@ -42,31 +43,13 @@ pub struct BatchArgs {
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
-    let input: Vec<String> = if args.file.as_os_str() == "-" {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<std::io::Result<_>>()?
-    } else {
-        let text = std::fs::read_to_string(&args.file)
-            .with_context(|| format!("cannot read {}", args.file.display()))?;
-        text.lines().map(str::to_owned).collect()
-    };
+    let input = Input::open(&args.file)?;
     let done = results_file::finished(&args.out)?;
-    let mut jobs = Vec::new();
-    let (mut skipped, mut not_jobs) = (0, 0);
-    let mut seen = HashSet::new();
-    for (n, line) in input.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match Job::parse(line.as_bytes()) {
-            Ok(job) if done.contains(&job.id) || !seen.insert(job.id.clone()) => skipped += 1,
-            Ok(job) => jobs.push(job),
-            Err(e) => {
-                not_jobs += 1;
-                eprintln!("line {}: not a job: {e}", n + 1);
-            }
+    // First pass: how many jobs are left, for the progress bar.
+    let mut left = 0usize;
+    for line in input.jobs()? {
+        if let Line::Job { job, .. } = line? {
+            left += usize::from(!done.contains(&job.id));
         }
     }
     let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
@@ -85,24 +68,42 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let runner = Runner::new(engine, fetcher, Duration::from_secs(3600));
     let mut out = results_file::open_append(&args.out)?;
     let (model_id, revision) = (args.model.model_id.clone(), args.model.revision.clone());
-    let mut progress = Progress::new(jobs.len(), "jobs");
-    let (mut ok, mut errors) = (0usize, 0usize);
+    let mut progress = Progress::new(left, "jobs");
+    let (mut ok, mut errors, mut skipped, mut not_jobs) = (0usize, 0usize, 0usize, 0usize);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut pending: std::collections::VecDeque<(Job, u32)> =
-        jobs.into_iter().map(|j| (j, 1)).collect();
-    while !pending.is_empty() {
-        let take: Vec<(Job, u32)> = pending.drain(..chunk.min(pending.len())).collect();
+    // Second pass: chunks of new jobs, with transient failures going round again first.
+    let mut lines = input.jobs()?;
+    let mut retries: VecDeque<(Job, u32)> = VecDeque::new();
+    loop {
+        let mut take: Vec<(Job, u32)> = retries.drain(..chunk.min(retries.len())).collect();
+        let only_retries = !take.is_empty();
+        while take.len() < chunk {
+            match lines.next().transpose()? {
+                None => break,
+                Some(Line::Skipped { number, problem }) => {
+                    not_jobs += 1;
+                    eprintln!("line {number}: {problem}");
+                }
+                Some(Line::Job { job, .. }) if done.contains(&job.id) => skipped += 1,
+                Some(Line::Job { job, .. }) => take.push((job, 1)),
+            }
+        }
+        if take.is_empty() {
+            break;
+        }
+        if only_retries && take.iter().all(|(_, a)| *a > 1) {
+            // Nothing new to do meanwhile: give a flaky source a moment.
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let attempts: Vec<u32> = take.iter().map(|(_, a)| *a).collect();
         let originals: Vec<Job> = take.iter().map(|(j, _)| j.clone()).collect();
         let results: Vec<JobResult> =
             runtime.block_on(runner.run(take.into_iter().map(|(j, _)| j).collect()));
-        let mut retry = false;
         for ((result, job), attempt) in results.into_iter().zip(originals).zip(attempts) {
             if result.is_transient() && attempt < args.delivery_limit {
-                pending.push_back((job, attempt + 1));
-                retry = true;
+                retries.push_back((job, attempt + 1));
                 continue;
             }
             if result.outcome.is_ok() {
@@ -116,9 +117,6 @@ pub fn run(args: BatchArgs) -> Result<()> {
         // Results are on disk before the next chunk: a kill loses at most work in flight.
         out.flush()?;
         out.sync_data()?;
-        if retry {
-            std::thread::sleep(Duration::from_millis(500));
-        }
     }
     progress.finish();
     eprintln!(

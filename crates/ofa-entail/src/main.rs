@@ -8,6 +8,7 @@ mod device;
 mod download;
 mod flags;
 mod job_args;
+mod job_lines;
 mod log_progress;
 mod model_source;
 mod predict;

@@ -1,19 +1,15 @@
 //! `ofa-entail submit FILE`: publish a JSONL file of jobs to the jobs queue with publisher
 //! confirms. Lines that are not jobs (or repeat an id) are reported by line number and skipped
-//! (`--strict`: nothing is published); exits non-zero if any publish was not confirmed. The
-//! file is streamed, so millions of jobs with inline images need no more memory than a line
-//! and the ids; stdin is read into memory first (it is read twice).
+//! (`--strict`: nothing is published); exits non-zero if any publish was not confirmed.
 
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use ofa_jobs::Job;
 use ofa_queue::Submitter;
 
 use crate::job_args::AmqpArgs;
+use crate::job_lines::{Input, Line};
 use crate::progress::Progress;
 
 #[derive(Args, Debug)]
@@ -27,71 +23,8 @@ pub struct SubmitArgs {
     amqp: AmqpArgs,
 }
 
-/// The input, readable twice: once to check and count, once to publish.
-enum Input {
-    File(PathBuf),
-    Memory(Vec<u8>),
-}
-
-enum Line {
-    Job { id: String, body: Vec<u8> },
-    Skipped { number: usize, problem: String },
-}
-
-impl Input {
-    /// Every non-blank line, as a job to publish or a line skipped and why.
-    fn jobs(&self) -> Result<impl Iterator<Item = Result<Line>> + '_> {
-        let reader: Box<dyn BufRead + '_> = match self {
-            Input::File(p) => Box::new(BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
-            )),
-            Input::Memory(b) => Box::new(&b[..]),
-        };
-        let mut seen = HashSet::new();
-        Ok(reader
-            .split(b'\n')
-            .enumerate()
-            .filter_map(move |(n, line)| {
-                let mut line = match line {
-                    Ok(l) => l,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                let end = line.trim_ascii_end().len();
-                line.truncate(end);
-                let start = line.len() - line.trim_ascii_start().len();
-                line.drain(..start);
-                if line.is_empty() {
-                    return None;
-                }
-                let skipped = |problem| {
-                    Some(Ok(Line::Skipped {
-                        number: n + 1,
-                        problem,
-                    }))
-                };
-                match Job::parse(&line) {
-                    Ok(job) if !seen.insert(job.id.clone()) => {
-                        skipped(format!("duplicate id {:?}, skipped", job.id))
-                    }
-                    Ok(job) => Some(Ok(Line::Job {
-                        id: job.id,
-                        body: line,
-                    })),
-                    Err(e) => skipped(format!("not a job: {e}")),
-                }
-            }))
-    }
-}
-
 pub fn run(args: SubmitArgs) -> Result<()> {
-    let input = if args.file.as_os_str() == "-" {
-        let mut text = Vec::new();
-        std::io::stdin().lock().read_to_end(&mut text)?;
-        Input::Memory(text)
-    } else {
-        Input::File(args.file.clone())
-    };
+    let input = Input::open(&args.file)?;
     // First pass: count for the progress bar; with --strict, refuse before publishing.
     let (mut total, mut bad) = (0usize, 0usize);
     for line in input.jobs()? {
@@ -116,8 +49,8 @@ pub fn run(args: SubmitArgs) -> Result<()> {
         let mut confirmed = 0;
         for line in input.jobs()? {
             match line? {
-                Line::Job { id, body } => {
-                    let now = submitter.send(&id, &body).await?;
+                Line::Job { job, body } => {
+                    let now = submitter.send(&job.id, &body).await?;
                     progress.tick((now - confirmed) as usize);
                     confirmed = now;
                 }

@@ -1,6 +1,6 @@
 //! `worker`, `submit` and `collect` against a real RabbitMQ node: mixed jobs answered once each
 //! with `predict`'s numbers, a non-job and an exhausted transient failure in the dead-letter
-//! queue, a worker SIGKILLed mid-run, a broker killed and restarted mid-run, a SIGTERM drain,
+//! queue, a worker SIGKILLed mid-run, a broker stopped and restarted mid-run, a SIGTERM drain,
 //! and the broker's password in no output at all.
 
 mod common;
@@ -332,6 +332,9 @@ fn a_worker_killed_mid_run_loses_nothing() {
     assert_each_once(&out, n);
 }
 
+/// The broker stops (SIGTERM, as Kubernetes or systemd stop it) and starts again mid-run. A
+/// SIGKILLed single-node RabbitMQ 3.10 sometimes never elects a leader for the jobs queue again
+/// (a broker bug), so the hard kill is not what this test does.
 #[test]
 fn the_broker_restarting_mid_run_loses_nothing() {
     let mut rabbit = Rabbit::start("restart");

@@ -104,9 +104,9 @@ impl RabbitMq {
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(i64::from(self.config.delivery_limit.max(1) - 1)),
         );
-        // Not `x-dead-letter-strategy: at-least-once`: with it, RabbitMQ 3.10 left the jobs queue
-        // without a leader for good when the node was killed and a client declared the queue
-        // while it recovered (seen in the broker-restart test, 3 runs in 3).
+        // Not `x-dead-letter-strategy: at-least-once`: after a SIGKILL, RabbitMQ 3.10 left the
+        // jobs queue without a leader for good when a client came back while it recovered, 3
+        // times in 3 with it and 1 in 4 without (a broker bug; graceful restarts recover).
         // Dead-lettered messages are kept until the dead-letter queue has confirmed them.
 
         let queues = [

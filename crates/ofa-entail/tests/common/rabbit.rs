@@ -139,9 +139,23 @@ impl Rabbit {
         }
     }
 
-    /// Starts the node again on the same ports and data (queues and their messages survive).
+    /// Stops the node as an orchestrator does (SIGTERM, then waiting for it to exit) and starts
+    /// it again on the same ports and data: queues and their messages survive.
     pub fn restart(&mut self) {
-        self.kill();
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .status();
+            let t = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if t.elapsed() > Duration::from_secs(60) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{}", child.id())])
+                        .status();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         self.boot();
     }
 }
