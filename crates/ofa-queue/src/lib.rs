@@ -8,6 +8,7 @@ pub mod address;
 pub mod amqp;
 pub mod broker;
 pub mod error;
+pub mod session;
 
 pub use address::Address;
 pub use amqp::{AmqpConfig, QueueNames, RabbitMq};

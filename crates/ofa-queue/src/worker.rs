@@ -133,15 +133,14 @@ impl<B: Broker> Worker<B> {
                         Some(Ok(first)) => {
                             let (chunk, lost) = self.gather(&mut source, first).await;
                             self.metrics.in_flight.fetch_add(chunk.len() as i64, Ordering::Relaxed);
-                            tasks.spawn(handle_chunk(
-                                chunk,
-                                sink.clone(),
-                                self.runner.clone(),
-                                self.metrics.clone(),
-                                self.log.clone(),
-                                self.config.clone(),
-                                stopping.clone(),
-                            ));
+                            tasks.spawn(handle_chunk(chunk, Arc::new(Context {
+                                sink: sink.clone(),
+                                runner: self.runner.clone(),
+                                metrics: self.metrics.clone(),
+                                log: self.log.clone(),
+                                config: self.config.clone(),
+                                stopping: stopping.clone(),
+                            })));
                             if lost.is_some() {
                                 self.lost(lost);
                                 break false;
@@ -235,15 +234,23 @@ fn backoff(failures: u32, max: Duration) -> Duration {
     exp.min(max)
 }
 
-async fn handle_chunk<S: Settle, K: ResultSink>(
-    chunk: Vec<Received<S>>,
+/// What a chunk's jobs need to finish: where results go, the engine, and the worker's state.
+struct Context<K> {
     sink: K,
     runner: Arc<Runner>,
     metrics: Arc<WorkerMetrics>,
     log: Arc<Logger>,
     config: Arc<WorkerConfig>,
     stopping: watch::Receiver<bool>,
-) {
+}
+
+async fn handle_chunk<S: Settle, K: ResultSink>(chunk: Vec<Received<S>>, ctx: Arc<Context<K>>) {
+    let Context {
+        runner,
+        metrics,
+        log,
+        ..
+    } = &*ctx;
     let mut jobs = Vec::with_capacity(chunk.len());
     let mut held = Vec::with_capacity(chunk.len());
     let mut settles = JoinSet::new();
@@ -275,32 +282,26 @@ async fn handle_chunk<S: Settle, K: ResultSink>(
         runner.run(jobs).await
     };
     for (result, (settle, delivery)) in results.into_iter().zip(held) {
-        settles.spawn(finish(
-            result,
-            settle,
-            delivery,
-            sink.clone(),
-            metrics.clone(),
-            log.clone(),
-            config.clone(),
-            stopping.clone(),
-        ));
+        settles.spawn(finish(result, settle, delivery, ctx.clone()));
     }
     while settles.join_next().await.is_some() {}
 }
 
 /// One job's end: publish and ack, or hand back for redelivery.
-#[allow(clippy::too_many_arguments)]
 async fn finish<S: Settle, K: ResultSink>(
     result: JobResult,
     settle: S,
     delivery: u32,
-    sink: K,
-    metrics: Arc<WorkerMetrics>,
-    log: Arc<Logger>,
-    config: Arc<WorkerConfig>,
-    mut stopping: watch::Receiver<bool>,
+    ctx: Arc<Context<K>>,
 ) {
+    let Context {
+        sink,
+        metrics,
+        log,
+        config,
+        ..
+    } = &*ctx;
+    let mut stopping = ctx.stopping.clone();
     if !result.timings.fetch.is_zero() {
         metrics
             .fetch_seconds
