@@ -32,6 +32,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Scores a batch in one forward pass, one [`Scores`] per pair in order.
     fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError>;
+
+    /// `(used, total)` bytes of the accelerator's memory; `None` on the CPU.
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 impl Backend for Entailment {
@@ -49,5 +54,9 @@ impl Backend for Entailment {
 
     fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
         self.score_batch(batch)
+    }
+
+    fn device_memory(&self) -> Option<(u64, u64)> {
+        ofa_model::gpu::memory(self.device())
     }
 }

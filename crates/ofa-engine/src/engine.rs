@@ -85,6 +85,10 @@ impl Engine {
             .spawn(move || worker.run(rx))
             .expect("spawn the inference thread");
         metrics.set_breaker(breaker.state());
+        let probe = backend.clone();
+        metrics.set_device_memory(crate::metrics::MemoryProbe(Box::new(move || {
+            probe.device_memory()
+        })));
         Self {
             backend,
             preprocess: Arc::new(Semaphore::new(config.preprocess_threads.max(1))),
@@ -107,6 +111,11 @@ impl Engine {
 
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
+    }
+
+    /// `(used, total)` bytes of the accelerator's memory; `None` on the CPU.
+    pub fn device_memory(&self) -> Option<(u64, u64)> {
+        self.backend.device_memory()
     }
 
     /// Pairs admitted and not yet taken by the inference thread.
@@ -266,9 +275,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs one full batch of `pair` on the calling thread (first-touch allocations, thread
-    /// pools) and seeds the admission estimate with its time per pair.
-    pub fn warmup(&self, pair: &Pair) -> Result<(), EngineError> {
+    /// Runs `pair` in batches of each of `sizes` on the calling thread (first-touch
+    /// allocations, thread pools, a GPU's kernel choices per shape), and seeds the admission
+    /// estimate with the largest batch's time per pair. No sizes: one full batch.
+    pub fn warmup(&self, pair: &Pair, sizes: &[usize]) -> Result<(), EngineError> {
         self.check_texts(pair)?;
         let one = Prepared {
             source: self
@@ -278,14 +288,24 @@ impl Engine {
                 .backend
                 .prepare_image(&pair.image, self.config.max_image_pixels)?,
         };
-        let batch = vec![&one; self.config.max_batch_size.max(1)];
-        let t = Instant::now();
-        self.backend
-            .score(&batch)
-            .map_err(|e| EngineError::ModelFailure(e.to_string()))?;
+        let max = self.config.max_batch_size.max(1);
+        let mut sizes: Vec<usize> = sizes.iter().map(|&n| n.clamp(1, max)).collect();
+        if sizes.is_empty() {
+            sizes.push(max);
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut per_pair = 0.0;
+        for n in sizes {
+            let batch = vec![&one; n];
+            let t = Instant::now();
+            self.backend
+                .score(&batch)
+                .map_err(|e| EngineError::ModelFailure(e.to_string()))?;
+            per_pair = t.elapsed().as_secs_f64() / n as f64;
+        }
         // Per pair: optimistic, until real batches are timed.
-        self.admission
-            .seed(t.elapsed().as_secs_f64() / batch.len() as f64);
+        self.admission.seed(per_pair);
         Ok(())
     }
 

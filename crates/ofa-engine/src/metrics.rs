@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::prom::{self, Histogram, BATCH_BUCKETS, LATENCY_BUCKETS};
 use crate::BreakerState;
@@ -26,6 +26,17 @@ pub struct EngineMetrics {
     image_cache_bytes: AtomicU64,
     /// Every front end reports its refusals here too, so one counter covers them all.
     rejections: Mutex<BTreeMap<String, u64>>,
+    /// Reads the accelerator's memory at scrape time (set once the model is loaded).
+    device_memory: OnceLock<MemoryProbe>,
+}
+
+/// `(used, total)` bytes of the model's device, read when asked.
+pub struct MemoryProbe(pub Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>);
+
+impl std::fmt::Debug for MemoryProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryProbe")
+    }
 }
 
 impl Default for EngineMetrics {
@@ -43,6 +54,7 @@ impl Default for EngineMetrics {
             image_cache_misses: AtomicU64::new(0),
             image_cache_bytes: AtomicU64::new(0),
             rejections: Mutex::default(),
+            device_memory: OnceLock::new(),
         }
     }
 }
@@ -58,6 +70,10 @@ impl EngineMetrics {
 
     pub fn rejections(&self, reason: &str) -> u64 {
         lock(&self.rejections).get(reason).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn set_device_memory(&self, probe: MemoryProbe) {
+        let _ = self.device_memory.set(probe);
     }
 
     pub fn set_model_loaded(&self, seconds: f64) {
@@ -90,6 +106,7 @@ impl EngineMetrics {
     }
 
     pub fn render(&self, o: &mut String) {
+        prom::render_device_memory(o, self.device_memory.get().and_then(|p| (p.0)()));
         prom::head(
             o,
             "ofa_queue_duration_seconds",

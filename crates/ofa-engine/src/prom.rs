@@ -115,6 +115,26 @@ pub fn render_process(out: &mut String) {
     }
 }
 
+/// `ofa_gpu_memory_used_bytes` and `ofa_gpu_memory_total_bytes`, when the model is on a GPU.
+pub fn render_device_memory(out: &mut String, memory: Option<(u64, u64)>) {
+    if let Some((used, total)) = memory {
+        single(
+            out,
+            "ofa_gpu_memory_used_bytes",
+            "gauge",
+            "GPU memory in use (every process on the device, as nvidia-smi counts it).",
+            used,
+        );
+        single(
+            out,
+            "ofa_gpu_memory_total_bytes",
+            "gauge",
+            "GPU memory in all.",
+            total,
+        );
+    }
+}
+
 /// `(current, peak)` resident bytes from `/proc/self/status` (Linux).
 pub fn process_memory() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

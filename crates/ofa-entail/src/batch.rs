@@ -29,9 +29,8 @@ pub struct BatchArgs {
     out: PathBuf,
     #[command(flatten)]
     model: ModelArgs,
-    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
-    #[arg(long, env = "GPU_DEVICE")]
-    gpu_device: Option<String>,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
     #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
     max_batch_size: usize,
     /// Attempts for a job whose failure is transient (the model, an image URL's 5xx or time-out)
@@ -52,9 +51,9 @@ pub fn run(args: BatchArgs) -> Result<()> {
             left += usize::from(!done.contains(&job.id));
         }
     }
-    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
+    let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load(&dir, &device)?;
+    let pipeline = Entailment::load_with(&dir, &device, precision)?;
     let chunk = args.max_batch_size.max(1) * 4;
     let engine = args.images.engine(
         pipeline,

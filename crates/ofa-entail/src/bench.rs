@@ -24,9 +24,8 @@ pub struct BenchArgs {
     revision: String,
     #[command(flatten)]
     hub: crate::model_source::HubArgs,
-    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
-    #[arg(long, env = "GPU_DEVICE")]
-    gpu_device: Option<String>,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
     /// Image to use; without it, a synthetic 640x480 photo-like PNG.
     #[arg(long)]
     image: Option<PathBuf>,
@@ -59,11 +58,19 @@ struct BatchReport {
     decoder_ms: f64,
     total_ms: f64,
     per_pair_ms: f64,
+    /// Pairs per second through the network alone (ResNet, encoder, decoder): what a server
+    /// whose preprocessing pool keeps up reaches.
+    model_pairs_per_s: f64,
 }
 
 #[derive(Serialize)]
 struct Report {
     model: String,
+    device: String,
+    precision: ofa_model::Precision,
+    gpu: Option<ofa_model::gpu::GpuInfo>,
+    /// Device memory in use after the runs (the allocator keeps what the largest batch took).
+    gpu_memory_used_bytes: Option<u64>,
     threads: usize,
     load_ms: f64,
     rss_after_load_bytes: Option<u64>,
@@ -100,7 +107,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         None => synthetic_png(),
     };
-    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
+    let (device, precision) = args.device.open_for_cli()?;
     let dir = match (&args.model_dir, &args.model_id) {
         (Some(dir), _) => Some(dir.clone()),
         (None, Some(id)) => Some(crate::model_source::fetch_blocking(
@@ -112,12 +119,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let t = Instant::now();
     let (pipeline, model) = match &dir {
-        Some(dir) => (Entailment::load(dir, &device)?, dir.display().to_string()),
+        Some(dir) => (
+            Entailment::load_with(dir, &device, precision)?,
+            dir.display().to_string(),
+        ),
         None => (
-            ofa_model::random::large_pipeline(&device)?,
+            ofa_model::random::large_pipeline(&device, precision)?,
             "OFA-large, random weights (built-in configuration)".to_owned(),
         ),
     };
+    let pipeline = pipeline.with_stage_timing(true);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let rss_after_load = resident_bytes().map(|(rss, _)| rss);
     let input = PairInput {
@@ -153,6 +164,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             decoder_ms: pick(|t| t.decoder_ms),
             total_ms: total,
             per_pair_ms: total / b as f64,
+            model_pairs_per_s: b as f64 * 1e3
+                / pick(|t| t.resnet_ms + t.encoder_ms + t.decoder_ms).max(1e-9),
         });
     }
     let encoder_tokens = {
@@ -161,6 +174,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let report = Report {
         model,
+        device: crate::device::name(&device),
+        precision,
+        gpu: ofa_model::gpu::info(&device),
+        gpu_memory_used_bytes: ofa_model::gpu::memory(&device).map(|(used, _)| used),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         load_ms,
         rss_after_load_bytes: rss_after_load,
@@ -179,6 +196,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
 fn print_table(r: &Report) {
     let gb = |b: Option<u64>| b.map_or("n/a".to_owned(), |v| format!("{:.2} GB", v as f64 / 1e9));
     println!("model: {}", r.model);
+    println!("device: {}  precision: {}", r.device, r.precision);
+    if let Some(g) = &r.gpu {
+        println!(
+            "GPU: {} (compute {}), {} used of {}",
+            g.name,
+            g.compute_capability,
+            gb(r.gpu_memory_used_bytes),
+            gb(Some(g.memory_total_bytes))
+        );
+    }
     println!(
         "threads: {}  load: {:.0} ms  RSS after load: {}  peak RSS: {}  encoder tokens: {}",
         r.threads,

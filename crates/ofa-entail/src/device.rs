@@ -2,7 +2,42 @@
 //! `GPU_DEVICE` names.
 
 use anyhow::Result;
-use ofa_model::Device;
+use clap::Args;
+use ofa_model::{Device, Precision};
+
+/// Where the model runs and in what number format; every command that loads it takes these.
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
+    #[arg(long, env = "GPU_DEVICE")]
+    pub gpu_device: Option<String>,
+    /// f32 (exact, the default), or bf16 / f16 (on a GPU: half the memory, faster).
+    #[arg(long, env = "PRECISION", default_value = "f32", value_parser = parse_precision)]
+    pub precision: Precision,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse().map_err(|e: ofa_model::OfaError| e.to_string())
+}
+
+impl DeviceArgs {
+    /// The device and precision, checked together before anything is loaded; plus a warning
+    /// to log when a GPU was asked for but this build cannot use one.
+    pub fn open(&self) -> Result<(Device, Precision, Option<String>)> {
+        let (device, warning) = select(self.gpu_device.as_deref())?;
+        self.precision.check(&device)?;
+        Ok((device, self.precision, warning))
+    }
+
+    /// [`DeviceArgs::open`] for the command line: the warning goes to stderr.
+    pub fn open_for_cli(&self) -> Result<(Device, Precision)> {
+        let (device, precision, warning) = self.open()?;
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        Ok((device, precision))
+    }
+}
 
 /// The device for `gpu` (a CUDA ordinal, or unset/empty for the CPU), and a warning to log when
 /// a GPU was asked for but this build cannot use one.
@@ -13,27 +48,16 @@ pub fn select(gpu: Option<&str>) -> Result<(Device, Option<String>)> {
     let ordinal: usize = gpu
         .parse()
         .map_err(|_| anyhow::anyhow!("GPU_DEVICE must be a CUDA ordinal (0, 1, …), got {gpu:?}"))?;
-    // candle defines `new_cuda` in every build; without its CUDA backend it fails, and the
-    // service runs on the CPU and says so rather than refusing to start.
-    match Device::new_cuda(ordinal) {
-        Ok(device) => Ok((device, None)),
-        Err(e) if !cfg!(feature = "cuda") => Ok((
+    if !cfg!(feature = "cuda") {
+        // A CPU build still serves, and says why the GPU is not used rather than refusing.
+        return Ok((
             Device::Cpu,
             Some(format!(
-                "this build has no CUDA support (build with --features cuda: {e}); running on the CPU"
+                "this build has no CUDA support (build with --features cuda); GPU_DEVICE={ordinal} ignored, running on the CPU"
             )),
-        )),
-        Err(e) => Err(anyhow::anyhow!("cannot open CUDA device {ordinal}: {e}")),
+        ));
     }
-}
-
-/// [`select`] for the command line: the warning goes to stderr.
-pub fn select_for_cli(gpu: Option<&str>) -> Result<Device> {
-    let (device, warning) = select(gpu)?;
-    if let Some(w) = warning {
-        eprintln!("warning: {w}");
-    }
-    Ok(device)
+    Ok((ofa_model::gpu::open(ordinal)?, None))
 }
 
 /// For logs: `cpu` or `cuda:N`.

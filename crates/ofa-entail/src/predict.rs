@@ -12,9 +12,8 @@ use crate::model_source::ModelArgs;
 pub struct PredictArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
-    #[arg(long, env = "GPU_DEVICE")]
-    gpu_device: Option<String>,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
     /// Image file (JPEG, PNG, GIF, WebP, BMP, TIFF).
     #[arg(long)]
     image: PathBuf,
@@ -33,9 +32,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
     // Read the input before the model, so a bad path fails fast.
     let image = std::fs::read(&args.image)
         .with_context(|| format!("cannot read image {}", args.image.display()))?;
-    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
+    let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load(&dir, &device)?;
+    let pipeline = Entailment::load_with(&dir, &device, precision)?;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,

@@ -18,9 +18,8 @@ use crate::model_source::ModelArgs;
 pub struct RerankArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
-    #[arg(long, env = "GPU_DEVICE")]
-    gpu_device: Option<String>,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
     /// The image to rank sentences against; several, with one --text, to rank images.
     #[arg(long = "image", required = true)]
     images: Vec<PathBuf>,
@@ -88,9 +87,9 @@ pub fn run(args: RerankArgs) -> Result<()> {
             "give one --image with one or more sentences, or several --image with one --text"
         ),
     }
-    let device = crate::device::select_for_cli(args.gpu_device.as_deref())?;
+    let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load(&dir, &device)?;
+    let pipeline = Entailment::load_with(&dir, &device, precision)?;
     let answers = pipeline.answers().to_vec();
     let (pairs, ranking) = request
         .into_pairs(usize::MAX, &answers)

@@ -30,9 +30,8 @@ pub struct ServeArgs {
     /// json or text (stdout; the file is always JSON).
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
-    /// CUDA ordinal to run on (a `--features cuda` build; a CPU build logs gpu_unavailable).
-    #[arg(long, env = "GPU_DEVICE")]
-    gpu_device: Option<String>,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
     /// Most inference requests handled at once, counted once their body has arrived (429
     /// beyond); 0 = bounded by the queue only.
     #[arg(long, env = "MAX_CONCURRENCY", default_value_t = 0)]
@@ -227,12 +226,18 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 ("version", env!("CARGO_PKG_VERSION").into()),
             ],
         );
-        let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
+        let (device, precision, warning) = match args.device.open() {
+            Ok(opened) => opened,
+            Err(e) => {
+                log.event("device_unavailable", &[("error", format!("{e:#}").into())]);
+                return Err(e);
+            }
+        };
         if let Some(detail) = warning {
             log.event(
                 "gpu_unavailable",
                 &[
-                    ("gpu_device", args.gpu_device.clone().into()),
+                    ("gpu_device", args.device.gpu_device.clone().into()),
                     ("detail", detail.into()),
                 ],
             );
@@ -251,7 +256,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let device = device.clone();
             let cache = args.image_cache_mb << 20;
             tokio::task::spawn_blocking(move || {
-                Entailment::load(&dir, &device).map(|p| p.with_image_cache(cache))
+                Entailment::load_with(&dir, &device, precision).map(|p| p.with_image_cache(cache))
             })
             .await?
         };
@@ -278,6 +283,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             ],
         );
         let model_info = serde_json::json!({
+            "device": crate::device::name(&device),
+            "precision": pipeline.precision(),
+            "gpu": ofa_model::gpu::info(&device),
             "config": pipeline.config,
             "runtime": pipeline.runtime,
             "answers": pipeline.answers(),
@@ -292,7 +300,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if args.warmup {
             let e = engine.clone();
             let t = Instant::now();
-            tokio::task::spawn_blocking(move || e.warmup(&warmup_pair()))
+            // On a GPU every batch size the inference thread may form is run once, so no
+            // request pays for a new shape; on the CPU one full batch touches the memory.
+            let sizes: Vec<usize> = if device.is_cpu() {
+                vec![args.max_batch_size]
+            } else {
+                (1..=args.max_batch_size).collect()
+            };
+            tokio::task::spawn_blocking(move || e.warmup(&warmup_pair(), &sizes))
                 .await?
                 .context("warm-up failed")?;
             log.event(

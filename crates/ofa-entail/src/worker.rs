@@ -25,9 +25,8 @@ pub struct WorkerArgs {
     amqp: AmqpArgs,
     #[command(flatten)]
     images: ImageArgs,
-    /// CUDA ordinal to run on (a `--features cuda` build); unset: the CPU.
-    #[arg(long, env = "GPU_DEVICE")]
-    gpu_device: Option<String>,
+    #[command(flatten)]
+    device: crate::device::DeviceArgs,
     /// Most pairs in one forward pass.
     #[arg(long, env = "MAX_BATCH_SIZE", default_value_t = 8)]
     max_batch_size: usize,
@@ -114,7 +113,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
                 ("version", env!("CARGO_PKG_VERSION").into()),
             ],
         );
-        let (device, warning) = crate::device::select(args.gpu_device.as_deref())?;
+        let (device, precision, warning) = args.device.open()?;
         if let Some(detail) = warning {
             log.event("gpu_unavailable", &[("detail", detail.into())]);
         }
@@ -122,7 +121,8 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let t = Instant::now();
         let pipeline = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Entailment::load(&dir, &device)).await??
+            tokio::task::spawn_blocking(move || Entailment::load_with(&dir, &device, precision))
+                .await??
         };
         engine_metrics.set_model_loaded(t.elapsed().as_secs_f64());
         log.event(

@@ -2,6 +2,8 @@
 //! errors, revisions, offline mode and cache sharing.
 
 mod fakehub;
+#[path = "../../ofa-model/tests/common/tiny_bin.rs"]
+mod tiny_bin;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,7 +12,9 @@ use fakehub::{FakeHub, Fault, TempDir, PRIVATE, TINY, TOKEN};
 use ofa_hub::{fetch, HubConfig, HubError, RepoId, Silent, Source};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny_ofa_ve")
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny_ofa_ve");
+    tiny_bin::ensure(&dir);
+    dir
 }
 
 fn config(endpoint: &str, cache: &Path, extra: &[(&str, &str)]) -> HubConfig {

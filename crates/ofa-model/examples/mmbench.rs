@@ -45,14 +45,14 @@ fn main() -> candle_core::Result<()> {
     time("fused bias+softmax 16x916x916", 16. * 916. * 916., || {
         ofa_model::softmax::attention_probs(
             &s,
-            &ofa_model::softmax::AttnBias {
+            &ofa_model::softmax::Bias::Fused(ofa_model::softmax::AttnBias {
                 abs: &b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 heads: 16,
                 lq: 916,
                 lk: 916,
                 blocks: vec![],
                 causal: false,
-            },
+            }),
             None,
         )
         .unwrap();

@@ -61,7 +61,7 @@ impl CustomOp1 for Im2Col {
 /// `x` `[B, C, H, W]` ⊛ `weight` `[O, C, k, k]` (no bias, no dilation, one group) →
 /// `[B, O, OH, OW]`. Uses candle's convolution off the CPU.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !crate::kernels::fused(x.device()) {
         return x.conv2d(weight, padding, stride, 1, 1);
     }
     let (o, c, k, _) = weight.dims4()?;
@@ -171,7 +171,7 @@ pub fn bias_act(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !crate::kernels::fused(x.device()) {
         let c = bias.dim(0)?;
         let mut y = x.broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
         if let Some(r) = residual {

@@ -4,12 +4,14 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use crate::bias::RelBlock;
+use crate::bias::{causal_mask, rel_block_tensor, RelBlock};
 use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
-use crate::layers::{layer_norm, linear, position_bias, rel_table, Attention, FeedForward};
-use crate::softmax::AttnBias;
+use crate::layers::{
+    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, RelTable,
+};
+use crate::softmax::{AttnBias, Bias};
 
 #[derive(Debug, Clone)]
 struct DecoderLayer {
@@ -43,9 +45,9 @@ impl DecoderLayer {
     fn forward(
         &self,
         x: &Tensor,
-        self_bias: &AttnBias<'_>,
+        self_bias: &Bias<'_>,
         enc: &EncoderOutput,
-        cross_bias: &AttnBias<'_>,
+        cross_bias: &Bias<'_>,
     ) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.forward(&h, &h, self_bias, None)?;
@@ -71,7 +73,7 @@ pub struct Decoder {
     cross_pos_q_linear: Linear,
     cross_pos_k_linear: Linear,
     layers: Vec<DecoderLayer>,
-    token_rel_tables: Vec<Vec<f32>>,
+    token_rel_tables: Vec<RelTable>,
     layer_norm: LayerNorm,
     heads: usize,
     pos_scaling: f64,
@@ -140,9 +142,7 @@ impl Decoder {
             &pos,
             self.heads,
             self.pos_scaling,
-        )?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+        )?;
         let cross_abs = position_bias(
             &self.cross_pos_q_linear,
             &self.cross_pos_k_linear,
@@ -150,33 +150,46 @@ impl Decoder {
             &enc.positions,
             self.heads,
             self.pos_scaling,
-        )?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+        )?;
         let lk = enc.positions.dim(1)?;
-        let cross_bias = AttnBias {
+        let tok_idx = token_buckets(m, self.token_bucket_size);
+        if !crate::kernels::fused(tokens.device()) {
+            // On a GPU the biases are built there, the causal mask folded into the shared part.
+            let device = tokens.device();
+            let self_abs = self_abs.broadcast_add(&causal_mask(m, self_abs.dtype(), device)?)?;
+            let tok_idx = Tensor::from_vec(tok_idx, m * m, device)?;
+            let cross_bias = Bias::Dense(cross_abs);
+            for (i, layer) in self.layers.iter().enumerate() {
+                let rel = rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, m)?;
+                let self_bias = Bias::Dense(self_abs.broadcast_add(&rel)?);
+                x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
+            }
+            return self.layer_norm.forward(&x);
+        }
+        let self_abs = self_abs.flatten_all()?.to_vec1::<f32>()?;
+        let cross_abs = cross_abs.flatten_all()?.to_vec1::<f32>()?;
+        let cross_bias = Bias::Fused(AttnBias {
             abs: &cross_abs,
             heads: self.heads,
             lq: m,
             lk,
             blocks: vec![],
             causal: false,
-        };
-        let tok_idx = token_buckets(m, self.token_bucket_size);
+        });
         for (i, layer) in self.layers.iter().enumerate() {
-            let self_bias = AttnBias {
+            let self_bias = Bias::Fused(AttnBias {
                 abs: &self_abs,
                 heads: self.heads,
                 lq: m,
                 lk: m,
                 blocks: vec![RelBlock {
-                    table: &self.token_rel_tables[i],
+                    table: &self.token_rel_tables[i].host,
                     index: &tok_idx,
                     offset: 0,
                     size: m,
                 }],
                 causal: true,
-            };
+            });
             x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
         }
         self.layer_norm.forward(&x)

@@ -4,12 +4,14 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use crate::bias::RelBlock;
+use crate::bias::{block_diagonal, rel_block_tensor, RelBlock};
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
-use crate::layers::{layer_norm, linear, position_bias, rel_table, Attention, FeedForward};
+use crate::layers::{
+    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, RelTable,
+};
 use crate::resnet::ResNet;
-use crate::softmax::AttnBias;
+use crate::softmax::{AttnBias, Bias};
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
@@ -38,7 +40,7 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &AttnBias<'_>, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Bias<'_>, mask: Option<&Tensor>) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.forward(&h, &h, bias, mask)?;
         let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
@@ -73,8 +75,8 @@ pub struct Encoder {
     pos_q_linear: Linear,
     pos_k_linear: Linear,
     layers: Vec<EncoderLayer>,
-    token_rel_tables: Vec<Vec<f32>>,
-    image_rel_tables: Vec<Vec<f32>>,
+    token_rel_tables: Vec<RelTable>,
+    image_rel_tables: Vec<RelTable>,
     layer_norm: LayerNorm,
     heads: usize,
     pos_scaling: f64,
@@ -175,11 +177,13 @@ impl Encoder {
         let pad = ids.eq(self.pad_id)?; // [B, T] u8
         let has_pads = pad.flatten_all()?.max(0)?.to_scalar::<u8>()? > 0;
         let key_mask = if has_pads {
-            let keep = (1.0 - pad.to_dtype(DType::F32)?)?;
+            let pad = pad.to_dtype(DType::F32)?;
+            let keep = (1.0 - &pad)?.to_dtype(txt.dtype())?;
             txt = txt.broadcast_mul(&keep.unsqueeze(2)?)?;
-            let text_mask = (pad.to_dtype(DType::F32)? * f64::from(f32::MIN))?;
+            // Built in f32: in f16, 0 · f32::MIN would be 0 · -inf = NaN.
+            let text_mask = (pad * f64::from(f32::MIN))?;
             let mask = Tensor::cat(&[Tensor::zeros((b, n), DType::F32, &device)?, text_mask], 1)?;
-            Some(mask)
+            Some(mask.to_dtype(txt.dtype())?)
         } else {
             None
         };
@@ -193,34 +197,47 @@ impl Encoder {
             &positions,
             self.heads,
             self.pos_scaling,
-        )?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+        )?;
         let img_idx = image_buckets(gh, gw, self.image_bucket_size);
         let tok_idx = token_buckets(t, self.token_bucket_size);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let bias = AttnBias {
-                abs: &abs,
-                heads: self.heads,
-                lq: l,
-                lk: l,
-                blocks: vec![
-                    RelBlock {
-                        table: &self.image_rel_tables[i],
-                        index: &img_idx,
-                        offset: 0,
-                        size: n,
-                    },
-                    RelBlock {
-                        table: &self.token_rel_tables[i],
-                        index: &tok_idx,
-                        offset: n,
-                        size: t,
-                    },
-                ],
-                causal: false,
-            };
-            x = layer.forward(&x, &bias, key_mask.as_ref())?;
+        if crate::kernels::fused(&device) {
+            let abs = abs.flatten_all()?.to_vec1::<f32>()?;
+            for (i, layer) in self.layers.iter().enumerate() {
+                let bias = AttnBias {
+                    abs: &abs,
+                    heads: self.heads,
+                    lq: l,
+                    lk: l,
+                    blocks: vec![
+                        RelBlock {
+                            table: &self.image_rel_tables[i].host,
+                            index: &img_idx,
+                            offset: 0,
+                            size: n,
+                        },
+                        RelBlock {
+                            table: &self.token_rel_tables[i].host,
+                            index: &tok_idx,
+                            offset: n,
+                            size: t,
+                        },
+                    ],
+                    causal: false,
+                };
+                x = layer.forward(&x, &Bias::Fused(bias), key_mask.as_ref())?;
+            }
+        } else {
+            // On a GPU each layer's bias is gathered there: nothing crosses the bus per layer.
+            let img_idx = Tensor::from_vec(img_idx, n * n, &device)?;
+            let tok_idx = Tensor::from_vec(tok_idx, t * t, &device)?;
+            for (i, layer) in self.layers.iter().enumerate() {
+                let rel = block_diagonal(&[
+                    rel_block_tensor(&self.image_rel_tables[i].tensor, &img_idx, n)?,
+                    rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, t)?,
+                ])?;
+                let bias = Bias::Dense(abs.broadcast_add(&rel)?);
+                x = layer.forward(&x, &bias, key_mask.as_ref())?;
+            }
         }
         let hidden = self.layer_norm.forward(&x)?;
         Ok(EncoderOutput {

@@ -53,6 +53,10 @@ pub enum OfaError {
     NonFinite(Vec<f32>),
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("precision: {0}")]
+    Precision(String),
+    #[error("device: {0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, OfaError>;

@@ -5,7 +5,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use crate::config::Activation;
-use crate::softmax::{attention_probs, AttnBias};
+use crate::softmax::{attention_probs, Bias};
 
 pub const LN_EPS: f64 = 1e-5;
 
@@ -64,7 +64,7 @@ impl Attention {
         &self,
         x: &Tensor,
         kv: &Tensor,
-        bias: &AttnBias<'_>,
+        bias: &Bias<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (k, v) = self.key_values(kv)?;
@@ -76,7 +76,7 @@ impl Attention {
         x: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        bias: &AttnBias<'_>,
+        bias: &Bias<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, lq, d) = x.dims3()?;
@@ -136,8 +136,23 @@ pub fn position_bias(
     q.matmul(&k.t()?)
 }
 
-/// A relative-position table `[buckets, heads]` as a flat row-major vector: the fused attention
-/// kernel gathers from it directly.
-pub fn rel_table(vb: &VarBuilder, buckets: usize, heads: usize, name: &str) -> Result<Vec<f32>> {
-    vb.get((buckets, heads), name)?.flatten_all()?.to_vec1()
+/// A layer's relative-position table `[buckets, heads]`: the tensor (gathered on a GPU) and,
+/// on the CPU, a flat row-major copy the fused attention kernel gathers from directly.
+#[derive(Debug, Clone)]
+pub struct RelTable {
+    pub tensor: Tensor,
+    pub host: Vec<f32>,
+}
+
+pub fn rel_table(vb: &VarBuilder, buckets: usize, heads: usize, name: &str) -> Result<RelTable> {
+    let tensor = vb.get((buckets, heads), name)?;
+    let host = if tensor.device().is_cpu() {
+        tensor
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?
+    } else {
+        Vec::new()
+    };
+    Ok(RelTable { tensor, host })
 }

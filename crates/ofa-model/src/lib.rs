@@ -13,12 +13,15 @@ pub mod encoder;
 pub mod error;
 pub mod feature_cache;
 pub mod files;
+pub mod gpu;
 pub mod image;
+pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod model_dir;
 pub mod output;
 pub mod pipeline;
+pub mod precision;
 pub mod random;
 pub mod resize;
 pub mod resnet;
@@ -34,6 +37,7 @@ pub use error::{OfaError, Result};
 pub use model_dir::ModelDir;
 pub use output::Scores;
 pub use pipeline::{Entailment, PairInput, Prepared, StageTimes};
+pub use precision::Precision;
 pub use runtime::RuntimeConfig;
 
 /// Largest absolute difference between two tensors of one shape (the kernels' tests).

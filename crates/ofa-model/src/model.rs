@@ -1,7 +1,7 @@
 //! The whole OFA network for visual entailment: ResNet + encoder once, decoder once over the
 //! prompt, and the tied output projection restricted to the candidate answer tokens.
 
-use candle_core::{Device, IndexOp, Result, Tensor};
+use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::OfaConfig;
@@ -36,6 +36,11 @@ impl OfaModel {
         &self.device
     }
 
+    /// What the weights and activations are stored in.
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
     /// ResNet features of `[B, 3, S, S]` normalised images.
     pub fn image_features(&self, images: &Tensor) -> Result<Tensor> {
         self.encoder.embed_images(images)
@@ -51,8 +56,8 @@ impl OfaModel {
         self.decoder.forward(prompts, enc)
     }
 
-    /// Logits of `answer_ids` at position `last[b]` of each item: `[B, K]`. Only these columns
-    /// of the tied output projection are ever needed.
+    /// Logits of `answer_ids` at position `last[b]` of each item: `[B, K]`, in f32 whatever the
+    /// model's precision. Only these columns of the tied output projection are ever needed.
     pub fn answer_logits(
         &self,
         hidden: &Tensor,
@@ -67,6 +72,6 @@ impl OfaModel {
         let h = Tensor::stack(&rows, 0)?;
         let ids = Tensor::new(answer_ids, &self.device)?;
         let w = self.embed_tokens.index_select(&ids, 0)?;
-        h.matmul(&w.t()?)
+        h.matmul(&w.t()?)?.to_dtype(candle_core::DType::F32)
     }
 }

@@ -16,6 +16,7 @@ use crate::image::{decode_for_resize, normalize_chw, resize_square};
 use crate::model::OfaModel;
 use crate::model_dir::ModelDir;
 use crate::output::Scores;
+use crate::precision::Precision;
 use crate::runtime::{PromptType, RuntimeConfig};
 use crate::text::build_prompt;
 use crate::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
@@ -71,6 +72,8 @@ pub struct Entailment {
     answer_ids: Vec<u32>,
     /// Only the inference thread scores, so this lock is never contended.
     image_cache: Option<Mutex<FeatureCache>>,
+    /// Wait for the device after each stage, so a GPU's queued work is timed where it runs.
+    stage_sync: bool,
 }
 
 fn ms(since: Instant) -> f64 {
@@ -78,13 +81,19 @@ fn ms(since: Instant) -> f64 {
 }
 
 impl Entailment {
-    /// Loads a ModelScope model directory.
+    /// Loads a ModelScope model directory in f32, the reference's precision.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, Precision::F32)
+    }
+
+    /// Loads a ModelScope model directory, its weights converted to `precision` on `device`.
+    pub fn load_with(dir: impl AsRef<Path>, device: &Device, precision: Precision) -> Result<Self> {
+        precision.check(device)?;
         let dir = ModelDir::open(dir)?;
         let tokenizer = Tokenizer::from_dir(&dir.root)?;
         let weights_path = dir.weights.path().to_path_buf();
         let tensors = crate::weights::load(&dir.weights)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
         Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root).map_err(|e| match e {
             OfaError::Candle(c) => OfaError::Weights {
                 file: weights_path,
@@ -137,6 +146,7 @@ impl Entailment {
             model,
             answer_ids,
             image_cache: None,
+            stage_sync: false,
         })
     }
 
@@ -144,6 +154,32 @@ impl Entailment {
     pub fn with_image_cache(mut self, bytes: u64) -> Self {
         self.image_cache = (bytes > 0).then(|| Mutex::new(FeatureCache::new(bytes)));
         self
+    }
+
+    /// Times each stage where a GPU runs it (a synchronisation after each; off by default, as
+    /// it costs a little throughput). No effect on the CPU, where work runs when called.
+    pub fn with_stage_timing(mut self, on: bool) -> Self {
+        self.stage_sync = on;
+        self
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.model.dtype() {
+            DType::BF16 => Precision::Bf16,
+            DType::F16 => Precision::F16,
+            _ => Precision::F32,
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        if self.stage_sync && !self.model.device().is_cpu() {
+            self.model.device().synchronize()?;
+        }
+        Ok(())
     }
 
     pub fn model(&self) -> &OfaModel {
@@ -212,11 +248,10 @@ impl Entailment {
             }
             data.extend(normalize_chw(&p.pixels, s, mean, std));
         }
-        Ok(Tensor::from_vec(
-            data,
-            (batch.len(), 3, s, s),
-            self.model.device(),
-        )?)
+        Ok(
+            Tensor::from_vec(data, (batch.len(), 3, s, s), self.model.device())?
+                .to_dtype(self.model.dtype())?,
+        )
     }
 
     /// Right-pads id lists with the pad id into a `[B, max_len]` tensor.
@@ -328,9 +363,11 @@ impl Entailment {
 
         let t = Instant::now();
         let features = self.batch_features(batch, &mut report)?;
+        self.sync()?;
         report.times.resnet_ms = ms(t);
         let t = Instant::now();
         let enc = self.model.encode(&ids, &features)?;
+        self.sync()?;
         report.times.encoder_ms = ms(t);
         let t = Instant::now();
         let hidden = self.model.decode(&prompt_ids, &enc)?;

@@ -13,6 +13,7 @@ use crate::config::OfaConfig;
 use crate::error::OfaError;
 use crate::files::CONFIG_FILE;
 use crate::pipeline::Entailment;
+use crate::precision::Precision;
 use crate::runtime::RuntimeConfig;
 use crate::tokenizer::Tokenizer;
 
@@ -82,12 +83,8 @@ impl RandomInit {
 }
 
 /// A `VarBuilder` that draws every requested tensor at random.
-pub fn random_var_builder(device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(
-        Box::new(RandomInit { keep: None }),
-        DType::F32,
-        device.clone(),
-    )
+pub fn random_var_builder(device: &Device, dtype: DType) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(RandomInit { keep: None }), dtype, device.clone())
 }
 
 /// Writes a complete ModelScope-layout OFA-large directory with random weights
@@ -127,8 +124,9 @@ pub fn write_large_model_dir(dir: &Path) -> crate::Result<()> {
 }
 
 /// OFA-large (the configuration of `iic/ofa_visual-entailment_snli-ve_large_en`) with random
-/// weights and the real BART vocabulary.
-pub fn large_pipeline(device: &Device) -> crate::Result<Entailment> {
+/// weights and the real BART vocabulary, in `precision`.
+pub fn large_pipeline(device: &Device, precision: Precision) -> crate::Result<Entailment> {
+    precision.check(device)?;
     let here = Path::new("<built-in OFA-large>");
     let config = OfaConfig::from_value(
         serde_json::from_str(LARGE_CONFIG_JSON).map_err(|source| OfaError::Json {
@@ -139,5 +137,6 @@ pub fn large_pipeline(device: &Device) -> crate::Result<Entailment> {
     )?;
     let runtime = RuntimeConfig::from_strs(LARGE_CONFIGURATION_JSON, LARGE_ANSWERS_JSON, here)?;
     let tokenizer = Tokenizer::from_bytes(BART_VOCAB_JSON, BART_MERGES_TXT, here)?;
-    Entailment::from_parts(config, runtime, tokenizer, random_var_builder(device), here)
+    let vb = random_var_builder(device, precision.dtype());
+    Entailment::from_parts(config, runtime, tokenizer, vb, here)
 }

@@ -1,7 +1,7 @@
 //! OFA's image backbone: torchvision-v1.5 bottleneck ResNet, stem plus the first three stages
 //! (stride 16, 1024 channels). BatchNorm (eval mode) is folded into the preceding convolution.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 const BN_EPS: f64 = 1e-5;
@@ -25,14 +25,19 @@ impl ConvBn {
         conv: VarBuilder,
         bn: VarBuilder,
     ) -> Result<Self> {
+        // Folded in f32 whatever the model's precision, then stored in it.
+        let dtype = conv.dtype();
+        let (conv, bn) = (conv.to_dtype(DType::F32), bn.to_dtype(DType::F32));
         let w = conv.get((out_c, in_c, k, k), "weight")?;
         let gamma = bn.get(out_c, "weight")?;
         let beta = bn.get(out_c, "bias")?;
         let mean = bn.get(out_c, "running_mean")?;
         let var = bn.get(out_c, "running_var")?;
         let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
-        let weight = w.broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?;
-        let bias = (beta - (mean * &scale)?)?;
+        let weight = w
+            .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?
+            .to_dtype(dtype)?;
+        let bias = (beta - (mean * &scale)?)?.to_dtype(dtype)?;
         Ok(Self {
             weight,
             bias,

@@ -171,28 +171,42 @@ impl CustomOp1 for FusedSoftmax<'_> {
     }
 }
 
+/// An attention bias as the device wants it: described for the fused CPU kernel, or
+/// materialised on the GPU (`[1, H, Lq, Lk]`, in the scores' dtype) where candle's kernels add it.
+pub enum Bias<'a> {
+    Fused(AttnBias<'a>),
+    Dense(Tensor),
+}
+
 /// Attention probabilities `softmax(scores + bias + key_mask)`; `scores` `[B, H, Lq, Lk]`,
-/// `key_mask` additive `[B, Lk]`. Off the CPU the bias is materialised and candle ops run.
+/// `key_mask` additive `[B, Lk]`. Off the CPU the bias is a tensor and candle ops run.
 pub fn attention_probs(
     scores: &Tensor,
-    bias: &AttnBias<'_>,
+    bias: &Bias<'_>,
     key_mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if !scores.device().is_cpu() {
-        let mut x = scores.broadcast_add(&bias.to_tensor(scores.device())?)?;
-        if let Some(m) = key_mask {
-            let (b, lk) = m.dims2()?;
-            x = x.broadcast_add(&m.reshape((b, 1, 1, lk))?)?;
-        }
-        return candle_nn::ops::softmax_last_dim(&x);
-    }
+    let fused = match bias {
+        Bias::Fused(b) if crate::kernels::fused(scores.device()) => b,
+        Bias::Fused(b) => return dense_probs(scores, &b.to_tensor(scores.device())?, key_mask),
+        Bias::Dense(t) => return dense_probs(scores, t, key_mask),
+    };
     let key_mask = match key_mask {
         Some(m) => Some(m.flatten_all()?.to_vec1::<f32>()?),
         None => None,
     };
-    scores
-        .contiguous()?
-        .apply_op1_no_bwd(&FusedSoftmax { bias, key_mask })
+    scores.contiguous()?.apply_op1_no_bwd(&FusedSoftmax {
+        bias: fused,
+        key_mask,
+    })
+}
+
+fn dense_probs(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
+    let mut x = scores.broadcast_add(&bias.to_dtype(scores.dtype())?)?;
+    if let Some(m) = key_mask {
+        let (b, lk) = m.dims2()?;
+        x = x.broadcast_add(&m.reshape((b, 1, 1, lk))?.to_dtype(x.dtype())?)?;
+    }
+    candle_nn::ops::softmax_last_dim(&x)
 }
 
 #[cfg(test)]
@@ -244,7 +258,7 @@ mod tests {
                     .unwrap(),
             )
             .unwrap();
-            let got = attention_probs(&s, &bias, Some(&m)).unwrap();
+            let got = attention_probs(&s, &Bias::Fused(bias), Some(&m)).unwrap();
             let diff = crate::max_diff(want, got);
             assert!(diff < 1e-6, "causal {causal}: {diff}");
         }

@@ -69,12 +69,14 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         })
     });
     let conn = &c.connections;
+    let gpu_memory = state.engine().and_then(|e| e.device_memory());
     Json(json!({
         "name": "ofa-entail",
         "version": env!("CARGO_PKG_VERSION"),
         "model_id": c.model_id,
         "model_revision": c.model_revision,
         "model": state.model_info(),
+        "gpu_memory": gpu_memory.map(|(used, total)| json!({"used_bytes": used, "total_bytes": total})),
         "limits": {
             "engine": engine_cfg,
             "request_timeout_s": c.request_timeout.as_secs_f64(),

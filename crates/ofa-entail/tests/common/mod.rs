@@ -1,6 +1,9 @@
 //! The service under test: the real `ofa-entail serve` binary on an ephemeral loopback port.
 #![allow(dead_code)]
 
+#[path = "../../../ofa-model/tests/common/tiny_bin.rs"]
+mod tiny_bin;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,8 +15,12 @@ use serde_json::Value;
 pub mod jobs;
 pub mod rabbit;
 
+/// The repo's `fixtures/`, with the tiny model's `pytorch_model.bin` rebuilt if missing.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    static BIN: std::sync::Once = std::sync::Once::new();
+    BIN.call_once(|| tiny_bin::ensure(&dir.join("tiny_ofa_ve")));
+    dir
 }
 
 pub fn image(name: &str) -> Vec<u8> {

@@ -117,7 +117,8 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The files of the tiny model as a ModelScope repo holds them (weights as pytorch_model.bin),
+/// The files of the tiny model as a ModelScope repo holds them (weights as pytorch_model.bin,
+/// which the caller's fixture helper rebuilds from the safetensors file),
 /// plus a README, `.gitattributes` and a nested file.
 pub fn tiny_repo_files(fixture: &Path, readme: &str) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();

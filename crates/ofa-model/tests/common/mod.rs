@@ -9,12 +9,55 @@ use candle_core::{Device, Tensor};
 use ofa_model::Entailment;
 use serde_json::Value;
 
+/// The repo's `fixtures/`; `OFA_FIXTURES` points elsewhere when a built test runs away from
+/// its checkout (the GPU check ships test executables to a machine without Rust).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    match std::env::var_os("OFA_FIXTURES") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures"),
+    }
 }
 
+/// Where the model runs: the CPU, or the CUDA device `GPU_DEVICE` names (a `--features cuda`
+/// build), so the same goldens check the GPU.
+pub fn device() -> &'static Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| match std::env::var("GPU_DEVICE") {
+        Ok(n) if !n.trim().is_empty() => {
+            let ordinal = n.trim().parse().expect("GPU_DEVICE is a CUDA ordinal");
+            ofa_model::gpu::open(ordinal).expect("the GPU that GPU_DEVICE names opens")
+        }
+        _ => Device::Cpu,
+    })
+}
+
+/// Allowed difference from the reference's probabilities: 1e-5 on the CPU; on a GPU, 1e-4
+/// (its kernels sum in another order).
+pub fn prob_tolerance() -> f32 {
+    if device().is_cpu() {
+        1e-5
+    } else {
+        1e-4
+    }
+}
+
+/// Allowed difference in intermediate activations (magnitudes up to ~10).
+pub fn tensor_tolerance() -> f32 {
+    if device().is_cpu() {
+        1e-4
+    } else {
+        1e-3
+    }
+}
+
+mod tiny_bin;
+
+/// The tiny model, with its `pytorch_model.bin` rebuilt if missing.
 pub fn tiny_dir() -> PathBuf {
-    fixtures().join("tiny_ofa_ve")
+    let dir = fixtures().join("tiny_ofa_ve");
+    static BIN: OnceLock<()> = OnceLock::new();
+    BIN.get_or_init(|| tiny_bin::ensure(&dir));
+    dir
 }
 
 pub fn golden() -> PathBuf {
@@ -32,7 +75,7 @@ pub fn cases() -> &'static Vec<Value> {
 
 pub fn tiny() -> &'static Entailment {
     static MODEL: OnceLock<Entailment> = OnceLock::new();
-    MODEL.get_or_init(|| Entailment::load(tiny_dir(), &Device::Cpu).expect("tiny model loads"))
+    MODEL.get_or_init(|| Entailment::load(tiny_dir(), device()).expect("tiny model loads"))
 }
 
 pub fn case_tensors(case: &Value) -> HashMap<String, Tensor> {

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The GPU device check: on a machine with an NVIDIA GPU and its driver (no Rust toolchain, no
+# network needed), from the repo plus the bundle bench/gpu_pack.sh made:
+#   1. the golden tests on the GPU (f32 against the reference; bf16/f16 against f32),
+#   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights),
+#   3. a short `serve` load test per precision (one client for latency, 64 for throughput),
+#      with GPU memory from /metrics and /info,
+#   4. a GPU ordinal that does not exist: one clear error, no panic.
+# Prints one JSON summary on stdout; logs and raw results go to CHECK_OUT (a temporary
+# directory by default). Finishes in about 4 minutes on an H100/H200 (each step is bounded).
+#
+# Usage: bench/gpu_check.sh [BUNDLE]   (a .tar.xz from bench/gpu_pack.sh, or a directory with
+# ofa-entail, golden and generic; default .gpu/bundle.tar.xz). GPU_DEVICE picks the GPU (0).
+# The CUDA 13 libraries (cuBLAS, cuBLASLt, cudart, cuRAND) are looked for in CUDA_LIBS, the
+# CUDA toolkit and Python's nvidia-* wheels (a PyTorch for CUDA 13 has them).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bundle=${1:-.gpu/bundle.tar.xz}
+gpu=${GPU_DEVICE:-0}
+out=${CHECK_OUT:-$(mktemp -d)}
+mkdir -p "$out"
+work=$(mktemp -d)
+bin=$work/ofa-entail
+port=${PORT:-18765}
+log() { echo "[gpu_check $(date +%T)] $*" >&2; }
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+
+if [ -d "$bundle" ]; then cp "$bundle"/* "$work/"; else xz -dc "$bundle" | tar -C "$work" -xf -; fi
+[ -x "$bin" ] || { echo "no ofa-entail in $bundle" >&2; exit 1; }
+
+# Run-time libraries: the binary links cuBLAS, cuBLASLt, cudart and cuRAND from CUDA 13.
+lib_dirs() {
+  echo "${CUDA_LIBS:-}"
+  echo /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib
+  python3 -c 'import site; print(" ".join(p + "/nvidia/" + s + "/lib" for p in site.getsitepackages() for s in ("cu13", "cublas", "cuda_runtime", "curand")))' 2>/dev/null
+}
+libpath=""
+missing=""
+for lib in libcublas.so.13 libcublasLt.so.13 libcudart.so.13 libcurand.so.10; do
+  found=""
+  for d in $(lib_dirs); do [ -e "$d/$lib" ] && { found=$d; break; }; done
+  [ -n "$found" ] || found=$(dirname "$(timeout 30 find / -xdev -name "$lib" 2>/dev/null | head -n 1)" 2>/dev/null)
+  if [ -n "$found" ] && [ "$found" != . ]; then
+    case ":$libpath:" in *":$found:"*) ;; *) libpath=$libpath:$found ;; esac
+  else
+    missing="$missing $lib"
+  fi
+done
+export LD_LIBRARY_PATH=${libpath#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+log "libraries from ${libpath#:}${missing:+; missing:$missing}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader \
+  >"$out/nvidia_smi.csv" 2>&1
+
+log "golden tests on GPU $gpu"
+for t in golden generic; do
+  start=$(date +%s%N)
+  timeout 240 env GPU_DEVICE="$gpu" OFA_FIXTURES="$root/fixtures" \
+    OFA_PRECISION_REPORT="$out/precision.json" RUST_BACKTRACE=1 \
+    "$work/$t" --test-threads=1 >"$out/test_$t.log" 2>&1
+  echo "$? $(( ($(date +%s%N) - start) / 1000000 ))ms" >"$out/test_$t.rc"
+done
+
+for p in f32 bf16; do
+  log "bench $p"
+  timeout 240 env GPU_DEVICE="$gpu" "$bin" bench --precision "$p" \
+    --batch-sizes 1,2,4,8,16,32,64 --iterations 5 --json >"$out/bench_$p.json" 2>"$out/bench_$p.log"
+  echo $? >"$out/bench_$p.rc"
+done
+
+log "serve load tests"
+timeout 120 "$bin" random-model --out "$work/large" >"$out/random_model.log" 2>&1
+image=fixtures/golden/images/grace_hopper.jpg
+get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"; }
+for p in bf16 f32; do
+  MODEL_DIR=$work/large GPU_DEVICE=$gpu PRECISION=$p HOST=127.0.0.1 PORT=$port RATE_LIMIT=off \
+    MAX_BATCH_SIZE=32 MAX_QUEUE=512 DRAIN_DELAY=0 LOG_FORMAT=json \
+    "$bin" serve >"$out/serve_$p.log" 2>&1 &
+  server=$!
+  ready=0
+  for _ in $(seq 240); do
+    get "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && { ready=1; break; }
+    kill -0 $server 2>/dev/null || break
+    sleep 0.5
+  done
+  echo $ready >"$out/serve_$p.ready"
+  if [ $ready = 1 ]; then
+    timeout 60 python3 bench/gpu_load.py --port $port --image $image --concurrency 1 --seconds 10 \
+      >"$out/load_${p}_c1.json" 2>>"$out/serve_$p.log"
+    timeout 60 python3 bench/gpu_load.py --port $port --image $image --concurrency 64 --seconds 15 \
+      >"$out/load_${p}_c64.json" 2>>"$out/serve_$p.log"
+    get "http://127.0.0.1:$port/metrics" >"$out/metrics_$p.txt" 2>&1
+    get "http://127.0.0.1:$port/info" >"$out/info_$p.json" 2>&1
+  fi
+  kill -TERM $server 2>/dev/null
+  wait $server 2>/dev/null
+  port=$((port + 1))
+done
+
+log "a GPU that does not exist"
+timeout 60 env GPU_DEVICE=99 "$bin" predict --model-dir fixtures/tiny_ofa_ve --image $image \
+  --text "a woman." >"$out/bad_device.log" 2>&1
+echo $? >"$out/bad_device.rc"
+
+python3 - "$out" <<'PY'
+import json, pathlib, re, sys
+out = pathlib.Path(sys.argv[1])
+def text(name):
+    p = out / name
+    return p.read_text(errors="replace") if p.exists() else ""
+def load(name):
+    try:
+        return json.loads(text(name))
+    except ValueError:
+        return None
+s = {"gpu": text("nvidia_smi.csv").strip(), "out": str(out)}
+for t in ("golden", "generic"):
+    rc, secs = (text(f"test_{t}.rc").split() + ["?", "?"])[:2]
+    log = text(f"test_{t}.log")
+    s[f"test_{t}"] = {"exit": rc, "time": secs,
+                      "result": (re.findall(r"test result: .*", log) or [log[-1500:]])[-1],
+                      "failures": re.findall(r"---- (\S+) stdout ----", log)}
+s["precision_vs_f32"] = load("precision.json")
+for p in ("f32", "bf16"):
+    b = load(f"bench_{p}.json")
+    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms")}
+                       | {"batches": [{k: x[k] for k in ("batch_size", "resnet_ms", "encoder_ms", "decoder_ms", "total_ms", "model_pairs_per_s")} for x in b["batches"]]}
+                       if b else {"exit": text(f"bench_{p}.rc").strip(), "log": text(f"bench_{p}.log")[-1500:]})
+    m = text(f"metrics_{p}.txt")
+    grab = lambda name: (re.findall(rf"^{name} (\S+)$", m, re.M) or [None])[0]
+    info = load(f"info_{p}.json") or {}
+    s[f"serve_{p}"] = {"ready": text(f"serve_{p}.ready").strip() == "1",
+                       "c1": load(f"load_{p}_c1.json"), "c64": load(f"load_{p}_c64.json"),
+                       "gpu_memory_used_bytes": grab("ofa_gpu_memory_used_bytes"),
+                       "gpu_memory_total_bytes": grab("ofa_gpu_memory_total_bytes"),
+                       "batch_size_sum": grab("ofa_batch_size_sum"), "batch_size_count": grab("ofa_batch_size_count"),
+                       "info_gpu_memory": info.get("gpu_memory"), "info_device": (info.get("model") or {}).get("device")}
+    if not s[f"serve_{p}"]["ready"]:
+        s[f"serve_{p}"]["log"] = text(f"serve_{p}.log")[-1500:]
+bad = text("bad_device.log")
+s["bad_device"] = {"exit": text("bad_device.rc").strip(), "message": bad.strip()[-400:],
+                   "panicked": "panicked" in bad}
+(out / "summary.json").write_text(json.dumps(s, indent=1))
+print(json.dumps(s, indent=1))
+PY

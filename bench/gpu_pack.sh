@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds what bench/gpu_check.sh runs on a GPU machine that has the driver but no Rust toolchain:
+# the `--features cuda` binary and the golden test executables, stripped, in one xz archive
+# (one dictionary over all three, so their shared CUDA kernels are stored once: ~12 MB).
+#
+# Usage: bench/gpu_pack.sh [OUT]   (default .gpu/bundle.tar.xz; CUDA_COMPUTE_CAP as for the
+# toolchain, 90 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-.gpu/bundle.tar.xz}
+eval "$(tools/cuda-toolchain.sh "${CUDA_TOOLCHAIN_DIR:-.cuda}")"
+target=${CUDA_TARGET_DIR:-target/cuda}
+cargo build --release -p ofa-entail --features cuda --target-dir "$target"
+tests=$(cargo test --release -p ofa-model --features cuda --no-run --target-dir "$target" \
+  --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("golden", "generic"):
+        print(m["target"]["name"], m["executable"])
+')
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp "$target/release/ofa-entail" "$stage/"
+while read -r name exe; do cp "$exe" "$stage/$name"; done <<<"$tests"
+[ -x "$stage/golden" ] && [ -x "$stage/generic" ] || { echo "test executables not found" >&2; exit 1; }
+strip "$stage"/*
+mkdir -p "$(dirname "$out")"
+tar -C "$stage" -cf - . | xz --lzma2=preset=9e,dict=192MiB -T1 >"$out.tmp"
+mv "$out.tmp" "$out"
+ls -l "$out" >&2

@@ -1,0 +1,87 @@
+//! What a GPU is and how much of its memory is in use, for logs, `/info` and `/metrics`; and the
+//! matmul settings that keep f32 exact there.
+
+use candle_core::Device;
+
+use crate::error::{OfaError, Result};
+
+/// A GPU as the driver describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GpuInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute_capability: String,
+    pub memory_total_bytes: u64,
+}
+
+/// Device memory: `(used, total)` bytes, by every process on the GPU (what `nvidia-smi` shows).
+pub fn memory(device: &Device) -> Option<(u64, u64)> {
+    imp::memory(device)
+}
+
+/// The GPU behind `device`; `None` on the CPU.
+pub fn info(device: &Device) -> Option<GpuInfo> {
+    imp::info(device)
+}
+
+/// Opens CUDA device `ordinal` with f32 matmuls in full f32 (TF32 would drift from the
+/// reference by ~1e-3), or says what is missing.
+pub fn open(ordinal: usize) -> Result<Device> {
+    imp::open(ordinal)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use super::*;
+
+    pub fn memory(device: &Device) -> Option<(u64, u64)> {
+        let cuda = device.as_cuda_device().ok()?;
+        let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+        Some(((total - free) as u64, total as u64))
+    }
+
+    pub fn info(device: &Device) -> Option<GpuInfo> {
+        let cuda = device.as_cuda_device().ok()?;
+        let stream = cuda.cuda_stream();
+        let ctx = stream.context();
+        let (major, minor) = ctx.compute_capability().ok()?;
+        Some(GpuInfo {
+            ordinal: ctx.ordinal(),
+            name: ctx.name().unwrap_or_else(|_| "unknown".into()),
+            compute_capability: format!("{major}.{minor}"),
+            memory_total_bytes: ctx.total_mem().ok()? as u64,
+        })
+    }
+
+    pub fn open(ordinal: usize) -> Result<Device> {
+        candle_core::cuda::set_gemm_reduced_precision_f32(false);
+        let count = candle_core::cuda::cudarc::driver::CudaContext::device_count()
+            .map_err(|e| OfaError::Device(format!("no usable CUDA driver ({e})")))?;
+        if ordinal >= count as usize {
+            return Err(OfaError::Device(format!(
+                "GPU_DEVICE={ordinal} but the driver sees {count} GPU(s)"
+            )));
+        }
+        Device::new_cuda(ordinal)
+            .map_err(|e| OfaError::Device(format!("cannot open CUDA device {ordinal}: {e}")))
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use super::*;
+
+    pub fn memory(_: &Device) -> Option<(u64, u64)> {
+        None
+    }
+
+    pub fn info(_: &Device) -> Option<GpuInfo> {
+        None
+    }
+
+    pub fn open(ordinal: usize) -> Result<Device> {
+        Err(OfaError::Device(format!(
+            "GPU_DEVICE={ordinal}: this build has no CUDA support (build with --features cuda)"
+        )))
+    }
+}

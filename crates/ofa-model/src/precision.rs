@@ -1,0 +1,97 @@
+//! The number format the network computes in. f32 is the default and matches the reference;
+//! bf16 and f16 halve the weights and run on a GPU's tensor cores, at some cost in accuracy.
+
+use candle_core::{DType, Device};
+
+use crate::error::{OfaError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::F16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    /// Refuses what `device` cannot run well: the CPU kernels are f32 only, and candle's generic
+    /// half-precision CPU path would be slower than f32, not faster.
+    pub fn check(self, device: &Device) -> Result<()> {
+        if self != Precision::F32 && device.is_cpu() && !crate::kernels::generic_forced() {
+            return Err(OfaError::Precision(format!(
+                "{} runs on a GPU only (set GPU_DEVICE with a CUDA build); on the CPU use f32",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = OfaError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let wanted = s.trim().to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "fp32" | "float32" => "f32",
+            "bfloat16" => "bf16",
+            "fp16" | "float16" | "half" => "f16",
+            other => other,
+        };
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == alias)
+            .ok_or_else(|| {
+                OfaError::Precision(format!(
+                    "unknown precision {s:?}; supported: {}",
+                    Precision::ALL.map(Precision::name).join(", ")
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_aliases_and_names_the_supported_ones() {
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!(" FP16".parse::<Precision>().unwrap(), Precision::F16);
+        assert_eq!("float32".parse::<Precision>().unwrap(), Precision::F32);
+        let err = "int4".parse::<Precision>().unwrap_err().to_string();
+        assert!(err.contains("supported: f32, bf16, f16"), "{err}");
+    }
+
+    #[test]
+    fn half_precision_is_refused_on_the_cpu() {
+        assert!(Precision::F32.check(&Device::Cpu).is_ok());
+        let err = Precision::Bf16.check(&Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("bf16 runs on a GPU only"), "{err}");
+    }
+}

@@ -1,0 +1,56 @@
+//! The GPU's code path on the CPU: candle's generic operations instead of the fused kernels
+//! (biases built as tensors, candle's convolution and softmax), in f32 against the reference's
+//! goldens, and in bf16/f16 against f32 (the conversions a GPU run makes, checked anywhere).
+
+mod common;
+
+use common::*;
+use ofa_model::{Entailment, Precision, Prepared};
+
+fn prepare(m: &Entailment, case: &serde_json::Value) -> Prepared {
+    let (h, p) = texts(case);
+    Prepared {
+        source: m.encode_text(&h, p.as_deref()).unwrap(),
+        pixels: m
+            .preprocess_image(&image_bytes(case), u64::MAX)
+            .unwrap()
+            .into(),
+    }
+}
+
+#[test]
+fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
+    ofa_model::kernels::force_generic(true);
+    let f32_model = Entailment::load(tiny_dir(), device()).unwrap();
+    let prepared: Vec<Prepared> = cases().iter().map(|c| prepare(&f32_model, c)).collect();
+    let refs: Vec<&Prepared> = prepared.iter().collect();
+    // One batch of every case: mixed text lengths, so padding and masks are exercised too.
+    let (exact, _) = f32_model.score_batch(&refs).unwrap();
+    for (case, s) in cases().iter().zip(&exact) {
+        let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
+        for (k, w) in want.iter().enumerate() {
+            let d = (s.probs[k] - w).abs();
+            assert!(
+                d < prob_tolerance(),
+                "{}: p[{k}] differs by {d}",
+                case["id"]
+            );
+        }
+    }
+    // candle's CPU backend has no bf16 matmul; f16 takes the same conversions.
+    let halves: &[Precision] = if device().is_cpu() {
+        &[Precision::F16]
+    } else {
+        &[Precision::Bf16, Precision::F16]
+    };
+    for &p in halves {
+        let low = Entailment::load_with(tiny_dir(), device(), p).unwrap();
+        let (got, _) = low.score_batch(&refs).unwrap();
+        for ((case, want), got) in cases().iter().zip(&exact).zip(&got) {
+            let diff = (0..3)
+                .map(|k| (want.probs[k] - got.probs[k]).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 0.05, "{p} {}: differs by {diff}", case["id"]);
+        }
+    }
+}
