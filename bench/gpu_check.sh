@@ -2,7 +2,8 @@
 # The GPU device check: on a machine with an NVIDIA GPU and its driver (no Rust toolchain, no
 # network needed), from the repo plus the bundle bench/gpu_pack.sh made:
 #   1. the golden tests on the GPU (f32 against the reference; bf16/f16 against f32),
-#   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights),
+#   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights), and
+#      the time of each kind of operation at batch 16 (gpu_ops),
 #   3. a short `serve` load test per precision (one client for latency, 64 for throughput),
 #      with GPU memory from /metrics and /info,
 #   4. a GPU ordinal that does not exist: one clear error, no panic.
@@ -62,6 +63,8 @@ for t in golden generic; do
 done
 
 for p in f32 bf16; do
+  log "operations $p"
+  timeout 60 env GPU_DEVICE="$gpu" "$work/gpu_ops" "$p" >"$out/ops_$p.jsonl" 2>"$out/ops_$p.log"
   log "bench $p"
   timeout 240 env GPU_DEVICE="$gpu" "$bin" bench --precision "$p" \
     --batch-sizes 1,2,4,8,16,32,64 --iterations 5 --json >"$out/bench_$p.json" 2>"$out/bench_$p.log"
@@ -121,6 +124,9 @@ for t in ("golden", "generic"):
                       "result": (re.findall(r"test result: .*", log) or [log[-1500:]])[-1],
                       "failures": re.findall(r"---- (\S+) stdout ----", log)}
 s["precision_vs_f32"] = load("precision.json")
+for p in ("f32", "bf16"):
+    ops = [json.loads(l) for l in text(f"ops_{p}.jsonl").splitlines() if l.startswith("{")]
+    s[f"ops_{p}_ms"] = {o["op"]: o["ms"] for o in ops} or text(f"ops_{p}.log")[-800:]
 for p in ("f32", "bf16"):
     b = load(f"bench_{p}.json")
     s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms")}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds what bench/gpu_check.sh runs on a GPU machine that has the driver but no Rust toolchain:
-# the `--features cuda` binary and the golden test executables, stripped, in one xz archive
+# the `--features cuda` binary, the golden test executables and the per-operation timer
+# (crates/ofa-model/examples/gpu_ops.rs), stripped, in one xz archive
 # (one dictionary over all three, so their shared CUDA kernels are stored once: ~12 MB).
 #
 # Usage: bench/gpu_pack.sh [OUT]   (default .gpu/bundle.tar.xz; CUDA_COMPUTE_CAP as for the
@@ -11,6 +12,7 @@ out=${1:-.gpu/bundle.tar.xz}
 eval "$(tools/cuda-toolchain.sh "${CUDA_TOOLCHAIN_DIR:-.cuda}")"
 target=${CUDA_TARGET_DIR:-target/cuda}
 cargo build --release -p ofa-entail --features cuda --target-dir "$target"
+cargo build --release -p ofa-model --features cuda --example gpu_ops --target-dir "$target"
 tests=$(cargo test --release -p ofa-model --features cuda --no-run --target-dir "$target" \
   --message-format=json 2>/dev/null | python3 -c '
 import json, sys
@@ -21,7 +23,7 @@ for line in sys.stdin:
 ')
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-cp "$target/release/ofa-entail" "$stage/"
+cp "$target/release/ofa-entail" "$target/release/examples/gpu_ops" "$stage/"
 while read -r name exe; do cp "$exe" "$stage/$name"; done <<<"$tests"
 [ -x "$stage/golden" ] && [ -x "$stage/generic" ] || { echo "test executables not found" >&2; exit 1; }
 strip "$stage"/*

@@ -61,6 +61,18 @@ impl CustomOp1 for Im2Col {
 /// `x` `[B, C, H, W]` ⊛ `weight` `[O, C, k, k]` (no bias, no dilation, one group) →
 /// `[B, O, OH, OW]`. Uses candle's convolution off the CPU.
 pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        let (o, c, k, _) = weight.dims4()?;
+        let (b, _, h, w) = x.dims4()?;
+        let out = |n: usize| (n + 2 * padding - k) / stride + 1;
+        let cols = crate::cuda_ops::im2col(x, k, stride, padding)?;
+        let wm = weight.reshape((o, c * k * k))?;
+        return wm
+            .broadcast_left(b)?
+            .matmul(&cols)?
+            .reshape((b, o, out(h), out(w)));
+    }
     if !crate::kernels::fused(x.device()) {
         return x.conv2d(weight, padding, stride, 1, 1);
     }
@@ -171,6 +183,10 @@ pub fn bias_act(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return crate::cuda_ops::channel_op(x, 1, bias, residual, false, relu);
+    }
     if !crate::kernels::fused(x.device()) {
         let c = bias.dim(0)?;
         let mut y = x.broadcast_add(&bias.reshape((1, c, 1, 1))?)?;

@@ -2,14 +2,14 @@
 //! per-layer relative) and cross-attention whose bias pairs decoder and encoder positions.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::bias::{causal_mask, rel_block_tensor, RelBlock};
 use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
 use crate::layers::{
-    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, RelTable,
+    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, Linear, RelTable,
 };
 use crate::softmax::{AttnBias, Bias};
 

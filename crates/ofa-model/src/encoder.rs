@@ -2,13 +2,13 @@
 //! decoupled absolute position biases and per-layer relative biases, NormFormer pre-LN layers.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::bias::{block_diagonal, rel_block_tensor, RelBlock};
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
 use crate::layers::{
-    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, RelTable,
+    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, Linear, RelTable,
 };
 use crate::resnet::ResNet;
 use crate::softmax::{AttnBias, Bias};
@@ -235,7 +235,8 @@ impl Encoder {
                     rel_block_tensor(&self.image_rel_tables[i].tensor, &img_idx, n)?,
                     rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, t)?,
                 ])?;
-                let bias = Bias::Dense(abs.broadcast_add(&rel)?);
+                // Same shapes, so candle adds them without its (slow) broadcasting kernel.
+                let bias = Bias::Dense((abs.squeeze(0)? + rel)?);
                 x = layer.forward(&x, &bias, key_mask.as_ref())?;
             }
         }

@@ -8,6 +8,8 @@ pub mod bias;
 pub mod buckets;
 pub mod config;
 pub mod conv;
+#[cfg(feature = "cuda")]
+pub mod cuda_ops;
 pub mod decoder;
 pub mod encoder;
 pub mod error;

@@ -52,7 +52,12 @@ impl ConvBn {
         if k != 1 || self.stride > 2 {
             return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
         }
-        // A 1×1 convolution is a matmul over channels; striding is a subsample.
+        // A 1×1 convolution is a matmul over channels; striding is a subsample (on a GPU, the
+        // convolution's own im2col does it in one pass).
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() && self.stride != 1 {
+            return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
+        }
         let x = if self.stride == 2 {
             let (b, c, h, w) = x.dims4()?;
             if h % 2 != 0 || w % 2 != 0 {

@@ -201,6 +201,10 @@ pub fn attention_probs(
 }
 
 fn dense_probs(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if scores.device().is_cuda() {
+        return crate::cuda_ops::attention_probs(scores, bias, key_mask);
+    }
     let mut x = scores.broadcast_add(&bias.to_dtype(scores.dtype())?)?;
     if let Some(m) = key_mask {
         let (b, lk) = m.dims2()?;

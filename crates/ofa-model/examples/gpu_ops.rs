@@ -1,0 +1,194 @@
+//! Time of each kind of operation the model runs, at its real shapes (batch 16), on a GPU:
+//! where a forward pass goes, op by op. `GPU_DEVICE=0 gpu_ops [f32|bf16]`; one JSON line per op.
+use std::time::Instant;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+fn time(dev: &Device, label: &str, flops: f64, bytes: f64, mut f: impl FnMut()) {
+    f();
+    dev.synchronize().unwrap();
+    let n = 10;
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    dev.synchronize().unwrap();
+    let s = t.elapsed().as_secs_f64() / n as f64;
+    println!(
+        "{{\"op\":\"{label}\",\"ms\":{:.3},\"tflops\":{:.1},\"gbps\":{:.0}}}",
+        s * 1e3,
+        flops / s / 1e12,
+        bytes / s / 1e9
+    );
+}
+
+fn main() -> candle_core::Result<()> {
+    let ordinal = std::env::var("GPU_DEVICE").unwrap_or_else(|_| "0".into());
+    let dev = ofa_model::gpu::open(ordinal.parse().unwrap()).unwrap();
+    let dt = match std::env::args().nth(1).as_deref() {
+        Some("bf16") => DType::BF16,
+        _ => DType::F32,
+    };
+    let es = dt.size_in_bytes() as f64;
+    let r = |shape: &[usize]| {
+        Tensor::randn(0f32, 1., shape, &dev)
+            .unwrap()
+            .to_dtype(dt)
+            .unwrap()
+    };
+    let (b, l, d, h) = (16usize, 916usize, 1024usize, 16usize);
+    let x = r(&[b, l, d]);
+    let w = r(&[d, d]);
+    let bias = r(&[d]);
+    let lin = candle_nn::Linear::new(w.clone(), Some(bias.clone()));
+    let mm = 2.0 * (b * l * d * d) as f64;
+    time(&dev, "linear 3d (candle_nn)", mm, 0.0, || {
+        lin.forward(&x).unwrap();
+    });
+    let x2 = x.reshape((b * l, d))?;
+    time(&dev, "linear as one 2d matmul", mm, 0.0, || {
+        x2.matmul(&w.t().unwrap()).unwrap();
+    });
+    let ours = ofa_model::layers::linear(
+        d,
+        d,
+        candle_nn::VarBuilder::from_tensors(
+            [
+                ("weight".to_owned(), w.clone()),
+                ("bias".to_owned(), bias.clone()),
+            ]
+            .into(),
+            dt,
+            &dev,
+        ),
+    )?;
+    time(
+        &dev,
+        "ofa: linear (2d matmul + fused bias)",
+        mm,
+        0.0,
+        || {
+            ours.forward(&x).unwrap();
+        },
+    );
+    time(&dev, "linear 2d + bias", mm, 0.0, || {
+        x2.matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&bias)
+            .unwrap();
+    });
+    let w4 = r(&[4 * d, d]);
+    time(&dev, "fc1 2d 1024->4096", 4.0 * mm, 0.0, || {
+        x2.matmul(&w4.t().unwrap()).unwrap();
+    });
+    let q = r(&[b, h, l, 64]);
+    let k = r(&[b, h, l, 64]);
+    let att = 2.0 * (b * h * l * l * 64) as f64;
+    time(&dev, "scores q.kT", att, 0.0, || {
+        q.matmul(&k.t().unwrap()).unwrap();
+    });
+    let s = r(&[b, h, l, l]);
+    let sb = (b * h * l * l) as f64 * es;
+    let bb = r(&[1, h, l, l]);
+    time(&dev, "scores + bias (broadcast)", 0.0, 3.0 * sb, || {
+        s.broadcast_add(&bb).unwrap();
+    });
+    time(&dev, "softmax_last_dim", 0.0, 2.0 * sb, || {
+        candle_nn::ops::softmax_last_dim(&s).unwrap();
+    });
+    time(&dev, "ofa: bias+softmax fused", 0.0, 2.0 * sb, || {
+        ofa_model::cuda_ops::attention_probs(&s, &bb, None).unwrap();
+    });
+    time(&dev, "probs.v", att, 0.0, || {
+        s.matmul(&k).unwrap();
+    });
+    let xb = (b * l * d) as f64 * es;
+    time(&dev, "split heads (copy)", 0.0, 2.0 * xb, || {
+        x.reshape((b, l, h, 64))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+    });
+    let ln = candle_nn::LayerNorm::new(r(&[d]), r(&[d]), 1e-5);
+    time(&dev, "layer_norm", 0.0, 2.0 * xb, || {
+        ln.forward(&x).unwrap();
+    });
+    let big = r(&[b, l, 4 * d]);
+    time(&dev, "gelu_erf 4096", 0.0, 8.0 * xb, || {
+        big.gelu_erf().unwrap();
+    });
+    time(&dev, "residual add", 0.0, 3.0 * xb, || {
+        (&x + &x).unwrap();
+    });
+    let img = r(&[b, 64, 120, 120]);
+    let k3 = r(&[64, 64, 3, 3]);
+    let conv = 2.0 * (b * 64 * 120 * 120 * 64 * 9) as f64;
+    time(&dev, "conv2d 3x3 64->64 @120", conv, 0.0, || {
+        img.conv2d(&k3, 1, 1, 1, 1).unwrap();
+    });
+    time(
+        &dev,
+        "ofa: conv2d 3x3 64->64 @120 (im2col)",
+        conv,
+        0.0,
+        || {
+            ofa_model::conv::conv2d(&img, &k3, 1, 1).unwrap();
+        },
+    );
+    let img256 = r(&[b, 256, 120, 120]);
+    let w1 = r(&[64, 256]);
+    let c1 = 2.0 * (b * 256 * 120 * 120 * 64) as f64;
+    time(&dev, "conv1x1 256->64 @120 (batched mm)", c1, 0.0, || {
+        w1.broadcast_left(b)
+            .unwrap()
+            .matmul(&img256.reshape((b, 256, 120 * 120)).unwrap())
+            .unwrap();
+    });
+    let cb = r(&[256]);
+    let ib = (b * 256 * 120 * 120) as f64 * es;
+    time(
+        &dev,
+        "bias+residual+relu (3 ops) @120x256",
+        0.0,
+        7.0 * ib,
+        || {
+            img256
+                .broadcast_add(&cb.reshape((1, 256, 1, 1)).unwrap())
+                .unwrap()
+                .add(&img256)
+                .unwrap()
+                .relu()
+                .unwrap();
+        },
+    );
+    time(&dev, "ofa: bias+residual+relu fused", 0.0, 3.0 * ib, || {
+        ofa_model::conv::bias_act(&img256, &cb, Some(&img256), true).unwrap();
+    });
+    let stem = r(&[b, 3, 480, 480]);
+    let k7 = r(&[64, 3, 7, 7]);
+    time(
+        &dev,
+        "stem conv 7x7/2",
+        2.0 * (b * 64 * 240 * 240 * 3 * 49) as f64,
+        0.0,
+        || {
+            stem.conv2d(&k7, 3, 2, 1, 1).unwrap();
+        },
+    );
+    time(
+        &dev,
+        "ofa: stem conv 7x7/2 (im2col)",
+        2.0 * (b * 64 * 240 * 240 * 3 * 49) as f64,
+        0.0,
+        || {
+            ofa_model::conv::conv2d(&stem, &k7, 2, 3).unwrap();
+        },
+    );
+    let p = r(&[b, 64, 242, 242]);
+    time(&dev, "max_pool2d 3/2", 0.0, 0.0, || {
+        p.max_pool2d_with_stride(3, 2).unwrap();
+    });
+    Ok(())
+}
