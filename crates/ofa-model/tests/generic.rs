@@ -7,22 +7,14 @@ mod common;
 use common::*;
 use ofa_model::{Entailment, Precision, Prepared};
 
-fn prepare(m: &Entailment, case: &serde_json::Value) -> Prepared {
-    let (h, p) = texts(case);
-    Prepared {
-        source: m.encode_text(&h, p.as_deref()).unwrap(),
-        pixels: m
-            .preprocess_image(&image_bytes(case), u64::MAX)
-            .unwrap()
-            .into(),
-    }
-}
-
 #[test]
 fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
     ofa_model::kernels::force_generic(true);
     let f32_model = Entailment::load(tiny_dir(), device()).unwrap();
-    let prepared: Vec<Prepared> = cases().iter().map(|c| prepare(&f32_model, c)).collect();
+    let prepared: Vec<Prepared> = cases()
+        .iter()
+        .map(|c| prepare_with(&f32_model, c))
+        .collect();
     let refs: Vec<&Prepared> = prepared.iter().collect();
     // One batch of every case: mixed text lengths, so padding and masks are exercised too.
     let (exact, _) = f32_model.score_batch(&refs).unwrap();

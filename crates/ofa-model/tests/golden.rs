@@ -7,15 +7,7 @@ use common::*;
 use ofa_model::pipeline::Prepared;
 
 fn prepare(case: &serde_json::Value) -> Prepared {
-    let (h, p) = texts(case);
-    let m = tiny();
-    Prepared {
-        source: m.encode_text(&h, p.as_deref()).unwrap(),
-        pixels: m
-            .preprocess_image(&image_bytes(case), u64::MAX)
-            .unwrap()
-            .into(),
-    }
+    prepare_with(tiny(), case)
 }
 
 #[test]

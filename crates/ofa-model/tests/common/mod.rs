@@ -98,6 +98,18 @@ pub fn texts(case: &Value) -> (String, Option<String>) {
     )
 }
 
+/// A golden case's text and image, prepared by `m`.
+pub fn prepare_with(m: &Entailment, case: &Value) -> ofa_model::Prepared {
+    let (h, p) = texts(case);
+    ofa_model::Prepared {
+        source: m.encode_text(&h, p.as_deref()).unwrap(),
+        pixels: m
+            .preprocess_image(&image_bytes(case), u64::MAX)
+            .unwrap()
+            .into(),
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
