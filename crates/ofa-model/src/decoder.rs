@@ -156,12 +156,17 @@ impl Decoder {
         if !crate::kernels::fused(tokens.device()) {
             // On a GPU the biases are built there, the causal mask folded into the shared part.
             let device = tokens.device();
-            let self_abs = self_abs.broadcast_add(&causal_mask(m, self_abs.dtype(), device)?)?;
+            // `[H, m, m]`, the same shape as each layer's relative part: candle then adds them
+            // without its (slow) broadcasting kernel, as in the encoder.
+            let self_abs =
+                self_abs
+                    .squeeze(0)?
+                    .broadcast_add(&causal_mask(m, self_abs.dtype(), device)?)?;
             let tok_idx = Tensor::from_vec(tok_idx, m * m, device)?;
             let cross_bias = Bias::Dense(cross_abs);
             for (i, layer) in self.layers.iter().enumerate() {
                 let rel = rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, m)?;
-                let self_bias = Bias::Dense(self_abs.broadcast_add(&rel)?);
+                let self_bias = Bias::Dense((&self_abs + rel)?);
                 x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
             }
             return self.layer_norm.forward(&x);
