@@ -1,5 +1,6 @@
 //! `ofa-entail`: does this image support this sentence? Command-line entry point.
 
+mod access_args;
 mod batch;
 mod bench;
 mod collect;

@@ -9,7 +9,6 @@ use clap::Args;
 use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics, Pair};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
 use ofa_server::conn::ConnLimits;
-use ofa_server::limit::Rate;
 use ofa_server::{AppState, ServerConfig};
 use serde_json::Value;
 
@@ -75,12 +74,8 @@ pub struct ServeArgs {
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long, env = "KEEP_ALIVE_TIMEOUT", default_value_t = 75.0)]
     keep_alive_timeout: f64,
-    /// Per client: N/second, N/minute or N/hour; "off" disables.
-    #[arg(long, env = "RATE_LIMIT", default_value = "100/minute")]
-    rate_limit: String,
-    /// Comma-separated keys; when set, inference routes need one.
-    #[arg(long, env = "API_KEYS", default_value = "")]
-    api_keys: String,
+    #[command(flatten)]
+    access: crate::access_args::AccessArgs,
     /// Largest request body in bytes (suffixes KB, MB accepted).
     #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
     payload_limit: String,
@@ -135,21 +130,7 @@ fn warmup_image() -> Vec<u8> {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let log = crate::flags::logger(&args.log_format, args.log_path.as_deref())?;
-    let rate_limit = match args.rate_limit.trim() {
-        "" | "off" | "none" | "0" => None,
-        r => Some(
-            r.parse::<Rate>()
-                .map_err(anyhow::Error::msg)
-                .context("RATE_LIMIT")?,
-        ),
-    };
-    let api_keys: Vec<String> = args
-        .api_keys
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let access = args.access.config()?;
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
     anyhow::ensure!(args.max_queue > 0, "MAX_QUEUE must be at least 1");
     anyhow::ensure!(
@@ -178,8 +159,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_rerank_candidates: args.max_rerank_candidates,
         connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
-        rate_limit,
-        api_keys,
+        access,
         drain_delay: seconds("DRAIN_DELAY", args.drain_delay)?,
         shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", args.shutdown_timeout)?,
         model_id: args.model.model_id.clone(),

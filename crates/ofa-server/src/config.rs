@@ -18,10 +18,8 @@ pub struct ServerConfig {
     /// Most inference requests handled at once, counted from a complete body (429 beyond);
     /// `None`: the engine's queue bounds it.
     pub max_concurrency: Option<usize>,
-    /// Requests per window per client (IP, or API key when keys are set); `None` disables.
-    pub rate_limit: Option<crate::limit::Rate>,
-    /// Accepted API keys; empty means no authentication on inference routes.
-    pub api_keys: Vec<String>,
+    /// Who may call the inference routes, who they are, and how much they may.
+    pub access: crate::access::AccessConfig,
     /// After SIGTERM, keep serving (readiness false) this long before closing the listener.
     pub drain_delay: Duration,
     /// Bound on finishing in-flight and queued work after the listener closes.

@@ -64,6 +64,7 @@ error_types! {
     // Access and load.
     Unauthorized => "unauthorized", UNAUTHORIZED;
     RateLimited => "rate_limited", TOO_MANY_REQUESTS;
+    QuotaExceeded => "quota_exceeded", TOO_MANY_REQUESTS;
     TooManyConcurrent => "too_many_concurrent", TOO_MANY_REQUESTS;
     QueueFull => "queue_full", TOO_MANY_REQUESTS;
     BreakerOpen => "breaker_open", SERVICE_UNAVAILABLE;

@@ -8,9 +8,14 @@ use std::sync::Mutex;
 
 use ofa_engine::prom::{self, Histogram, LATENCY_BUCKETS};
 
+/// Distinct consumer label values at most.
+pub const MAX_CONSUMER_LABELS: usize = 100;
+
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<BTreeMap<(String, u16, String), u64>>,
+    /// Consumer names seen as labels so far; bounded, the rest count as `other`.
+    consumers: Mutex<std::collections::BTreeSet<String>>,
     request_duration: Mutex<BTreeMap<String, Histogram>>,
     /// Inference requests between body received and answer.
     pub in_flight: AtomicI64,
@@ -21,14 +26,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HttpMetrics {
-    pub fn record_request(&self, route: &str, status: u16, seconds: f64) {
+    /// `consumer`: who called (`None`: anonymous or not identified).
+    pub fn record_request(&self, route: &str, status: u16, consumer: Option<&str>, seconds: f64) {
+        let label = self.consumer_label(consumer);
         *lock(&self.requests)
-            .entry((route.to_owned(), status))
+            .entry((route.to_owned(), status, label))
             .or_default() += 1;
         lock(&self.request_duration)
             .entry(route.to_owned())
             .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
             .observe(seconds);
+    }
+
+    /// At most [`MAX_CONSUMER_LABELS`] distinct names: a gateway may name any number.
+    fn consumer_label(&self, consumer: Option<&str>) -> String {
+        let Some(name) = consumer else {
+            return String::new();
+        };
+        let mut seen = lock(&self.consumers);
+        if seen.contains(name) || seen.len() < MAX_CONSUMER_LABELS {
+            seen.insert(name.to_owned());
+            name.to_owned()
+        } else {
+            "other".to_owned()
+        }
     }
 
     /// p95 of a route's total time so far (bucket upper bound), for `/readyz`.
@@ -43,12 +64,12 @@ impl HttpMetrics {
             o,
             "ofa_requests_total",
             "counter",
-            "HTTP requests by route and status code.",
+            "HTTP requests by route, status code and consumer (empty: anonymous).",
         );
-        for ((route, status), n) in lock(&self.requests).iter() {
+        for ((route, status, consumer), n) in lock(&self.requests).iter() {
             let _ = writeln!(
                 o,
-                "ofa_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                "ofa_requests_total{{route=\"{route}\",status=\"{status}\",consumer=\"{consumer}\"}} {n}"
             );
         }
         prom::head(

@@ -1,6 +1,7 @@
-//! The HTTP service: routes, request parsing and error mapping, rate limiting, request logs,
+//! The HTTP service: routes, request parsing and error mapping, consumers and their limits, request logs,
 //! connection limits and the graceful drain. It only translates HTTP to engine calls.
 
+pub mod access;
 pub mod answer;
 mod assets;
 pub mod config;
@@ -9,7 +10,6 @@ pub mod error;
 pub mod http_metrics;
 mod kserve;
 pub mod kserve_tensor;
-pub mod limit;
 pub mod logging;
 mod middleware;
 pub mod parse;
@@ -34,6 +34,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
+    let access = &state.config.access;
+    let watcher = tokio::spawn(access::watch_keys(
+        access.keys.clone(),
+        access.key_poll,
+        state.log.clone(),
+    ));
     let cfg = state.config.clone();
     let drain_state = state.clone();
     let stop = async move {
@@ -63,6 +69,7 @@ pub async fn serve(
             timeout_state.log.event("shutdown_timeout", &[]);
         }
     }
+    watcher.abort();
     if let Some(engine) = state.engine() {
         let left = state.config.shutdown_timeout;
         let finished = tokio::task::spawn_blocking(move || engine.shutdown(left))

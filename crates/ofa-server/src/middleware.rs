@@ -11,10 +11,11 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use ofa_access::{BackendChange, Decision, Refusal};
 use serde_json::Value;
 
+use crate::access::Caller;
 use crate::error::{ApiError, ErrorType};
-use crate::limit::Decision;
 use crate::{parse, AppState};
 
 /// Where an answered pair's time went; handlers put it on the response for the log line.
@@ -32,6 +33,10 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().to_string();
+    let client_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| state.config.access.client_ip(*peer, req.headers()));
     let id = req
         .headers()
         .get("x-request-id")
@@ -42,9 +47,14 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let mut resp = next.run(req).await;
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
+    let caller = resp.extensions().get::<Caller>().cloned();
+    let consumer = caller
+        .as_ref()
+        .and_then(|c| c.consumer.as_ref())
+        .map(|c| c.name.clone());
     state
         .http_metrics
-        .record_request(&route, status, elapsed.as_secs_f64());
+        .record_request(&route, status, consumer.as_deref(), elapsed.as_secs_f64());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -59,6 +69,12 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         ("status", status.into()),
         ("total_time", elapsed.as_secs_f64().into()),
     ];
+    if let Some(ip) = client_ip {
+        fields.push(("client_ip", ip.to_string().into()));
+    }
+    if let Some(name) = consumer {
+        fields.push(("consumer", name.into()));
+    }
     if let Some(t) = resp.extensions().get::<Timings>() {
         fields.push(("queue_time", t.queue.as_secs_f64().into()));
         fields.push(("inference_time", t.inference.as_secs_f64().into()));
@@ -96,7 +112,7 @@ pub async fn catch_panic(State(state): State<AppState>, req: Request, next: Next
 }
 
 /// Inference routes: a body declared over the limit is refused before anything else; then
-/// API keys and rate limits, all before the body is read.
+/// who is calling and their limits, all before the body is read.
 pub async fn guard_inference(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -107,62 +123,71 @@ pub async fn guard_inference(
     if parse::declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
         return parse::too_large(limit).into_response();
     }
-    let key = api_key(req.headers());
-    if !state.config.api_keys.is_empty()
-        && !key
-            .as_ref()
-            .is_some_and(|k| state.config.api_keys.contains(k))
-    {
-        return ApiError::new(
-            ErrorType::Unauthorized,
-            "a valid API key is required (Authorization: Bearer KEY or X-API-Key)",
-        )
-        .into_response();
+    let access = &state.config.access;
+    let caller = match access.identify(peer, req.headers()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let (decision, change) = access
+        .limits
+        .check(&caller.limit_key(), &caller.policy(&access.defaults))
+        .await;
+    match change {
+        Some(BackendChange::Down(error)) => state.log.event(
+            "limits_backend_down",
+            &[
+                ("backend", access.limits.backend().into()),
+                ("error", error.into()),
+                ("fallback", "per-pod limits".into()),
+            ],
+        ),
+        Some(BackendChange::Up) => state.log.event(
+            "limits_backend_up",
+            &[("backend", access.limits.backend().into())],
+        ),
+        None => {}
     }
-    let mut decision = None;
-    if let Some(limiter) = state.limiter() {
-        let client = match (&key, state.config.api_keys.is_empty()) {
-            (Some(k), false) => format!("key:{k}"),
-            _ => format!("ip:{}", peer.ip()),
-        };
-        let d = limiter.check(&client);
-        if !d.allowed {
-            let mut r = ApiError::new(
-                ErrorType::RateLimited,
-                format!("rate limit of {} requests exceeded", d.limit),
-            )
-            .retry_after(d.reset)
-            .into_response();
-            add_limit_headers(r.headers_mut(), &d);
-            return r;
+    let mut resp = match decision.refused {
+        Some(refusal) => {
+            let (kind, message) = match refusal {
+                Refusal::Rate => (
+                    ErrorType::RateLimited,
+                    format!(
+                        "rate limit of {} requests exceeded",
+                        decision.rate.map_or(0, |w| w.limit)
+                    ),
+                ),
+                Refusal::Quota => (
+                    ErrorType::QuotaExceeded,
+                    format!(
+                        "quota of {} requests for this period used up",
+                        decision.quota.map_or(0, |w| w.limit)
+                    ),
+                ),
+            };
+            ApiError::new(kind, message)
+                .retry_after(decision.retry_after())
+                .into_response()
         }
-        decision = Some(d);
-    }
-    let mut resp = next.run(req).await;
-    if let Some(d) = decision {
-        add_limit_headers(resp.headers_mut(), &d);
-    }
+        None => next.run(req).await,
+    };
+    add_limit_headers(resp.headers_mut(), &decision);
+    resp.extensions_mut().insert(caller);
     resp
 }
 
 fn add_limit_headers(h: &mut HeaderMap, d: &Decision) {
-    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
-    h.insert(
-        "x-ratelimit-reset",
-        HeaderValue::from(d.reset.as_secs_f64().ceil() as u64),
-    );
-}
-
-fn api_key(h: &HeaderMap) -> Option<String> {
-    let bearer = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    bearer.or_else(|| {
-        h.get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
+    let windows = [("x-ratelimit", d.rate), ("x-quota", d.quota)];
+    for (prefix, w) in windows {
+        let Some(w) = w else { continue };
+        for (suffix, v) in [
+            ("limit", w.limit),
+            ("remaining", w.remaining),
+            ("reset", w.reset.as_secs_f64().ceil() as u64),
+        ] {
+            if let Ok(name) = header::HeaderName::try_from(format!("{prefix}-{suffix}")) {
+                h.insert(name, HeaderValue::from(v));
+            }
+        }
+    }
 }

@@ -28,8 +28,22 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "queue_length": engine.as_ref().map_or(0, |e| e.queue_len()),
         "breaker": breaker,
         "draining": state.drain.is_draining(),
+        "limits": limits_status(&state),
     });
     (status_for(ready), Json(body)).into_response()
+}
+
+/// Where limits are counted; with Redis away the service still serves, under per-pod limits.
+fn limits_status(state: &AppState) -> Value {
+    let limits = &state.config.access.limits;
+    match limits.shared_up() {
+        None => json!({"backend": limits.backend(), "shared": false}),
+        Some(up) => json!({
+            "backend": limits.backend(),
+            "shared": up,
+            "fallback": (!up).then_some("per-pod limits while the shared store is unreachable"),
+        }),
+    }
 }
 
 pub fn status_for(ready: bool) -> StatusCode {
@@ -44,6 +58,15 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::with_capacity(8192);
     state.http_metrics.render(&mut text, state.is_ready());
     state.engine_metrics.render(&mut text);
+    if let Some(up) = state.config.access.limits.shared_up() {
+        ofa_engine::prom::single(
+            &mut text,
+            "ofa_limits_shared_up",
+            "gauge",
+            "1 while the shared limits store (Redis) answers; 0: limits are per pod.",
+            i64::from(up),
+        );
+    }
     ofa_engine::prom::render_process(&mut text);
     let mut resp = Response::new(Body::from(text));
     resp.headers_mut().insert(
@@ -69,6 +92,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
         })
     });
     let conn = &c.connections;
+    let a = &c.access;
     let gpu_memory = state.engine().and_then(|e| e.device_memory());
     Json(json!({
         "name": "ofa-entail",
@@ -84,8 +108,12 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
             "max_batch_items": c.max_batch_items,
             "max_rerank_candidates": c.max_rerank_candidates,
             "max_concurrency": c.max_concurrency,
-            "rate_limit": c.rate_limit.map(|r| format!("{}/{}s", r.requests, r.per.as_secs())),
-            "api_keys_required": !c.api_keys.is_empty(),
+            "rate_limit": a.defaults.rate.map(|r| format!("{}/{}s", r.requests, r.per.as_secs())),
+            "quota": a.defaults.quota.map(|q| format!("{}/{:?}", q.requests, q.per).to_lowercase()),
+            "limits_backend": a.limits.backend(),
+            "api_keys_required": !a.keys.current().is_empty(),
+            "consumers": a.keys.current().len(),
+            "consumer_header": a.consumer_header.as_ref().map(|h| h.as_str()),
             "max_connections": conn.max_connections,
             "header_timeout_s": conn.header_timeout.as_secs_f64(),
             "body_timeout_s": conn.body_timeout.as_secs_f64(),

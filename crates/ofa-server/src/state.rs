@@ -7,7 +7,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, ErrorType};
 use crate::http_metrics::HttpMetrics;
-use crate::limit::Limiter;
 use crate::logging::Logger;
 use crate::ServerConfig;
 
@@ -25,7 +24,6 @@ pub struct AppState {
 
 struct Inner {
     engine: OnceLock<(Arc<Engine>, Value)>,
-    limiter: Option<Limiter>,
     /// The upload budget, in megabytes.
     uploads: Arc<Semaphore>,
 }
@@ -37,11 +35,9 @@ impl AppState {
         log: Arc<Logger>,
         drain: Arc<Drain>,
     ) -> Self {
-        let limiter = config.rate_limit.map(Limiter::new);
         Self {
             inner: Arc::new(Inner {
                 engine: OnceLock::new(),
-                limiter,
                 uploads: Arc::new(Semaphore::new(config.upload_memory.div_ceil(MB).max(1))),
             }),
             config: Arc::new(config),
@@ -68,10 +64,6 @@ impl AppState {
 
     pub fn model_info(&self) -> Option<&Value> {
         self.inner.engine.get().map(|(_, i)| i)
-    }
-
-    pub fn limiter(&self) -> Option<&Limiter> {
-        self.inner.limiter.as_ref()
     }
 
     /// Ready: model loaded and warmed, breaker closed, not draining.

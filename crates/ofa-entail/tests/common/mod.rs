@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub mod jobs;
 pub mod rabbit;
+#[path = "../../../ofa-access/tests/common/redis_server.rs"]
+pub mod redis_server;
 
 /// The repo's `fixtures/`, with the tiny model's `pytorch_model.bin` rebuilt if missing.
 pub fn fixtures() -> PathBuf {
@@ -54,7 +56,7 @@ impl Drop for SerialGuard {
 }
 
 pub struct Server {
-    _serial: SerialGuard,
+    _serial: Option<SerialGuard>,
     pub child: Child,
     pub base: String,
     logs: Arc<Mutex<Vec<String>>>,
@@ -78,13 +80,26 @@ impl Server {
         Server::launch(env, unset, None)
     }
 
+    /// A second replica beside `first` (which holds the one-server-at-a-time turn).
+    pub fn start_beside(_first: &Server, env: &[(&str, &str)]) -> Server {
+        Server::launch_as(None, env, &[], None)
+    }
+
     /// As [`Server::start`], under a soft limit of `open_files` file descriptors.
     pub fn start_with_open_files(env: &[(&str, &str)], open_files: u32) -> Server {
         Server::launch(env, &[], Some(open_files))
     }
 
     fn launch(env: &[(&str, &str)], unset: &[&str], open_files: Option<u32>) -> Server {
-        let serial = SerialGuard::acquire();
+        Server::launch_as(Some(SerialGuard::acquire()), env, unset, open_files)
+    }
+
+    fn launch_as(
+        serial: Option<SerialGuard>,
+        env: &[(&str, &str)],
+        unset: &[&str],
+        open_files: Option<u32>,
+    ) -> Server {
         let bin = env!("CARGO_BIN_EXE_ofa-entail");
         let mut cmd = match open_files {
             Some(n) => {

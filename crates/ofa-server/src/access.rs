@@ -1,0 +1,214 @@
+//! Who is calling an inference route: a consumer named by a trusted gateway's header, or
+//! identified by an API key, or an anonymous client address; and the limits that apply.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap, HeaderName};
+use ofa_access::{Consumer, KeyStore, Limits, Policy, Reload, TrustedProxies};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, ErrorType};
+use crate::logging::Logger;
+
+/// The binary builds this from flags and the environment.
+#[derive(Clone)]
+pub struct AccessConfig {
+    /// `API_KEYS` and `API_KEYS_FILE`; empty: inference routes are open.
+    pub keys: Arc<KeyStore>,
+    /// Limits of consumers whose line sets none, and of anonymous clients.
+    pub defaults: Policy,
+    /// The header a trusted gateway names the consumer in (`X-Consumer-Username`).
+    pub consumer_header: Option<HeaderName>,
+    /// Peers whose forwarding and consumer headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Also believed: a request carrying this in `X-Gateway-Secret`.
+    pub gateway_secret: Option<String>,
+    pub limits: Arc<Limits>,
+    /// How often the key file is compared with what is in force (SIGHUP: at once).
+    pub key_poll: Duration,
+}
+
+impl std::fmt::Debug for AccessConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessConfig")
+            .field("keys_file", &self.keys.path())
+            .field("defaults", &self.defaults)
+            .field("consumer_header", &self.consumer_header)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("gateway_secret", &self.gateway_secret.as_ref().map(|_| "…"))
+            .field("limits", &self.limits.backend())
+            .finish()
+    }
+}
+
+/// Who a request came from, for limits, the log line and metric labels (never a key).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub consumer: Option<Arc<Consumer>>,
+    pub client_ip: IpAddr,
+}
+
+impl Caller {
+    /// The key its limits are counted under.
+    pub fn limit_key(&self) -> String {
+        match &self.consumer {
+            Some(c) => format!("consumer:{}", c.name),
+            None => format!("ip:{}", self.client_ip),
+        }
+    }
+
+    pub fn policy(&self, defaults: &Policy) -> Policy {
+        match &self.consumer {
+            Some(c) => Policy {
+                rate: c.rate.or(defaults.rate),
+                quota: c.quota.or(defaults.quota),
+            },
+            None => *defaults,
+        }
+    }
+}
+
+impl AccessConfig {
+    /// The client address: the peer's, or what a trusted proxy says it forwarded for.
+    pub fn client_ip(&self, peer: SocketAddr, h: &HeaderMap) -> IpAddr {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        self.trusted_proxies
+            .client_ip(peer.ip(), text("forwarded"), text("x-forwarded-for"))
+    }
+
+    /// Identifies the caller, or refuses: 401 when keys are required and none matched, or
+    /// when a gateway secret is presented and is wrong.
+    pub fn identify(&self, peer: SocketAddr, h: &HeaderMap) -> Result<Caller, ApiError> {
+        let client_ip = self.client_ip(peer, h);
+        let keys = self.keys.current();
+        if let Some(name) = self.gateway_consumer(peer, h)? {
+            let consumer = keys
+                .by_name(&name)
+                .unwrap_or_else(|| Arc::new(Consumer::named(name)));
+            return Ok(Caller {
+                consumer: Some(consumer),
+                client_ip,
+            });
+        }
+        let consumer = api_key(h).and_then(|k| keys.identify(&k));
+        if consumer.is_none() && !keys.is_empty() {
+            return Err(ApiError::new(
+                ErrorType::Unauthorized,
+                "a valid API key is required (Authorization: Bearer KEY or X-API-Key)",
+            ));
+        }
+        Ok(Caller {
+            consumer,
+            client_ip,
+        })
+    }
+
+    /// The consumer a gateway named, when the gateway is trusted: its peer address is a
+    /// trusted proxy, or it presents the shared secret.
+    fn gateway_consumer(
+        &self,
+        peer: SocketAddr,
+        h: &HeaderMap,
+    ) -> Result<Option<String>, ApiError> {
+        let Some(header) = &self.consumer_header else {
+            return Ok(None);
+        };
+        let presented = h.get("x-gateway-secret").map(|v| v.as_bytes());
+        let secret_ok = match (&self.gateway_secret, presented) {
+            (Some(s), Some(p)) => {
+                if !bool::from(s.as_bytes().ct_eq(p)) {
+                    return Err(ApiError::new(
+                        ErrorType::Unauthorized,
+                        "X-Gateway-Secret does not match GATEWAY_SECRET",
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        if !secret_ok && !self.trusted_proxies.contains(peer.ip()) {
+            return Ok(None);
+        }
+        let Some(value) = h.get(header).and_then(|v| v.to_str().ok()) else {
+            return Ok(None);
+        };
+        let name = value.trim();
+        ofa_access::consumers::check_name(name)
+            .map_err(|e| ApiError::new(ErrorType::Unauthorized, format!("{header}: {e}")))?;
+        Ok(Some(name.to_owned()))
+    }
+}
+
+/// `Authorization: Bearer KEY` (the scheme in any case, RFC 7235) or `X-API-Key: KEY`.
+fn api_key(h: &HeaderMap) -> Option<String> {
+    let bearer = h
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| key.trim().to_owned())
+        });
+    bearer.or_else(|| {
+        h.get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// Reloads the key file when it changes or on SIGHUP; a file that no longer parses is
+/// logged and the keys in force stay.
+pub async fn watch_keys(keys: Arc<KeyStore>, poll: Duration, log: Arc<Logger>) {
+    if keys.path().is_none() {
+        return;
+    }
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        tokio::select! {
+            _ = signalled => {},
+            _ = tokio::time::sleep(poll) => {},
+        }
+        let k = keys.clone();
+        let outcome = tokio::task::spawn_blocking(move || k.reload()).await;
+        match outcome {
+            Ok(Ok(Reload::Reloaded { consumers })) => {
+                log.event("keys_reloaded", &[("consumers", consumers.into())])
+            }
+            Ok(Ok(Reload::Unchanged)) => {}
+            Ok(Err(e)) => log.event("keys_reload_failed", &[("error", e.to_string().into())]),
+            Err(e) => log.event("keys_reload_failed", &[("error", e.to_string().into())]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_matched_in_any_case() {
+        for v in ["Bearer k", "bearer k", "BEARER  k "] {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            assert_eq!(api_key(&h).as_deref(), Some("k"), "{v:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Basic k".parse().unwrap());
+        assert_eq!(api_key(&h), None);
+    }
+}
