@@ -156,6 +156,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         payload_limit: parse_bytes("PAYLOAD_LIMIT", &args.payload_limit)?,
         upload_memory: parse_bytes("UPLOAD_MEMORY", &args.upload_memory)?,
         max_batch_items: args.max_batch_items,
+        max_text_chars: args.max_text_chars,
         max_rerank_candidates: args.max_rerank_candidates,
         connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),

@@ -11,6 +11,8 @@ pub struct ServerConfig {
     /// Bytes all request bodies being read and parsed may hold together (each counts three
     /// times its size: the body, its parsed form, the decoded image); past it, 429.
     pub upload_memory: usize,
+    /// Longest text or premise, in characters (the engine enforces it; the contract says it).
+    pub max_text_chars: usize,
     /// Most items in one `/predict/batch` or KServe request.
     pub max_batch_items: usize,
     /// Most candidates in one `/rerank` request.

@@ -12,6 +12,7 @@ mod kserve;
 pub mod kserve_tensor;
 pub mod logging;
 mod middleware;
+mod openapi;
 pub mod parse;
 mod predict;
 mod probes;

@@ -180,7 +180,7 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
             "image" | "file" => image = Some(bytes),
             "text" | "hypothesis" => text = Some(utf8_field(&name, bytes)?),
             "premise" | "text2" => premise = Some(utf8_field(&name, bytes)?),
-            _ => {}
+            other => return Err(unknown_field(other, "image, text, premise")),
         }
     }
     Ok(Pair {
@@ -194,6 +194,15 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing form field \"text\""))?,
         premise,
     })
+}
+
+/// A form field this route does not take: refused, so a misspelt field is not silently lost.
+pub fn unknown_field(name: &str, known: &str) -> ApiError {
+    let shown: String = name.chars().take(64).collect();
+    ApiError::new(
+        ErrorType::InvalidMultipart,
+        format!("unknown form field {shown:?} (the fields are {known})"),
+    )
 }
 
 /// A text form field.

@@ -41,6 +41,8 @@ pub struct Ranking {
     pub min_score: f32,
 }
 
+const RERANK_FIELDS: &str = "image, texts, text, images, premise, label, top_k, min_score";
+
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorType::InvalidRerankRequest, message)
 }
@@ -104,6 +106,7 @@ impl RerankRequest {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JsonRerank {
     image: Option<String>,
     texts: Option<Vec<String>>,
@@ -176,7 +179,7 @@ async fn multipart_request(parts: Parts, body: Bytes) -> Result<RerankRequest, A
                 r.top_k = Some(v as usize);
             }
             "min_score" => r.min_score = Some(number(utf8_field(&name, bytes)?)? as f32),
-            _ => {}
+            other => return Err(parse::unknown_field(other, RERANK_FIELDS)),
         }
     }
     Ok(r)
