@@ -74,6 +74,7 @@ impl Lane {
                 prepared: Prepared { source, pixels },
                 deadline,
                 admitted,
+                preprocessed: Instant::now(),
                 slot: Some(m.slot),
                 reply,
             };

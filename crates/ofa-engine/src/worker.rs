@@ -23,6 +23,14 @@ pub struct Scored {
     pub queue_time: Duration,
     /// The forward pass the pair ran in.
     pub inference_time: Duration,
+    /// When it was admitted, preprocessed (queued for the inference thread) and started in a
+    /// batch: the stages of a trace.
+    pub admitted: Instant,
+    pub preprocessed: Instant,
+    pub started: Instant,
+    /// The batch it ran in: this engine's batch number, and how many pairs it held.
+    pub batch_id: u64,
+    pub batch_size: usize,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<Scored, EngineError>>;
@@ -31,6 +39,8 @@ pub(crate) struct Job {
     pub prepared: Prepared,
     pub deadline: Instant,
     pub admitted: Instant,
+    /// Preprocessed and sent to the inference thread.
+    pub preprocessed: Instant,
     /// Its queue place, held until the inference thread takes it.
     pub slot: Option<Slot>,
     pub reply: Reply,
@@ -48,6 +58,7 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub fn run(self, rx: Receiver<Job>) {
+        let mut batch_id = 0u64;
         while let Ok(first) = rx.recv() {
             let jobs = self.fill(first, &rx);
             let start = Instant::now();
@@ -59,7 +70,8 @@ impl Worker {
             let elapsed = start.elapsed();
             self.metrics.batch_size.observe(jobs.len() as f64);
             self.admission.observe_batch(elapsed.as_secs_f64());
-            self.reply(jobs, result, start, elapsed);
+            batch_id += 1;
+            self.reply(jobs, result, start, elapsed, batch_id);
             self.metrics.set_breaker(self.breaker.state());
         }
     }
@@ -136,7 +148,9 @@ impl Worker {
         result: Result<Vec<Scores>, String>,
         start: Instant,
         elapsed: Duration,
+        batch_id: u64,
     ) {
+        let batch_size = jobs.len();
         match result {
             Ok(scores) => {
                 self.breaker.on_success();
@@ -152,6 +166,11 @@ impl Worker {
                         scores,
                         queue_time,
                         inference_time: elapsed,
+                        admitted: job.admitted,
+                        preprocessed: job.preprocessed,
+                        started: start,
+                        batch_id,
+                        batch_size,
                     }));
                 }
             }

@@ -12,6 +12,7 @@ mod job_args;
 mod job_lines;
 mod log_progress;
 mod model_source;
+mod otel;
 mod predict;
 mod progress;
 mod rerank;

@@ -131,6 +131,7 @@ fn warmup_image() -> Vec<u8> {
 pub fn run(args: ServeArgs) -> Result<()> {
     let log = crate::flags::logger(&args.log_format, args.log_path.as_deref())?;
     let access = args.access.config()?;
+    let tracing = crate::otel::provider()?;
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
     anyhow::ensure!(args.max_queue > 0, "MAX_QUEUE must be at least 1");
     anyhow::ensure!(
@@ -166,6 +167,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         model_id: args.model.model_id.clone(),
         model_revision: args.model.revision.clone(),
         fault_route: args.fault_injection,
+        tracing: tracing.clone(),
     };
     let engine_cfg = EngineConfig {
         max_batch_size: args.max_batch_size,
@@ -299,6 +301,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         state.set_engine(engine, model_info);
         log.event("ready", &[("listen", Value::from(local.to_string()))]);
         server.await??;
+        if let Some(provider) = tracing {
+            // Spans still buffered are sent before the process ends.
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
         log.event("exit", &[]);
         Ok(())
     })

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     /// What `/info` reports about the model.
     pub model_id: String,
     pub model_revision: String,
+    /// Where request spans go (OTLP); `None`: no spans, though an incoming trace id is still
+    /// logged.
+    pub tracing: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     /// Test-only `POST /debug/fault` route (drives the circuit breaker in tests).
     pub fault_route: bool,
 }

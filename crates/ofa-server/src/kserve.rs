@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::answer::Answer;
 use crate::error::{ApiError, ErrorType};
 use crate::probes::status_for;
+use crate::timings::Timings;
 use crate::{kserve_tensor, parse, predict, AppState};
 
 pub const MODEL_NAME: &str = "ofa-entail";
@@ -114,7 +115,7 @@ async fn run(state: AppState, name: String, req: Request) -> Result<Response, Ap
         .collect();
     let _in_flight = state.enter()?;
     let scored = engine.run_all(pairs, deadline).await?;
-    let timings = predict::slowest(&scored);
+    let timings = Timings::slowest(&scored);
     let (mut probs, mut labels) = (Vec::new(), Vec::new());
     for s in &scored {
         let answer = Answer::from_scores(&s.scores);

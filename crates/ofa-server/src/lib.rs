@@ -19,6 +19,8 @@ mod probes;
 pub mod rerank;
 pub mod router;
 pub mod state;
+pub mod timings;
+pub mod trace;
 
 pub use config::ServerConfig;
 pub use router::router;

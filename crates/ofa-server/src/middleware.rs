@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -12,18 +12,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use ofa_access::{BackendChange, Decision, Refusal};
+use opentelemetry::KeyValue;
 use serde_json::Value;
 
 use crate::access::Caller;
 use crate::error::{ApiError, ErrorType};
-use crate::{parse, AppState};
-
-/// Where an answered pair's time went; handlers put it on the response for the log line.
-#[derive(Debug, Clone, Copy)]
-pub struct Timings {
-    pub queue: Duration,
-    pub inference: Duration,
-}
+use crate::timings::Timings;
+use crate::{parse, trace, AppState};
 
 /// One JSON log line and the request metrics for every request; refusals counted by kind.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -44,6 +39,8 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
         .unwrap_or_else(request_id);
+    let tracer = state.config.tracing.as_ref();
+    let trace = trace::start(tracer, req.headers(), format!("{method} {route}"));
     let mut resp = next.run(req).await;
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
@@ -63,9 +60,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         state.engine_metrics.record_rejection(k.as_str());
     }
     let mut fields: Vec<(&str, Value)> = vec![
-        ("request_id", id.into()),
-        ("method", method.into()),
-        ("route", route.into()),
+        ("request_id", id.clone().into()),
+        ("method", method.clone().into()),
+        ("route", route.clone().into()),
         ("status", status.into()),
         ("total_time", elapsed.as_secs_f64().into()),
     ];
@@ -75,14 +72,34 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(name) = consumer {
         fields.push(("consumer", name.into()));
     }
-    if let Some(t) = resp.extensions().get::<Timings>() {
+    let timings = resp.extensions().get::<Timings>().cloned();
+    if let Some(t) = &timings {
         fields.push(("queue_time", t.queue.as_secs_f64().into()));
         fields.push(("inference_time", t.inference.as_secs_f64().into()));
+    }
+    if let Some((trace_id, span_id)) = trace.ids() {
+        fields.push(("trace_id", trace_id.into()));
+        fields.push(("span_id", span_id.into()));
+    }
+    if let Some(v) = trace
+        .traceparent()
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        resp.headers_mut().insert("traceparent", v);
     }
     if let Some(k) = kind {
         fields.push(("error_type", k.as_str().into()));
     }
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.route", route),
+        KeyValue::new("ofa.request_id", id),
+    ];
+    if let Some(c) = caller.as_ref().and_then(|c| c.consumer.as_ref()) {
+        attributes.push(KeyValue::new("ofa.consumer", c.name.clone()));
+    }
     state.log.event("request", &fields);
+    trace.finish(tracer, attributes, status, timings.as_ref());
     resp
 }
 

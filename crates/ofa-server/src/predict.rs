@@ -7,11 +7,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ofa_engine::Scored;
 
 use crate::answer::Answer;
 use crate::error::ApiError;
-use crate::middleware::Timings;
+use crate::timings::Timings;
 use crate::{parse, AppState};
 
 pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -23,10 +22,7 @@ pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Resp
     let pair = parse::pair(upload.parts, upload.body).await?;
     let _in_flight = state.enter()?;
     let scored = engine.run_one(pair, deadline).await?;
-    let timings = Timings {
-        queue: scored.queue_time,
-        inference: scored.inference_time,
-    };
+    let timings = Timings::slowest([&scored]);
     Ok(respond(
         Json(Answer::from_scores(&scored.scores)),
         timings,
@@ -47,26 +43,12 @@ pub async fn predict_batch(
     drop(upload.body);
     let _in_flight = state.enter()?;
     let scored = engine.run_all(pairs, deadline).await?;
-    let timings = slowest(&scored);
+    let timings = Timings::slowest(&scored);
     let answers: Vec<Answer> = scored
         .iter()
         .map(|s| Answer::from_scores(&s.scores))
         .collect();
     Ok(respond(Json(answers), timings, start))
-}
-
-/// The longest queue and inference times among a request's pairs.
-pub fn slowest<'a>(scored: impl IntoIterator<Item = &'a Scored>) -> Timings {
-    scored.into_iter().fold(
-        Timings {
-            queue: Duration::ZERO,
-            inference: Duration::ZERO,
-        },
-        |t, s| Timings {
-            queue: t.queue.max(s.queue_time),
-            inference: t.inference.max(s.inference_time),
-        },
-    )
 }
 
 /// The answer with its timing headers (seconds) and the timings for the log line.

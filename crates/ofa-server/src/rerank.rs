@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::answer::Answer;
 use crate::error::{ApiError, ErrorType};
 use crate::parse::{content_type, decode_base64, utf8_field};
+use crate::timings::Timings;
 use crate::{parse, predict, AppState};
 
 /// A rerank request as received: exactly one of `image` + `texts` or `text` + `images`.
@@ -242,7 +243,7 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
     if results.iter().all(Result::is_err) {
         return Err(results.swap_remove(0).map(|_| ()).unwrap_err().into());
     }
-    let timings = predict::slowest(results.iter().flatten());
+    let timings = Timings::slowest(results.iter().flatten());
     let (body, failed) = rank(
         results
             .into_iter()
