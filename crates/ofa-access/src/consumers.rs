@@ -7,7 +7,8 @@
 //! ```
 //!
 //! A key is written as `sha256:` and the hex digest of the key (so the file or Secret need not
-//! hold the key itself), or plainly. Keys are kept only as SHA-256 digests and compared in
+//! hold the key itself), or plainly; `-` for none, for a consumer a gateway names and
+//! authenticates, listed only for its limits (`gamma - quota=5000/day`). Keys are kept only as SHA-256 digests and compared in
 //! constant time against every digest, so neither the comparison nor the lookup's timing tells
 //! how much of a guess was right.
 
@@ -91,7 +92,7 @@ impl Consumers {
                 }
             }
             let mut digests = Vec::new();
-            for key in keys.split(',').filter(|k| !k.is_empty()) {
+            for key in keys.split(',').filter(|k| !k.is_empty() && *k != "-") {
                 let d = match key.strip_prefix("sha256:") {
                     Some(hex) => parse_hex(hex).ok_or_else(|| {
                         err("a sha256: key needs 64 hexadecimal digits".to_owned())
@@ -150,6 +151,7 @@ impl Consumers {
         self.consumers.iter().find(|c| c.name == name).cloned()
     }
 
+    /// No keys at all (consumers listed only for their limits hold none).
     pub fn is_empty(&self) -> bool {
         self.digests.is_empty()
     }
@@ -200,8 +202,10 @@ mod tests {
             "# comment\nacme  sha256:{},k2  rate=5/minute quota=10/day\n\nbeta k3 # trailing\n",
             hex(digest("k1"))
         );
-        let c = Consumers::parse(&text, Path::new("keys")).unwrap();
-        assert_eq!(c.len(), 2);
+        let c = Consumers::parse(&(text + "gamma - quota=3/day\n"), Path::new("keys")).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.by_name("gamma").unwrap().quota.unwrap().requests, 3);
+        assert!(c.identify("-").is_none());
         let acme = c.identify("k1").unwrap();
         assert_eq!(acme.name, "acme");
         assert_eq!(acme.quota.unwrap().requests, 10);

@@ -245,7 +245,7 @@ fn dashboard_is_valid_grafana_json() {
 }
 
 /// `kubectl kustomize` of an overlay.
-const OVERLAYS: [&str; 3] = ["cpu", "gpu", "cpu-emptydir"];
+const OVERLAYS: [&str; 4] = ["cpu", "gpu", "cpu-emptydir", "gateway"];
 
 fn render(overlay: &str) -> String {
     let out = tool(

@@ -22,21 +22,11 @@ async fn predict(c: &reqwest::Client, s: &Server, headers: &[(&str, &str)]) -> r
 }
 
 fn sha256_hex(key: &str) -> String {
-    use std::fmt::Write;
-    let out = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write as _;
-            c.stdin.take().unwrap().write_all(key.as_bytes())?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut hex = String::new();
-    let _ = write!(hex, "{}", text.split_whitespace().next().unwrap());
-    hex
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

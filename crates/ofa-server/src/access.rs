@@ -93,10 +93,12 @@ impl AccessConfig {
             });
         }
         let consumer = api_key(h).and_then(|k| keys.identify(&k));
-        if consumer.is_none() && !keys.is_empty() {
+        // Behind a gateway (a consumer header configured) every caller must be identified:
+        // a request that bypassed the gateway gets no anonymous entry.
+        if consumer.is_none() && (!keys.is_empty() || self.consumer_header.is_some()) {
             return Err(ApiError::new(
                 ErrorType::Unauthorized,
-                "a valid API key is required (Authorization: Bearer KEY or X-API-Key)",
+                "a valid API key is required (Authorization: Bearer KEY or X-API-Key), or the gateway's consumer header",
             ));
         }
         Ok(Caller {

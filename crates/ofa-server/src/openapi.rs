@@ -37,7 +37,7 @@ pub fn document(state: &AppState) -> Value {
     for p in rerank {
         set(p, json!(c.max_rerank_candidates));
     }
-    if !c.access.keys.current().is_empty() {
+    if !c.access.keys.current().is_empty() || c.access.consumer_header.is_some() {
         // Keys required: the anonymous alternative (`{}`) is no longer one. A gateway's
         // consumer header stands in for a key, but only from trusted peers.
         for op in inference_operations(&mut doc) {
