@@ -104,8 +104,9 @@ pub fn window(per: Period, now: SystemTime) -> (String, Duration) {
     }
 }
 
-// Gregorian date ↔ days since 1970-01-01 (Howard Hinnant's well-known algorithms).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// Days since 1970-01-01 → (year, month, day) of the Gregorian calendar (Howard Hinnant's
+/// well-known algorithm; also the log lines' timestamps).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

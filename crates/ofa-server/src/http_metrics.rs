@@ -64,12 +64,18 @@ impl HttpMetrics {
             o,
             "ofa_requests_total",
             "counter",
-            "HTTP requests by route, status code and consumer (empty: anonymous).",
+            "HTTP requests by route, status code and consumer (no consumer label: anonymous).",
         );
         for ((route, status, consumer), n) in lock(&self.requests).iter() {
+            // Anonymous requests carry no consumer label (the same series to Prometheus).
+            let consumer = if consumer.is_empty() {
+                String::new()
+            } else {
+                format!(",consumer=\"{consumer}\"")
+            };
             let _ = writeln!(
                 o,
-                "ofa_requests_total{{route=\"{route}\",status=\"{status}\",consumer=\"{consumer}\"}} {n}"
+                "ofa_requests_total{{route=\"{route}\",status=\"{status}\"{consumer}}} {n}"
             );
         }
         prom::head(
