@@ -26,3 +26,23 @@ pub struct EngineConfig {
     /// Test-only: allows [`crate::Engine::inject_failures`] to make batches fail.
     pub fault_injection: bool,
 }
+
+impl Default for EngineConfig {
+    /// The service's defaults: batches of 8 without waiting, a queue of 64, the breaker after
+    /// 3 failed batches for a minute, images up to the model's pixel bound, texts up to 2000
+    /// characters, one decoder thread per CPU within 768 MB.
+    fn default() -> Self {
+        Self {
+            max_batch_size: 8,
+            max_batch_wait: Duration::ZERO,
+            max_queue: 64,
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(60),
+            max_image_pixels: ofa_model::image::DEFAULT_MAX_PIXELS,
+            max_text_chars: 2000,
+            preprocess_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            preprocess_memory: 768 << 20,
+            fault_injection: false,
+        }
+    }
+}

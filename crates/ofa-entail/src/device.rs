@@ -16,7 +16,7 @@ pub struct DeviceArgs {
     pub precision: Precision,
 }
 
-fn parse_precision(s: &str) -> Result<Precision, String> {
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
     s.parse().map_err(|e: ofa_model::OfaError| e.to_string())
 }
 

@@ -7,6 +7,9 @@ mod collect;
 mod convert;
 mod device;
 mod download;
+mod eval;
+mod eval_data;
+mod eval_report;
 mod flags;
 mod job_args;
 mod job_lines;
@@ -54,6 +57,9 @@ enum Command {
     Collect(collect::CollectArgs),
     /// Fetch a model from the ModelScope hub into the cache, verify it, and print its directory.
     Download(download::DownloadArgs),
+    /// Accuracy, confusion matrix and throughput on a labelled JSONL set (SNLI-VE layout), and
+    /// with --compare how a second precision agrees with the first.
+    Eval(Box<eval::EvalArgs>),
     /// Time preprocessing, ResNet, encoder and decoder, for one pair and for batches.
     Bench(bench::BenchArgs),
     /// Write model.safetensors next to pytorch_model.bin, so later starts memory-map it.
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Command::Collect(args) => collect::run(args),
         Command::Rerank(args) => rerank::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::Download(args) => download::run(args),
         Command::RandomModel(args) => bench::random_model(args),
         Command::Convert(args) => convert::run(args),
