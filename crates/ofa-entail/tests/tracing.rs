@@ -82,6 +82,19 @@ fn attribute(span: &Span, key: &str) -> Option<AnyValue> {
         .and_then(|v| v.value)
 }
 
+/// A prediction sent as part of the caller's trace (TRACE, span PARENT).
+async fn predict_in_trace(s: &Server) -> reqwest::Response {
+    let r = reqwest::Client::new()
+        .post(s.url("/predict"))
+        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
+        .multipart(form(image("tiny_8x8.png"), "a photo."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
@@ -92,15 +105,7 @@ async fn spans_reach_the_collector_under_the_callers_trace() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", url.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ]);
-    let c = reqwest::Client::new();
-    let r = c
-        .post(s.url("/predict"))
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .multipart(form(image("tiny_8x8.png"), "a photo."))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let r = predict_in_trace(&s).await;
     let echoed = r.headers()["traceparent"].to_str().unwrap().to_owned();
     assert!(echoed.starts_with(&format!("00-{TRACE}-")), "{echoed}");
     let server_span_id = echoed.split('-').nth(2).unwrap().to_owned();
@@ -169,15 +174,7 @@ async fn spans_reach_the_collector_under_the_callers_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported_but_the_trace_id_is_logged() {
     let s = Server::start(&[]);
-    let c = reqwest::Client::new();
-    let r = c
-        .post(s.url("/predict"))
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .multipart(form(image("tiny_8x8.png"), "a photo."))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let r = predict_in_trace(&s).await;
     assert!(
         !r.headers().contains_key("traceparent"),
         "no span of ours to name"
