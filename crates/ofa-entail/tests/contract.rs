@@ -83,6 +83,10 @@ async fn the_document_carries_this_servers_limits_and_key_requirement() {
         schemas["RerankRequest"]["oneOf"][0]["properties"]["texts"]["maxItems"],
         9
     );
+    assert_eq!(
+        schemas["RerankRequest"]["oneOf"][1]["properties"]["top_k"]["maximum"],
+        9
+    );
     let security = doc["paths"]["/predict"]["post"]["security"]
         .as_array()
         .unwrap();

@@ -169,6 +169,11 @@ async fn one_sentence_many_images_with_a_bad_candidate_failing_alone() {
             "invalid_rerank_request",
         ),
         (
+            json!({"image": images[0], "texts": ["a"], "top_k": 5}),
+            400,
+            "invalid_rerank_request",
+        ),
+        (
             json!({"image": images[0], "texts": ["a", "b", "c", "d", "e"]}),
             413,
             "batch_too_large",

@@ -43,6 +43,11 @@ impl std::fmt::Debug for AccessConfig {
     }
 }
 
+/// The client address [`AccessConfig::client_ip`] found, kept on the request so it is worked
+/// out once.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 /// Who a request came from, for limits, the log line and metric labels (never a key).
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -78,10 +83,15 @@ impl AccessConfig {
             .client_ip(peer.ip(), text("forwarded"), text("x-forwarded-for"))
     }
 
-    /// Identifies the caller, or refuses: 401 when keys are required and none matched, or
-    /// when a gateway secret is presented and is wrong.
-    pub fn identify(&self, peer: SocketAddr, h: &HeaderMap) -> Result<Caller, ApiError> {
-        let client_ip = self.client_ip(peer, h);
+    /// Identifies the caller (at `client_ip`, from [`AccessConfig::client_ip`]), or refuses:
+    /// 401 when keys are required and none matched, or when a gateway secret is presented and
+    /// is wrong.
+    pub fn identify(
+        &self,
+        peer: SocketAddr,
+        client_ip: IpAddr,
+        h: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
         let keys = self.keys.current();
         if let Some(name) = self.gateway_consumer(peer, h)? {
             let consumer = keys

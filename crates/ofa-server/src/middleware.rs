@@ -15,13 +15,13 @@ use ofa_access::{BackendChange, Decision, Refusal};
 use opentelemetry::KeyValue;
 use serde_json::Value;
 
-use crate::access::Caller;
+use crate::access::{Caller, ClientIp};
 use crate::error::{ApiError, ErrorType};
 use crate::timings::Timings;
 use crate::{parse, trace, AppState};
 
 /// One JSON log line and the request metrics for every request; refusals counted by kind.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
@@ -32,6 +32,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| state.config.access.client_ip(*peer, req.headers()));
+    if let Some(ip) = client_ip {
+        req.extensions_mut().insert(ClientIp(ip));
+    }
     let id = req
         .headers()
         .get("x-request-id")
@@ -141,7 +144,11 @@ pub async fn guard_inference(
         return parse::too_large(limit).into_response();
     }
     let access = &state.config.access;
-    let caller = match access.identify(peer, req.headers()) {
+    let client_ip = req
+        .extensions()
+        .get::<ClientIp>()
+        .map_or_else(|| access.client_ip(peer, req.headers()), |c| c.0);
+    let caller = match access.identify(peer, client_ip, req.headers()) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };

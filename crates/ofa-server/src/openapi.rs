@@ -33,6 +33,9 @@ pub fn document(state: &AppState) -> Value {
         "/components/schemas/RerankRequest/oneOf/1/properties/images/maxItems",
         "/paths/~1rerank/post/requestBody/content/multipart~1form-data/schema/properties/texts/maxItems",
         "/paths/~1rerank/post/requestBody/content/multipart~1form-data/schema/properties/images/maxItems",
+        "/components/schemas/RerankRequest/oneOf/0/properties/top_k/maximum",
+        "/components/schemas/RerankRequest/oneOf/1/properties/top_k/maximum",
+        "/paths/~1rerank/post/requestBody/content/multipart~1form-data/schema/properties/top_k/maximum",
     ];
     for p in rerank {
         set(p, json!(c.max_rerank_candidates));

@@ -65,6 +65,11 @@ impl RerankRequest {
         if self.top_k == Some(0) {
             return Err(invalid("top_k must be at least 1"));
         }
+        if self.top_k.is_some_and(|k| k > max_candidates) {
+            return Err(invalid(format!(
+                "top_k must be at most {max_candidates} (MAX_RERANK_CANDIDATES)"
+            )));
+        }
         let min_score = self.min_score.unwrap_or(0.0);
         if !(0.0..=1.0).contains(&min_score) {
             return Err(invalid("min_score must be a probability, from 0 to 1"));
