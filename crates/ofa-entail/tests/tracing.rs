@@ -95,6 +95,14 @@ async fn predict_in_trace(s: &Server) -> reqwest::Response {
     r
 }
 
+/// The server's log line for its `/predict` request.
+fn predict_log_line(s: &Server) -> serde_json::Value {
+    s.log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "request" && l["route"] == "/predict")
+        .expect("a request line for /predict")
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
 
@@ -162,11 +170,7 @@ async fn spans_reach_the_collector_under_the_callers_trace() {
     assert!(by_name["parse"].end_time_unix_nano <= by_name["preprocess"].start_time_unix_nano);
 
     // The log line carries the same ids.
-    let line = s
-        .log_lines()
-        .into_iter()
-        .find(|l| l["event"] == "request" && l["route"] == "/predict")
-        .unwrap();
+    let line = predict_log_line(&s);
     assert_eq!(line["trace_id"], TRACE);
     assert_eq!(line["span_id"], server_span_id.as_str());
 }
@@ -179,11 +183,7 @@ async fn without_an_endpoint_nothing_is_exported_but_the_trace_id_is_logged() {
         !r.headers().contains_key("traceparent"),
         "no span of ours to name"
     );
-    let line = s
-        .log_lines()
-        .into_iter()
-        .find(|l| l["event"] == "request" && l["route"] == "/predict")
-        .unwrap();
+    let line = predict_log_line(&s);
     assert_eq!(line["trace_id"], TRACE);
     assert_eq!(line["span_id"], PARENT);
 }
