@@ -41,28 +41,37 @@ fn main() -> candle_core::Result<()> {
     time("softmax 16x916x916", 16. * 916. * 916., || {
         candle_nn::ops::softmax_last_dim(&s).unwrap();
     });
-    let b = Tensor::randn(0f32, 1., (1, 16, 916, 916), &d)?;
-    time("fused bias+softmax 16x916x916", 16. * 916. * 916., || {
-        ofa_model::softmax::attention_probs(
-            &s,
-            &ofa_model::softmax::Bias::Fused(ofa_model::softmax::AttnBias {
-                abs: &b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                heads: 16,
-                lq: 916,
-                lk: 916,
-                blocks: vec![],
-                causal: false,
-            }),
-            None,
-        )
-        .unwrap();
-    });
+    let abs = Tensor::randn(0f32, 1., 16 * 916 * 916, &d)?.to_vec1::<f32>()?;
+    let (q3, k3, v3) = (
+        Tensor::randn(0f32, 1., (1, 916, 1024), &d)?,
+        Tensor::randn(0f32, 1., (1, 916, 1024), &d)?,
+        Tensor::randn(0f32, 1., (1, 916, 1024), &d)?,
+    );
+    let bias = ofa_model::softmax::AttnBias {
+        abs: &abs,
+        heads: 16,
+        lq: 916,
+        lk: 916,
+        blocks: vec![],
+        causal: false,
+    };
+    time(
+        "fused attention 16 heads 916x916x64",
+        4.0 * 16. * 916. * 916. * 64.,
+        || {
+            ofa_model::attention_cpu::fused_attention(&q3, &k3, &v3, &bias, None, &[1.0; 16])
+                .unwrap();
+        },
+    );
     time("broadcast_add 16x916x916", 16. * 916. * 916., || {
         s.broadcast_add(&s).unwrap();
     });
     let h = Tensor::randn(0f32, 1., (916, 4096), &d)?;
     time("gelu_erf 916x4096", 916. * 4096., || {
         h.gelu_erf().unwrap();
+    });
+    time("ours: gelu_erf 916x4096", 916. * 4096., || {
+        ofa_model::gelu::gelu_erf(&h).unwrap();
     });
     let abs: Vec<f32> = vec![0.5; 16 * 916 * 916];
     let table: Vec<f32> = vec![0.1; 6892 * 16];

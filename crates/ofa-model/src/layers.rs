@@ -5,16 +5,19 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::config::Activation;
+
+use crate::attention_cpu::fused_attention;
 use crate::softmax::{attention_probs, Bias};
 
 pub const LN_EPS: f64 = 1e-5;
 
-/// `x·Wᵀ + b`. On the CPU, candle's layer; on a GPU, one 2-D matmul over every row of the
-/// batch and the bias added in the same pass as nothing else (candle's broadcast add of a bias
-/// cost 5× the matmul itself there).
+/// `x·Wᵀ + b`. On the CPU, `linear_cpu`'s kernels; on a GPU, one 2-D matmul over every row of the batch and the bias added in the same
+/// pass as nothing else (candle's broadcast add of a bias cost 5× the matmul itself there).
 #[derive(Debug, Clone)]
 pub struct Linear {
     inner: candle_nn::Linear,
+    /// The bias on the host, for the CPU kernels.
+    bias_host: Option<Vec<f32>>,
 }
 
 impl Module for Linear {
@@ -34,14 +37,20 @@ impl Module for Linear {
             *out.last_mut().expect("at least one axis") = w.dim(0)?;
             return y.reshape(out);
         }
+        if crate::kernels::fused(x.device()) && x.dtype() == candle_core::DType::F32 {
+            return crate::linear_cpu::linear(x, self.inner.weight(), self.bias_host.as_deref());
+        }
         self.inner.forward(x)
     }
 }
 
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        inner: candle_nn::linear(in_dim, out_dim, vb)?,
-    })
+    let inner = candle_nn::linear(in_dim, out_dim, vb)?;
+    let bias_host = match inner.bias() {
+        Some(b) if b.device().is_cpu() => Some(b.to_dtype(candle_core::DType::F32)?.to_vec1()?),
+        _ => None,
+    };
+    Ok(Linear { inner, bias_host })
 }
 
 pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
@@ -65,6 +74,8 @@ pub struct Attention {
     v_proj: Linear,
     out_proj: Linear,
     c_attn: Tensor,
+    /// `c_attn` on the host, for the fused CPU kernel.
+    c_attn_host: Vec<f32>,
     heads: usize,
     scaling: f64,
 }
@@ -72,25 +83,26 @@ pub struct Attention {
 impl Attention {
     pub fn new(dim: usize, heads: usize, attn_scale_factor: f64, vb: VarBuilder) -> Result<Self> {
         let head_dim = dim / heads;
+        let c_attn = vb.get(heads, "c_attn")?;
+        let c_attn_host = if c_attn.device().is_cpu() {
+            c_attn.to_dtype(candle_core::DType::F32)?.to_vec1()?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             q_proj: linear(dim, dim, vb.pp("q_proj"))?,
             k_proj: linear(dim, dim, vb.pp("k_proj"))?,
             v_proj: linear(dim, dim, vb.pp("v_proj"))?,
             out_proj: linear(dim, dim, vb.pp("out_proj"))?,
-            c_attn: vb.get(heads, "c_attn")?,
+            c_attn,
+            c_attn_host,
             heads,
             scaling: (head_dim as f64 * attn_scale_factor).powf(-0.5),
         })
     }
 
-    /// Keys and values of `kv` (`[B, Lk, D]` → two `[B, H, Lk, dh]`), reusable across queries.
-    pub fn key_values(&self, kv: &Tensor) -> Result<(Tensor, Tensor)> {
-        let k = split_heads(&self.k_proj.forward(kv)?, self.heads)?;
-        let v = split_heads(&self.v_proj.forward(kv)?, self.heads)?;
-        Ok((k, v))
-    }
-
-    /// `x`: `[B, Lq, D]`; `bias`: `[1, H, Lq, Lk]`; `mask`: additive, per key, `[B, Lk]`.
+    /// `x`: `[B, Lq, D]`; `kv`: `[B, Lk, D]`; `bias`: `[1, H, Lq, Lk]`; `mask`: additive, per
+    /// key, `[B, Lk]`.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -98,25 +110,24 @@ impl Attention {
         bias: &Bias<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (k, v) = self.key_values(kv)?;
-        self.forward_kv(x, &k, &v, bias, mask)
-    }
-
-    pub fn forward_kv(
-        &self,
-        x: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        bias: &Bias<'_>,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (b, lq, d) = x.dims3()?;
-        let q = split_heads(&(self.q_proj.forward(x)? * self.scaling)?, self.heads)?;
-        let scores = q.matmul(&k.t()?)?;
-        let probs = attention_probs(&scores, bias, mask)?;
-        let o = probs.matmul(v)?; // [B, H, Lq, dh]
-        let o = scale_heads(&o, &self.c_attn, self.heads)?;
-        let o = o.transpose(1, 2)?.reshape((b, lq, d))?;
+        let q = (self.q_proj.forward(x)? * self.scaling)?;
+        let k = self.k_proj.forward(kv)?;
+        let v = self.v_proj.forward(kv)?;
+        let o = match bias {
+            Bias::Fused(b) if crate::kernels::fused(x.device()) => {
+                fused_attention(&q, &k, &v, b, mask, &self.c_attn_host)?
+            }
+            _ => {
+                let (b, lq, d) = x.dims3()?;
+                let q = split_heads(&q, self.heads)?;
+                let k = split_heads(&k, self.heads)?;
+                let v = split_heads(&v, self.heads)?;
+                let probs = attention_probs(&q.matmul(&k.t()?)?, bias, mask)?;
+                let o = probs.matmul(&v)?; // [B, H, Lq, dh]
+                let o = scale_heads(&o, &self.c_attn, self.heads)?;
+                o.transpose(1, 2)?.reshape((b, lq, d))?
+            }
+        };
         self.out_proj.forward(&o)
     }
 }
@@ -154,7 +165,7 @@ impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
         let h = match self.activation {
-            Activation::Gelu => h.gelu_erf()?,
+            Activation::Gelu => crate::gelu::gelu_erf(&h)?,
             Activation::GeluTanh => h.gelu()?,
             Activation::Relu => h.relu()?,
         };

@@ -4,6 +4,7 @@
 //! image and a sentence into tensors exactly as the reference pipeline does, and scores the
 //! candidate answers with one encoder pass and one decoder pass per batch.
 
+pub mod attention_cpu;
 pub mod bias;
 pub mod buckets;
 pub mod config;
@@ -15,10 +16,12 @@ pub mod encoder;
 pub mod error;
 pub mod feature_cache;
 pub mod files;
+pub mod gelu;
 pub mod gpu;
 pub mod image;
 pub mod kernels;
 pub mod layers;
+pub mod linear_cpu;
 pub mod model;
 pub mod model_dir;
 pub mod output;

@@ -1,11 +1,9 @@
-//! Fused attention probabilities for the CPU backend:
-//! `softmax(scores + (abs + rel) + key_mask)` with the causal mask, in one pass per row.
-//! The per-layer bias (shared absolute part plus the layer's relative tables) is gathered on
-//! the fly instead of being written out (a `[16, 916, 916]` map is 54 MB; writing it, adding
-//! it and running candle's softmax cost ~75 ms per layer on 2 cores, this ~25 ms).
+//! Attention biases and probabilities: `softmax(scores + (abs + rel) + key_mask)` with the
+//! causal mask. On the CPU one row at a time, the per-layer bias (shared absolute part plus the
+//! layer's relative tables) gathered on the fly instead of written out (a `[16, 916, 916]` map
+//! is 54 MB); elsewhere with candle's operations on a materialised bias.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{Result, Tensor};
 
 use crate::bias::{layer_bias, RelBlock};
 
@@ -35,15 +33,10 @@ impl AttnBias<'_> {
     }
 }
 
-struct FusedSoftmax<'a> {
-    bias: &'a AttnBias<'a>,
-    key_mask: Option<Vec<f32>>,
-}
-
 /// exp(x) for x ≤ 0 (Cephes `expf` polynomial, ~1 ulp), vectorisable; exactly 0 below the
 /// smallest normal result, like the libm call it replaces.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
@@ -57,7 +50,10 @@ fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n built from n's bits: adding 1.5·2^23 leaves the integer n in the low mantissa bits,
+    // where `n as i32` (a saturating cast) would keep the loop from vectorising.
+    let n_bits = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+    let scale = f32::from_bits(((n_bits + 127) as u32) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -120,7 +116,9 @@ unsafe fn softmax_row_avx2(scores: &[f32], mask: Option<&[f32]>, valid: usize, o
     softmax_row_generic(scores, mask, valid, out)
 }
 
-fn softmax_row(scores: &[f32], mask: Option<&[f32]>, valid: usize, out: &mut [f32]) {
+/// `out = softmax(scores + out + mask)` over the first `valid` entries (0 after them), where
+/// `out` holds the bias on entry.
+pub(crate) fn softmax_row(scores: &[f32], mask: Option<&[f32]>, valid: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function is compiled for.
@@ -129,45 +127,22 @@ fn softmax_row(scores: &[f32], mask: Option<&[f32]>, valid: usize, out: &mut [f3
     softmax_row_generic(scores, mask, valid, out)
 }
 
-impl CustomOp1 for FusedSoftmax<'_> {
-    fn name(&self) -> &'static str {
-        "fused-attention-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, sl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let s = crate::conv::f32_slice(s, sl)?;
-        let (_, heads, lq, lk) = sl.shape().dims4()?;
-        let bias = self.bias;
-        if (bias.heads, bias.lq, bias.lk) != (heads, lq, lk) || bias.abs.len() != heads * lq * lk {
-            candle_core::bail!("fused softmax: bias does not fit scores {:?}", sl.shape());
-        }
-        let mut out = vec![0f32; s.len()];
-        out.par_chunks_mut(lk).enumerate().for_each(|(r, o)| {
-            let item = r / (heads * lq);
-            let h = r / lq % heads;
-            let i = r % lq;
-            // (abs + rel) first, as the reference adds the relative part into the bias.
-            o.copy_from_slice(&bias.abs[(h * lq + i) * lk..(h * lq + i + 1) * lk]);
-            for block in &bias.blocks {
-                if i >= block.offset && i < block.offset + block.size {
-                    let bi = i - block.offset;
-                    let idx = &block.index[bi * block.size..(bi + 1) * block.size];
-                    for (v, &b) in o[block.offset..block.offset + block.size]
-                        .iter_mut()
-                        .zip(idx)
-                    {
-                        *v += block.table[b as usize * heads + h];
-                    }
-                }
+/// Row `i` of head `h` of the bias: the absolute part, then (as the reference adds it into the
+/// bias) the relative part of the block the row falls in.
+pub(crate) fn bias_row(bias: &AttnBias<'_>, h: usize, i: usize, out: &mut [f32]) {
+    let (lq, lk, heads) = (bias.lq, bias.lk, bias.heads);
+    out.copy_from_slice(&bias.abs[(h * lq + i) * lk..(h * lq + i + 1) * lk]);
+    for block in &bias.blocks {
+        if i >= block.offset && i < block.offset + block.size {
+            let bi = i - block.offset;
+            let idx = &block.index[bi * block.size..(bi + 1) * block.size];
+            for (v, &b) in out[block.offset..block.offset + block.size]
+                .iter_mut()
+                .zip(idx)
+            {
+                *v += block.table[b as usize * heads + h];
             }
-            let mask = self
-                .key_mask
-                .as_ref()
-                .map(|m| &m[item * lk..(item + 1) * lk]);
-            let valid = if bias.causal { i + 1 } else { lk };
-            softmax_row(&s[r * lk..(r + 1) * lk], mask, valid, o);
-        });
-        Ok((CpuStorage::F32(out), sl.shape().clone()))
+        }
     }
 }
 
@@ -178,26 +153,18 @@ pub enum Bias<'a> {
     Dense(Tensor),
 }
 
-/// Attention probabilities `softmax(scores + bias + key_mask)`; `scores` `[B, H, Lq, Lk]`,
-/// `key_mask` additive `[B, Lk]`. Off the CPU the bias is a tensor and candle ops run.
+/// Attention probabilities `softmax(scores + bias + key_mask)` with candle's operations (the
+/// GPU's path; the CPU runs the whole attention in `attention_cpu`). `scores` `[B, H, Lq, Lk]`,
+/// `key_mask` additive `[B, Lk]`.
 pub fn attention_probs(
     scores: &Tensor,
     bias: &Bias<'_>,
     key_mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let fused = match bias {
-        Bias::Fused(b) if crate::kernels::fused(scores.device()) => b,
-        Bias::Fused(b) => return dense_probs(scores, &b.to_tensor(scores.device())?, key_mask),
-        Bias::Dense(t) => return dense_probs(scores, t, key_mask),
-    };
-    let key_mask = match key_mask {
-        Some(m) => Some(m.flatten_all()?.to_vec1::<f32>()?),
-        None => None,
-    };
-    scores.contiguous()?.apply_op1_no_bwd(&FusedSoftmax {
-        bias: fused,
-        key_mask,
-    })
+    match bias {
+        Bias::Fused(b) => dense_probs(scores, &b.to_tensor(scores.device())?, key_mask),
+        Bias::Dense(t) => dense_probs(scores, t, key_mask),
+    }
 }
 
 fn dense_probs(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
@@ -216,57 +183,6 @@ fn dense_probs(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn matches_candle_ops_with_relative_blocks_masks_and_causality() {
-        let d = Device::Cpu;
-        let (b, h, l) = (2, 3, 7);
-        let s = Tensor::randn(0f32, 3.0, (b, h, l, l), &d).unwrap();
-        let abs: Vec<f32> = Tensor::randn(0f32, 1.0, h * l * l, &d)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let t1: Vec<f32> = (0..5 * h).map(|v| v as f32 * 0.1).collect();
-        let i1: Vec<u32> = (0..16).map(|v| (v % 5) as u32).collect();
-        let t2: Vec<f32> = (0..4 * h).map(|v| -(v as f32) * 0.2).collect();
-        let i2: Vec<u32> = (0..9).map(|v| (v % 4) as u32).collect();
-        let m = Tensor::new(&[[0f32, 0., 0., 0., 0., f32::MIN, f32::MIN], [0.; 7]], &d).unwrap();
-        for causal in [false, true] {
-            let bias = AttnBias {
-                abs: &abs,
-                heads: h,
-                lq: l,
-                lk: l,
-                blocks: vec![
-                    RelBlock {
-                        table: &t1,
-                        index: &i1,
-                        offset: 0,
-                        size: 4,
-                    },
-                    RelBlock {
-                        table: &t2,
-                        index: &i2,
-                        offset: 4,
-                        size: 3,
-                    },
-                ],
-                causal,
-            };
-            let full = bias.to_tensor(&d).unwrap();
-            let want = candle_nn::ops::softmax_last_dim(
-                &s.broadcast_add(&full)
-                    .unwrap()
-                    .broadcast_add(&m.reshape((b, 1, 1, l)).unwrap())
-                    .unwrap(),
-            )
-            .unwrap();
-            let got = attention_probs(&s, &Bias::Fused(bias), Some(&m)).unwrap();
-            let diff = crate::max_diff(want, got);
-            assert!(diff < 1e-6, "causal {causal}: {diff}");
-        }
-    }
 
     #[test]
     fn exp_is_accurate() {
