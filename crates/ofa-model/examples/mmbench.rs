@@ -28,6 +28,33 @@ fn main() -> candle_core::Result<()> {
             x.matmul(&w.t().unwrap()).unwrap();
         },
     );
+    for (k, n) in [(1024, 1024), (1024, 3072), (1024, 4096), (4096, 1024)] {
+        let x = Tensor::randn(0f32, 1., (916, k), &d)?;
+        let w = Tensor::randn(0f32, 1., (n, k), &d)?;
+        let b = vec![0.5f32; n];
+        time(
+            &format!("ours: linear+bias 916x{k} -> {n}"),
+            2.0 * 916. * k as f64 * n as f64,
+            || {
+                ofa_model::linear_cpu::linear(&x, &w, Some(&b)).unwrap();
+            },
+        );
+    }
+    let few = Tensor::randn(0f32, 1., (15, 1024), &d)?;
+    time(
+        "gemm: 15 rows x1024 -> 4096",
+        2.0 * 15. * 1024. * 4096.,
+        || {
+            few.matmul(&w.t().unwrap()).unwrap();
+        },
+    );
+    time(
+        "ours: 15 rows x1024 -> 4096",
+        2.0 * 15. * 1024. * 4096.,
+        || {
+            ofa_model::linear_cpu::linear(&few, &w, None).unwrap();
+        },
+    );
     let q = Tensor::randn(0f32, 1., (1, 16, 916, 64), &d)?;
     let k = Tensor::randn(0f32, 1., (1, 16, 916, 64), &d)?;
     time(

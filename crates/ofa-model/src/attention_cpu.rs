@@ -200,6 +200,49 @@ pub fn fused_attention(
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
 }
 
+/// `q_h·k_hᵀ` for every head, `[H, Lq, Lk]` on the host: the absolute position biases, built
+/// once per forward pass and read by every layer's kernel. `q` `[1, Lq, D]`, `k` `[1, Lk, D]`.
+pub fn head_scores(q: &Tensor, k: &Tensor, heads: usize) -> Result<Vec<f32>> {
+    let (_, lq, d) = q.dims3()?;
+    let (_, lk, _) = k.dims3()?;
+    let (q, k) = (
+        q.flatten_all()?.to_vec1::<f32>()?,
+        k.flatten_all()?.to_vec1::<f32>()?,
+    );
+    if q.len() != lq * d || k.len() != lk * d || d % heads != 0 {
+        candle_core::bail!("head scores: one item of a whole number of heads only");
+    }
+    let dh = d / heads;
+    let mut out = vec![0f32; heads * lq * lk];
+    out.par_chunks_mut(lq * lk).enumerate().for_each(|(h, o)| {
+        // SAFETY: row-major views of q, k (one head's columns) and this head's output block.
+        unsafe {
+            gemm::gemm(
+                lq,
+                lk,
+                dh,
+                o.as_mut_ptr(),
+                1,
+                lk as isize,
+                false,
+                q[h * dh..].as_ptr(),
+                1,
+                d as isize,
+                k[h * dh..].as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +330,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn head_scores_equal_per_head_matmuls() {
+        let d = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (1, 5, 12), &d).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (1, 7, 12), &d).unwrap();
+        let split = |x: &Tensor| crate::layers::split_heads(x, 3).unwrap();
+        let want = split(&q).matmul(&split(&k).t().unwrap()).unwrap();
+        let got = Tensor::from_vec(head_scores(&q, &k, 3).unwrap(), (1, 3, 5, 7), &d).unwrap();
+        assert!(crate::max_diff(want, got) < 1e-5);
     }
 
     #[test]

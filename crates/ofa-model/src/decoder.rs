@@ -9,7 +9,8 @@ use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
 use crate::layers::{
-    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, Linear, RelTable,
+    layer_norm, linear, position_bias, position_bias_host, rel_table, Attention, FeedForward,
+    Linear, RelTable,
 };
 use crate::softmax::{AttnBias, Bias};
 
@@ -135,27 +136,16 @@ impl Decoder {
             .pos_ln
             .forward(&self.embed_positions.narrow(0, 0, m)?)?
             .unsqueeze(0)?;
-        let self_abs = position_bias(
-            &self.self_pos_q_linear,
-            &self.self_pos_k_linear,
-            &pos,
-            &pos,
-            self.heads,
-            self.pos_scaling,
-        )?;
-        let cross_abs = position_bias(
-            &self.cross_pos_q_linear,
-            &self.cross_pos_k_linear,
-            &pos,
-            &enc.positions,
-            self.heads,
-            self.pos_scaling,
-        )?;
+        let (sq, sk) = (&self.self_pos_q_linear, &self.self_pos_k_linear);
+        let (cq, ck) = (&self.cross_pos_q_linear, &self.cross_pos_k_linear);
+        let (heads, scaling) = (self.heads, self.pos_scaling);
         let lk = enc.positions.dim(1)?;
         let tok_idx = token_buckets(m, self.token_bucket_size);
         if !crate::kernels::fused(tokens.device()) {
             // On a GPU the biases are built there, the causal mask folded into the shared part.
             let device = tokens.device();
+            let self_abs = position_bias(sq, sk, &pos, &pos, heads, scaling)?;
+            let cross_abs = position_bias(cq, ck, &pos, &enc.positions, heads, scaling)?;
             // `[H, m, m]`, the same shape as each layer's relative part: candle then adds them
             // without its (slow) broadcasting kernel, as in the encoder.
             let self_abs =
@@ -171,8 +161,8 @@ impl Decoder {
             }
             return self.layer_norm.forward(&x);
         }
-        let self_abs = self_abs.flatten_all()?.to_vec1::<f32>()?;
-        let cross_abs = cross_abs.flatten_all()?.to_vec1::<f32>()?;
+        let self_abs = position_bias_host(sq, sk, &pos, &pos, heads, scaling)?;
+        let cross_abs = position_bias_host(cq, ck, &pos, &enc.positions, heads, scaling)?;
         let cross_bias = Bias::Fused(AttnBias {
             abs: &cross_abs,
             heads: self.heads,

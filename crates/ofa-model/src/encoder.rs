@@ -8,7 +8,8 @@ use crate::bias::{block_diagonal, rel_block_tensor, RelBlock};
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
 use crate::layers::{
-    layer_norm, linear, position_bias, rel_table, Attention, FeedForward, Linear, RelTable,
+    layer_norm, linear, position_bias, position_bias_host, rel_table, Attention, FeedForward,
+    Linear, RelTable,
 };
 use crate::resnet::ResNet;
 use crate::softmax::{AttnBias, Bias};
@@ -190,18 +191,12 @@ impl Encoder {
         let mut x = Tensor::cat(&[img, txt], 1)?;
 
         let positions = self.positions(gh, gw, t, &device)?;
-        let abs = position_bias(
-            &self.pos_q_linear,
-            &self.pos_k_linear,
-            &positions,
-            &positions,
-            self.heads,
-            self.pos_scaling,
-        )?;
+        let (q_lin, k_lin) = (&self.pos_q_linear, &self.pos_k_linear);
+        let (heads, scaling) = (self.heads, self.pos_scaling);
         let img_idx = image_buckets(gh, gw, self.image_bucket_size);
         let tok_idx = token_buckets(t, self.token_bucket_size);
         if crate::kernels::fused(&device) {
-            let abs = abs.flatten_all()?.to_vec1::<f32>()?;
+            let abs = position_bias_host(q_lin, k_lin, &positions, &positions, heads, scaling)?;
             for (i, layer) in self.layers.iter().enumerate() {
                 let bias = AttnBias {
                     abs: &abs,
@@ -227,6 +222,7 @@ impl Encoder {
                 x = layer.forward(&x, &Bias::Fused(bias), key_mask.as_ref())?;
             }
         } else {
+            let abs = position_bias(q_lin, k_lin, &positions, &positions, heads, scaling)?;
             // On a GPU each layer's bias is gathered there: nothing crosses the bus per layer.
             let img_idx = Tensor::from_vec(img_idx, n * n, &device)?;
             let tok_idx = Tensor::from_vec(tok_idx, t * t, &device)?;

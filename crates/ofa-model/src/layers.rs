@@ -7,6 +7,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 use crate::config::Activation;
 
 use crate::attention_cpu::fused_attention;
+use crate::folded_attention::{self, folded_cross_attention};
 use crate::softmax::{attention_probs, Bias};
 
 pub const LN_EPS: f64 = 1e-5;
@@ -18,6 +19,16 @@ pub struct Linear {
     inner: candle_nn::Linear,
     /// The bias on the host, for the CPU kernels.
     bias_host: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
 }
 
 impl Module for Linear {
@@ -111,6 +122,25 @@ impl Attention {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let q = (self.q_proj.forward(x)? * self.scaling)?;
+        let (b, lq, d) = x.dims3()?;
+        if crate::kernels::fused(x.device())
+            && folded_attention::pays(self.heads, lq, kv.dim(1)?, d)
+        {
+            let o = folded_cross_attention(
+                &q,
+                kv,
+                self.k_proj.weight(),
+                self.v_proj.weight(),
+                self.v_proj.bias(),
+                self.heads,
+                bias,
+                mask,
+            )?;
+            let o = scale_heads(&o, &self.c_attn, self.heads)?;
+            return self
+                .out_proj
+                .forward(&o.transpose(1, 2)?.reshape((b, lq, d))?);
+        }
         let k = self.k_proj.forward(kv)?;
         let v = self.v_proj.forward(kv)?;
         let o = match bias {
@@ -118,7 +148,6 @@ impl Attention {
                 fused_attention(&q, &k, &v, b, mask, &self.c_attn_host)?
             }
             _ => {
-                let (b, lq, d) = x.dims3()?;
                 let q = split_heads(&q, self.heads)?;
                 let k = split_heads(&k, self.heads)?;
                 let v = split_heads(&v, self.heads)?;
@@ -185,6 +214,19 @@ pub fn position_bias(
     let q = split_heads(&(q_lin.forward(pq)? * scaling)?, heads)?;
     let k = split_heads(&k_lin.forward(pk)?, heads)?;
     q.matmul(&k.t()?)
+}
+
+/// The same for one item on the CPU, `[H, Lq, Lk]` flattened on the host for the fused kernels.
+pub fn position_bias_host(
+    q_lin: &Linear,
+    k_lin: &Linear,
+    pq: &Tensor,
+    pk: &Tensor,
+    heads: usize,
+    scaling: f64,
+) -> Result<Vec<f32>> {
+    let q = (q_lin.forward(pq)? * scaling)?;
+    crate::attention_cpu::head_scores(&q, &k_lin.forward(pk)?, heads)
 }
 
 /// A layer's relative-position table `[buckets, heads]`: the tensor (gathered on a GPU) and,

@@ -16,6 +16,7 @@ pub mod encoder;
 pub mod error;
 pub mod feature_cache;
 pub mod files;
+pub mod folded_attention;
 pub mod gelu;
 pub mod gpu;
 pub mod image;
