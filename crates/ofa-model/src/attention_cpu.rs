@@ -260,7 +260,7 @@ mod tests {
     ) -> Tensor {
         let d = Device::Cpu;
         let h = bias.heads;
-        let split = |x: &Tensor| crate::layers::split_heads(x, h).unwrap();
+        let split = |x: &Tensor| crate::heads::split_heads(x, h).unwrap();
         let s = split(q).matmul(&split(k).t().unwrap()).unwrap();
         let mut s = s.broadcast_add(&bias.to_tensor(&d).unwrap()).unwrap();
         if let Some(m) = mask {
@@ -337,7 +337,7 @@ mod tests {
         let d = Device::Cpu;
         let q = Tensor::randn(0f32, 1.0, (1, 5, 12), &d).unwrap();
         let k = Tensor::randn(0f32, 1.0, (1, 7, 12), &d).unwrap();
-        let split = |x: &Tensor| crate::layers::split_heads(x, 3).unwrap();
+        let split = |x: &Tensor| crate::heads::split_heads(x, 3).unwrap();
         let want = split(&q).matmul(&split(&k).t().unwrap()).unwrap();
         let got = Tensor::from_vec(head_scores(&q, &k, 3).unwrap(), (1, 3, 5, 7), &d).unwrap();
         assert!(crate::max_diff(want, got) < 1e-5);

@@ -10,7 +10,7 @@
 
 use candle_core::{Result, Tensor};
 
-use crate::layers::split_heads;
+use crate::heads::split_heads;
 use crate::softmax::{attention_probs, Bias};
 
 /// Whether folding pays: `heads·Lq` well under `D`, and many more keys than queries (or
@@ -19,19 +19,25 @@ pub fn pays(heads: usize, lq: usize, lk: usize, d: usize) -> bool {
     (2 * heads * lq <= d && lk >= 4 * lq) || crate::kernels::folded_forced()
 }
 
+/// The key and value projections' parameters: `wk`, `wv` `[D, D]` (out × in), `v`'s bias (the
+/// key bias cancels).
+pub struct KeyValueWeights<'a> {
+    pub wk: &'a Tensor,
+    pub wv: &'a Tensor,
+    pub bv: Option<&'a Tensor>,
+}
+
 /// `softmax(q_h·k_hᵀ + bias + mask)·v_h` per head, `[B, H, Lq, dh]`, with `k`, `v` the
-/// projections of `kv` by `wk` (its bias cancels) and `wv`, `bv`, never computed.
-/// `q`: `[B, Lq, D]`, already scaled; `kv`: `[B, Lk, D]`; `wk`, `wv`: `[D, D]` (out × in).
+/// projections of `kv`, never computed. `q`: `[B, Lq, D]`, already scaled; `kv`: `[B, Lk, D]`.
 pub fn folded_cross_attention(
     q: &Tensor,
     kv: &Tensor,
-    wk: &Tensor,
-    wv: &Tensor,
-    bv: Option<&Tensor>,
+    weights: &KeyValueWeights<'_>,
     heads: usize,
     bias: &Bias<'_>,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    let KeyValueWeights { wk, wv, bv } = *weights;
     let (b, lq, d) = q.dims3()?;
     let lk = kv.dim(1)?;
     let dh = d / heads;
@@ -96,8 +102,12 @@ mod tests {
             .unwrap()
             .matmul(&v)
             .unwrap();
-        let got =
-            folded_cross_attention(&q, &kv, &wk, &wv, Some(&bv), heads, &bias, Some(&m)).unwrap();
+        let weights = KeyValueWeights {
+            wk: &wk,
+            wv: &wv,
+            bv: Some(&bv),
+        };
+        let got = folded_cross_attention(&q, &kv, &weights, heads, &bias, Some(&m)).unwrap();
         let diff = crate::max_diff(want, got);
         assert!(diff < 1e-4, "{diff}");
     }

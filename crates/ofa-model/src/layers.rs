@@ -5,9 +5,10 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use crate::config::Activation;
+use crate::heads::{scale_heads, split_heads};
 
 use crate::attention_cpu::fused_attention;
-use crate::folded_attention::{self, folded_cross_attention};
+use crate::folded_attention::{self, folded_cross_attention, KeyValueWeights};
 use crate::softmax::{attention_probs, Bias};
 
 pub const LN_EPS: f64 = 1e-5;
@@ -68,14 +69,6 @@ pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(dim, LN_EPS, vb)
 }
 
-/// `[B, L, H·dh]` → `[B, H, L, dh]`, contiguous.
-pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (b, l, d) = x.dims3()?;
-    x.reshape((b, l, heads, d / heads))?
-        .transpose(1, 2)?
-        .contiguous()
-}
-
 /// Multi-head attention with OFA's extras: query scaling `(dh·α)^-½`, an additive bias
 /// (absolute + relative positions), and NormFormer's per-head output scale `c_attn`.
 #[derive(Debug, Clone)]
@@ -126,16 +119,12 @@ impl Attention {
         if crate::kernels::fused(x.device())
             && folded_attention::pays(self.heads, lq, kv.dim(1)?, d)
         {
-            let o = folded_cross_attention(
-                &q,
-                kv,
-                self.k_proj.weight(),
-                self.v_proj.weight(),
-                self.v_proj.bias(),
-                self.heads,
-                bias,
-                mask,
-            )?;
+            let weights = KeyValueWeights {
+                wk: self.k_proj.weight(),
+                wv: self.v_proj.weight(),
+                bv: self.v_proj.bias(),
+            };
+            let o = folded_cross_attention(&q, kv, &weights, self.heads, bias, mask)?;
             let o = scale_heads(&o, &self.c_attn, self.heads)?;
             return self
                 .out_proj
@@ -159,15 +148,6 @@ impl Attention {
         };
         self.out_proj.forward(&o)
     }
-}
-
-/// `o` `[B, H, L, dh]` times the per-head scale `c` `[H]`.
-fn scale_heads(o: &Tensor, c: &Tensor, heads: usize) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if o.device().is_cuda() {
-        return crate::cuda_ops::channel_op(o, 1, c, None, true, false);
-    }
-    o.broadcast_mul(&c.reshape((1, heads, 1, 1))?)
 }
 
 /// `fc2(LN_ffn(act(fc1(x))))` — NormFormer's layer norm sits between the activation and fc2.

@@ -19,6 +19,7 @@ pub mod files;
 pub mod folded_attention;
 pub mod gelu;
 pub mod gpu;
+pub mod heads;
 pub mod image;
 pub mod kernels;
 pub mod layers;
