@@ -9,9 +9,9 @@ use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
 use crate::layers::{
-    layer_norm, linear, position_bias, position_bias_host, rel_table, Attention, FeedForward,
-    Linear, RelTable,
+    layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
+use crate::linear::{linear, Linear};
 use crate::softmax::{AttnBias, Bias};
 
 #[derive(Debug, Clone)]
@@ -41,6 +41,12 @@ impl DecoderLayer {
             final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
             ffn: FeedForward::new(d, cfg.decoder_ffn_dim, act, vb)?,
         })
+    }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.self_attn.quantize_int8()?;
+        self.cross_attn.quantize_int8()?;
+        self.ffn.quantize_int8()
     }
 
     fn forward(
@@ -118,6 +124,13 @@ impl Decoder {
             token_bucket_size: cfg.token_bucket_size,
             max_positions: cfg.max_position_embeddings + 2,
         })
+    }
+
+    /// The layers' dense weights to int8.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.layers
+            .iter_mut()
+            .try_for_each(DecoderLayer::quantize_int8)
     }
 
     /// `tokens`: `[B, M]` u32 (right-padded; causal attention keeps padding out of earlier

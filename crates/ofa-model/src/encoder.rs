@@ -8,9 +8,9 @@ use crate::bias::{block_diagonal, rel_block_tensor, RelBlock};
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
 use crate::layers::{
-    layer_norm, linear, position_bias, position_bias_host, rel_table, Attention, FeedForward,
-    Linear, RelTable,
+    layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
+use crate::linear::{linear, Linear};
 use crate::resnet::ResNet;
 use crate::softmax::{AttnBias, Bias};
 
@@ -39,6 +39,11 @@ impl EncoderLayer {
             final_layer_norm: layer_norm(d, vb.pp("final_layer_norm"))?,
             ffn: FeedForward::new(d, cfg.encoder_ffn_dim, act, vb)?,
         })
+    }
+
+    fn quantize_int8(&mut self) -> Result<()> {
+        self.self_attn.quantize_int8()?;
+        self.ffn.quantize_int8()
     }
 
     fn forward(&self, x: &Tensor, bias: &Bias<'_>, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -140,6 +145,14 @@ impl Encoder {
             max_positions: cfg.max_position_embeddings + 2,
             pad_id: cfg.pad_token_id,
         })
+    }
+
+    /// The layers' dense weights to int8 (the embeddings, position and image projections,
+    /// which run once per pass, stay f32).
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.layers
+            .iter_mut()
+            .try_for_each(EncoderLayer::quantize_int8)
     }
 
     /// ResNet features `[B, 1024, h, w]` of normalised images `[B, 3, S, S]`.

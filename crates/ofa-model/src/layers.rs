@@ -4,66 +4,14 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use crate::config::Activation;
-use crate::heads::{scale_heads, split_heads};
-
 use crate::attention_cpu::fused_attention;
+use crate::config::Activation;
 use crate::folded_attention::{self, folded_cross_attention, KeyValueWeights};
+use crate::heads::{scale_heads, split_heads};
+use crate::linear::{linear, Linear};
 use crate::softmax::{attention_probs, Bias};
 
 pub const LN_EPS: f64 = 1e-5;
-
-/// `x·Wᵀ + b`. On the CPU, `linear_cpu`'s kernels; on a GPU, one 2-D matmul over every row of the batch and the bias added in the same
-/// pass as nothing else (candle's broadcast add of a bias cost 5× the matmul itself there).
-#[derive(Debug, Clone)]
-pub struct Linear {
-    inner: candle_nn::Linear,
-    /// The bias on the host, for the CPU kernels.
-    bias_host: Option<Vec<f32>>,
-}
-
-impl Linear {
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
-    }
-
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.inner.bias()
-    }
-}
-
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            let dims = x.dims();
-            let rows: usize = dims[..dims.len() - 1].iter().product();
-            let d = dims[dims.len() - 1];
-            let w = self.inner.weight();
-            let y = x.reshape((rows, d))?.matmul(&w.t()?)?;
-            let y = match self.inner.bias() {
-                Some(b) => crate::cuda_ops::channel_op(&y, 1, b, None, false, false)?,
-                None => y,
-            };
-            let mut out = dims.to_vec();
-            *out.last_mut().expect("at least one axis") = w.dim(0)?;
-            return y.reshape(out);
-        }
-        if crate::kernels::fused(x.device()) && x.dtype() == candle_core::DType::F32 {
-            return crate::linear_cpu::linear(x, self.inner.weight(), self.bias_host.as_deref());
-        }
-        self.inner.forward(x)
-    }
-}
-
-pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let inner = candle_nn::linear(in_dim, out_dim, vb)?;
-    let bias_host = match inner.bias() {
-        Some(b) if b.device().is_cpu() => Some(b.to_dtype(candle_core::DType::F32)?.to_vec1()?),
-        _ => None,
-    };
-    Ok(Linear { inner, bias_host })
-}
 
 pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
     candle_nn::layer_norm(dim, LN_EPS, vb)
@@ -105,6 +53,19 @@ impl Attention {
         })
     }
 
+    /// Quantises the four projections to int8 (`--precision int8`).
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        for p in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.out_proj,
+        ] {
+            p.quantize_int8()?;
+        }
+        Ok(())
+    }
+
     /// `x`: `[B, Lq, D]`; `kv`: `[B, Lk, D]`; `bias`: `[1, H, Lq, Lk]`; `mask`: additive, per
     /// key, `[B, Lk]`.
     pub fn forward(
@@ -116,12 +77,14 @@ impl Attention {
     ) -> Result<Tensor> {
         let q = (self.q_proj.forward(x)? * self.scaling)?;
         let (b, lq, d) = x.dims3()?;
-        if crate::kernels::fused(x.device())
-            && folded_attention::pays(self.heads, lq, kv.dim(1)?, d)
-        {
+        let kv_weights = self.k_proj.weight().zip(self.v_proj.weight());
+        if let Some((wk, wv)) = kv_weights.filter(|_| {
+            crate::kernels::fused(x.device())
+                && folded_attention::pays(self.heads, lq, kv.dim(1).unwrap_or(0), d)
+        }) {
             let weights = KeyValueWeights {
-                wk: self.k_proj.weight(),
-                wv: self.v_proj.weight(),
+                wk,
+                wv,
                 bv: self.v_proj.bias(),
             };
             let o = folded_cross_attention(&q, kv, &weights, self.heads, bias, mask)?;
@@ -167,6 +130,11 @@ impl FeedForward {
             ffn_layer_norm: layer_norm(ffn_dim, vb.pp("ffn_layer_norm"))?,
             activation,
         })
+    }
+
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.fc1.quantize_int8()?;
+        self.fc2.quantize_int8()
     }
 }
 

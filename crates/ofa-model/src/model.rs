@@ -32,6 +32,12 @@ impl OfaModel {
         })
     }
 
+    /// The encoder's and decoder's dense layers to int8, their f32 weights freed layer by layer.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        self.encoder.quantize_int8()?;
+        self.decoder.quantize_int8()
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }

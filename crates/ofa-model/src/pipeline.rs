@@ -70,6 +70,7 @@ pub struct Entailment {
     tokenizer: Tokenizer,
     model: OfaModel,
     answer_ids: Vec<u32>,
+    precision: Precision,
     /// Only the inference thread scores, so this lock is never contended.
     image_cache: Option<Mutex<FeatureCache>>,
     /// Wait for the device after each stage, so a GPU's queued work is timed where it runs.
@@ -94,13 +95,15 @@ impl Entailment {
         let weights_path = dir.weights.path().to_path_buf();
         let tensors = crate::weights::load(&dir.weights)?;
         let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
-        Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root).map_err(|e| match e {
-            OfaError::Candle(c) => OfaError::Weights {
-                file: weights_path,
-                message: c.to_string(),
-            },
-            other => other,
-        })
+        Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
+            .map_err(|e| match e {
+                OfaError::Candle(c) => OfaError::Weights {
+                    file: weights_path,
+                    message: c.to_string(),
+                },
+                other => other,
+            })?
+            .with_precision_applied(precision)
     }
 
     /// Builds the pipeline from already-read configuration and a weight source (a checkpoint or
@@ -145,6 +148,7 @@ impl Entailment {
             tokenizer,
             model,
             answer_ids,
+            precision: Precision::F32,
             image_cache: None,
             stage_sync: false,
         })
@@ -171,8 +175,17 @@ impl Entailment {
         match self.model.dtype() {
             DType::BF16 => Precision::Bf16,
             DType::F16 => Precision::F16,
-            _ => Precision::F32,
+            _ => self.precision,
         }
+    }
+
+    /// Quantises the dense layers for `--precision int8` (no-op for other precisions).
+    pub fn with_precision_applied(mut self, precision: Precision) -> Result<Self> {
+        if precision == Precision::Int8 {
+            self.model.quantize_int8()?;
+            self.precision = Precision::Int8;
+        }
+        Ok(self)
     }
 
     fn sync(&self) -> Result<()> {

@@ -138,5 +138,5 @@ pub fn large_pipeline(device: &Device, precision: Precision) -> crate::Result<En
     let runtime = RuntimeConfig::from_strs(LARGE_CONFIGURATION_JSON, LARGE_ANSWERS_JSON, here)?;
     let tokenizer = Tokenizer::from_bytes(BART_VOCAB_JSON, BART_MERGES_TXT, here)?;
     let vb = random_var_builder(device, precision.dtype());
-    Entailment::from_parts(config, runtime, tokenizer, vb, here)
+    Entailment::from_parts(config, runtime, tokenizer, vb, here)?.with_precision_applied(precision)
 }

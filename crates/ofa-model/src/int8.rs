@@ -1,0 +1,329 @@
+//! int8 linear layers for the CPU (`--precision int8`): weights quantised once at load,
+//! symmetric per output feature; activations quantised per row on the fly; products summed in
+//! i32 (exactly), then scaled back to f32 with the bias added.
+//!
+//! Weights are kept packed for the AVX-512 VNNI kernel (`int8_vnni`): blocks of 64 outputs, in
+//! each block 4 consecutive inputs of an output side by side, so one 64-byte load feeds one
+//! `vpdpbusd` for 16 outputs. VNNI multiplies unsigned by signed bytes, so activations are
+//! stored as `q + 128` and `128·Σw` is taken off each sum afterwards. Every other CPU runs the
+//! same arithmetic in plain Rust, with the same results.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::int8_vnni::TileSums;
+
+/// Outputs per packed block (4 vectors of 16 lanes).
+pub const BLOCK: usize = 64;
+
+/// A weight matrix `[n, k]` quantised and packed.
+#[derive(Debug, Clone)]
+pub struct Int8Weights {
+    pub n: usize,
+    pub k: usize,
+    /// `k` rounded up to a multiple of 4.
+    pub kp: usize,
+    /// `[ceil(n / 64)][kp / 4][64][4]`, zero past `n` and `k`.
+    pub packed: Vec<i8>,
+    /// Per output: the weights are `packed · scale`.
+    pub scale: Vec<f32>,
+    /// Per output: `128 · Σ_k q[o, k]`, what the `+128` of the activations adds.
+    pub offset: Vec<i32>,
+}
+
+impl Int8Weights {
+    /// Quantises `w` `[n, k]` (f32 on the host), each row by its largest magnitude.
+    pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
+        let kp = k.div_ceil(4) * 4;
+        let blocks = n.div_ceil(BLOCK);
+        let mut packed = vec![0i8; blocks * kp * BLOCK];
+        let mut scale = vec![0f32; n];
+        let mut offset = vec![0i32; n];
+        packed
+            .par_chunks_mut(kp * BLOCK)
+            .zip(scale.par_chunks_mut(BLOCK))
+            .zip(offset.par_chunks_mut(BLOCK))
+            .enumerate()
+            .for_each(|(b, ((dst, scale), offset))| {
+                for (j, (s, off)) in scale.iter_mut().zip(offset.iter_mut()).enumerate() {
+                    let row = &w[(b * BLOCK + j) * k..(b * BLOCK + j + 1) * k];
+                    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    *s = if max > 0.0 { max / 127.0 } else { 1.0 };
+                    let mut sum = 0i32;
+                    for (c, &v) in row.iter().enumerate() {
+                        let q = (v / *s).round().clamp(-127.0, 127.0) as i8;
+                        dst[(c / 4) * BLOCK * 4 + j * 4 + c % 4] = q;
+                        sum += i32::from(q);
+                    }
+                    *off = 128 * sum;
+                }
+            });
+        Self {
+            n,
+            k,
+            kp,
+            packed,
+            scale,
+            offset,
+        }
+    }
+
+    /// Stored as two tensors (packed bytes as u8, scales), to travel through a `VarBuilder`.
+    pub fn to_tensors(&self) -> Result<(Tensor, Tensor)> {
+        let bytes: Vec<u8> = self.packed.iter().map(|&q| q as u8).collect();
+        let len = bytes.len();
+        Ok((
+            Tensor::from_vec(bytes, len, &Device::Cpu)?,
+            Tensor::from_vec(self.scale.clone(), self.n, &Device::Cpu)?,
+        ))
+    }
+
+    /// The inverse of [`Int8Weights::to_tensors`], for a `[n, k]` weight.
+    pub fn from_tensors(packed: &Tensor, scale: &Tensor, n: usize, k: usize) -> Result<Self> {
+        let kp = k.div_ceil(4) * 4;
+        let packed: Vec<i8> = packed
+            .to_vec1::<u8>()?
+            .into_iter()
+            .map(|b| b as i8)
+            .collect();
+        let scale = scale.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        if packed.len() != n.div_ceil(BLOCK) * kp * BLOCK || scale.len() != n {
+            candle_core::bail!(
+                "int8 weights: {} bytes and {} scales do not fit [{n}, {k}]",
+                packed.len(),
+                scale.len()
+            );
+        }
+        let mut offset = vec![0i32; n];
+        for (o, off) in offset.iter_mut().enumerate() {
+            let (b, j) = (o / BLOCK, o % BLOCK);
+            let block = &packed[b * kp * BLOCK..(b + 1) * kp * BLOCK];
+            let sum: i32 = (0..kp)
+                .map(|c| i32::from(block[(c / 4) * BLOCK * 4 + j * 4 + c % 4]))
+                .sum();
+            *off = 128 * sum;
+        }
+        Ok(Self {
+            n,
+            k,
+            kp,
+            packed,
+            scale,
+            offset,
+        })
+    }
+}
+
+/// Activations quantised per row: `q + 128` as u8, `[rows, kp]`, and each row's scale.
+pub struct Int8Rows {
+    pub q: Vec<u8>,
+    pub scale: Vec<f32>,
+    pub kp: usize,
+}
+
+/// Nearest integer (ties to even) of `|v| < 2^22`: adding 1.5·2^23 leaves it in the low
+/// mantissa bits. `round()` and `as i32` would each keep the loop from vectorising.
+#[inline(always)]
+fn round_to_int(v: f32) -> i32 {
+    (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
+}
+
+pub fn quantize_rows(x: &[f32], k: usize) -> Int8Rows {
+    let kp = k.div_ceil(4) * 4;
+    let rows = x.len() / k;
+    let mut q = vec![128u8; rows * kp];
+    let mut scale = vec![0f32; rows];
+    q.par_chunks_mut(kp)
+        .zip(scale.par_iter_mut())
+        .zip(x.par_chunks(k))
+        .for_each(|((q, s), x)| {
+            let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let inv = 1.0 / *s;
+            for (q, &v) in q.iter_mut().zip(x) {
+                *q = (round_to_int((v * inv).clamp(-127.0, 127.0)) + 128) as u8;
+            }
+        });
+    Int8Rows { q, scale, kp }
+}
+
+/// The sums of rows `r0..r0 + rows` against one block of outputs, in plain Rust.
+fn block_sums_generic(
+    x: &Int8Rows,
+    w: &Int8Weights,
+    block: usize,
+    r0: usize,
+    rows: usize,
+) -> TileSums {
+    let kp = w.kp;
+    let wb = &w.packed[block * kp * BLOCK..(block + 1) * kp * BLOCK];
+    let mut out = [[0i32; BLOCK]; crate::int8_vnni::ROWS];
+    for (t, acc) in out.iter_mut().take(rows).enumerate() {
+        let xr = &x.q[(r0 + t) * kp..(r0 + t + 1) * kp];
+        for g in 0..kp / 4 {
+            let wg = &wb[g * BLOCK * 4..(g + 1) * BLOCK * 4];
+            for (j, a) in acc.iter_mut().enumerate() {
+                for c in 0..4 {
+                    *a += i32::from(xr[g * 4 + c]) * i32::from(wg[j * 4 + c]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `y = x·Wᵀ + b` for `x` `[rows, k]`; `y` `[rows, n]`.
+pub fn linear(x: &[f32], w: &Int8Weights, bias: Option<&[f32]>) -> Vec<f32> {
+    let rows = x.len() / w.k;
+    let xq = quantize_rows(x, w.k);
+    let vnni = crate::int8_vnni::available();
+    let mut out = vec![0f32; rows * w.n];
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    (0..w.n.div_ceil(BLOCK)).into_par_iter().for_each(|block| {
+        let o0 = block * BLOCK;
+        let width = BLOCK.min(w.n - o0);
+        let mut r0 = 0;
+        while r0 < rows {
+            let tile = crate::int8_vnni::ROWS.min(rows - r0);
+            let sums = if vnni {
+                // SAFETY: the CPU has the instructions (checked above); shapes as packed.
+                unsafe { crate::int8_vnni::block_sums(&xq, w, block, r0, tile) }
+            } else {
+                block_sums_generic(&xq, w, block, r0, tile)
+            };
+            for (t, acc) in sums.iter().take(tile).enumerate() {
+                let r = r0 + t;
+                let sx = xq.scale[r];
+                // SAFETY: row r, columns o0..o0 + width belong to this task alone.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out_ptr.at(r * w.n + o0), width) };
+                let (off, sw) = (&w.offset[o0..o0 + width], &w.scale[o0..o0 + width]);
+                // Plain multiply and add (no `mul_add`): vectorised on any x86-64, and the
+                // same rounding whichever kernel made the sums.
+                for (((y, &a), &off), &sw) in dst.iter_mut().zip(acc).zip(off).zip(sw) {
+                    *y = (a - off) as f32 * (sx * sw);
+                }
+                if let Some(b) = bias {
+                    for (y, &b) in dst.iter_mut().zip(&b[o0..o0 + width]) {
+                        *y += b;
+                    }
+                }
+            }
+            r0 += tile;
+        }
+    });
+    out
+}
+
+struct Int8Linear<'a> {
+    w: &'a Int8Weights,
+    bias: Option<&'a [f32]>,
+}
+
+impl CustomOp1 for Int8Linear<'_> {
+    fn name(&self) -> &'static str {
+        "int8-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = crate::conv::f32_slice(s, l)?;
+        let dims = l.shape().dims();
+        if dims.last() != Some(&self.w.k) {
+            candle_core::bail!(
+                "int8 linear: x {:?} does not fit [{}, {}] weights",
+                l.shape(),
+                self.w.n,
+                self.w.k
+            );
+        }
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("checked above") = self.w.n;
+        Ok((
+            CpuStorage::F32(linear(x, self.w, self.bias)),
+            Shape::from(shape),
+        ))
+    }
+}
+
+/// `x·Wᵀ (+ b)` for an f32 CPU tensor `x` `[…, K]`.
+pub fn linear_tensor(x: &Tensor, w: &Int8Weights, bias: Option<&[f32]>) -> Result<Tensor> {
+    if x.dtype() != DType::F32 || !x.device().is_cpu() {
+        candle_core::bail!(
+            "int8 linear: f32 CPU activations only, not {:?} on {:?}",
+            x.dtype(),
+            x.device()
+        );
+    }
+    x.contiguous()?.apply_op1_no_bwd(&Int8Linear { w, bias })
+}
+
+/// A base pointer shared by tasks that write disjoint columns of one buffer.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes its own block of output columns.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32)
+            .map(|v| (v / (1u32 << 24) as f32 - 0.5) * 4.0)
+            .collect()
+    }
+
+    #[test]
+    fn close_to_f32_and_the_same_with_and_without_vnni() {
+        for (rows, k, n) in [(1, 8, 3), (7, 64, 130), (37, 130, 64)] {
+            let x = data(rows * k, 1);
+            let w = data(n * k, 2);
+            let b = data(n, 3);
+            let q = Int8Weights::quantize(&w, n, k);
+            let got = linear(&x, &q, Some(&b));
+            let mut worst = 0f32;
+            for r in 0..rows {
+                for o in 0..n {
+                    let exact: f32 =
+                        (0..k).map(|c| x[r * k + c] * w[o * k + c]).sum::<f32>() + b[o];
+                    worst = worst.max((got[r * n + o] - exact).abs() / (k as f32).sqrt());
+                }
+            }
+            // Two 8-bit roundings of values up to 2 in magnitude: ~1e-2 per product at worst.
+            assert!(worst < 0.05, "{rows}×{k}→{n}: {worst}");
+            if crate::int8_vnni::available() {
+                let xq = quantize_rows(&x, k);
+                for block in 0..n.div_ceil(BLOCK) {
+                    for r0 in (0..rows).step_by(crate::int8_vnni::ROWS) {
+                        let tile = crate::int8_vnni::ROWS.min(rows - r0);
+                        let plain = block_sums_generic(&xq, &q, block, r0, tile);
+                        let fast =
+                            unsafe { crate::int8_vnni::block_sums(&xq, &q, block, r0, tile) };
+                        assert_eq!(plain, fast, "{rows}×{k}→{n} block {block} rows {r0}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weights_survive_the_tensor_round_trip() {
+        let w = data(70 * 9, 4);
+        let q = Int8Weights::quantize(&w, 70, 9);
+        let (p, s) = q.to_tensors().unwrap();
+        let back = Int8Weights::from_tensors(&p, &s, 70, 9).unwrap();
+        assert_eq!(
+            (back.packed, back.scale, back.offset),
+            (q.packed, q.scale, q.offset)
+        );
+        assert!(Int8Weights::from_tensors(&p, &s, 71, 9).is_err());
+    }
+}
