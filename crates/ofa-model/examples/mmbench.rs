@@ -48,7 +48,7 @@ fn main() -> candle_core::Result<()> {
             &format!("int8: linear {rows}x{k} -> {n}"),
             2.0 * rows as f64 * k as f64 * n as f64,
             || {
-                ofa_model::int8::linear(&x, &q, None);
+                ofa_model::int8::linear(&x, &q, None).unwrap();
             },
         );
     }

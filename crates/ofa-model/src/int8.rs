@@ -23,8 +23,9 @@ pub struct Int8Weights {
     pub k: usize,
     /// `k` rounded up to a multiple of 4.
     pub kp: usize,
-    /// `[ceil(n / 64)][kp / 4][64][4]`, zero past `n` and `k`.
-    pub packed: Vec<i8>,
+    /// `[ceil(n / 64)][kp / 4][64][4]`, zero past `n` and `k`: i8 values stored as a u8
+    /// tensor, shared with the checkpoint's tensors rather than copied out of them.
+    packed: Tensor,
     /// Per output: the weights are `packed · scale`.
     pub scale: Vec<f32>,
     /// Per output: `128 · Σ_k q[o, k]`, what the `+128` of the activations adds.
@@ -36,7 +37,7 @@ impl Int8Weights {
     pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
         let kp = k.div_ceil(4) * 4;
         let blocks = n.div_ceil(BLOCK);
-        let mut packed = vec![0i8; blocks * kp * BLOCK];
+        let mut packed = vec![0u8; blocks * kp * BLOCK];
         let mut scale = vec![0f32; n];
         let mut offset = vec![0i32; n];
         packed
@@ -52,28 +53,39 @@ impl Int8Weights {
                     let mut sum = 0i32;
                     for (c, &v) in row.iter().enumerate() {
                         let q = (v / *s).round().clamp(-127.0, 127.0) as i8;
-                        dst[(c / 4) * BLOCK * 4 + j * 4 + c % 4] = q;
+                        dst[(c / 4) * BLOCK * 4 + j * 4 + c % 4] = q as u8;
                         sum += i32::from(q);
                     }
                     *off = 128 * sum;
                 }
             });
+        let len = packed.len();
         Self {
             n,
             k,
             kp,
-            packed,
+            packed: Tensor::from_vec(packed, len, &Device::Cpu).expect("length matches"),
             scale,
             offset,
         }
     }
 
+    /// The packed weights, borrowed for the kernels.
+    pub fn with_packed<R>(&self, f: impl FnOnce(Packed<'_>) -> R) -> Result<R> {
+        let (storage, layout) = self.packed.storage_and_layout();
+        let bytes = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(CpuStorage::U8(v)), Some((a, b))) => &v[a..b],
+            _ => candle_core::bail!("int8 weights: contiguous u8 CPU bytes expected"),
+        };
+        // SAFETY: u8 and i8 have the same size and alignment; every bit pattern is valid.
+        let data = unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const i8, bytes.len()) };
+        Ok(f(Packed { data, kp: self.kp }))
+    }
+
     /// Stored as two tensors (packed bytes as u8, scales), to travel through a `VarBuilder`.
     pub fn to_tensors(&self) -> Result<(Tensor, Tensor)> {
-        let bytes: Vec<u8> = self.packed.iter().map(|&q| q as u8).collect();
-        let len = bytes.len();
         Ok((
-            Tensor::from_vec(bytes, len, &Device::Cpu)?,
+            self.packed.clone(),
             Tensor::from_vec(self.scale.clone(), self.n, &Device::Cpu)?,
         ))
     }
@@ -81,37 +93,48 @@ impl Int8Weights {
     /// The inverse of [`Int8Weights::to_tensors`], for a `[n, k]` weight.
     pub fn from_tensors(packed: &Tensor, scale: &Tensor, n: usize, k: usize) -> Result<Self> {
         let kp = k.div_ceil(4) * 4;
-        let packed: Vec<i8> = packed
-            .to_vec1::<u8>()?
-            .into_iter()
-            .map(|b| b as i8)
-            .collect();
         let scale = scale.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        if packed.len() != n.div_ceil(BLOCK) * kp * BLOCK || scale.len() != n {
-            candle_core::bail!(
-                "int8 weights: {} bytes and {} scales do not fit [{n}, {k}]",
-                packed.len(),
-                scale.len()
-            );
-        }
-        let mut offset = vec![0i32; n];
-        for (o, off) in offset.iter_mut().enumerate() {
-            let (b, j) = (o / BLOCK, o % BLOCK);
-            let block = &packed[b * kp * BLOCK..(b + 1) * kp * BLOCK];
-            let sum: i32 = (0..kp)
-                .map(|c| i32::from(block[(c / 4) * BLOCK * 4 + j * 4 + c % 4]))
-                .sum();
-            *off = 128 * sum;
-        }
-        Ok(Self {
+        let mut w = Self {
             n,
             k,
             kp,
-            packed,
+            packed: packed.clone(),
             scale,
-            offset,
-        })
+            offset: vec![0i32; n],
+        };
+        let offset = w.with_packed(|p| {
+            if p.data.len() != n.div_ceil(BLOCK) * kp * BLOCK || w.scale.len() != n {
+                return None;
+            }
+            let offset: Vec<i32> = (0..n)
+                .map(|o| {
+                    let (b, j) = (o / BLOCK, o % BLOCK);
+                    let block = &p.data[b * kp * BLOCK..(b + 1) * kp * BLOCK];
+                    let sum: i32 = (0..kp)
+                        .map(|c| i32::from(block[(c / 4) * BLOCK * 4 + j * 4 + c % 4]))
+                        .sum();
+                    128 * sum
+                })
+                .collect();
+            Some(offset)
+        })?;
+        match offset {
+            Some(offset) => w.offset = offset,
+            None => candle_core::bail!(
+                "int8 weights: {} bytes and {} scales do not fit [{n}, {k}]",
+                packed.elem_count(),
+                w.scale.len()
+            ),
+        }
+        Ok(w)
     }
+}
+
+/// Packed weights as the kernels read them.
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    pub data: &'a [i8],
+    pub kp: usize,
 }
 
 /// Activations quantised per row: `q + 128` as u8, `[rows, kp]`, and each row's scale.
@@ -150,13 +173,13 @@ pub fn quantize_rows(x: &[f32], k: usize) -> Int8Rows {
 /// The sums of rows `r0..r0 + rows` against one block of outputs, in plain Rust.
 fn block_sums_generic(
     x: &Int8Rows,
-    w: &Int8Weights,
+    w: Packed<'_>,
     block: usize,
     r0: usize,
     rows: usize,
 ) -> TileSums {
     let kp = w.kp;
-    let wb = &w.packed[block * kp * BLOCK..(block + 1) * kp * BLOCK];
+    let wb = &w.data[block * kp * BLOCK..(block + 1) * kp * BLOCK];
     let mut out = [[0i32; BLOCK]; crate::int8_vnni::ROWS];
     for (t, acc) in out.iter_mut().take(rows).enumerate() {
         let xr = &x.q[(r0 + t) * kp..(r0 + t + 1) * kp];
@@ -173,7 +196,11 @@ fn block_sums_generic(
 }
 
 /// `y = x·Wᵀ + b` for `x` `[rows, k]`; `y` `[rows, n]`.
-pub fn linear(x: &[f32], w: &Int8Weights, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn linear(x: &[f32], w: &Int8Weights, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+    w.with_packed(|packed| linear_packed(x, w, packed, bias))
+}
+
+fn linear_packed(x: &[f32], w: &Int8Weights, packed: Packed<'_>, bias: Option<&[f32]>) -> Vec<f32> {
     let rows = x.len() / w.k;
     let xq = quantize_rows(x, w.k);
     let vnni = crate::int8_vnni::available();
@@ -187,9 +214,9 @@ pub fn linear(x: &[f32], w: &Int8Weights, bias: Option<&[f32]>) -> Vec<f32> {
             let tile = crate::int8_vnni::ROWS.min(rows - r0);
             let sums = if vnni {
                 // SAFETY: the CPU has the instructions (checked above); shapes as packed.
-                unsafe { crate::int8_vnni::block_sums(&xq, w, block, r0, tile) }
+                unsafe { crate::int8_vnni::block_sums(&xq, packed, block, r0, tile) }
             } else {
-                block_sums_generic(&xq, w, block, r0, tile)
+                block_sums_generic(&xq, packed, block, r0, tile)
             };
             for (t, acc) in sums.iter().take(tile).enumerate() {
                 let r = r0 + t;
@@ -239,7 +266,7 @@ impl CustomOp1 for Int8Linear<'_> {
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("checked above") = self.w.n;
         Ok((
-            CpuStorage::F32(linear(x, self.w, self.bias)),
+            CpuStorage::F32(linear(x, self.w, self.bias)?),
             Shape::from(shape),
         ))
     }
@@ -288,7 +315,7 @@ mod tests {
             let w = data(n * k, 2);
             let b = data(n, 3);
             let q = Int8Weights::quantize(&w, n, k);
-            let got = linear(&x, &q, Some(&b));
+            let got = linear(&x, &q, Some(&b)).unwrap();
             let mut worst = 0f32;
             for r in 0..rows {
                 for o in 0..n {
@@ -304,9 +331,15 @@ mod tests {
                 for block in 0..n.div_ceil(BLOCK) {
                     for r0 in (0..rows).step_by(crate::int8_vnni::ROWS) {
                         let tile = crate::int8_vnni::ROWS.min(rows - r0);
-                        let plain = block_sums_generic(&xq, &q, block, r0, tile);
-                        let fast =
-                            unsafe { crate::int8_vnni::block_sums(&xq, &q, block, r0, tile) };
+                        let (plain, fast) = q
+                            .with_packed(|p| {
+                                let plain = block_sums_generic(&xq, p, block, r0, tile);
+                                let fast = unsafe {
+                                    crate::int8_vnni::block_sums(&xq, p, block, r0, tile)
+                                };
+                                (plain, fast)
+                            })
+                            .unwrap();
                         assert_eq!(plain, fast, "{rows}×{k}→{n} block {block} rows {r0}");
                     }
                 }
@@ -320,9 +353,10 @@ mod tests {
         let q = Int8Weights::quantize(&w, 70, 9);
         let (p, s) = q.to_tensors().unwrap();
         let back = Int8Weights::from_tensors(&p, &s, 70, 9).unwrap();
+        let bytes = |w: &Int8Weights| w.with_packed(|p| p.data.to_vec()).unwrap();
         assert_eq!(
-            (back.packed, back.scale, back.offset),
-            (q.packed, q.scale, q.offset)
+            (bytes(&back), back.scale, back.offset),
+            (bytes(&q), q.scale, q.offset)
         );
         assert!(Int8Weights::from_tensors(&p, &s, 71, 9).is_err());
     }

@@ -2,7 +2,7 @@
 //! packed block of 64 outputs, `ROWS × 4` vector accumulators held in registers, one
 //! `vpdpbusd` (64 multiply-adds) per accumulator for every 4 inputs.
 
-use crate::int8::{Int8Rows, Int8Weights, BLOCK};
+use crate::int8::{Int8Rows, Packed, BLOCK};
 
 /// Activation rows per tile: 6 × 4 accumulators, 4 weight vectors and a broadcast fit in the
 /// 32 vector registers.
@@ -30,15 +30,15 @@ pub fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn block_sums(
     x: &Int8Rows,
-    w: &Int8Weights,
+    w: Packed<'_>,
     block: usize,
     r0: usize,
     rows: usize,
 ) -> TileSums {
     assert!(rows <= ROWS && (r0 + rows) * w.kp <= x.q.len() && x.kp == w.kp);
-    assert!((block + 1) * w.kp * BLOCK <= w.packed.len());
+    assert!((block + 1) * w.kp * BLOCK <= w.data.len());
     let xq = x.q.as_ptr().add(r0 * w.kp);
-    let wb = w.packed.as_ptr().add(block * w.kp * BLOCK);
+    let wb = w.data.as_ptr().add(block * w.kp * BLOCK);
     // SAFETY (all arms): bounds checked above; the caller vouches for the CPU.
     match rows {
         6 => tile::<6>(xq, wb, w.kp),
@@ -53,7 +53,7 @@ pub unsafe fn block_sums(
 #[cfg(not(target_arch = "x86_64"))]
 pub unsafe fn block_sums(
     _x: &Int8Rows,
-    _w: &Int8Weights,
+    _w: Packed<'_>,
     _block: usize,
     _r0: usize,
     _rows: usize,

@@ -84,7 +84,66 @@ impl Module for Linear {
     }
 }
 
+/// Where a quantised weight travels next to (instead of) `NAME`: `NAME_int8` (packed bytes,
+/// u8) and `NAME_int8_scale` (f32 per output).
+const PACKED: &str = "_int8";
+const SCALE: &str = "_int8_scale";
+
+/// Whether `--precision int8` quantises this checkpoint tensor: the projections and
+/// feed-forward weights of the encoder's and decoder's layers.
+pub fn is_int8_weight(name: &str) -> bool {
+    (name.contains("encoder.layers.") || name.contains("decoder.layers."))
+        && [
+            ".q_proj.weight",
+            ".k_proj.weight",
+            ".v_proj.weight",
+            ".out_proj.weight",
+            ".fc1.weight",
+            ".fc2.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+/// A checkpoint tensor as `--precision int8` stores it: a dense layer's weight replaced by its
+/// quantisation (the f32 copy freed at once, so a load never holds the f32 model), anything
+/// else unchanged.
+pub fn int8_entries(name: String, t: Tensor) -> Result<Vec<(String, Tensor)>> {
+    if !is_int8_weight(&name) || t.rank() != 2 {
+        return Ok(vec![(name, t)]);
+    }
+    let (n, k) = t.dims2()?;
+    let host = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    drop(t);
+    let (packed, scale) = Int8Weights::quantize(&host, n, k).to_tensors()?;
+    Ok(vec![
+        (format!("{name}{PACKED}"), packed),
+        (format!("{name}{SCALE}"), scale),
+    ])
+}
+
+/// Whether a checkpoint entry is part of a quantised weight (bytes, not a float tensor).
+pub fn is_int8_entry(name: &str) -> bool {
+    name.ends_with(PACKED)
+}
+
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let packed_name = format!("weight{PACKED}");
+    if vb.contains_tensor(&packed_name) {
+        // Quantised as the checkpoint was read (`int8_entries`).
+        let len =
+            out_dim.div_ceil(crate::int8::BLOCK) * in_dim.div_ceil(4) * 4 * crate::int8::BLOCK;
+        let init = candle_nn::Init::Const(0.0);
+        let packed = vb.get_with_hints_dtype(len, &packed_name, init, DType::U8)?;
+        let scale =
+            vb.get_with_hints_dtype(out_dim, &format!("weight{SCALE}"), init, DType::F32)?;
+        let weights = Int8Weights::from_tensors(&packed, &scale, out_dim, in_dim)?;
+        let bias = vb.get(out_dim, "bias")?;
+        return Ok(Linear {
+            weights: Weights::Int8(Arc::new(weights)),
+            bias_host: Some(bias.to_dtype(DType::F32)?.to_vec1()?),
+        });
+    }
     let inner = candle_nn::linear(in_dim, out_dim, vb)?;
     let bias_host = match inner.bias() {
         Some(b) if b.device().is_cpu() => Some(b.to_dtype(DType::F32)?.to_vec1()?),

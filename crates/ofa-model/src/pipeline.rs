@@ -93,7 +93,7 @@ impl Entailment {
         let dir = ModelDir::open(dir)?;
         let tokenizer = Tokenizer::from_dir(&dir.root)?;
         let weights_path = dir.weights.path().to_path_buf();
-        let tensors = crate::weights::load(&dir.weights)?;
+        let tensors = crate::weights::load_with(&dir.weights, precision == Precision::Int8)?;
         let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
         Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
             .map_err(|e| match e {

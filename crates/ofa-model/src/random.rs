@@ -44,8 +44,9 @@ impl candle_nn::var_builder::SimpleBackend for RandomInit {
         candle_core::bail!("random weights need a shape for {name}")
     }
 
-    fn contains_tensor(&self, _name: &str) -> bool {
-        true
+    fn contains_tensor(&self, name: &str) -> bool {
+        // Random weights are f32; `--precision int8` quantises them after construction.
+        !crate::linear::is_int8_entry(name)
     }
 }
 

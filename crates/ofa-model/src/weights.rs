@@ -23,8 +23,14 @@ pub const EMBED_ALIASES: [&str; 3] = [
 
 /// Loads every float tensor of a checkpoint, names normalised (see [`normalize`]).
 pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
+    load_with(file, false)
+}
+
+/// With `int8`, the dense layers' weights are quantised as they are read
+/// (`linear::int8_entries`): the f32 model is never resident as a whole.
+pub fn load_with(file: &WeightsFile, int8: bool) -> Result<HashMap<String, Tensor>> {
     let raw = match file {
-        WeightsFile::Safetensors(p) => read_safetensors(p)?,
+        WeightsFile::Safetensors(p) => read_safetensors(p, int8)?,
         WeightsFile::Pytorch(p) => {
             candle_core::pickle::read_all(p).map_err(|e| OfaError::Weights {
                 file: p.clone(),
@@ -32,7 +38,7 @@ pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
             })?
         }
     };
-    normalize(raw).map_err(|e| OfaError::Weights {
+    normalize(raw, int8).map_err(|e| OfaError::Weights {
         file: file.path().to_path_buf(),
         message: e.to_string(),
     })
@@ -47,10 +53,17 @@ fn is_ignored(name: &str) -> bool {
 
 /// Strips a `model.` prefix, drops ignored buffers, converts floats to f32, and stores the
 /// shared embedding once under `encoder.embed_tokens.weight` whichever alias the file used.
-pub fn normalize(raw: Vec<(String, Tensor)>) -> candle_core::Result<HashMap<String, Tensor>> {
+pub fn normalize(
+    raw: Vec<(String, Tensor)>,
+    int8: bool,
+) -> candle_core::Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(raw.len());
     for (name, t) in raw {
         let name = name.strip_prefix("model.").unwrap_or(&name).to_owned();
+        if crate::linear::is_int8_entry(&name) {
+            out.insert(name, t);
+            continue;
+        }
         if is_ignored(&name) || !t.dtype().is_float() {
             continue;
         }
@@ -59,7 +72,11 @@ pub fn normalize(raw: Vec<(String, Tensor)>) -> candle_core::Result<HashMap<Stri
         } else {
             t.to_dtype(DType::F32)?
         };
-        out.insert(name, t);
+        if int8 {
+            out.extend(crate::linear::int8_entries(name, t)?);
+        } else {
+            out.insert(name, t);
+        }
     }
     let shared = EMBED_ALIASES.iter().find_map(|n| out.get(*n).cloned());
     for alias in &EMBED_ALIASES[1..] {
@@ -71,7 +88,7 @@ pub fn normalize(raw: Vec<(String, Tensor)>) -> candle_core::Result<HashMap<Stri
     Ok(out)
 }
 
-fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+fn read_safetensors(path: &Path, int8: bool) -> Result<Vec<(String, Tensor)>> {
     let bad = |message: String| OfaError::Weights {
         file: path.to_path_buf(),
         message,
@@ -130,7 +147,13 @@ fn read_safetensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 expected,
             );
         }
-        out.push((name.clone(), t));
+        if int8 {
+            let entries = crate::linear::int8_entries(name.clone(), t)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            out.extend(entries);
+        } else {
+            out.push((name.clone(), t));
+        }
     }
     Ok(out)
 }
