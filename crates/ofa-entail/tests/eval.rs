@@ -209,3 +209,21 @@ fn changed_labels_land_in_their_cells_and_a_comparison_agrees_with_itself() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn int8_against_f32_changes_no_clear_label() {
+    let (data, rows) = golden_set();
+    let rep = report(&eval(&data, &["--json", "--compare", "int8"]));
+    assert_eq!(rep["runs"][1]["precision"], "int8");
+    let c = &rep["comparison"];
+    assert_eq!(c["compared"], rows.len() - 2);
+    let drift = c["max_probability_difference"].as_f64().unwrap();
+    assert!(
+        drift > 0.0 && drift < 0.1,
+        "int8 moved probabilities by {drift}"
+    );
+    for change in c["label_changes"].as_array().unwrap() {
+        let margin = change["margin"].as_f64().unwrap();
+        assert!(margin < 0.02, "a clear label changed: {change}");
+    }
+}
