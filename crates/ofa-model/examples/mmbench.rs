@@ -52,6 +52,21 @@ fn main() -> candle_core::Result<()> {
             },
         );
     }
+    // candle's own quantised matmul (ggml's Q8_0 blocks), the alternative to our int8 kernel.
+    for (rows, k, n) in [(916, 1024, 4096), (15, 1024, 4096)] {
+        let x = Tensor::randn(0f32, 1., (rows, k), &d)?;
+        let w = Tensor::randn(0f32, 1., (n, k), &d)?;
+        let q =
+            candle_core::quantized::QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0)?;
+        let mm = candle_core::quantized::QMatMul::from_qtensor(q)?;
+        time(
+            &format!("candle Q8_0: linear {rows}x{k} -> {n}"),
+            2.0 * rows as f64 * k as f64 * n as f64,
+            || {
+                candle_core::Module::forward(&mm, &x).unwrap();
+            },
+        );
+    }
     let few = Tensor::randn(0f32, 1., (15, 1024), &d)?;
     time(
         "gemm: 15 rows x1024 -> 4096",
