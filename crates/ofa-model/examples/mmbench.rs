@@ -117,6 +117,40 @@ fn main() -> candle_core::Result<()> {
                 .unwrap();
         },
     );
+    // With the encoder's relative-position blocks (900 image tokens, 16 text tokens).
+    let rel_img: Vec<f32> = vec![0.1; 6892 * 16];
+    let rel_txt: Vec<f32> = vec![0.1; 511 * 16];
+    let img_idx = ofa_model::buckets::image_buckets(30, 30, 42);
+    let txt_idx = ofa_model::buckets::token_buckets(16, 256);
+    let rel_bias = ofa_model::softmax::AttnBias {
+        abs: &abs,
+        heads: 16,
+        lq: 916,
+        lk: 916,
+        blocks: vec![
+            ofa_model::bias::RelBlock {
+                table: &rel_img,
+                index: &img_idx,
+                offset: 0,
+                size: 900,
+            },
+            ofa_model::bias::RelBlock {
+                table: &rel_txt,
+                index: &txt_idx,
+                offset: 900,
+                size: 16,
+            },
+        ],
+        causal: false,
+    };
+    time(
+        "fused attention, relative blocks",
+        4.0 * 16. * 916. * 916. * 64.,
+        || {
+            ofa_model::attention_cpu::fused_attention(&q3, &k3, &v3, &rel_bias, None, &[1.0; 16])
+                .unwrap();
+        },
+    );
     time("broadcast_add 16x916x916", 16. * 916. * 916., || {
         s.broadcast_add(&s).unwrap();
     });

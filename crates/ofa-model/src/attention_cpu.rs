@@ -79,6 +79,7 @@ impl CustomOp3 for FusedAttention<'_> {
                 bias.lk
             );
         }
+        bias.check_blocks()?;
         let dh = d / heads;
         let blocks = lq.div_ceil(ROWS);
         // Each head's keys transposed once, `[B, H, dh, Lk]`: gemm then reads them in place
@@ -359,5 +360,19 @@ mod tests {
         let k = Tensor::zeros((1, 5, 6), candle_core::DType::F32, &d).unwrap();
         let err = fused_attention(&q, &k, &k, &bias, None, &[1.0, 1.0]).unwrap_err();
         assert!(err.to_string().contains("do not fit"), "{err}");
+        // A bucket index past its table is refused before anything is gathered.
+        let table = [0f32; 2 * 3];
+        let index = [0u32, 1, 2, 3];
+        let bias = AttnBias {
+            blocks: vec![RelBlock {
+                table: &table,
+                index: &index,
+                offset: 1,
+                size: 2,
+            }],
+            ..bias
+        };
+        let err = fused_attention(&q, &q, &q, &bias, None, &[1.0, 1.0]).unwrap_err();
+        assert!(err.to_string().contains("does not fit its table"), "{err}");
     }
 }

@@ -4,8 +4,8 @@
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
-/// A relative-position table (`[buckets, H]`, row-major) and the bucket of every (query, key)
-/// pair of a square block starting at `offset` on both axes.
+/// A relative-position table (`[H, buckets]`, row-major: each head's buckets side by side) and
+/// the bucket of every (query, key) pair of a square block starting at `offset` on both axes.
 pub struct RelBlock<'a> {
     pub table: &'a [f32],
     pub index: &'a [u32],
@@ -29,11 +29,13 @@ pub fn layer_bias(
         .enumerate()
         .for_each(|(h, head)| {
             for block in blocks {
+                let buckets = block.table.len() / heads;
+                let table = &block.table[h * buckets..(h + 1) * buckets];
                 for i in 0..block.size {
                     let row = &mut head[(block.offset + i) * lk + block.offset..][..block.size];
                     let idx = &block.index[i * block.size..(i + 1) * block.size];
                     for (v, &b) in row.iter_mut().zip(idx) {
-                        *v += block.table[b as usize * heads + h];
+                        *v += table[b as usize];
                     }
                 }
             }
@@ -125,7 +127,15 @@ mod tests {
             },
         ];
         let want = layer_bias(&abs, h, l, l, &blocks, false, &d).unwrap();
-        let table = |v: &[f32], rows| Tensor::from_vec(v.to_vec(), (rows, h), &d).unwrap();
+        // Host tables are head-major; the tensors `[buckets, H]`, as in the checkpoint.
+        let table = |v: &[f32], rows| {
+            Tensor::from_vec(v.to_vec(), (h, rows), &d)
+                .unwrap()
+                .t()
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
         let index = |v: &[u32]| Tensor::new(v, &d).unwrap();
         let rel = block_diagonal(&[
             rel_block_tensor(&table(&t1, 5), &index(&i1), n).unwrap(),

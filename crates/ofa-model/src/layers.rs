@@ -178,7 +178,8 @@ pub fn position_bias_host(
 }
 
 /// A layer's relative-position table `[buckets, heads]`: the tensor (gathered on a GPU) and,
-/// on the CPU, a flat row-major copy the fused attention kernel gathers from directly.
+/// on the CPU, a head-major copy `[heads, buckets]` the fused attention kernel gathers from
+/// directly (one head's table, 27 KB for the image buckets, stays in L1 while its rows are built).
 #[derive(Debug, Clone)]
 pub struct RelTable {
     pub tensor: Tensor,
@@ -190,6 +191,8 @@ pub fn rel_table(vb: &VarBuilder, buckets: usize, heads: usize, name: &str) -> R
     let host = if tensor.device().is_cpu() {
         tensor
             .to_dtype(candle_core::DType::F32)?
+            .t()?
+            .contiguous()?
             .flatten_all()?
             .to_vec1()?
     } else {
