@@ -9,6 +9,7 @@ pub mod bias;
 pub mod buckets;
 pub mod config;
 pub mod conv;
+pub mod conv3x3;
 #[cfg(feature = "cuda")]
 pub mod cuda_ops;
 pub mod decoder;

@@ -9,7 +9,9 @@ const BN_EPS: f64 = 1e-5;
 /// A bias-free convolution followed by eval-mode BatchNorm, folded into one convolution.
 #[derive(Debug, Clone)]
 struct ConvBn {
+    /// `[O, C, k, k]`, or `[9, O, C]` when `shifted` (see `conv3x3`).
     weight: Tensor,
+    shifted: bool,
     bias: Tensor,
     stride: usize,
     padding: usize,
@@ -38,8 +40,21 @@ impl ConvBn {
             .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?
             .to_dtype(dtype)?;
         let bias = (beta - (mean * &scale)?)?.to_dtype(dtype)?;
+        // On the CPU, 3×3 convolutions of stride 1 run as nine shifted GEMMs, which want the
+        // weights per kernel offset.
+        let shifted = k == 3
+            && stride == 1
+            && padding == 1
+            && crate::kernels::fused(weight.device())
+            && dtype == DType::F32;
+        let weight = if shifted {
+            crate::conv3x3::shifted_weights(&weight)?
+        } else {
+            weight
+        };
         Ok(Self {
             weight,
+            shifted,
             bias,
             stride,
             padding,
@@ -48,6 +63,14 @@ impl ConvBn {
 
     /// The folded convolution without its bias.
     fn conv(&self, x: &Tensor) -> Result<Tensor> {
+        if self.shifted {
+            if crate::kernels::fused(x.device()) {
+                return crate::conv3x3::conv3x3(x, &self.weight);
+            }
+            // Generic operations forced after loading (tests): back to candle's layout.
+            let w = crate::conv3x3::unshifted_weights(&self.weight)?;
+            return crate::conv::conv2d(x, &w, 1, 1);
+        }
         let (out_c, in_c, k, _) = self.weight.dims4()?;
         if k != 1 || self.stride > 2 {
             return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
