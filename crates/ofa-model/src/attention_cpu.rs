@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use crate::disjoint::OutPtr;
 use crate::softmax::{bias_row, softmax_row, AttnBias};
 
 /// Query rows per task: a 256×916 score block and its probabilities (1.9 MB) stay in L2; larger
@@ -26,20 +27,6 @@ struct FusedAttention<'a> {
 thread_local! {
     /// Per-thread score and probability blocks, reused across calls.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A base pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes its own (rows × head) block; no two blocks overlap.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Through a method, so closures capture the wrapper and not the bare pointer.
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 impl CustomOp3 for FusedAttention<'_> {
@@ -94,7 +81,7 @@ impl CustomOp3 for FusedAttention<'_> {
             }
         });
         let mut out = vec![0f32; b * lq * d];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = OutPtr::new(&mut out);
         (0..b * heads * blocks).into_par_iter().for_each(|task| {
             let (item, h, blk) = (
                 task / (heads * blocks),

@@ -13,10 +13,13 @@ use candle_core::{Result, Tensor};
 use crate::heads::split_heads;
 use crate::softmax::{attention_probs, Bias};
 
-/// Whether folding pays: `heads·Lq` well under `D`, and many more keys than queries (or
-/// folding is forced, for tests).
+/// Whether folding pays, decided by the model's shape rather than the batch, so a text's scores
+/// do not depend, even in the last bits, on the texts batched with it: heads·32 queries well
+/// under `D` (OFA-large, not the tiny test model) and many more keys than queries. Only a batch
+/// padded past 128 prompt tokens (rare in entailment; folded, it would cost more) is unfolded.
+/// Or forced, for tests.
 pub fn pays(heads: usize, lq: usize, lk: usize, d: usize) -> bool {
-    (2 * heads * lq <= d && lk >= 4 * lq) || crate::kernels::folded_forced()
+    (2 * heads * 32 <= d && lq <= 128 && lk >= 4 * lq) || crate::kernels::folded_forced()
 }
 
 /// The key and value projections' parameters: `wk`, `wv` `[D, D]` (out × in), `v`'s bias (the
@@ -67,11 +70,20 @@ mod tests {
     use candle_core::Device;
 
     #[test]
+    fn folds_ofa_large_prompts_whatever_their_length_up_to_128() {
+        assert!(pays(16, 1, 916, 1024) && pays(16, 128, 916, 1024));
+        assert!(!pays(16, 129, 916, 1024));
+        assert!(
+            !pays(4, 3, 900, 64),
+            "the tiny model never folds unless forced"
+        );
+    }
+
+    #[test]
     fn equals_attention_over_projected_keys_and_values() {
         let d = Device::Cpu;
         let (b, heads, dh, lq, lk) = (2, 4, 8, 3, 40);
         let dm = heads * dh;
-        assert!(pays(heads, lq, lk, dm));
         let r = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &d).unwrap();
         let (q, kv) = (r(&[b, lq, dm]), r(&[b, lk, dm]));
         let (wk, wv) = (r(&[dm, dm]), r(&[dm, dm]));

@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::disjoint::OutPtr;
 use crate::int8_vnni::TileSums;
 
 /// Outputs per packed block (4 vectors of 16 lanes).
@@ -205,7 +206,7 @@ fn linear_packed(x: &[f32], w: &Int8Weights, packed: Packed<'_>, bias: Option<&[
     let xq = quantize_rows(x, w.k);
     let vnni = crate::int8_vnni::available();
     let mut out = vec![0f32; rows * w.n];
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = OutPtr::new(&mut out);
     (0..w.n.div_ceil(BLOCK)).into_par_iter().for_each(|block| {
         let o0 = block * BLOCK;
         let width = BLOCK.min(w.n - o0);
@@ -282,19 +283,6 @@ pub fn linear_tensor(x: &Tensor, w: &Int8Weights, bias: Option<&[f32]>) -> Resul
         );
     }
     x.contiguous()?.apply_op1_no_bwd(&Int8Linear { w, bias })
-}
-
-/// A base pointer shared by tasks that write disjoint columns of one buffer.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes its own block of output columns.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 #[cfg(test)]

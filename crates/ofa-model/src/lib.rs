@@ -13,6 +13,7 @@ pub mod conv3x3;
 #[cfg(feature = "cuda")]
 pub mod cuda_ops;
 pub mod decoder;
+mod disjoint;
 pub mod encoder;
 pub mod error;
 pub mod feature_cache;
