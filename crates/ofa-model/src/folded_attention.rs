@@ -22,8 +22,8 @@ pub fn pays(heads: usize, lq: usize, lk: usize, d: usize) -> bool {
     (2 * heads * 32 <= d && lq <= 128 && lk >= 4 * lq) || crate::kernels::folded_forced()
 }
 
-/// The key and value projections' parameters: `wk`, `wv` `[D, D]` (out × in), `v`'s bias (the
-/// key bias cancels).
+/// The key and value projections' parameters: `wk`, `wv` as each head's rows, `[1, H, dh, D]`
+/// (`Linear::head_weights`), `v`'s bias (the key bias cancels).
 pub struct KeyValueWeights<'a> {
     pub wk: &'a Tensor,
     pub wv: &'a Tensor,
@@ -45,7 +45,7 @@ pub fn folded_cross_attention(
     let lk = kv.dim(1)?;
     let dh = d / heads;
     // q_h·W_kₕ: [B, H, Lq, dh] × [1, H, dh, D] → [B, H, Lq, D].
-    let qk = split_heads(q, heads)?.broadcast_matmul(&wk.reshape((1, heads, dh, d))?)?;
+    let qk = split_heads(q, heads)?.broadcast_matmul(wk)?;
     let scores = qk
         .reshape((b, heads * lq, d))?
         .matmul(&kv.t()?)?
@@ -56,7 +56,7 @@ pub fn folded_cross_attention(
         .reshape((b, heads * lq, lk))?
         .matmul(kv)?
         .reshape((b, heads, lq, d))?;
-    let o = u.broadcast_matmul(&wv.reshape((1, heads, dh, d))?.transpose(2, 3)?)?;
+    let o = u.broadcast_matmul(&wv.transpose(2, 3)?)?;
     match bv {
         Some(bv) => o.broadcast_add(&bv.reshape((1, heads, 1, dh))?),
         None => Ok(o),
@@ -114,13 +114,23 @@ mod tests {
             .unwrap()
             .matmul(&v)
             .unwrap();
-        let weights = KeyValueWeights {
-            wk: &wk,
-            wv: &wv,
-            bv: Some(&bv),
+        // Each head's rows, from `[out, in]` and, as a strided view, from `[in, out]`.
+        let stored = |w: &Tensor| w.reshape((1, heads, dh, dm)).unwrap();
+        let transposed = |w: &Tensor| {
+            let wt = w.t().unwrap().contiguous().unwrap();
+            let rows = wt.reshape((dm, heads, dh)).unwrap().permute((1, 2, 0));
+            rows.unwrap().unsqueeze(0).unwrap()
         };
-        let got = folded_cross_attention(&q, &kv, &weights, heads, &bias, Some(&m)).unwrap();
-        let diff = crate::max_diff(want, got);
-        assert!(diff < 1e-4, "{diff}");
+        let layouts: [&dyn Fn(&Tensor) -> Tensor; 2] = [&stored, &transposed];
+        for rows in layouts {
+            let weights = KeyValueWeights {
+                wk: &rows(&wk),
+                wv: &rows(&wv),
+                bv: Some(&bv),
+            };
+            let got = folded_cross_attention(&q, &kv, &weights, heads, &bias, Some(&m)).unwrap();
+            let diff = crate::max_diff(want.clone(), got);
+            assert!(diff < 1e-4, "{diff}");
+        }
     }
 }

@@ -77,14 +77,19 @@ impl Attention {
     ) -> Result<Tensor> {
         let q = (self.q_proj.forward(x)? * self.scaling)?;
         let (b, lq, d) = x.dims3()?;
-        let kv_weights = self.k_proj.weight().zip(self.v_proj.weight());
-        if let Some((wk, wv)) = kv_weights.filter(|_| {
-            crate::kernels::fused(x.device())
-                && folded_attention::pays(self.heads, lq, kv.dim(1).unwrap_or(0), d)
-        }) {
+        let fold = crate::kernels::fused(x.device())
+            && folded_attention::pays(self.heads, lq, kv.dim(1)?, d);
+        let kv_weights = match fold {
+            true => self
+                .k_proj
+                .head_weights(self.heads)?
+                .zip(self.v_proj.head_weights(self.heads)?),
+            false => None,
+        };
+        if let Some((wk, wv)) = kv_weights {
             let weights = KeyValueWeights {
-                wk,
-                wv,
+                wk: &wk,
+                wv: &wv,
                 bv: self.v_proj.bias(),
             };
             let o = folded_cross_attention(&q, kv, &weights, self.heads, bias, mask)?;

@@ -9,15 +9,28 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 struct CpuLinear<'a> {
     bias: Option<&'a [f32]>,
+    /// The weight is `Wt` `[K, N]` rather than `W` `[N, K]`.
+    transposed: bool,
 }
 
-fn with_gemm(x: &[f32], w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+fn with_gemm(
+    x: &[f32],
+    w: &[f32],
+    (k, n): (usize, usize),
+    transposed: bool,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let rows = x.len() / k;
     let mut out = match bias {
         Some(b) => b.repeat(rows),
         None => vec![0f32; rows * n],
     };
-    // SAFETY: `x` is `[rows, k]`, `w` `[n, k]` (read as `Wᵀ` through its strides) and `out`
+    // gemm's right-hand side `[k, n]`: `Wt` row by row, or `W` read through its strides.
+    let (w_cs, w_rs) = match transposed {
+        true => (1, n as isize),
+        false => (k as isize, 1),
+    };
+    // SAFETY: `x` is `[rows, k]`, `w` `[n, k]` or `[k, n]` as the strides say, and `out`
     // `[rows, n]`, all row-major and in bounds.
     unsafe {
         gemm::gemm(
@@ -32,8 +45,8 @@ fn with_gemm(x: &[f32], w: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> 
             1,
             k as isize,
             w.as_ptr(),
-            k as isize,
-            1,
+            w_cs,
+            w_rs,
             1.0,
             1.0,
             false,
@@ -59,7 +72,10 @@ impl CustomOp2 for CpuLinear<'_> {
     ) -> Result<(CpuStorage, Shape)> {
         let x = crate::conv::f32_slice(xs, xl)?;
         let w = crate::conv::f32_slice(ws, wl)?;
-        let (n, k) = wl.shape().dims2()?;
+        let (n, k) = match self.transposed {
+            true => wl.shape().dims2().map(|(k, n)| (n, k))?,
+            false => wl.shape().dims2()?,
+        };
         let dims = xl.shape().dims();
         if dims.last() != Some(&k) || self.bias.is_some_and(|b| b.len() != n) {
             candle_core::bail!(
@@ -68,7 +84,7 @@ impl CustomOp2 for CpuLinear<'_> {
                 wl.shape()
             );
         }
-        let out = with_gemm(x, w, k, n, self.bias);
+        let out = with_gemm(x, w, (k, n), self.transposed, self.bias);
         let mut shape = dims.to_vec();
         *shape.last_mut().expect("checked above") = n;
         Ok((CpuStorage::F32(out), Shape::from(shape)))
@@ -77,8 +93,20 @@ impl CustomOp2 for CpuLinear<'_> {
 
 /// `x·Wᵀ (+ b)` for `x` `[…, K]`, `w` `[N, K]`; f32 on the CPU.
 pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2_no_bwd(&w.contiguous()?, &CpuLinear { bias })
+    let op = CpuLinear {
+        bias,
+        transposed: false,
+    };
+    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op)
+}
+
+/// `x·Wt (+ b)` for `x` `[…, K]`, `wt` `[K, N]`; f32 on the CPU.
+pub fn linear_t(x: &Tensor, wt: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
+    let op = CpuLinear {
+        bias,
+        transposed: true,
+    };
+    x.contiguous()?.apply_op2_no_bwd(&wt.contiguous()?, &op)
 }
 
 #[cfg(test)]
@@ -104,8 +132,11 @@ mod tests {
             let diff = crate::max_diff(want, got);
             assert!(diff < 1e-4, "{rows}×{k}→{n}: {diff}");
             let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
-            let diff = crate::max_diff(want, linear(&x, &w, None).unwrap());
+            let diff = crate::max_diff(want.clone(), linear(&x, &w, None).unwrap());
             assert!(diff < 1e-4, "{rows}×{k}→{n} without bias: {diff}");
+            let wt = w.t().unwrap().contiguous().unwrap();
+            let diff = crate::max_diff(want, linear_t(&x, &wt, None).unwrap());
+            assert!(diff < 1e-4, "{rows}×{k}→{n} transposed: {diff}");
         }
     }
 }

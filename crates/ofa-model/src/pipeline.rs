@@ -13,6 +13,7 @@ use crate::error::{OfaError, Result};
 use crate::feature_cache::{self, FeatureCache};
 use crate::files::CONFIG_FILE;
 use crate::image::{decode_for_resize, normalize_chw, resize_square};
+use crate::linear::DenseForm;
 use crate::model::OfaModel;
 use crate::model_dir::ModelDir;
 use crate::output::Scores;
@@ -93,7 +94,12 @@ impl Entailment {
         let dir = ModelDir::open(dir)?;
         let tokenizer = Tokenizer::from_dir(&dir.root)?;
         let weights_path = dir.weights.path().to_path_buf();
-        let tensors = crate::weights::load_with(&dir.weights, precision == Precision::Int8)?;
+        let form = match precision {
+            Precision::Int8 => DenseForm::Int8,
+            _ if device.is_cpu() => DenseForm::Transposed,
+            _ => DenseForm::Stored,
+        };
+        let tensors = crate::weights::load_with(&dir.weights, form)?;
         let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
         Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
             .map_err(|e| match e {

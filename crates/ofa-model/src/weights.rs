@@ -12,6 +12,7 @@ use crate::files::{
     mtime_ns, META_CONVERTED_FROM, META_SOURCE_MTIME, META_SOURCE_SIZE, PYTORCH_FILE,
     SAFETENSORS_FILE,
 };
+use crate::linear::DenseForm;
 use crate::model_dir::WeightsFile;
 
 /// The three names of OFA's one shared embedding matrix.
@@ -23,14 +24,14 @@ pub const EMBED_ALIASES: [&str; 3] = [
 
 /// Loads every float tensor of a checkpoint, names normalised (see [`normalize`]).
 pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
-    load_with(file, false)
+    load_with(file, DenseForm::Stored)
 }
 
-/// With `int8`, the dense layers' weights are quantised as they are read
-/// (`linear::int8_entries`): the f32 model is never resident as a whole.
-pub fn load_with(file: &WeightsFile, int8: bool) -> Result<HashMap<String, Tensor>> {
+/// The dense layers' weights in `form`, transposed or quantised as they are read
+/// (`linear::dense_entries`): the model is never resident twice.
+pub fn load_with(file: &WeightsFile, form: DenseForm) -> Result<HashMap<String, Tensor>> {
     let raw = match file {
-        WeightsFile::Safetensors(p) => read_safetensors(p, int8)?,
+        WeightsFile::Safetensors(p) => read_safetensors(p, form)?,
         WeightsFile::Pytorch(p) => {
             candle_core::pickle::read_all(p).map_err(|e| OfaError::Weights {
                 file: p.clone(),
@@ -38,7 +39,7 @@ pub fn load_with(file: &WeightsFile, int8: bool) -> Result<HashMap<String, Tenso
             })?
         }
     };
-    normalize(raw, int8).map_err(|e| OfaError::Weights {
+    normalize(raw, form).map_err(|e| OfaError::Weights {
         file: file.path().to_path_buf(),
         message: e.to_string(),
     })
@@ -55,7 +56,7 @@ fn is_ignored(name: &str) -> bool {
 /// shared embedding once under `encoder.embed_tokens.weight` whichever alias the file used.
 pub fn normalize(
     raw: Vec<(String, Tensor)>,
-    int8: bool,
+    form: DenseForm,
 ) -> candle_core::Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(raw.len());
     for (name, t) in raw {
@@ -72,11 +73,7 @@ pub fn normalize(
         } else {
             t.to_dtype(DType::F32)?
         };
-        if int8 {
-            out.extend(crate::linear::int8_entries(name, t)?);
-        } else {
-            out.insert(name, t);
-        }
+        out.extend(crate::linear::dense_entries(name, t, form)?);
     }
     let shared = EMBED_ALIASES.iter().find_map(|n| out.get(*n).cloned());
     for alias in &EMBED_ALIASES[1..] {
@@ -88,7 +85,7 @@ pub fn normalize(
     Ok(out)
 }
 
-fn read_safetensors(path: &Path, int8: bool) -> Result<Vec<(String, Tensor)>> {
+fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)>> {
     let bad = |message: String| OfaError::Weights {
         file: path.to_path_buf(),
         message,
@@ -147,13 +144,9 @@ fn read_safetensors(path: &Path, int8: bool) -> Result<Vec<(String, Tensor)>> {
                 expected,
             );
         }
-        if int8 {
-            let entries = crate::linear::int8_entries(name.clone(), t)
-                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            out.extend(entries);
-        } else {
-            out.push((name.clone(), t));
-        }
+        let entries = crate::linear::dense_entries(name.clone(), t, form)
+            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        out.extend(entries);
     }
     Ok(out)
 }

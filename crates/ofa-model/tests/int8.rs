@@ -55,7 +55,7 @@ fn both_checkpoint_formats_are_quantised_as_they_are_read() {
         WeightsFile::Safetensors(tiny_dir().join("model.safetensors")),
         WeightsFile::Pytorch(tiny_dir().join("pytorch_model.bin")),
     ] {
-        let t = ofa_model::weights::load_with(&file, true).unwrap();
+        let t = ofa_model::weights::load_with(&file, ofa_model::linear::DenseForm::Int8).unwrap();
         let name = "encoder.layers.0.fc1.weight";
         assert!(!t.contains_key(name), "{file:?}: f32 {name} kept");
         assert_eq!(t[&format!("{name}_int8")].dtype(), candle_core::DType::U8);
