@@ -150,6 +150,7 @@ impl Encoder {
     /// The layers' dense weights to int8 (the embeddings, position and image projections,
     /// which run once per pass, stay f32).
     pub fn quantize_int8(&mut self) -> Result<()> {
+        self.resnet.quantize_int8()?;
         self.layers
             .iter_mut()
             .try_for_each(EncoderLayer::quantize_int8)

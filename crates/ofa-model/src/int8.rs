@@ -152,6 +152,17 @@ fn round_to_int(v: f32) -> i32 {
     (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
 }
 
+/// One row `x` into `q` (`q + 128`, as long as `x` or longer, padding left alone); its scale.
+pub fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let inv = 1.0 / s;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (round_to_int((v * inv).clamp(-127.0, 127.0)) + 128) as u8;
+    }
+    s
+}
+
 pub fn quantize_rows(x: &[f32], k: usize) -> Int8Rows {
     let kp = k.div_ceil(4) * 4;
     let rows = x.len() / k;
@@ -160,14 +171,7 @@ pub fn quantize_rows(x: &[f32], k: usize) -> Int8Rows {
     q.par_chunks_mut(kp)
         .zip(scale.par_iter_mut())
         .zip(x.par_chunks(k))
-        .for_each(|((q, s), x)| {
-            let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *s = if max > 0.0 { max / 127.0 } else { 1.0 };
-            let inv = 1.0 / *s;
-            for (q, &v) in q.iter_mut().zip(x) {
-                *q = (round_to_int((v * inv).clamp(-127.0, 127.0)) + 128) as u8;
-            }
-        });
+        .for_each(|((q, s), x)| *s = quantize_row(x, q));
     Int8Rows { q, scale, kp }
 }
 
@@ -201,9 +205,30 @@ pub fn linear(x: &[f32], w: &Int8Weights, bias: Option<&[f32]>) -> Result<Vec<f3
     w.with_packed(|packed| linear_packed(x, w, packed, bias))
 }
 
+/// The same for rows already quantised (`kp` as `w`'s).
+pub fn linear_rows(xq: &Int8Rows, w: &Int8Weights, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+    if xq.kp != w.kp || xq.q.len() != xq.scale.len() * xq.kp {
+        candle_core::bail!(
+            "int8 linear: rows of {} do not fit [{}, {}]",
+            xq.kp,
+            w.n,
+            w.k
+        );
+    }
+    w.with_packed(|packed| sums_to_f32(xq, w, packed, bias))
+}
+
 fn linear_packed(x: &[f32], w: &Int8Weights, packed: Packed<'_>, bias: Option<&[f32]>) -> Vec<f32> {
-    let rows = x.len() / w.k;
-    let xq = quantize_rows(x, w.k);
+    sums_to_f32(&quantize_rows(x, w.k), w, packed, bias)
+}
+
+fn sums_to_f32(
+    xq: &Int8Rows,
+    w: &Int8Weights,
+    packed: Packed<'_>,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let rows = xq.scale.len();
     let vnni = crate::int8_vnni::available();
     let mut out = vec![0f32; rows * w.n];
     let out_ptr = OutPtr::new(&mut out);
@@ -215,9 +240,9 @@ fn linear_packed(x: &[f32], w: &Int8Weights, packed: Packed<'_>, bias: Option<&[
             let tile = crate::int8_vnni::ROWS.min(rows - r0);
             let sums = if vnni {
                 // SAFETY: the CPU has the instructions (checked above); shapes as packed.
-                unsafe { crate::int8_vnni::block_sums(&xq, packed, block, r0, tile) }
+                unsafe { crate::int8_vnni::block_sums(xq, packed, block, r0, tile) }
             } else {
-                block_sums_generic(&xq, packed, block, r0, tile)
+                block_sums_generic(xq, packed, block, r0, tile)
             };
             for (t, acc) in sums.iter().take(tile).enumerate() {
                 let r = r0 + t;

@@ -37,6 +37,7 @@ pub mod precision;
 pub mod random;
 pub mod resize;
 pub mod resnet;
+pub mod resnet_int8;
 pub mod runtime;
 pub mod softmax;
 pub mod text;

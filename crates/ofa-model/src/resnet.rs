@@ -4,6 +4,8 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::resnet_int8::{Int8Bottleneck, Int8Conv, Nhwc};
+
 const BN_EPS: f64 = 1e-5;
 
 /// A bias-free convolution followed by eval-mode BatchNorm, folded into one convolution.
@@ -99,6 +101,16 @@ impl ConvBn {
         wm.broadcast_left(b)?.matmul(&xm)?.reshape((b, out_c, h, w))
     }
 
+    /// The convolution in int8 (CPU).
+    fn to_int8(&self) -> Result<Int8Conv> {
+        let weight = match self.shifted {
+            true => crate::conv3x3::unshifted_weights(&self.weight)?,
+            false => self.weight.clone(),
+        };
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        Int8Conv::new(&f32(&weight)?, &f32(&self.bias)?, self.stride, self.padding)
+    }
+
     /// Convolution + bias (+ residual), then ReLU if asked, the epilogue in one pass.
     fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         crate::conv::bias_act(&self.conv(x)?, &self.bias, residual, relu)
@@ -138,6 +150,17 @@ impl Bottleneck {
     }
 }
 
+impl Bottleneck {
+    fn to_int8(&self) -> Result<Int8Bottleneck> {
+        Ok(Int8Bottleneck {
+            conv1: self.conv1.to_int8()?,
+            conv2: self.conv2.to_int8()?,
+            conv3: self.conv3.to_int8()?,
+            downsample: self.downsample.as_ref().map(ConvBn::to_int8).transpose()?,
+        })
+    }
+}
+
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.conv1.forward(x, None, true)?;
@@ -155,6 +178,9 @@ impl Module for Bottleneck {
 pub struct ResNet {
     stem: ConvBn,
     blocks: Vec<Bottleneck>,
+    /// The blocks once quantised (`--precision int8`), replacing `blocks`; the stem, on three
+    /// input channels, stays f32.
+    int8_blocks: Vec<Int8Bottleneck>,
 }
 
 impl ResNet {
@@ -177,7 +203,26 @@ impl ResNet {
                 in_c = planes * 4;
             }
         }
-        Ok(Self { stem, blocks })
+        Ok(Self {
+            stem,
+            blocks,
+            int8_blocks: Vec::new(),
+        })
+    }
+
+    /// Quantises the bottleneck blocks to int8 and frees their f32 weights. CPU only.
+    pub fn quantize_int8(&mut self) -> Result<()> {
+        if !self.stem.weight.device().is_cpu() {
+            candle_core::bail!("int8 weights run on the CPU only");
+        }
+        let int8 = self
+            .blocks
+            .iter()
+            .map(Bottleneck::to_int8)
+            .collect::<Result<Vec<_>>>()?;
+        self.int8_blocks.extend(int8);
+        self.blocks.clear();
+        Ok(())
     }
 }
 
@@ -188,6 +233,13 @@ impl Module for ResNet {
         // Zero padding equals -inf padding here: the input is post-ReLU, so never negative.
         let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         let mut x = x.max_pool2d_with_stride(3, 2)?;
+        if !self.int8_blocks.is_empty() {
+            let mut h = Nhwc::from_nchw(&x.to_dtype(DType::F32)?)?;
+            for block in &self.int8_blocks {
+                h = block.forward(&h)?;
+            }
+            return h.to_nchw(x.device())?.to_dtype(x.dtype());
+        }
         for block in &self.blocks {
             x = block.forward(&x)?;
         }
