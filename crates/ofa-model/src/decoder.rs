@@ -2,7 +2,9 @@
 //! per-layer relative) and cross-attention whose bias pairs decoder and encoder positions.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::norm::LayerNorm;
 
 use crate::bias::{causal_mask, rel_block_tensor, RelBlock};
 use crate::buckets::token_buckets;

@@ -2,7 +2,9 @@
 //! decoupled absolute position biases and per-layer relative biases, NormFormer pre-LN layers.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::norm::LayerNorm;
 
 use crate::bias::{block_diagonal, rel_block_tensor, RelBlock};
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};

@@ -78,7 +78,7 @@ unsafe fn gelu_slice_avx2(x: &[f32], out: &mut [f32]) {
     gelu_slice_generic(x, out)
 }
 
-fn gelu_slice(x: &[f32], out: &mut [f32]) {
+pub(crate) fn gelu_slice(x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;

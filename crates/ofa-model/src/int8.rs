@@ -17,6 +17,9 @@ use crate::int8_vnni::TileSums;
 /// Outputs per packed block (4 vectors of 16 lanes).
 pub const BLOCK: usize = 64;
 
+/// Parallel tasks a product is cut into, at least.
+const TASKS: usize = 16;
+
 /// A weight matrix `[n, k]` quantised and packed.
 #[derive(Debug, Clone)]
 pub struct Int8Weights {
@@ -152,9 +155,27 @@ fn round_to_int(v: f32) -> i32 {
     (v + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
 }
 
+/// The largest magnitude in `x`, 16 lanes at a time: a plain `fold` with `f32::max` stays
+/// scalar (its NaN rules keep the compiler from reordering it).
+fn max_abs(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let m = tail
+        .iter()
+        .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    lanes.iter().fold(m, |m, &v| if v > m { v } else { m })
+}
+
 /// One row `x` into `q` (`q + 128`, as long as `x` or longer, padding left alone); its scale.
 pub fn quantize_row(x: &[f32], q: &mut [u8]) -> f32 {
-    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max = max_abs(x);
     let s = if max > 0.0 { max / 127.0 } else { 1.0 };
     let inv = 1.0 / s;
     for (q, &v) in q.iter_mut().zip(x) {
@@ -232,12 +253,23 @@ fn sums_to_f32(
     let vnni = crate::int8_vnni::available();
     let mut out = vec![0f32; rows * w.n];
     let out_ptr = OutPtr::new(&mut out);
-    (0..w.n.div_ceil(BLOCK)).into_par_iter().for_each(|block| {
+    // Tasks of (block of outputs, span of rows): a layer with few outputs (the ResNet's first
+    // stage has 64) still keeps every core busy. Each row's sums are exact whatever the split.
+    let blocks = w.n.div_ceil(BLOCK);
+    let spans = TASKS.div_ceil(blocks);
+    let span = rows
+        .div_ceil(spans)
+        .next_multiple_of(crate::int8_vnni::ROWS)
+        .max(1);
+    let tasks = (0..blocks).flat_map(|b| (0..rows).step_by(span).map(move |r| (b, r)));
+    let tasks: Vec<(usize, usize)> = tasks.collect();
+    tasks.into_par_iter().for_each(|(block, start)| {
         let o0 = block * BLOCK;
         let width = BLOCK.min(w.n - o0);
-        let mut r0 = 0;
-        while r0 < rows {
-            let tile = crate::int8_vnni::ROWS.min(rows - r0);
+        let end = (start + span).min(rows);
+        let mut r0 = start;
+        while r0 < end {
+            let tile = crate::int8_vnni::ROWS.min(end - r0);
             let sums = if vnni {
                 // SAFETY: the CPU has the instructions (checked above); shapes as packed.
                 unsafe { crate::int8_vnni::block_sums(xq, packed, block, r0, tile) }

@@ -2,7 +2,9 @@
 //! NormFormer attention with additive position biases, and the feed-forward block.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::norm::LayerNorm;
 
 use crate::attention_cpu::fused_attention;
 use crate::config::Activation;
@@ -14,7 +16,7 @@ use crate::softmax::{attention_probs, Bias};
 pub const LN_EPS: f64 = 1e-5;
 
 pub fn layer_norm(dim: usize, vb: VarBuilder) -> Result<LayerNorm> {
-    candle_nn::layer_norm(dim, LN_EPS, vb)
+    LayerNorm::new(dim, LN_EPS, vb)
 }
 
 /// Multi-head attention with OFA's extras: query scaling `(dh·α)^-½`, an additive bias
@@ -147,7 +149,7 @@ impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
         let h = match self.activation {
-            Activation::Gelu => crate::gelu::gelu_erf(&h)?,
+            Activation::Gelu => return self.fc2.forward(&self.ffn_layer_norm.forward_gelu(&h)?),
             Activation::GeluTanh => h.gelu()?,
             Activation::Relu => h.relu()?,
         };

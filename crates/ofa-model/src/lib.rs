@@ -31,6 +31,7 @@ pub mod linear;
 pub mod linear_cpu;
 pub mod model;
 pub mod model_dir;
+pub mod norm;
 pub mod output;
 pub mod pipeline;
 pub mod precision;
