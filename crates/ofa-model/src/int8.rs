@@ -226,9 +226,19 @@ pub fn linear(x: &[f32], w: &Int8Weights, bias: Option<&[f32]>) -> Result<Vec<f3
     w.with_packed(|packed| linear_packed(x, w, packed, bias))
 }
 
-/// The same for rows already quantised (`kp` as `w`'s).
-pub fn linear_rows(xq: &Int8Rows, w: &Int8Weights, bias: Option<&[f32]>) -> Result<Vec<f32>> {
-    if xq.kp != w.kp || xq.q.len() != xq.scale.len() * xq.kp {
+/// What is applied to each output as it is written: `relu?(y + bias (+ residual))`.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    /// `[rows, n]`, as the output.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// The same for rows already quantised (`kp` as `w`'s), with an epilogue.
+pub fn linear_rows(xq: &Int8Rows, w: &Int8Weights, epilogue: Epilogue<'_>) -> Result<Vec<f32>> {
+    let rows = xq.scale.len();
+    if xq.kp != w.kp || xq.q.len() != rows * xq.kp {
         candle_core::bail!(
             "int8 linear: rows of {} do not fit [{}, {}]",
             xq.kp,
@@ -236,18 +246,30 @@ pub fn linear_rows(xq: &Int8Rows, w: &Int8Weights, bias: Option<&[f32]>) -> Resu
             w.k
         );
     }
-    w.with_packed(|packed| sums_to_f32(xq, w, packed, bias))
+    if epilogue.bias.is_some_and(|b| b.len() != w.n)
+        || epilogue.residual.is_some_and(|r| r.len() != rows * w.n)
+    {
+        candle_core::bail!(
+            "int8 linear: bias or residual does not fit {rows} × {}",
+            w.n
+        );
+    }
+    w.with_packed(|packed| sums_to_f32(xq, w, packed, epilogue))
 }
 
 fn linear_packed(x: &[f32], w: &Int8Weights, packed: Packed<'_>, bias: Option<&[f32]>) -> Vec<f32> {
-    sums_to_f32(&quantize_rows(x, w.k), w, packed, bias)
+    let epilogue = Epilogue {
+        bias,
+        ..Epilogue::default()
+    };
+    sums_to_f32(&quantize_rows(x, w.k), w, packed, epilogue)
 }
 
 fn sums_to_f32(
     xq: &Int8Rows,
     w: &Int8Weights,
     packed: Packed<'_>,
-    bias: Option<&[f32]>,
+    epilogue: Epilogue<'_>,
 ) -> Vec<f32> {
     let rows = xq.scale.len();
     let vnni = crate::int8_vnni::available();
@@ -288,10 +310,19 @@ fn sums_to_f32(
                 for (((y, &a), &off), &sw) in dst.iter_mut().zip(acc).zip(off).zip(sw) {
                     *y = (a - off) as f32 * (sx * sw);
                 }
-                if let Some(b) = bias {
+                if let Some(b) = epilogue.bias {
                     for (y, &b) in dst.iter_mut().zip(&b[o0..o0 + width]) {
                         *y += b;
                     }
+                }
+                if let Some(res) = epilogue.residual {
+                    let res = &res[r * w.n + o0..r * w.n + o0 + width];
+                    for (y, &v) in dst.iter_mut().zip(res) {
+                        *y += v;
+                    }
+                }
+                if epilogue.relu {
+                    dst.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             }
             r0 += tile;

@@ -6,7 +6,7 @@
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::int8::{linear_rows, quantize_row, quantize_rows, Int8Rows, Int8Weights};
+use crate::int8::{linear_rows, quantize_row, quantize_rows, Epilogue, Int8Rows, Int8Weights};
 
 /// A batch of images channels-last: `data` is `[b, h, w, c]`.
 #[derive(Debug, Clone)]
@@ -87,26 +87,13 @@ impl Int8Conv {
         } else {
             self.windows(x, oh, ow)
         };
-        let mut data = linear_rows(&rows, &self.w, Some(&self.bias))?;
+        let epilogue = Epilogue {
+            bias: Some(&self.bias),
+            residual: residual.map(|r| r.data.as_slice()),
+            relu,
+        };
+        let data = linear_rows(&rows, &self.w, epilogue)?;
         let o = self.w.n;
-        if let Some(r) = residual {
-            if r.data.len() != data.len() {
-                candle_core::bail!("int8 convolution: residual of another shape");
-            }
-        }
-        if residual.is_some() || relu {
-            const CHUNK: usize = 16 * 1024;
-            data.par_chunks_mut(CHUNK).enumerate().for_each(|(i, y)| {
-                if let Some(r) = residual {
-                    for (y, r) in y.iter_mut().zip(&r.data[i * CHUNK..]) {
-                        *y += r;
-                    }
-                }
-                if relu {
-                    y.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-            });
-        }
         Ok(Nhwc {
             data,
             b: x.b,
