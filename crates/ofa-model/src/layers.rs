@@ -77,6 +77,13 @@ impl Attention {
         bias: &Bias<'_>,
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
+        if x.id() == kv.id() {
+            let projections = [&self.q_proj, &self.k_proj, &self.v_proj];
+            if let Some(qkv) = crate::linear::int8_shared_input(x, &projections)? {
+                let [q, k, v] = <[Tensor; 3]>::try_from(qkv).expect("three projections");
+                return self.attend(&(q * self.scaling)?, &k, &v, bias, mask);
+            }
+        }
         let q = (self.q_proj.forward(x)? * self.scaling)?;
         let (b, lq, d) = x.dims3()?;
         let fold = crate::kernels::fused(x.device())
@@ -102,14 +109,27 @@ impl Attention {
         }
         let k = self.k_proj.forward(kv)?;
         let v = self.v_proj.forward(kv)?;
+        self.attend(&q, &k, &v, bias, mask)
+    }
+
+    /// Attention over projected (and scaled) queries, keys and values, then `out_proj`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: &Bias<'_>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, lq, d) = q.dims3()?;
         let o = match bias {
-            Bias::Fused(b) if crate::kernels::fused(x.device()) => {
-                fused_attention(&q, &k, &v, b, mask, &self.c_attn_host)?
+            Bias::Fused(b) if crate::kernels::fused(q.device()) => {
+                fused_attention(q, k, v, b, mask, &self.c_attn_host)?
             }
             _ => {
-                let q = split_heads(&q, self.heads)?;
-                let k = split_heads(&k, self.heads)?;
-                let v = split_heads(&v, self.heads)?;
+                let q = split_heads(q, self.heads)?;
+                let k = split_heads(k, self.heads)?;
+                let v = split_heads(v, self.heads)?;
                 let probs = attention_probs(&q.matmul(&k.t()?)?, bias, mask)?;
                 let o = probs.matmul(&v)?; // [B, H, Lq, dh]
                 let o = scale_heads(&o, &self.c_attn, self.heads)?;

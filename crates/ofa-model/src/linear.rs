@@ -120,6 +120,54 @@ impl Module for Linear {
     }
 }
 
+/// int8 layers applied to one input, quantised once for all of them (a self-attention's
+/// query, key and value projections read the same rows). `None` unless every layer is int8
+/// and `x` is f32 on the CPU.
+pub fn int8_shared_input(x: &Tensor, layers: &[&Linear]) -> Result<Option<Vec<Tensor>>> {
+    let parts: Option<Vec<_>> = layers
+        .iter()
+        .map(|l| match &l.weights {
+            Weights::Int8(w) => Some((w, l.bias_host.as_deref())),
+            _ => None,
+        })
+        .collect();
+    let Some(parts) = parts else {
+        return Ok(None);
+    };
+    if parts.is_empty() || x.dtype() != DType::F32 || !x.device().is_cpu() {
+        return Ok(None);
+    }
+    let x = x.contiguous()?;
+    let k = x.dims().last().copied().unwrap_or(0);
+    if parts.iter().any(|(w, _)| w.k != k) {
+        candle_core::bail!(
+            "int8 linear: input {:?} does not fit the weights",
+            x.shape()
+        );
+    }
+    let rows = {
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("int8 linear: CPU input expected");
+        };
+        crate::int8::quantize_rows(crate::conv::f32_slice(cpu, layout)?, k)
+    };
+    parts
+        .into_iter()
+        .map(|(w, bias)| {
+            let epilogue = crate::int8::Epilogue {
+                bias,
+                ..Default::default()
+            };
+            let out = crate::int8::linear_rows(&rows, w, epilogue)?;
+            let mut shape = x.dims().to_vec();
+            *shape.last_mut().expect("k checked above") = w.n;
+            Tensor::from_vec(out, shape, x.device())
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
 /// Where a quantised weight travels next to (instead of) `NAME`: `NAME_int8` (packed bytes,
 /// u8) and `NAME_int8_scale` (f32 per output).
 const PACKED: &str = "_int8";
