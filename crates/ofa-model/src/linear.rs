@@ -145,13 +145,7 @@ pub fn int8_shared_input(x: &Tensor, layers: &[&Linear]) -> Result<Option<Vec<Te
             x.shape()
         );
     }
-    let rows = {
-        let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("int8 linear: CPU input expected");
-        };
-        crate::int8::quantize_rows(crate::conv::f32_slice(cpu, layout)?, k)
-    };
+    let rows = with_host_f32(&x, |v| crate::int8::quantize_rows(v, k))?;
     parts
         .into_iter()
         .map(|(w, bias)| {
@@ -213,13 +207,7 @@ pub fn dense_entries(name: String, t: Tensor, form: DenseForm) -> Result<Vec<(St
     if form == DenseForm::Transposed {
         let (n, k) = t.dims2()?;
         let t = t.to_dtype(DType::F32)?.contiguous()?;
-        let wt = {
-            let (storage, layout) = t.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                candle_core::bail!("weights are read on the CPU");
-            };
-            transpose(crate::conv::f32_slice(cpu, layout)?, n, k)
-        };
+        let wt = with_host_f32(&t, |v| transpose(v, n, k))?;
         let wt = Tensor::from_vec(wt, (k, n), t.device())?;
         return Ok(vec![(format!("{name}{TRANSPOSED}"), wt)]);
     }
@@ -231,6 +219,15 @@ pub fn dense_entries(name: String, t: Tensor, form: DenseForm) -> Result<Vec<(St
         (format!("{name}{PACKED}"), packed),
         (format!("{name}{SCALE}"), scale),
     ])
+}
+
+/// `f` over a contiguous f32 CPU tensor's values, borrowed rather than copied out.
+fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("a CPU tensor expected, not one on {:?}", t.device());
+    };
+    Ok(f(crate::conv::f32_slice(cpu, layout)?))
 }
 
 /// `[rows, cols]` → `[cols, rows]`, in 32 × 32 tiles that stay in L1 (candle's strided copy,
