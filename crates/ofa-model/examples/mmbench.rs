@@ -43,7 +43,7 @@ fn main() -> candle_core::Result<()> {
     for (rows, k, n) in [(916, 1024, 4096), (916, 4096, 1024), (15, 1024, 4096)] {
         let x: Vec<f32> = Tensor::randn(0f32, 1., rows * k, &d)?.to_vec1()?;
         let w: Vec<f32> = Tensor::randn(0f32, 1., n * k, &d)?.to_vec1()?;
-        let q = ofa_model::int8::Int8Weights::quantize(&w, n, k);
+        let q = ofa_model::int8_quant::Int8Weights::quantize(&w, n, k);
         time(
             &format!("int8: linear {rows}x{k} -> {n}"),
             2.0 * rows as f64 * k as f64 * n as f64,

@@ -2,7 +2,7 @@
 //! packed block of 64 outputs, `ROWS × 4` vector accumulators held in registers, one
 //! `vpdpbusd` (64 multiply-adds) per accumulator for every 4 inputs.
 
-use crate::int8::{Int8Rows, Packed, BLOCK};
+use crate::int8_quant::{Int8Rows, Packed, BLOCK};
 
 /// Activation rows per tile: 6 × 4 accumulators, 4 weight vectors and a broadcast fit in the
 /// 32 vector registers.

@@ -5,6 +5,7 @@
 //! candidate answers with one encoder pass and one decoder pass per batch.
 
 pub mod attention_cpu;
+pub mod batch_report;
 pub mod bias;
 pub mod buckets;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod gpu;
 pub mod heads;
 pub mod image;
 pub mod int8;
+pub mod int8_quant;
 pub mod int8_vnni;
 pub mod kernels;
 pub mod layers;

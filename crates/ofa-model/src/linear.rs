@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::int8::Int8Weights;
+use crate::int8_quant::Int8Weights;
 
 #[derive(Debug, Clone)]
 enum Weights {
@@ -145,7 +145,7 @@ pub fn int8_shared_input(x: &Tensor, layers: &[&Linear]) -> Result<Option<Vec<Te
             x.shape()
         );
     }
-    let rows = with_host_f32(&x, |v| crate::int8::quantize_rows(v, k))?;
+    let rows = with_host_f32(&x, |v| crate::int8_quant::quantize_rows(v, k))?;
     parts
         .into_iter()
         .map(|(w, bias)| {
@@ -261,8 +261,10 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let packed_name = format!("weight{PACKED}");
     if vb.contains_tensor(&packed_name) {
         // Quantised as the checkpoint was read (`dense_entries`).
-        let len =
-            out_dim.div_ceil(crate::int8::BLOCK) * in_dim.div_ceil(4) * 4 * crate::int8::BLOCK;
+        let len = out_dim.div_ceil(crate::int8_quant::BLOCK)
+            * in_dim.div_ceil(4)
+            * 4
+            * crate::int8_quant::BLOCK;
         let init = candle_nn::Init::Const(0.0);
         let packed = vb.get_with_hints_dtype(len, &packed_name, init, DType::U8)?;
         let scale =

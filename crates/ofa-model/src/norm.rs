@@ -165,13 +165,14 @@ mod tests {
                 &d,
             );
             let ln = LayerNorm::new(dim, 1e-5, vb).unwrap();
-            // Rows with a large common offset, where a one-pass variance loses digits.
+            // Rows with a large common offset, where a one-pass variance loses digits (candle's
+            // is off by ~1e-4 here); f32 rounding of the inputs alone allows a few 1e-6.
             let x = (Tensor::randn(0f32, 3.0, (5, dim), &d).unwrap() + 40.0).unwrap();
             let diff = crate::max_diff(reference(&x, &wh, &bh), ln.forward(&x).unwrap());
-            assert!(diff < 5e-6, "{dim}: {diff}");
+            assert!(diff < 2e-5, "{dim}: {diff}");
             let want = reference(&x.gelu_erf().unwrap(), &wh, &bh);
             let diff = crate::max_diff(want, ln.forward_gelu(&x).unwrap());
-            assert!(diff < 5e-6, "{dim} after GELU: {diff}");
+            assert!(diff < 2e-5, "{dim} after GELU: {diff}");
         }
     }
 }

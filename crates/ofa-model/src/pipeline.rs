@@ -8,12 +8,12 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+pub use crate::batch_report::{BatchReport, StageTimes};
 use crate::config::OfaConfig;
 use crate::error::{OfaError, Result};
 use crate::feature_cache::{self, FeatureCache};
 use crate::files::CONFIG_FILE;
 use crate::image::{decode_for_resize, normalize_chw, resize_square};
-use crate::linear::DenseForm;
 use crate::model::OfaModel;
 use crate::model_dir::ModelDir;
 use crate::output::Scores;
@@ -36,33 +36,6 @@ pub struct PairInput<'a> {
 pub struct Prepared {
     pub source: Vec<u32>,
     pub pixels: Arc<[u8]>,
-}
-
-/// What one batched call did besides scoring.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BatchReport {
-    pub times: StageTimes,
-    /// Distinct images in the batch.
-    pub images: usize,
-    /// Of those, how many came from the feature cache (the rest ran the ResNet).
-    pub cache_hits: usize,
-    /// Bytes the feature cache holds after the batch.
-    pub cache_bytes: u64,
-}
-
-/// Wall time of each stage of one batched call, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct StageTimes {
-    pub preprocess_ms: f64,
-    pub resnet_ms: f64,
-    pub encoder_ms: f64,
-    pub decoder_ms: f64,
-}
-
-impl StageTimes {
-    pub fn total_ms(&self) -> f64 {
-        self.preprocess_ms + self.resnet_ms + self.encoder_ms + self.decoder_ms
-    }
 }
 
 pub struct Entailment {
@@ -94,12 +67,7 @@ impl Entailment {
         let dir = ModelDir::open(dir)?;
         let tokenizer = Tokenizer::from_dir(&dir.root)?;
         let weights_path = dir.weights.path().to_path_buf();
-        let form = match precision {
-            Precision::Int8 => DenseForm::Int8,
-            _ if device.is_cpu() => DenseForm::Transposed,
-            _ => DenseForm::Stored,
-        };
-        let tensors = crate::weights::load_with(&dir.weights, form)?;
+        let tensors = crate::weights::load_with(&dir.weights, precision.dense_form(device))?;
         let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
         Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
             .map_err(|e| match e {

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device};
 
 use crate::error::{OfaError, Result};
+use crate::linear::DenseForm;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,6 +42,16 @@ impl Precision {
             Precision::F16 => DType::F16,
             // Activations and everything but the dense layers' weights stay f32.
             Precision::Int8 => DType::F32,
+        }
+    }
+
+    /// How the dense layers' weights are kept as they load: quantised for int8, transposed for
+    /// the CPU's gemm otherwise, as stored on a GPU.
+    pub fn dense_form(self, device: &Device) -> DenseForm {
+        match self {
+            Precision::Int8 => DenseForm::Int8,
+            _ if device.is_cpu() => DenseForm::Transposed,
+            _ => DenseForm::Stored,
         }
     }
 

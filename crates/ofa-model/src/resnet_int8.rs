@@ -6,7 +6,8 @@
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use crate::int8::{linear_rows, quantize_row, quantize_rows, Epilogue, Int8Rows, Int8Weights};
+use crate::int8::{linear_rows, Epilogue};
+use crate::int8_quant::{quantize_row, quantize_rows, Int8Rows, Int8Weights};
 
 /// A batch of images channels-last: `data` is `[b, h, w, c]`.
 #[derive(Debug, Clone)]
