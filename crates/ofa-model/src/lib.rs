@@ -39,6 +39,7 @@ pub mod pipeline;
 pub mod precision;
 pub mod random;
 pub mod resize;
+mod resize_rows;
 pub mod resnet;
 pub mod resnet_int8;
 pub mod runtime;
