@@ -1,6 +1,8 @@
 //! OFA decoder: causal NormFormer layers with self-attention position biases (absolute +
 //! per-layer relative) and cross-attention whose bias pairs decoder and encoder positions.
 
+use std::sync::Arc;
+
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -14,6 +16,7 @@ use crate::layers::{
     layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
 use crate::linear::{linear, Linear};
+use crate::position_cache::{text_rows, RowCache};
 use crate::softmax::{AttnBias, Bias};
 
 #[derive(Debug, Clone)]
@@ -71,6 +74,14 @@ impl DecoderLayer {
     }
 }
 
+/// Projected position rows for one pass (`[1, rows, D]`, queries scaled).
+struct PositionRows {
+    self_q: Tensor,
+    self_k: Tensor,
+    cross_q: Tensor,
+    cross_k: Tensor,
+}
+
 #[derive(Debug, Clone)]
 pub struct Decoder {
     embed_tokens: Tensor,
@@ -88,6 +99,11 @@ pub struct Decoder {
     pos_scaling: f64,
     token_bucket_size: usize,
     max_positions: usize,
+    /// The decoder's positions through `self_pos_q_linear` (scaled), `self_pos_k_linear` and
+    /// `cross_pos_q_linear` (scaled).
+    position_rows: Arc<RowCache>,
+    /// The encoder's positions through `cross_pos_k_linear`.
+    encoder_rows: Arc<RowCache>,
 }
 
 impl Decoder {
@@ -125,6 +141,8 @@ impl Decoder {
             pos_scaling: (d as f64 / heads as f64 * cfg.attn_scale_factor).powf(-0.5),
             token_bucket_size: cfg.token_bucket_size,
             max_positions: cfg.max_position_embeddings + 2,
+            position_rows: Arc::default(),
+            encoder_rows: Arc::default(),
         })
     }
 
@@ -147,20 +165,15 @@ impl Decoder {
             .embedding(&tokens.flatten_all()?)?
             .reshape((b, m, ()))?;
         let mut x = self.layernorm_embedding.forward(&x)?;
-        let pos = self
-            .pos_ln
-            .forward(&self.embed_positions.narrow(0, 0, m)?)?
-            .unsqueeze(0)?;
-        let (sq, sk) = (&self.self_pos_q_linear, &self.self_pos_k_linear);
-        let (cq, ck) = (&self.cross_pos_q_linear, &self.cross_pos_k_linear);
-        let (heads, scaling) = (self.heads, self.pos_scaling);
-        let lk = enc.positions.dim(1)?;
+        let p = self.projected_positions(m, enc)?;
+        let lk = p.cross_k.dim(1)?;
+        let heads = self.heads;
         let tok_idx = token_buckets(m, self.token_bucket_size);
         if !crate::kernels::fused(tokens.device()) {
             // On a GPU the biases are built there, the causal mask folded into the shared part.
             let device = tokens.device();
-            let self_abs = position_bias(sq, sk, &pos, &pos, heads, scaling)?;
-            let cross_abs = position_bias(cq, ck, &pos, &enc.positions, heads, scaling)?;
+            let self_abs = position_bias(&p.self_q, &p.self_k, heads)?;
+            let cross_abs = position_bias(&p.cross_q, &p.cross_k, heads)?;
             // `[H, m, m]`, the same shape as each layer's relative part: candle then adds them
             // without its (slow) broadcasting kernel, as in the encoder.
             let self_abs =
@@ -176,8 +189,8 @@ impl Decoder {
             }
             return self.layer_norm.forward(&x);
         }
-        let self_abs = position_bias_host(sq, sk, &pos, &pos, heads, scaling)?;
-        let cross_abs = position_bias_host(cq, ck, &pos, &enc.positions, heads, scaling)?;
+        let self_abs = position_bias_host(&p.self_q, &p.self_k, heads)?;
+        let cross_abs = position_bias_host(&p.cross_q, &p.cross_k, heads)?;
         let cross_bias = Bias::Fused(AttnBias {
             abs: &cross_abs,
             heads: self.heads,
@@ -203,5 +216,46 @@ impl Decoder {
             x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
         }
         self.layer_norm.forward(&x)
+    }
+
+    /// The decoder's position rows `0..m` through the self-attention pair and the
+    /// cross-attention query (`[1, m, D]` each, queries scaled), and the encoder's through the
+    /// cross-attention key (`[1, N + T, D]`), from the caches.
+    fn projected_positions(&self, m: usize, enc: &EncoderOutput) -> Result<PositionRows> {
+        let s = self.pos_scaling;
+        let own = self.position_rows.text(m, |m| {
+            let n = text_rows(m, self.max_positions);
+            let rows = self
+                .pos_ln
+                .forward(&self.embed_positions.narrow(0, 0, n)?)?
+                .unsqueeze(0)?;
+            [
+                (self.self_pos_q_linear.forward(&rows)? * s)?,
+                self.self_pos_k_linear.forward(&rows)?,
+                (self.cross_pos_q_linear.forward(&rows)? * s)?,
+            ]
+            .iter()
+            .map(|p| p.squeeze(0))
+            .collect()
+        })?;
+        let (gh, gw) = enc.grid;
+        let n = gh * gw;
+        let t = enc.positions.dim(1)? - n;
+        let key = |start: usize, len: usize| -> Result<Vec<Tensor>> {
+            let rows = enc.positions.narrow(1, start, len)?;
+            Ok(vec![self.cross_pos_k_linear.forward(&rows)?.squeeze(0)?])
+        };
+        // The encoder's rows: its image grid, then its text positions 0..T (only those the
+        // encoder output holds can be computed here).
+        let img = self.encoder_rows.image((gh, gw), || key(0, n))?;
+        let txt = self.encoder_rows.text(t, |_| key(n, t))?;
+        let ck = Tensor::cat(&[&img[0], &txt[0]], 0)?.unsqueeze(0)?;
+        let one = |i: usize| own[i].unsqueeze(0);
+        Ok(PositionRows {
+            self_q: one(0)?,
+            self_k: one(1)?,
+            cross_q: one(2)?,
+            cross_k: ck,
+        })
     }
 }

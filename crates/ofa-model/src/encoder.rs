@@ -1,6 +1,8 @@
 //! OFA encoder: ResNet patch features and text embeddings in one sequence (image first), with
 //! decoupled absolute position biases and per-layer relative biases, NormFormer pre-LN layers.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -13,6 +15,7 @@ use crate::layers::{
     layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
 use crate::linear::{linear, Linear};
+use crate::position_cache::{text_rows, RowCache};
 use crate::resnet::ResNet;
 use crate::softmax::{AttnBias, Bias};
 
@@ -66,6 +69,8 @@ pub struct EncoderOutput {
     pub positions: Tensor,
     /// Additive key mask `[B, N + T]` when some text is padded.
     pub key_mask: Option<Tensor>,
+    /// The patch grid `(h, w)`: the first `h·w` rows of `positions` are the image's.
+    pub grid: (usize, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +97,8 @@ pub struct Encoder {
     image_bucket_size: usize,
     max_positions: usize,
     pad_id: u32,
+    /// `pos_q_linear` (scaled) and `pos_k_linear` of the position rows.
+    position_rows: Arc<RowCache>,
 }
 
 impl Encoder {
@@ -146,6 +153,7 @@ impl Encoder {
             image_bucket_size: cfg.image_bucket_size,
             max_positions: cfg.max_position_embeddings + 2,
             pad_id: cfg.pad_token_id,
+            position_rows: Arc::default(),
         })
     }
 
@@ -207,12 +215,11 @@ impl Encoder {
         let mut x = Tensor::cat(&[img, txt], 1)?;
 
         let positions = self.positions(gh, gw, t, &device)?;
-        let (q_lin, k_lin) = (&self.pos_q_linear, &self.pos_k_linear);
-        let (heads, scaling) = (self.heads, self.pos_scaling);
+        let (q_pos, k_pos) = self.projected_positions(gh, gw, t, &device)?;
         let img_idx = image_buckets(gh, gw, self.image_bucket_size);
         let tok_idx = token_buckets(t, self.token_bucket_size);
         if crate::kernels::fused(&device) {
-            let abs = position_bias_host(q_lin, k_lin, &positions, &positions, heads, scaling)?;
+            let abs = position_bias_host(&q_pos, &k_pos, self.heads)?;
             for (i, layer) in self.layers.iter().enumerate() {
                 let bias = AttnBias {
                     abs: &abs,
@@ -238,7 +245,7 @@ impl Encoder {
                 x = layer.forward(&x, &Bias::Fused(bias), key_mask.as_ref())?;
             }
         } else {
-            let abs = position_bias(q_lin, k_lin, &positions, &positions, heads, scaling)?;
+            let abs = position_bias(&q_pos, &k_pos, self.heads)?;
             // On a GPU each layer's bias is gathered there: nothing crosses the bus per layer.
             let img_idx = Tensor::from_vec(img_idx, n * n, &device)?;
             let tok_idx = Tensor::from_vec(tok_idx, t * t, &device)?;
@@ -257,19 +264,51 @@ impl Encoder {
             hidden,
             positions,
             key_mask,
+            grid: (gh, gw),
         })
+    }
+
+    /// `[1, N + T, D]` each: the position rows through `pos_q_linear` (scaled) and
+    /// `pos_k_linear`, from the cache.
+    fn projected_positions(
+        &self,
+        gh: usize,
+        gw: usize,
+        t: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let project = |rows: Tensor| -> Result<Vec<Tensor>> {
+            let rows = rows.unsqueeze(0)?;
+            let q = (self.pos_q_linear.forward(&rows)? * self.pos_scaling)?;
+            let k = self.pos_k_linear.forward(&rows)?;
+            Ok(vec![q.squeeze(0)?, k.squeeze(0)?])
+        };
+        let img = self
+            .position_rows
+            .image((gh, gw), || project(self.image_positions(gh, gw, device)?))?;
+        let txt = self.position_rows.text(t, |t| {
+            project(self.text_positions(text_rows(t, self.max_positions))?)
+        })?;
+        let joined = |i: usize| Tensor::cat(&[&img[i], &txt[i]], 0)?.unsqueeze(0);
+        Ok((joined(0)?, joined(1)?))
     }
 
     /// `[1, N + T, D]`: layer-normed image grid positions then text positions 0..T.
     fn positions(&self, gh: usize, gw: usize, t: usize, device: &Device) -> Result<Tensor> {
+        let img = self.image_positions(gh, gw, device)?;
+        Tensor::cat(&[img, self.text_positions(t)?], 0)?.unsqueeze(0)
+    }
+
+    /// `[h·w, D]`: the layer-normed positions of the patch grid, row-major.
+    fn image_positions(&self, gh: usize, gw: usize, device: &Device) -> Result<Tensor> {
         let ids = image_position_ids(gh, gw, self.image_bucket_size);
         let ids = Tensor::from_vec(ids, gh * gw, device)?;
-        let img = self
-            .image_pos_ln
-            .forward(&self.embed_image_positions.index_select(&ids, 0)?)?;
-        let txt = self
-            .pos_ln
-            .forward(&self.embed_positions.narrow(0, 0, t)?)?;
-        Tensor::cat(&[img, txt], 0)?.unsqueeze(0)
+        self.image_pos_ln
+            .forward(&self.embed_image_positions.index_select(&ids, 0)?)
+    }
+
+    /// `[t, D]`: the layer-normed text positions `0..t`.
+    fn text_positions(&self, t: usize) -> Result<Tensor> {
+        self.pos_ln.forward(&self.embed_positions.narrow(0, 0, t)?)
     }
 }

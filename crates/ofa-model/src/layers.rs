@@ -177,31 +177,15 @@ impl Module for FeedForward {
     }
 }
 
-/// `[B, L, D]` position embeddings → `(heads(P·Wq + bq)·s) · heads(P'·Wk + bk)ᵀ` = `[B, H, Lq, Lk]`.
-pub fn position_bias(
-    q_lin: &Linear,
-    k_lin: &Linear,
-    pq: &Tensor,
-    pk: &Tensor,
-    heads: usize,
-    scaling: f64,
-) -> Result<Tensor> {
-    let q = split_heads(&(q_lin.forward(pq)? * scaling)?, heads)?;
-    let k = split_heads(&k_lin.forward(pk)?, heads)?;
-    q.matmul(&k.t()?)
+/// Projected (and scaled) position rows `[1, Lq, D]`, `[1, Lk, D]` → `heads(q) · heads(k)ᵀ`
+/// = `[1, H, Lq, Lk]`.
+pub fn position_bias(q: &Tensor, k: &Tensor, heads: usize) -> Result<Tensor> {
+    split_heads(q, heads)?.matmul(&split_heads(k, heads)?.t()?)
 }
 
 /// The same for one item on the CPU, `[H, Lq, Lk]` flattened on the host for the fused kernels.
-pub fn position_bias_host(
-    q_lin: &Linear,
-    k_lin: &Linear,
-    pq: &Tensor,
-    pk: &Tensor,
-    heads: usize,
-    scaling: f64,
-) -> Result<Vec<f32>> {
-    let q = (q_lin.forward(pq)? * scaling)?;
-    crate::attention_cpu::head_scores(&q, &k_lin.forward(pk)?, heads)
+pub fn position_bias_host(q: &Tensor, k: &Tensor, heads: usize) -> Result<Vec<f32>> {
+    crate::attention_cpu::head_scores(q, k, heads)
 }
 
 /// A layer's relative-position table `[buckets, heads]`: the tensor (gathered on a GPU) and,

@@ -36,6 +36,7 @@ pub mod model_dir;
 pub mod norm;
 pub mod output;
 pub mod pipeline;
+pub mod position_cache;
 pub mod precision;
 pub mod random;
 pub mod resize;
