@@ -1,7 +1,9 @@
 //! The `--features cuda` build, on a machine with no GPU: the pinned toolchain
 //! (`tools/cuda-toolchain.sh`, NVIDIA's PyPI wheels) compiles and links it, and the binary it
 //! makes, run against the link stub instead of a driver, serves the CPU exactly as the CPU build
-//! does and, asked for a GPU, fails at once with one clear error: no panic, no hang.
+//! does and, asked for a GPU, fails at once with one clear error: no panic, no hang. What the
+//! device check ships besides (the golden test executables, the per-operation timer) compiles
+//! too.
 //!
 //! The toolchain (~1.2 GB) and the build's target directory are kept under
 //! `$XDG_CACHE_HOME/ofa-entail` (else `~/.cache/ofa-entail`; `CUDA_TOOLCHAIN_DIR`,
@@ -98,30 +100,47 @@ fn cuda_build_compiles_here_and_fails_cleanly_without_a_driver() {
         .map(|(_, v)| PathBuf::from(v))
         .expect("the script exports CUDA_HOME");
 
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(repo())
-        .args(["build", "--release", "--locked", "-p", "ofa-entail"])
-        .args(["--features", "cuda", "--target-dir"])
-        .arg(&target)
-        .env("CUDAFORGE_THREADS", "2")
-        // A proof that it compiles and links, not a build to time: unoptimised Rust compiles
-        // in half the time (the CUDA kernels are built as always), keeping CI under 30 min.
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256");
-    // The outer `cargo test` must not steer the inner build.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" {
-            cargo.env_remove(k);
+    let build = |args: &[&str]| {
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .current_dir(repo())
+            .args(["build", "--release", "--locked", "--features", "cuda"])
+            .args(args)
+            .arg("--target-dir")
+            .arg(&target)
+            .env("CUDAFORGE_THREADS", "2")
+            // A proof that it compiles and links, not a build to time: unoptimised Rust
+            // compiles in half the time (the CUDA kernels are built as always), keeping CI
+            // under 30 min.
+            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256");
+        // The outer `cargo test` must not steer the inner build.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" {
+                cargo.env_remove(k);
+            }
         }
-    }
-    cargo.envs(env.iter().map(|(k, v)| (k, v)));
-    let out = cargo.output().expect("cargo runs");
-    assert!(
-        out.status.success(),
-        "cargo build --features cuda failed:\n{}",
-        tail(&out.stderr, 60)
-    );
+        cargo.envs(env.iter().map(|(k, v)| (k, v)));
+        let out = cargo.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "cargo build --features cuda {args:?} failed:\n{}",
+            tail(&out.stderr, 60)
+        );
+    };
+    build(&["-p", "ofa-entail"]);
+    // And what bench/gpu_pack.sh ships to a GPU machine besides: the test executables the
+    // device check runs there, and the per-operation timer.
+    build(&[
+        "-p",
+        "ofa-model",
+        "--test",
+        "golden",
+        "--test",
+        "generic",
+        "--example",
+        "gpu_ops",
+    ]);
     let bin = target.join("release/ofa-entail");
 
     // The toolkit's libraries, and the stub where the driver would be.

@@ -49,7 +49,7 @@ fn main() -> candle_core::Result<()> {
     time(&dev, "linear as one 2d matmul", mm, 0.0, || {
         x2.matmul(&w.t().unwrap()).unwrap();
     });
-    let ours = ofa_model::layers::linear(
+    let ours = ofa_model::linear::linear(
         d,
         d,
         candle_nn::VarBuilder::from_tensors(

@@ -16,7 +16,7 @@ use crate::layers::{
     layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
 use crate::linear::{linear, Linear};
-use crate::position_cache::{text_rows, RowCache};
+use crate::position_cache::{bias_rows, text_rows, LayerBiases, RowCache};
 use crate::softmax::{AttnBias, Bias};
 
 #[derive(Debug, Clone)]
@@ -104,6 +104,8 @@ pub struct Decoder {
     position_rows: Arc<RowCache>,
     /// The encoder's positions through `cross_pos_k_linear`.
     encoder_rows: Arc<RowCache>,
+    /// Off the CPU: each layer's self-attention bias for the longest input so far.
+    self_biases: Arc<LayerBiases<()>>,
 }
 
 impl Decoder {
@@ -143,6 +145,7 @@ impl Decoder {
             max_positions: cfg.max_position_embeddings + 2,
             position_rows: Arc::default(),
             encoder_rows: Arc::default(),
+            self_biases: Arc::default(),
         })
     }
 
@@ -168,27 +171,21 @@ impl Decoder {
         let p = self.projected_positions(m, enc)?;
         let lk = p.cross_k.dim(1)?;
         let heads = self.heads;
-        let tok_idx = token_buckets(m, self.token_bucket_size);
         if !crate::kernels::fused(tokens.device()) {
-            // On a GPU the biases are built there, the causal mask folded into the shared part.
-            let device = tokens.device();
-            let self_abs = position_bias(&p.self_q, &p.self_k, heads)?;
-            let cross_abs = position_bias(&p.cross_q, &p.cross_k, heads)?;
-            // `[H, m, m]`, the same shape as each layer's relative part: candle then adds them
-            // without its (slow) broadcasting kernel, as in the encoder.
-            let self_abs =
-                self_abs
-                    .squeeze(0)?
-                    .broadcast_add(&causal_mask(m, self_abs.dtype(), device)?)?;
-            let tok_idx = Tensor::from_vec(tok_idx, m * m, device)?;
-            let cross_bias = Bias::Dense(cross_abs);
-            for (i, layer) in self.layers.iter().enumerate() {
-                let rel = rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, m)?;
-                let self_bias = Bias::Dense((&self_abs + rel)?);
+            // On a GPU the biases are built there. Each layer's self-attention bias is built
+            // once for the longest input so far and sliced (as in the encoder).
+            let self_biases = self.self_biases.get((), m, |m| {
+                let m = bias_rows(m, self.max_positions);
+                Ok((m, Arc::new(self.build_self_biases(m, tokens.device())?)))
+            })?;
+            let cross_bias = Bias::Dense(position_bias(&p.cross_q, &p.cross_k, heads)?);
+            for (layer, bias) in self.layers.iter().zip(self_biases.iter()) {
+                let self_bias = Bias::Dense(bias.narrow(1, 0, m)?.narrow(2, 0, m)?);
                 x = layer.forward(&x, &self_bias, enc, &cross_bias)?;
             }
             return self.layer_norm.forward(&x);
         }
+        let tok_idx = token_buckets(m, self.token_bucket_size);
         let self_abs = position_bias_host(&p.self_q, &p.self_k, heads)?;
         let cross_abs = position_bias_host(&p.cross_q, &p.cross_k, heads)?;
         let cross_bias = Bias::Fused(AttnBias {
@@ -218,26 +215,52 @@ impl Decoder {
         self.layer_norm.forward(&x)
     }
 
+    /// Each layer's causal self-attention bias `[H, m, m]` (absolute plus relative positions),
+    /// built on the model's device.
+    fn build_self_biases(&self, m: usize, device: &candle_core::Device) -> Result<Vec<Tensor>> {
+        let s = self.pos_scaling;
+        let rows = self
+            .position_rows
+            .text(m, |m| self.project_own_rows(m, s))?;
+        let (q, k) = (rows[0].unsqueeze(0)?, rows[1].unsqueeze(0)?);
+        let abs = position_bias(&q, &k, self.heads)?.squeeze(0)?;
+        // `[H, m, m]`, the same shape as each layer's relative part: candle then adds them
+        // without its (slow) broadcasting kernel, as in the encoder.
+        let abs = abs.broadcast_add(&causal_mask(m, abs.dtype(), device)?)?;
+        let tok_idx = token_buckets(m, self.token_bucket_size);
+        let tok_idx = Tensor::from_vec(tok_idx, m * m, device)?;
+        self.token_rel_tables
+            .iter()
+            .map(|table| &abs + rel_block_tensor(&table.tensor, &tok_idx, m)?)
+            .collect()
+    }
+
+    /// The decoder's position rows `0..n` (at least `m`) through the self-attention pair and
+    /// the cross-attention query (queries scaled by `s`).
+    fn project_own_rows(&self, m: usize, s: f64) -> Result<Vec<Tensor>> {
+        let n = text_rows(m, self.max_positions);
+        let rows = self
+            .pos_ln
+            .forward(&self.embed_positions.narrow(0, 0, n)?)?
+            .unsqueeze(0)?;
+        [
+            (self.self_pos_q_linear.forward(&rows)? * s)?,
+            self.self_pos_k_linear.forward(&rows)?,
+            (self.cross_pos_q_linear.forward(&rows)? * s)?,
+        ]
+        .iter()
+        .map(|p| p.squeeze(0))
+        .collect()
+    }
+
     /// The decoder's position rows `0..m` through the self-attention pair and the
     /// cross-attention query (`[1, m, D]` each, queries scaled), and the encoder's through the
     /// cross-attention key (`[1, N + T, D]`), from the caches.
     fn projected_positions(&self, m: usize, enc: &EncoderOutput) -> Result<PositionRows> {
         let s = self.pos_scaling;
-        let own = self.position_rows.text(m, |m| {
-            let n = text_rows(m, self.max_positions);
-            let rows = self
-                .pos_ln
-                .forward(&self.embed_positions.narrow(0, 0, n)?)?
-                .unsqueeze(0)?;
-            [
-                (self.self_pos_q_linear.forward(&rows)? * s)?,
-                self.self_pos_k_linear.forward(&rows)?,
-                (self.cross_pos_q_linear.forward(&rows)? * s)?,
-            ]
-            .iter()
-            .map(|p| p.squeeze(0))
-            .collect()
-        })?;
+        let own = self
+            .position_rows
+            .text(m, |m| self.project_own_rows(m, s))?;
         let (gh, gw) = enc.grid;
         let n = gh * gw;
         let t = enc.positions.dim(1)? - n;

@@ -15,7 +15,7 @@ use crate::layers::{
     layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
 use crate::linear::{linear, Linear};
-use crate::position_cache::{text_rows, RowCache};
+use crate::position_cache::{bias_rows, text_rows, LayerBiases, RowCache};
 use crate::resnet::ResNet;
 use crate::softmax::{AttnBias, Bias};
 
@@ -99,6 +99,8 @@ pub struct Encoder {
     pad_id: u32,
     /// `pos_q_linear` (scaled) and `pos_k_linear` of the position rows.
     position_rows: Arc<RowCache>,
+    /// Off the CPU: each layer's bias for a grid and the longest text so far.
+    layer_biases: Arc<LayerBiases<(usize, usize)>>,
 }
 
 impl Encoder {
@@ -154,6 +156,7 @@ impl Encoder {
             max_positions: cfg.max_position_embeddings + 2,
             pad_id: cfg.pad_token_id,
             position_rows: Arc::default(),
+            layer_biases: Arc::default(),
         })
     }
 
@@ -215,11 +218,11 @@ impl Encoder {
         let mut x = Tensor::cat(&[img, txt], 1)?;
 
         let positions = self.positions(gh, gw, t, &device)?;
-        let (q_pos, k_pos) = self.projected_positions(gh, gw, t, &device)?;
-        let img_idx = image_buckets(gh, gw, self.image_bucket_size);
-        let tok_idx = token_buckets(t, self.token_bucket_size);
         if crate::kernels::fused(&device) {
+            let (q_pos, k_pos) = self.projected_positions(gh, gw, t, &device)?;
             let abs = position_bias_host(&q_pos, &k_pos, self.heads)?;
+            let img_idx = image_buckets(gh, gw, self.image_bucket_size);
+            let tok_idx = token_buckets(t, self.token_bucket_size);
             for (i, layer) in self.layers.iter().enumerate() {
                 let bias = AttnBias {
                     abs: &abs,
@@ -245,17 +248,15 @@ impl Encoder {
                 x = layer.forward(&x, &Bias::Fused(bias), key_mask.as_ref())?;
             }
         } else {
-            let abs = position_bias(&q_pos, &k_pos, self.heads)?;
-            // On a GPU each layer's bias is gathered there: nothing crosses the bus per layer.
-            let img_idx = Tensor::from_vec(img_idx, n * n, &device)?;
-            let tok_idx = Tensor::from_vec(tok_idx, t * t, &device)?;
-            for (i, layer) in self.layers.iter().enumerate() {
-                let rel = block_diagonal(&[
-                    rel_block_tensor(&self.image_rel_tables[i].tensor, &img_idx, n)?,
-                    rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, t)?,
-                ])?;
-                // Same shapes, so candle adds them without its (slow) broadcasting kernel.
-                let bias = Bias::Dense((abs.squeeze(0)? + rel)?);
+            // On a GPU each layer's bias is built there, once for the longest text so far: a
+            // shorter text's bias is the top-left corner of a longer one's. A pass then slices
+            // it (one copy) where building it took a dozen kernels.
+            let biases = self.layer_biases.get((gh, gw), t, |t| {
+                let t = bias_rows(t, self.max_positions);
+                Ok((t, Arc::new(self.build_layer_biases(gh, gw, t, &device)?)))
+            })?;
+            for (layer, bias) in self.layers.iter().zip(biases.iter()) {
+                let bias = Bias::Dense(bias.narrow(1, 0, l)?.narrow(2, 0, l)?);
                 x = layer.forward(&x, &bias, key_mask.as_ref())?;
             }
         }
@@ -266,6 +267,33 @@ impl Encoder {
             key_mask,
             grid: (gh, gw),
         })
+    }
+
+    /// Each layer's attention bias `[H, N + T, N + T]` (absolute plus relative positions), built
+    /// on the model's device.
+    fn build_layer_biases(
+        &self,
+        gh: usize,
+        gw: usize,
+        t: usize,
+        device: &Device,
+    ) -> Result<Vec<Tensor>> {
+        let n = gh * gw;
+        let (q_pos, k_pos) = self.projected_positions(gh, gw, t, device)?;
+        let abs = position_bias(&q_pos, &k_pos, self.heads)?.squeeze(0)?;
+        let img_idx = image_buckets(gh, gw, self.image_bucket_size);
+        let img_idx = Tensor::from_vec(img_idx, n * n, device)?;
+        let tok_idx = Tensor::from_vec(token_buckets(t, self.token_bucket_size), t * t, device)?;
+        (0..self.layers.len())
+            .map(|i| {
+                let rel = block_diagonal(&[
+                    rel_block_tensor(&self.image_rel_tables[i].tensor, &img_idx, n)?,
+                    rel_block_tensor(&self.token_rel_tables[i].tensor, &tok_idx, t)?,
+                ])?;
+                // Same shapes, so candle adds them without its (slow) broadcasting kernel.
+                &abs + rel
+            })
+            .collect()
     }
 
     /// `[1, N + T, D]` each: the position rows through `pos_q_linear` (scaled) and

@@ -5,19 +5,56 @@
 //! rows that are the same, bit for bit, as the ones it would compute, since a linear layer
 //! treats each row on its own.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{Result, Tensor};
 
-/// A patch grid and its rows' projections.
-type GridRows = ((usize, usize), Vec<Tensor>);
+/// One value made for a key and a size, reused for that key at any size up to it: a new key,
+/// or a larger size, makes it anew (`compute(size)` says what size it made).
+#[derive(Debug)]
+pub struct Grown<K, V> {
+    slot: Mutex<Option<(K, usize, V)>>,
+}
+
+impl<K, V> Default for Grown<K, V> {
+    fn default() -> Self {
+        Self {
+            slot: Mutex::new(None),
+        }
+    }
+}
+
+impl<K: PartialEq, V: Clone> Grown<K, V> {
+    pub fn get(
+        &self,
+        key: K,
+        size: usize,
+        compute: impl FnOnce(usize) -> Result<(usize, V)>,
+    ) -> Result<V> {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((k, kept, v)) = slot.as_ref() {
+            if *k == key && *kept >= size {
+                return Ok(v.clone());
+            }
+        }
+        let (made, v) = compute(size)?;
+        if made < size {
+            candle_core::bail!("position cache: made for {made}, {size} needed");
+        }
+        *slot = Some((key, made, v.clone()));
+        Ok(v)
+    }
+}
+
+/// Per-layer attention biases, made for a key and a text length.
+pub type LayerBiases<K> = Grown<K, Arc<Vec<Tensor>>>;
 
 /// The projections (`[rows, D]` each, in the caller's order) of an image grid's position rows
 /// and of the text position rows `0..R`, `R` growing to the longest text seen.
 #[derive(Debug, Default)]
 pub struct RowCache {
-    image: Mutex<Option<GridRows>>,
-    text: Mutex<Option<Vec<Tensor>>>,
+    image: Grown<(usize, usize), Vec<Tensor>>,
+    text: Grown<(), Vec<Tensor>>,
 }
 
 impl RowCache {
@@ -28,15 +65,7 @@ impl RowCache {
         grid: (usize, usize),
         compute: impl FnOnce() -> Result<Vec<Tensor>>,
     ) -> Result<Vec<Tensor>> {
-        let mut slot = self.image.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((g, rows)) = slot.as_ref() {
-            if *g == grid {
-                return Ok(rows.clone());
-            }
-        }
-        let rows = compute()?;
-        *slot = Some((grid, rows.clone()));
-        Ok(rows)
+        self.image.get(grid, 0, |_| Ok((0, compute()?)))
     }
 
     /// Rows `0..t` of each text projection. When fewer are kept, `compute(t)` makes them anew
@@ -46,21 +75,11 @@ impl RowCache {
         t: usize,
         compute: impl FnOnce(usize) -> Result<Vec<Tensor>>,
     ) -> Result<Vec<Tensor>> {
-        let mut slot = self.text.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept = match slot.as_ref().and_then(|rows| rows.first()) {
-            Some(first) => Some(first.dim(0)?),
-            None => None,
-        };
-        if kept.is_none_or(|kept| kept < t) {
+        let rows = self.text.get((), t, |t| {
             let rows = compute(t)?;
-            for r in &rows {
-                if r.dim(0)? < t {
-                    candle_core::bail!("position cache: {} rows computed, {t} needed", r.dim(0)?);
-                }
-            }
-            *slot = Some(rows);
-        }
-        let rows = slot.as_ref().expect("filled above");
+            let made = rows.iter().map(|r| r.dim(0)).collect::<Result<Vec<_>>>()?;
+            Ok((made.into_iter().min().unwrap_or(usize::MAX), rows))
+        })?;
         rows.iter().map(|r| r.narrow(0, 0, t)).collect()
     }
 }
@@ -69,6 +88,12 @@ impl RowCache {
 /// rows are not recomputed for each new length, within the position table's `max` rows.
 pub fn text_rows(t: usize, max: usize) -> usize {
     t.max(32).next_power_of_two().min(max).max(t)
+}
+
+/// How many text positions to build attention biases for when `t` are needed: rounded up to a
+/// multiple of 32, so that lengths a little apart share them, within the table's `max` rows.
+pub fn bias_rows(t: usize, max: usize) -> usize {
+    (t.div_ceil(32).max(1) * 32).min(max).max(t)
 }
 
 #[cfg(test)]
@@ -132,9 +157,6 @@ mod tests {
                 Ok(vec![Tensor::zeros((3, 2), candle_core::DType::F32, &d)?])
             })
             .unwrap_err();
-        assert!(
-            err.to_string().contains("3 rows computed, 4 needed"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("made for 3, 4 needed"), "{err}");
     }
 }
