@@ -45,14 +45,7 @@ impl Spread {
 /// Integer sums in any order equal Pillow's.
 #[inline(always)]
 pub(crate) fn horizontal_row(src: &[u8], sp: &Spread, wide: &mut Vec<i32>, out: &mut [u8]) {
-    widen(src, sp, wide);
-    for ((&xmin, blocks), d) in sp
-        .starts
-        .iter()
-        .zip(sp.lanes.chunks_exact(sp.groups))
-        .zip(out.chunks_exact_mut(3))
-    {
-        let px = &wide[xmin * 4..xmin * 4 + sp.groups * 4 * GROUP];
+    each_output(src, sp, wide, out, |px, blocks, d| {
         let mut acc = [0i32; 4];
         for (p, k) in px.chunks_exact(4).zip(blocks.iter().flatten().step_by(4)) {
             for c in 0..4 {
@@ -60,18 +53,33 @@ pub(crate) fn horizontal_row(src: &[u8], sp: &Spread, wide: &mut Vec<i32>, out: 
             }
         }
         store_pixel(acc, d);
-    }
+    });
 }
 
-/// The row as RGBX `i32` lanes, padded with zero pixels so every output reads whole blocks.
+/// Widens the row, then calls `pixel` for each output with the pixels its blocks cover, the
+/// blocks, and its three bytes.
 #[inline(always)]
-fn widen(src: &[u8], sp: &Spread, wide: &mut Vec<i32>) {
+fn each_output(
+    src: &[u8],
+    sp: &Spread,
+    wide: &mut Vec<i32>,
+    out: &mut [u8],
+    mut pixel: impl FnMut(&[i32], &[[i32; 4 * GROUP]], &mut [u8]),
+) {
     wide.clear();
     wide.resize((src.len() / 3 + sp.groups * GROUP) * 4, 0);
     for (p, q) in src.chunks_exact(3).zip(wide.chunks_exact_mut(4)) {
         q[0] = i32::from(p[0]);
         q[1] = i32::from(p[1]);
         q[2] = i32::from(p[2]);
+    }
+    for ((&xmin, blocks), d) in sp
+        .starts
+        .iter()
+        .zip(sp.lanes.chunks_exact(sp.groups))
+        .zip(out.chunks_exact_mut(3))
+    {
+        pixel(&wide[xmin * 4..xmin * 4 + sp.groups * 4 * GROUP], blocks, d);
     }
 }
 
@@ -93,14 +101,7 @@ pub(crate) unsafe fn horizontal_row_avx512(
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    widen(src, sp, wide);
-    for ((&xmin, blocks), d) in sp
-        .starts
-        .iter()
-        .zip(sp.lanes.chunks_exact(sp.groups))
-        .zip(out.chunks_exact_mut(3))
-    {
-        let px = &wide[xmin * 4..xmin * 4 + sp.groups * 4 * GROUP];
+    each_output(src, sp, wide, out, |px, blocks, d| {
         let mut acc = _mm512_setzero_si512();
         for (p, k) in px.chunks_exact(4 * GROUP).zip(blocks) {
             // SAFETY: both are 16 in-bounds i32s (unaligned loads).
@@ -112,18 +113,18 @@ pub(crate) unsafe fn horizontal_row_avx512(
             };
             acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(p, k));
         }
+        let quarters = [
+            _mm512_extracti32x4_epi32::<0>(acc),
+            _mm512_extracti32x4_epi32::<1>(acc),
+            _mm512_extracti32x4_epi32::<2>(acc),
+            _mm512_extracti32x4_epi32::<3>(acc),
+        ];
         let sum = _mm_add_epi32(
-            _mm_add_epi32(
-                _mm512_extracti32x4_epi32::<0>(acc),
-                _mm512_extracti32x4_epi32::<1>(acc),
-            ),
-            _mm_add_epi32(
-                _mm512_extracti32x4_epi32::<2>(acc),
-                _mm512_extracti32x4_epi32::<3>(acc),
-            ),
+            _mm_add_epi32(quarters[0], quarters[1]),
+            _mm_add_epi32(quarters[2], quarters[3]),
         );
         store_rgbx(sum, d);
-    }
+    });
 }
 
 /// [`horizontal_row`] with two 8-lane multiply-adds per block of four taps.
@@ -136,26 +137,20 @@ pub(crate) unsafe fn horizontal_row_avx2(
     out: &mut [u8],
 ) {
     use std::arch::x86_64::*;
-    widen(src, sp, wide);
-    for ((&xmin, blocks), d) in sp
-        .starts
-        .iter()
-        .zip(sp.lanes.chunks_exact(sp.groups))
-        .zip(out.chunks_exact_mut(3))
-    {
-        let px = &wide[xmin * 4..xmin * 4 + sp.groups * 4 * GROUP];
+    each_output(src, sp, wide, out, |px, blocks, d| {
         let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
         for (p, k) in px.chunks_exact(4 * GROUP).zip(blocks) {
             // SAFETY: both are 16 in-bounds i32s (unaligned loads).
             unsafe {
                 let (p, k) = (p.as_ptr().cast::<__m256i>(), k.as_ptr().cast::<__m256i>());
+                let (p1, k1) = (p.add(1), k.add(1));
                 lo = _mm256_add_epi32(
                     lo,
                     _mm256_mullo_epi32(_mm256_loadu_si256(p), _mm256_loadu_si256(k)),
                 );
                 hi = _mm256_add_epi32(
                     hi,
-                    _mm256_mullo_epi32(_mm256_loadu_si256(p.add(1)), _mm256_loadu_si256(k.add(1))),
+                    _mm256_mullo_epi32(_mm256_loadu_si256(p1), _mm256_loadu_si256(k1)),
                 );
             }
         }
@@ -165,7 +160,7 @@ pub(crate) unsafe fn horizontal_row_avx2(
             _mm256_extracti128_si256::<1>(both),
         );
         store_rgbx(sum, d);
-    }
+    });
 }
 
 /// Pillow's rounding and clip done in the vector: add half, shift, saturate to bytes (the
