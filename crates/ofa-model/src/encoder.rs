@@ -19,6 +19,11 @@ use crate::position_cache::{bias_rows, text_rows, LayerBiases, RowCache};
 use crate::resnet::ResNet;
 use crate::softmax::{AttnBias, Bias};
 
+/// Which of the cached position rows [`Encoder::position_rows`] gives.
+const QUERIES: usize = 0;
+const KEYS: usize = 1;
+const POSITIONS: usize = 2;
+
 #[derive(Debug, Clone)]
 struct EncoderLayer {
     self_attn: Attention,
@@ -97,7 +102,7 @@ pub struct Encoder {
     image_bucket_size: usize,
     max_positions: usize,
     pad_id: u32,
-    /// `pos_q_linear` (scaled) and `pos_k_linear` of the position rows.
+    /// The position rows through `pos_q_linear` (scaled) and `pos_k_linear`, and the rows.
     position_rows: Arc<RowCache>,
     /// Off the CPU: each layer's bias for a grid and the longest text so far.
     layer_biases: Arc<LayerBiases<(usize, usize)>>,
@@ -217,9 +222,10 @@ impl Encoder {
         };
         let mut x = Tensor::cat(&[img, txt], 1)?;
 
-        let positions = self.positions(gh, gw, t, &device)?;
+        let positions = self.position_rows(gh, gw, t, &device, POSITIONS)?;
         if crate::kernels::fused(&device) {
-            let (q_pos, k_pos) = self.projected_positions(gh, gw, t, &device)?;
+            let q_pos = self.position_rows(gh, gw, t, &device, QUERIES)?;
+            let k_pos = self.position_rows(gh, gw, t, &device, KEYS)?;
             let abs = position_bias_host(&q_pos, &k_pos, self.heads)?;
             let img_idx = image_buckets(gh, gw, self.image_bucket_size);
             let tok_idx = token_buckets(t, self.token_bucket_size);
@@ -279,7 +285,8 @@ impl Encoder {
         device: &Device,
     ) -> Result<Vec<Tensor>> {
         let n = gh * gw;
-        let (q_pos, k_pos) = self.projected_positions(gh, gw, t, device)?;
+        let q_pos = self.position_rows(gh, gw, t, device, QUERIES)?;
+        let k_pos = self.position_rows(gh, gw, t, device, KEYS)?;
         let abs = position_bias(&q_pos, &k_pos, self.heads)?.squeeze(0)?;
         let img_idx = image_buckets(gh, gw, self.image_bucket_size);
         let img_idx = Tensor::from_vec(img_idx, n * n, device)?;
@@ -296,20 +303,21 @@ impl Encoder {
             .collect()
     }
 
-    /// `[1, N + T, D]` each: the position rows through `pos_q_linear` (scaled) and
-    /// `pos_k_linear`, from the cache.
-    fn projected_positions(
+    /// `[1, N + T, D]`: the layer-normed position rows (`POSITIONS`), or them through
+    /// `pos_q_linear`, scaled (`QUERIES`), or `pos_k_linear` (`KEYS`), from the cache.
+    fn position_rows(
         &self,
         gh: usize,
         gw: usize,
         t: usize,
         device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+        which: usize,
+    ) -> Result<Tensor> {
         let project = |rows: Tensor| -> Result<Vec<Tensor>> {
-            let rows = rows.unsqueeze(0)?;
-            let q = (self.pos_q_linear.forward(&rows)? * self.pos_scaling)?;
-            let k = self.pos_k_linear.forward(&rows)?;
-            Ok(vec![q.squeeze(0)?, k.squeeze(0)?])
+            let batch = rows.unsqueeze(0)?;
+            let q = (self.pos_q_linear.forward(&batch)? * self.pos_scaling)?;
+            let k = self.pos_k_linear.forward(&batch)?;
+            Ok(vec![q.squeeze(0)?, k.squeeze(0)?, rows])
         };
         let img = self
             .position_rows
@@ -317,14 +325,7 @@ impl Encoder {
         let txt = self.position_rows.text(t, |t| {
             project(self.text_positions(text_rows(t, self.max_positions))?)
         })?;
-        let joined = |i: usize| Tensor::cat(&[&img[i], &txt[i]], 0)?.unsqueeze(0);
-        Ok((joined(0)?, joined(1)?))
-    }
-
-    /// `[1, N + T, D]`: layer-normed image grid positions then text positions 0..T.
-    fn positions(&self, gh: usize, gw: usize, t: usize, device: &Device) -> Result<Tensor> {
-        let img = self.image_positions(gh, gw, device)?;
-        Tensor::cat(&[img, self.text_positions(t)?], 0)?.unsqueeze(0)
+        Tensor::cat(&[&img[which], &txt[which]], 0)?.unsqueeze(0)
     }
 
     /// `[h·w, D]`: the layer-normed positions of the patch grid, row-major.
