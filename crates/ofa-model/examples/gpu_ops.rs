@@ -1,5 +1,6 @@
-//! Time of each kind of operation the model runs, at its real shapes (batch 16), on a GPU:
-//! where a forward pass goes, op by op. `GPU_DEVICE=0 gpu_ops [f32|bf16]`; one JSON line per op.
+//! Time of each kind of operation the model runs, at its real shapes, on a GPU: where a forward
+//! pass goes, op by op. `GPU_DEVICE=0 gpu_ops [f32|bf16] [batch, 16 by default]`; one JSON line
+//! per op.
 use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -36,7 +37,11 @@ fn main() -> candle_core::Result<()> {
             .to_dtype(dt)
             .unwrap()
     };
-    let (b, l, d, h) = (16usize, 916usize, 1024usize, 16usize);
+    let b: usize = std::env::args()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let (l, d, h) = (916usize, 1024usize, 16usize);
     let x = r(&[b, l, d]);
     let w = r(&[d, d]);
     let bias = r(&[d]);
@@ -96,8 +101,8 @@ fn main() -> candle_core::Result<()> {
     time(&dev, "softmax_last_dim", 0.0, 2.0 * sb, || {
         candle_nn::ops::softmax_last_dim(&s).unwrap();
     });
-    time(&dev, "ofa: bias+softmax fused", 0.0, 2.0 * sb, || {
-        ofa_model::cuda_ops::attention_probs(&s, &bb, None).unwrap();
+    time(&dev, "ofa: scale+bias+softmax fused", 0.0, 2.0 * sb, || {
+        ofa_model::cuda_ops::attention_probs(&s, &bb, None, 0.125).unwrap();
     });
     time(&dev, "probs.v", att, 0.0, || {
         s.matmul(&k).unwrap();
@@ -111,6 +116,21 @@ fn main() -> candle_core::Result<()> {
             .contiguous()
             .unwrap();
     });
+    let qb = r(&[d]);
+    time(&dev, "ofa: split heads + bias fused", 0.0, 2.0 * xb, || {
+        ofa_model::cuda_heads::split_heads(&x, Some(&qb), h).unwrap();
+    });
+    let heads = r(&[b, h, l, 64]);
+    let c_attn = r(&[h]);
+    time(
+        &dev,
+        "ofa: merge heads + head scale fused",
+        0.0,
+        2.0 * xb,
+        || {
+            ofa_model::cuda_heads::merge_heads(&heads, Some(&c_attn)).unwrap();
+        },
+    );
     let ln = candle_nn::LayerNorm::new(r(&[d]), r(&[d]), 1e-5);
     time(&dev, "layer_norm", 0.0, 2.0 * xb, || {
         ln.forward(&x).unwrap();
@@ -122,6 +142,38 @@ fn main() -> candle_core::Result<()> {
     time(&dev, "residual add", 0.0, 3.0 * xb, || {
         (&x + &x).unwrap();
     });
+    let (w4v, b4v, pb4) = (r(&[4 * d]), r(&[4 * d]), r(&[4 * d]));
+    let ln4 = candle_nn::LayerNorm::new(w4v.clone(), b4v.clone(), 1e-5);
+    time(
+        &dev,
+        "fc1 bias + gelu + layer_norm (3 ops)",
+        0.0,
+        12.0 * xb,
+        || {
+            ln4.forward(&big.broadcast_add(&pb4).unwrap().gelu_erf().unwrap())
+                .unwrap();
+        },
+    );
+    time(
+        &dev,
+        "ofa: bias+gelu+layer_norm fused",
+        0.0,
+        8.0 * xb,
+        || {
+            ofa_model::cuda_norm::norm_rows(&big, Some(&pb4), true, &w4v, &b4v, 1e-5, None)
+                .unwrap();
+        },
+    );
+    let (wd, bd) = (r(&[d]), r(&[d]));
+    time(
+        &dev,
+        "ofa: layer_norm + residual fused",
+        0.0,
+        3.0 * xb,
+        || {
+            ofa_model::cuda_norm::norm_rows(&x, None, false, &wd, &bd, 1e-5, Some(&x)).unwrap();
+        },
+    );
     let img = r(&[b, 64, 120, 120]);
     let k3 = r(&[64, 64, 3, 3]);
     let conv = 2.0 * (b * 64 * 120 * 120 * 64 * 9) as f64;
@@ -146,6 +198,28 @@ fn main() -> candle_core::Result<()> {
             .matmul(&img256.reshape((b, 256, 120 * 120)).unwrap())
             .unwrap();
     });
+    // The ResNet's third stage (36 of its 47 blocks): 30×30, 1024 ↔ 256 channels.
+    let s3 = r(&[b, 1024, 30, 30]);
+    let w13 = r(&[256, 1024]);
+    let c13 = 2.0 * (b * 1024 * 900 * 256) as f64;
+    time(&dev, "conv1x1 1024->256 @30 (batched mm)", c13, 0.0, || {
+        w13.broadcast_left(b)
+            .unwrap()
+            .matmul(&s3.reshape((b, 1024, 900)).unwrap())
+            .unwrap();
+    });
+    let s3n = r(&[b, 256, 30, 30]);
+    let k33 = r(&[256, 256, 3, 3]);
+    let c33 = 2.0 * (b * 256 * 900 * 256 * 9) as f64;
+    time(
+        &dev,
+        "ofa: conv2d 3x3 256->256 @30 (im2col)",
+        c33,
+        0.0,
+        || {
+            ofa_model::conv::conv2d(&s3n, &k33, 1, 1).unwrap();
+        },
+    );
     let cb = r(&[256]);
     let ib = (b * 256 * 120 * 120) as f64 * es;
     time(

@@ -10,14 +10,14 @@ use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor};
 use half::{bf16, f16};
 
-const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ofa.ptx"));
-const THREADS: u32 = 256;
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ofa.ptx"));
+pub(crate) const THREADS: u32 = 256;
 
-fn cuda_err(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::Error {
+pub(crate) fn cuda_err(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::Error {
     candle_core::Error::Cuda(Box::new(e))
 }
 
-fn suffix(dtype: DType) -> Result<&'static str> {
+pub(crate) fn suffix(dtype: DType) -> Result<&'static str> {
     Ok(match dtype {
         DType::F32 => "f32",
         DType::BF16 => "bf16",
@@ -26,7 +26,7 @@ fn suffix(dtype: DType) -> Result<&'static str> {
     })
 }
 
-fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
+pub(crate) fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
     if !l.is_contiguous() {
         bail!("OFA CUDA kernels take contiguous tensors");
     }
@@ -34,7 +34,7 @@ fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a,
 }
 
 /// A tensor's storage, which must be on the GPU, read-locked for the launch.
-fn cuda_of(t: &Tensor) -> Result<(impl std::ops::Deref<Target = Storage> + '_, Layout)> {
+pub(crate) fn cuda_of(t: &Tensor) -> Result<(impl std::ops::Deref<Target = Storage> + '_, Layout)> {
     let (s, l) = t.storage_and_layout();
     if !matches!(&*s, Storage::Cuda(_)) {
         bail!("OFA CUDA kernels need every operand on the GPU");
@@ -42,14 +42,14 @@ fn cuda_of(t: &Tensor) -> Result<(impl std::ops::Deref<Target = Storage> + '_, L
     Ok((s, l.clone()))
 }
 
-fn as_cuda(s: &Storage) -> &CudaStorage {
+pub(crate) fn as_cuda(s: &Storage) -> &CudaStorage {
     match s {
         Storage::Cuda(c) => c,
         _ => unreachable!("checked by cuda_of"),
     }
 }
 
-fn elementwise(n: u64) -> LaunchConfig {
+pub(crate) fn elementwise(n: u64) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (n.div_ceil(THREADS as u64).clamp(1, 1 << 20) as u32, 1, 1),
         block_dim: (THREADS, 1, 1),
@@ -68,10 +68,12 @@ macro_rules! by_dtype {
         }
     };
 }
+pub(crate) use by_dtype;
 
 struct AttnSoftmax<'a> {
     bias: &'a Tensor,
     mask: Option<&'a Tensor>,
+    scale: f32,
 }
 
 impl AttnSoftmax<'_> {
@@ -105,7 +107,14 @@ impl AttnSoftmax<'_> {
         let n = b * h * lq * lk;
         // SAFETY: every element is written by the kernel.
         let mut out = unsafe { dev.alloc::<T>(n)? };
-        let (hlq, lk32) = ((h * lq) as u32, lk as u32);
+        let rows = b * h * lq;
+        let (Ok(rows32), Ok(hlq), Ok(lk32)) = (
+            u32::try_from(rows),
+            u32::try_from(h * lq),
+            u32::try_from(lk),
+        ) else {
+            bail!("ofa-attn-softmax: scores of {:?} too large", l.shape());
+        };
         let mut args = func.builder();
         args.arg(&scores).arg(&bias);
         let null = 0usize;
@@ -113,9 +122,15 @@ impl AttnSoftmax<'_> {
             Some(m) => args.arg(m),
             None => args.arg(&null),
         };
-        args.arg(&mut out).arg(&hlq).arg(&lk32);
+        args.arg(&mut out)
+            .arg(&rows32)
+            .arg(&hlq)
+            .arg(&lk32)
+            .arg(&self.scale);
+        // One warp per row; the kernel's warps stride over rows past the grid.
+        let warps = (THREADS / 32) as usize;
         let cfg = LaunchConfig {
-            grid_dim: ((b * h * lq) as u32, 1, 1),
+            grid_dim: (rows.div_ceil(warps).clamp(1, 1 << 20) as u32, 1, 1),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -148,9 +163,15 @@ fn launch_attn<T: CudaDType + DeviceRepr>(
     op.launch::<T>(s, l)
 }
 
-/// `softmax(scores + bias + mask)` over the last axis in one pass. `scores` `[B, H, Lq, Lk]`;
-/// `bias` `H·Lq·Lk` elements (`[1, H, Lq, Lk]`), shared by the batch; `mask` `[B, Lk]`.
-pub fn attention_probs(scores: &Tensor, bias: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// `softmax(scores · scale + bias + mask)` over the last axis in one pass. `scores`
+/// `[B, H, Lq, Lk]`; `bias` `H·Lq·Lk` elements (`[1, H, Lq, Lk]`), shared by the batch; `mask`
+/// `[B, Lk]`.
+pub fn attention_probs(
+    scores: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
     let dtype = scores.dtype();
     let bias = bias.to_dtype(dtype)?.contiguous()?;
     let mask = match mask {
@@ -160,6 +181,7 @@ pub fn attention_probs(scores: &Tensor, bias: &Tensor, mask: Option<&Tensor>) ->
     scores.contiguous()?.apply_op1_no_bwd(&AttnSoftmax {
         bias: &bias,
         mask: mask.as_ref(),
+        scale: scale as f32,
     })
 }
 
@@ -209,8 +231,9 @@ fn launch_channel<T: CudaDType + DeviceRepr>(
         .arg(&hw)
         .arg(&mode)
         .arg(&relu);
+    // Four elements per thread.
     // SAFETY: the argument list matches channel_op_* in kernels/ofa.cu.
-    unsafe { args.launch(elementwise(n as u64)) }.map_err(cuda_err)?;
+    unsafe { args.launch(elementwise(n.div_ceil(4) as u64)) }.map_err(cuda_err)?;
     Ok((T::wrap_cuda_slice(out, dev.clone()), l.shape().clone()))
 }
 

@@ -12,6 +12,7 @@ use crate::bias::{causal_mask, rel_block_tensor, RelBlock};
 use crate::buckets::token_buckets;
 use crate::config::OfaConfig;
 use crate::encoder::EncoderOutput;
+use crate::epilogue::add_norm;
 use crate::layers::{
     layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
@@ -63,14 +64,14 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.forward(&h, &h, self_bias, None)?;
-        let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
+        let x = add_norm(x, &h, &self.self_attn_mid_layer_norm)?;
         let h = self.cross_attn_layer_norm.forward(&x)?;
         let h = self
             .cross_attn
             .forward(&h, &enc.hidden, cross_bias, enc.key_mask.as_ref())?;
-        let x = (x + self.cross_attn_mid_layer_norm.forward(&h)?)?;
-        let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?)?;
-        x + h
+        let x = add_norm(&x, &h, &self.cross_attn_mid_layer_norm)?;
+        self.ffn
+            .forward_add(&self.final_layer_norm.forward(&x)?, &x)
     }
 }
 

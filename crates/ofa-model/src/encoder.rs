@@ -11,6 +11,7 @@ use crate::norm::LayerNorm;
 use crate::bias::{block_diagonal, rel_block_tensor, RelBlock};
 use crate::buckets::{image_buckets, image_position_ids, token_buckets};
 use crate::config::OfaConfig;
+use crate::epilogue::add_norm;
 use crate::layers::{
     layer_norm, position_bias, position_bias_host, rel_table, Attention, FeedForward, RelTable,
 };
@@ -59,9 +60,9 @@ impl EncoderLayer {
     fn forward(&self, x: &Tensor, bias: &Bias<'_>, mask: Option<&Tensor>) -> Result<Tensor> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.forward(&h, &h, bias, mask)?;
-        let x = (x + self.self_attn_mid_layer_norm.forward(&h)?)?;
-        let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?)?;
-        x + h
+        let x = add_norm(x, &h, &self.self_attn_mid_layer_norm)?;
+        self.ffn
+            .forward_add(&self.final_layer_norm.forward(&x)?, &x)
     }
 }
 

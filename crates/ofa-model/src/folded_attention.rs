@@ -50,7 +50,7 @@ pub fn folded_cross_attention(
         .reshape((b, heads * lq, d))?
         .matmul(&kv.t()?)?
         .reshape((b, heads, lq, lk))?;
-    let probs = attention_probs(&scores, bias, mask)?;
+    let probs = attention_probs(&scores, 1.0, bias, mask)?;
     // (P_h·H)·W_vₕᵀ: [B, H, Lq, D] × [1, H, D, dh] → [B, H, Lq, dh].
     let u = probs
         .reshape((b, heads * lq, lk))?
@@ -110,7 +110,7 @@ mod tests {
             .unwrap()
             .matmul(&k.t().unwrap())
             .unwrap();
-        let want = attention_probs(&scores, &bias, Some(&m))
+        let want = attention_probs(&scores, 1.0, &bias, Some(&m))
             .unwrap()
             .matmul(&v)
             .unwrap();

@@ -18,3 +18,29 @@ pub fn scale_heads(o: &Tensor, c: &Tensor, heads: usize) -> Result<Tensor> {
     }
     o.broadcast_mul(&c.reshape((1, heads, 1, 1))?)
 }
+
+/// `[B, L, H·dh]` plus `bias` `[H·dh]` → `[B, H, L, dh]`: on a GPU one pass, elsewhere the add
+/// then the copy.
+pub fn split_heads_biased(x: &Tensor, bias: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return crate::cuda_heads::split_heads(x, bias, heads);
+    }
+    match bias {
+        Some(b) => split_heads(&x.broadcast_add(b)?, heads),
+        None => split_heads(x, heads),
+    }
+}
+
+/// `o` `[B, H, L, dh]` times the per-head scale `c` `[H]`, back to `[B, L, H·dh]`: on a GPU
+/// one pass, elsewhere the product then the copy.
+pub fn merge_heads(o: &Tensor, c: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if o.device().is_cuda() {
+        return crate::cuda_heads::merge_heads(o, Some(c));
+    }
+    let (b, h, l, dh) = o.dims4()?;
+    scale_heads(o, c, h)?
+        .transpose(1, 2)?
+        .reshape((b, l, h * dh))
+}

@@ -9,7 +9,7 @@ use crate::norm::LayerNorm;
 use crate::attention_cpu::fused_attention;
 use crate::config::Activation;
 use crate::folded_attention::{self, folded_cross_attention, KeyValueWeights};
-use crate::heads::{scale_heads, split_heads};
+use crate::heads::{merge_heads, scale_heads, split_heads, split_heads_biased};
 use crate::linear::{linear, Linear};
 use crate::softmax::{attention_probs, Bias};
 
@@ -84,6 +84,9 @@ impl Attention {
                 return self.attend(&(q * self.scaling)?, &k, &v, bias, mask);
             }
         }
+        if !crate::kernels::fused(x.device()) {
+            return self.attend_generic(x, kv, bias, mask);
+        }
         let q = (self.q_proj.forward(x)? * self.scaling)?;
         let (b, lq, d) = x.dims3()?;
         let fold = crate::kernels::fused(x.device())
@@ -112,6 +115,30 @@ impl Attention {
         self.attend(&q, &k, &v, bias, mask)
     }
 
+    /// With candle's operations (the GPU's path): each projection's bias rides on the copy
+    /// into heads, the query scaling on the softmax's pass over the scores, NormFormer's head
+    /// scale on the copy out of heads (one pass each on a GPU).
+    fn attend_generic(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        bias: &Bias<'_>,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let heads_of = |p: &Linear, x: &Tensor| -> Result<Tensor> {
+            match p.forward_unbiased(x)? {
+                Some(y) => split_heads_biased(&y, p.bias(), self.heads),
+                None => split_heads(&p.forward(x)?, self.heads),
+            }
+        };
+        let q = heads_of(&self.q_proj, x)?;
+        let k = heads_of(&self.k_proj, kv)?;
+        let v = heads_of(&self.v_proj, kv)?;
+        let probs = attention_probs(&q.matmul(&k.t()?)?, self.scaling, bias, mask)?;
+        let o = merge_heads(&probs.matmul(&v)?, &self.c_attn)?;
+        self.out_proj.forward(&o)
+    }
+
     /// Attention over projected (and scaled) queries, keys and values, then `out_proj`.
     fn attend(
         &self,
@@ -130,7 +157,7 @@ impl Attention {
                 let q = split_heads(q, self.heads)?;
                 let k = split_heads(k, self.heads)?;
                 let v = split_heads(v, self.heads)?;
-                let probs = attention_probs(&q.matmul(&k.t()?)?, bias, mask)?;
+                let probs = attention_probs(&q.matmul(&k.t()?)?, 1.0, bias, mask)?;
                 let o = probs.matmul(&v)?; // [B, H, Lq, dh]
                 let o = scale_heads(&o, &self.c_attn, self.heads)?;
                 o.transpose(1, 2)?.reshape((b, lq, d))?
@@ -162,6 +189,21 @@ impl FeedForward {
     pub fn quantize_int8(&mut self) -> Result<()> {
         self.fc1.quantize_int8()?;
         self.fc2.quantize_int8()
+    }
+}
+
+impl FeedForward {
+    /// `residual + forward(x)`. Off the CPU's fused kernels, with the exact GELU: fc1's matmul,
+    /// then its bias, the GELU and the layer norm in one pass, then fc2 with its bias and the
+    /// residual in one pass (on a GPU; candle's operations in the same order elsewhere).
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if matches!(self.activation, Activation::Gelu) {
+            if let Some(h) = self.fc1.forward_unbiased(x)? {
+                let h = crate::epilogue::bias_gelu_norm(&h, self.fc1.bias(), &self.ffn_layer_norm)?;
+                return self.fc2.forward_add(&h, residual);
+            }
+        }
+        residual + self.forward(x)?
     }
 }
 

@@ -12,10 +12,15 @@ pub mod config;
 pub mod conv;
 pub mod conv3x3;
 #[cfg(feature = "cuda")]
+pub mod cuda_heads;
+#[cfg(feature = "cuda")]
+pub mod cuda_norm;
+#[cfg(feature = "cuda")]
 pub mod cuda_ops;
 pub mod decoder;
 mod disjoint;
 pub mod encoder;
+pub mod epilogue;
 pub mod error;
 pub mod feature_cache;
 pub mod files;

@@ -67,6 +67,43 @@ impl Linear {
         }
     }
 
+    /// `x·Wᵀ` without the bias, for a caller that adds the bias in its own pass; `None` where
+    /// the CPU's fused kernels run (they add the bias themselves) or the weights are int8.
+    pub fn forward_unbiased(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if crate::kernels::fused(x.device()) && x.dtype() == DType::F32 {
+            return Ok(None);
+        }
+        Ok(match &self.weights {
+            Weights::Int8(_) => None,
+            Weights::F32T { wt, .. } => Some(x.broadcast_matmul(wt)?),
+            Weights::F32(l) => {
+                #[cfg(feature = "cuda")]
+                if x.device().is_cuda() {
+                    let y = rows_matmul(x, l.weight())?;
+                    let mut dims = x.dims().to_vec();
+                    *dims.last_mut().expect("at least one axis") = y.dim(1)?;
+                    return Ok(Some(y.reshape(dims)?));
+                }
+                Some(candle_nn::Linear::new(l.weight().clone(), None).forward(x)?)
+            }
+        })
+    }
+
+    /// `residual + x·Wᵀ + b`; on a GPU the bias and the residual in one pass after the matmul.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let (true, Weights::F32(l)) = (x.device().is_cuda(), &self.weights) {
+            let y = rows_matmul(x, l.weight())?;
+            let Some(b) = l.bias() else {
+                return residual + y;
+            };
+            let r = residual.reshape(y.shape())?;
+            return crate::cuda_ops::channel_op(&y, 1, b, Some(&r), false, false)?
+                .reshape(residual.shape());
+        }
+        residual + self.forward(x)?
+    }
+
     /// Replaces the f32 weight by its int8 quantisation (and frees it). CPU only.
     pub fn quantize_int8(&mut self) -> Result<()> {
         let Some(w) = self.weight()? else {
@@ -100,17 +137,13 @@ impl Module for Linear {
         };
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
-            let dims = x.dims();
-            let rows: usize = dims[..dims.len() - 1].iter().product();
-            let d = dims[dims.len() - 1];
-            let w = l.weight();
-            let y = x.reshape((rows, d))?.matmul(&w.t()?)?;
+            let y = rows_matmul(x, l.weight())?;
             let y = match l.bias() {
                 Some(b) => crate::cuda_ops::channel_op(&y, 1, b, None, false, false)?,
                 None => y,
             };
-            let mut out = dims.to_vec();
-            *out.last_mut().expect("at least one axis") = w.dim(0)?;
+            let mut out = x.dims().to_vec();
+            *out.last_mut().expect("at least one axis") = y.dim(1)?;
             return y.reshape(out);
         }
         if crate::kernels::fused(x.device()) && x.dtype() == DType::F32 {
@@ -118,6 +151,14 @@ impl Module for Linear {
         }
         l.forward(x)
     }
+}
+
+/// Every row of `x` (`[…, in]`) times `wᵀ` (`w` `[out, in]`) as one 2-D matmul: `[rows, out]`.
+#[cfg(feature = "cuda")]
+fn rows_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let d = x.dims().last().copied().unwrap_or(0);
+    let rows = x.elem_count() / d.max(1);
+    x.reshape((rows, d))?.matmul(&w.t()?)
 }
 
 /// int8 layers applied to one input, quantised once for all of them (a self-attention's

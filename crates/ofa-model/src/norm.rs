@@ -33,6 +33,11 @@ impl LayerNorm {
         })
     }
 
+    /// Weight, bias and epsilon, for kernels that fold the norm into a wider pass.
+    pub fn parts(&self) -> Option<(&Tensor, &Tensor, f64)> {
+        Some((self.inner.weight(), self.inner.bias()?, f64::from(self.eps)))
+    }
+
     fn kernel(&self, x: &Tensor, gelu: bool) -> Option<RowNorm<'_>> {
         let (w, b) = self.host.as_ref()?;
         let fits = crate::kernels::fused(x.device())

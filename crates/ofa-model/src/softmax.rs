@@ -198,25 +198,35 @@ pub enum Bias<'a> {
     Dense(Tensor),
 }
 
-/// Attention probabilities `softmax(scores + bias + key_mask)` with candle's operations (the
-/// GPU's path; the CPU runs the whole attention in `attention_cpu`). `scores` `[B, H, Lq, Lk]`,
-/// `key_mask` additive `[B, Lk]`.
+/// Attention probabilities `softmax(scores · scale + bias + key_mask)` with candle's operations
+/// (the GPU's path; the CPU runs the whole attention in `attention_cpu`). `scores`
+/// `[B, H, Lq, Lk]`, `key_mask` additive `[B, Lk]`.
 pub fn attention_probs(
     scores: &Tensor,
+    scale: f64,
     bias: &Bias<'_>,
     key_mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     match bias {
-        Bias::Fused(b) => dense_probs(scores, &b.to_tensor(scores.device())?, key_mask),
-        Bias::Dense(t) => dense_probs(scores, t, key_mask),
+        Bias::Fused(b) => dense_probs(scores, scale, &b.to_tensor(scores.device())?, key_mask),
+        Bias::Dense(t) => dense_probs(scores, scale, t, key_mask),
     }
 }
 
-fn dense_probs(scores: &Tensor, bias: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
+fn dense_probs(
+    scores: &Tensor,
+    scale: f64,
+    bias: &Tensor,
+    key_mask: Option<&Tensor>,
+) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if scores.device().is_cuda() {
-        return crate::cuda_ops::attention_probs(scores, bias, key_mask);
+        return crate::cuda_ops::attention_probs(scores, bias, key_mask, scale);
     }
+    let scores = match scale {
+        1.0 => scores.clone(),
+        s => (scores * s)?,
+    };
     let mut x = scores.broadcast_add(&bias.to_dtype(scores.dtype())?)?;
     if let Some(m) = key_mask {
         let (b, lk) = m.dims2()?;

@@ -1,0 +1,418 @@
+//! The CUDA kernels of `kernels/ofa.cu`, compiled for the host with `kernels/host/emulation.h`
+//! (each CUDA thread an OS thread, barriers and warp shuffles real) and checked against candle's
+//! CPU operations in f32, bf16 and f16: so the kernels a GPU build runs are tested on machines
+//! without a GPU. Grids are kept smaller than the work to exercise the grid-stride loops, and
+//! every case also runs on arrays one element off alignment (the kernels' scalar paths).
+//! Needs a C++17 compiler (`c++`, or `CXX`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Module, Tensor, D};
+
+const DTYPES: [(DType, &str); 3] = [
+    (DType::F32, "f32"),
+    (DType::BF16, "bf16"),
+    (DType::F16, "f16"),
+];
+
+/// The host build of the kernels, compiled once per test run.
+fn runner() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels");
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ofa_kernels_on_host");
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        let status = Command::new(&cxx)
+            .args([
+                "-std=c++17",
+                "-O2",
+                "-pthread",
+                "-Wall",
+                "-Wno-unknown-pragmas",
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg(dir.join("host/run.cpp"))
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx}: {e}"));
+        assert!(status.success(), "{cxx} failed on kernels/host/run.cpp");
+        out
+    })
+}
+
+/// Runs `kernel` in `dtype` on a grid of `blocks`×`threads`; `inputs` in the order `run.cpp`
+/// reads them.
+fn run(
+    kernel: &str,
+    dtype: &str,
+    shift: bool,
+    grid: (u32, u32),
+    params: &[String],
+    inputs: &[&Tensor],
+) -> Vec<f32> {
+    let mut child = Command::new(runner())
+        .arg(kernel)
+        .arg(dtype)
+        .arg(if shift { "1" } else { "0" })
+        .arg(grid.0.to_string())
+        .arg(grid.1.to_string())
+        .args(params)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kernel runner starts");
+    let mut bytes = Vec::new();
+    for t in inputs {
+        for v in t.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    // Written from a thread: the runner may fill its output pipe before reading everything.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let out = child.wait_with_output().expect("kernel runner finishes");
+    writer.join().unwrap().expect("inputs written");
+    assert!(
+        out.status.success(),
+        "{kernel} {dtype}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Deterministic values in `[-scale, scale)`, as f32 already rounded to `dtype` (what the
+/// kernel will hold).
+fn values(shape: &[usize], scale: f32, seed: u64, dtype: DType) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect();
+    rounded(&Tensor::from_vec(data, shape, &Device::Cpu).unwrap(), dtype)
+}
+
+fn rounded(t: &Tensor, dtype: DType) -> Tensor {
+    t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap()
+}
+
+/// Largest `|got − want| / (|want| + floor)` (relative, with an absolute floor near zero).
+fn worst(got: &[f32], want: &Tensor, floor: f32) -> f32 {
+    let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got.len(), want.len(), "output length");
+    got.iter()
+        .zip(&want)
+        .map(|(g, w)| {
+            assert!(
+                g.is_finite(),
+                "non-finite output {g} where {w} was expected"
+            );
+            (g - w).abs() / (w.abs() + floor)
+        })
+        .fold(0.0, f32::max)
+}
+
+/// What rounding the output to `dtype` may cost, relative (a little over half an ulp, plus
+/// the f32 arithmetic before it).
+fn tolerance(dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => 8e-3,
+        DType::F16 => 1e-3,
+        _ => 2e-5,
+    }
+}
+
+#[test]
+fn attention_softmax_matches_candle() {
+    // (B, H, Lq, Lk): 916 keys as the encoder (4-wide loads), 7 (scalar), 1100 (past the
+    // registers: the three-pass loop).
+    for (b, h, lq, lk) in [(2, 3, 5, 916), (2, 2, 3, 7), (1, 2, 2, 1100)] {
+        for (dtype, name) in DTYPES {
+            for (masked, shift) in [(false, false), (true, false), (true, true)] {
+                let s = values(&[b, h, lq, lk], 6.0, 1, dtype);
+                let bias = values(&[1, h, lq, lk], 3.0, 2, dtype);
+                // Every third key of the first item padded, as the encoder's text mask does.
+                let mut m = vec![0f32; b * lk];
+                for k in (0..lk).step_by(3) {
+                    m[k] = f32::MIN;
+                }
+                let mask = rounded(&Tensor::from_vec(m, (b, lk), &Device::Cpu).unwrap(), dtype);
+                let scale = 0.125f64;
+                let mut x = (&s * scale).unwrap().broadcast_add(&bias).unwrap();
+                if masked {
+                    x = x
+                        .broadcast_add(&mask.reshape((b, 1, 1, lk)).unwrap())
+                        .unwrap();
+                }
+                let want = rounded(&candle_nn::ops::softmax_last_dim(&x).unwrap(), dtype);
+                let params = [b, h, lq, lk, usize::from(masked)]
+                    .map(|v| v.to_string())
+                    .into_iter()
+                    .chain([scale.to_string()])
+                    .collect::<Vec<_>>();
+                let mut inputs = vec![&s, &bias];
+                if masked {
+                    inputs.push(&mask);
+                }
+                // Two blocks of two warps for up to 30 rows: each warp takes several.
+                let got = run("attn_softmax", name, shift, (2, 64), &params, &inputs);
+                let err = worst(&got, &want, 1e-3);
+                assert!(
+                    err < tolerance(dtype),
+                    "{name} {b}x{h}x{lq}x{lk} masked {masked} shifted {shift}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_softmax_of_a_fully_masked_row_is_zero() {
+    let (b, h, lq, lk) = (1, 1, 2, 8);
+    let s = values(&[b, h, lq, lk], 1.0, 3, DType::F32);
+    let bias = Tensor::full(f32::NEG_INFINITY, (1, h, lq, lk), &Device::Cpu).unwrap();
+    let params = ["1", "1", "2", "8", "0", "1"].map(String::from);
+    let got = run("attn_softmax", "f32", false, (1, 32), &params, &[&s, &bias]);
+    assert_eq!(got, vec![0.0; b * h * lq * lk]);
+}
+
+#[test]
+fn channel_op_matches_candle() {
+    // [N, C, HW] with HW 1 (a linear layer's bias over features) and HW 35 (a convolution).
+    for (n, c, hw) in [(3, 64, 1), (2, 5, 35), (1, 3, 3)] {
+        let len = n * c * hw;
+        for (dtype, name) in DTYPES {
+            for (multiply, relu, residual, shift) in [
+                (false, false, false, false),
+                (false, true, true, false),
+                (true, false, false, true),
+                (false, true, true, true),
+            ] {
+                let x = values(&[n, c, hw], 4.0, 4, dtype);
+                let p = values(&[c], 2.0, 5, dtype);
+                let r = values(&[n, c, hw], 4.0, 6, dtype);
+                let pb = p.reshape((1, c, 1)).unwrap();
+                let mut want = match multiply {
+                    true => x.broadcast_mul(&pb).unwrap(),
+                    false => x.broadcast_add(&pb).unwrap(),
+                };
+                if residual {
+                    want = (want + &r).unwrap();
+                }
+                if relu {
+                    want = want.relu().unwrap();
+                }
+                let want = rounded(&want, dtype);
+                let params = [
+                    len,
+                    c,
+                    hw,
+                    usize::from(multiply),
+                    usize::from(relu),
+                    usize::from(residual),
+                ]
+                .map(|v| v.to_string());
+                let mut inputs = vec![&x, &p];
+                if residual {
+                    inputs.push(&r);
+                }
+                let got = run("channel_op", name, shift, (2, 32), &params, &inputs);
+                let err = worst(&got, &want, 1e-3);
+                let tol = if dtype == DType::F32 {
+                    0.0
+                } else {
+                    tolerance(dtype)
+                };
+                assert!(
+                    err <= tol,
+                    "{name} {n}x{c}x{hw} mul {multiply} relu {relu} res {residual} shifted {shift}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn norm_rows_matches_candle_layer_norm() {
+    // 1024 (the model's width: registers), 4096 with 128 threads (past the registers: the
+    // loop that recomputes), 37 (ragged).
+    for (rows, n) in [(3, 1024), (2, 4096), (4, 37)] {
+        for (dtype, name) in DTYPES {
+            for (gelu, pre_bias, residual, shift) in [
+                (true, true, false, false),
+                (false, false, true, false),
+                (true, true, true, true),
+                (false, false, false, true),
+            ] {
+                let x = values(&[rows, n], 3.0, 7, dtype);
+                let pb = values(&[n], 1.0, 8, dtype);
+                let w = values(&[n], 1.5, 9, dtype);
+                let b = values(&[n], 0.5, 10, dtype);
+                let r = values(&[rows, n], 3.0, 11, dtype);
+                let eps = 1e-5;
+                let mut v = x.clone();
+                if pre_bias {
+                    v = v.broadcast_add(&pb).unwrap();
+                }
+                if gelu {
+                    v = v.gelu_erf().unwrap();
+                }
+                let ln = candle_nn::LayerNorm::new(w.clone(), b.clone(), eps);
+                let mut want = ln.forward(&v).unwrap();
+                if residual {
+                    want = (want + &r).unwrap();
+                }
+                let want = rounded(&want, dtype);
+                let flags = [gelu, pre_bias, residual].map(|f| usize::from(f).to_string());
+                let params = [rows.to_string(), n.to_string(), eps.to_string()]
+                    .into_iter()
+                    .chain(flags)
+                    .collect::<Vec<_>>();
+                let mut inputs = vec![&x];
+                if pre_bias {
+                    inputs.push(&pb);
+                }
+                inputs.extend([&w, &b]);
+                if residual {
+                    inputs.push(&r);
+                }
+                let got = run("norm_rows", name, shift, (2, 128), &params, &inputs);
+                // Outputs near zero after the residual: an absolute floor of 0.05.
+                let err = worst(&got, &want, 0.05);
+                let tol = if dtype == DType::F32 {
+                    5e-5
+                } else {
+                    tolerance(dtype)
+                };
+                assert!(
+                    err < tol,
+                    "{name} {rows}x{n} gelu {gelu} bias {pre_bias} res {residual} shifted {shift}: {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn im2col_gives_candles_convolution() {
+    // (B, C, H, W, k, stride, pad): the ResNet's 3×3 and stem 7×7, a strided 1×1.
+    for (b, c, h, w, k, s, p) in [
+        (2, 3, 9, 10, 3, 1, 1),
+        (1, 2, 15, 13, 7, 2, 3),
+        (2, 4, 8, 8, 1, 2, 0),
+    ] {
+        for (dtype, name) in DTYPES {
+            let x = values(&[b, c, h, w], 2.0, 12, dtype);
+            let wt = values(&[5, c, k, k], 1.0, 13, dtype);
+            let want = x.conv2d(&wt, p, s, 1, 1).unwrap();
+            let (oh, ow) = (want.dim(2).unwrap(), want.dim(3).unwrap());
+            let params = [b, c, h, w, k, s, p].map(|v| v.to_string());
+            let cols = run("im2col", name, false, (2, 32), &params, &[&x]);
+            let cols = Tensor::from_vec(cols, (b, c * k * k, oh * ow), &Device::Cpu).unwrap();
+            // im2col only moves values: the product with the weights is candle's convolution.
+            let got = wt
+                .reshape((5, c * k * k))
+                .unwrap()
+                .broadcast_left(b)
+                .unwrap()
+                .matmul(&cols)
+                .unwrap()
+                .reshape((b, 5, oh, ow))
+                .unwrap();
+            let diff = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(D::Minus1)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{name} {b}x{c}x{h}x{w} k{k} s{s} p{p}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn heads_split_with_the_bias_and_merge_with_the_scale() {
+    let (b, l, h, dh) = (2, 7, 3, 8);
+    for (dtype, name) in DTYPES {
+        for (with_extra, shift) in [(true, false), (false, false), (true, true)] {
+            let x = values(&[b, l, h * dh], 3.0, 14, dtype);
+            let bias = values(&[h * dh], 1.0, 15, dtype);
+            let params = [b, l, h, dh, usize::from(with_extra)].map(|v| v.to_string());
+            let mut biased = x.clone();
+            if with_extra {
+                biased = biased.broadcast_add(&bias).unwrap();
+            }
+            let want = rounded(
+                &biased
+                    .reshape((b, l, h, dh))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap(),
+                dtype,
+            );
+            let inputs: Vec<&Tensor> = if with_extra {
+                vec![&x, &bias]
+            } else {
+                vec![&x]
+            };
+            let got = run("split_heads", name, shift, (2, 32), &params, &inputs);
+            let err = worst(&got, &want, 1e-3);
+            let tol = if dtype == DType::F32 {
+                0.0
+            } else {
+                tolerance(dtype)
+            };
+            assert!(
+                err <= tol,
+                "split {name} bias {with_extra} shifted {shift}: {err}"
+            );
+
+            let o = values(&[b, h, l, dh], 3.0, 16, dtype);
+            let scale = values(&[h], 2.0, 17, dtype);
+            let mut scaled = o.clone();
+            if with_extra {
+                scaled = scaled
+                    .broadcast_mul(&scale.reshape((1, h, 1, 1)).unwrap())
+                    .unwrap();
+            }
+            let want = rounded(
+                &scaled
+                    .transpose(1, 2)
+                    .unwrap()
+                    .reshape((b, l, h * dh))
+                    .unwrap(),
+                dtype,
+            );
+            let inputs: Vec<&Tensor> = if with_extra {
+                vec![&o, &scale]
+            } else {
+                vec![&o]
+            };
+            let got = run("merge_heads", name, shift, (2, 32), &params, &inputs);
+            let err = worst(&got, &want, 1e-3);
+            assert!(
+                err <= tol,
+                "merge {name} scale {with_extra} shifted {shift}: {err}"
+            );
+        }
+    }
+}
