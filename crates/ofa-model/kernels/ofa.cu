@@ -143,19 +143,22 @@ __device__ void softmax_row_long(const T *sr, const T *br, const T *mr, T *o, ui
 
 // probs = softmax(scores * scale + bias + mask) over the last axis, one warp per row (a block
 // per row left most of each block waiting on its two barriers: 0.9 TB/s at batch 16).
-// scores, out: [B, H, Lq, Lk] (rows = B * H * Lq); bias: [H, Lq, Lk] (shared by the batch);
+// scores, out: [B, H, Lq, Lk] (rows = B * H * Lq); bias: [H, Lq, Lk] (shared by the batch)
+// with strides bias_sh, bias_sq (the corner of a bias built for a longer text reads in place);
 // mask: [B, Lk] or null. Any grid: warps stride over the rows.
 template <typename T>
 __device__ void attn_softmax(const T *s, const T *bias, const T *mask, T *out, uint32_t rows,
-                             uint32_t hlq, uint32_t lk, float scale) {
+                             uint32_t h, uint32_t lq, uint32_t lk, float scale, uint32_t bias_sh,
+                             uint32_t bias_sq) {
   const uint32_t lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  const bool vec = lk % 4 == 0 && aligned4(s) && aligned4(bias) && aligned4(mask) &&
-                   aligned4(out);
+  const bool vec = lk % 4 == 0 && bias_sh % 4 == 0 && bias_sq % 4 == 0 && aligned4(s) &&
+                   aligned4(bias) && aligned4(mask) && aligned4(out);
+  const uint32_t hlq = h * lq;
   for (uint32_t row = blockIdx.x * warps + (threadIdx.x >> 5); row < rows;
        row += gridDim.x * warps) {
     const uint32_t b = row / hlq, hq = row % hlq;
     const T *sr = s + (uint64_t)row * lk;
-    const T *br = bias + (uint64_t)hq * lk;
+    const T *br = bias + (uint64_t)(hq / lq) * bias_sh + (uint64_t)(hq % lq) * bias_sq;
     const T *mr = mask ? mask + (uint64_t)b * lk : nullptr;
     T *o = out + (uint64_t)row * lk;
     if (lk > 32 * 32)
@@ -364,10 +367,10 @@ __device__ void im2col(const T *x, T *cols, uint32_t ch, uint32_t h, uint32_t w,
 }
 
 #define INSTANTIATE(T, SUFFIX)                                                              \
-  extern "C" __global__ void attn_softmax_##SUFFIX(const T *s, const T *bias, const T *mask, \
-                                                   T *out, uint32_t rows, uint32_t hlq,      \
-                                                   uint32_t lk, float scale) {               \
-    attn_softmax<T>(s, bias, mask, out, rows, hlq, lk, scale);                              \
+  extern "C" __global__ void attn_softmax_##SUFFIX(                                         \
+      const T *s, const T *bias, const T *mask, T *out, uint32_t rows, uint32_t h,          \
+      uint32_t lq, uint32_t lk, float scale, uint32_t bias_sh, uint32_t bias_sq) {           \
+    attn_softmax<T>(s, bias, mask, out, rows, h, lq, lk, scale, bias_sh, bias_sq);          \
   }                                                                                          \
   extern "C" __global__ void norm_rows_##SUFFIX(const T *x, const T *pre_bias, const T *w,  \
                                                 const T *b, const T *res, T *out,           \

@@ -83,23 +83,28 @@ impl AttnSoftmax<'_> {
         l: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
         let (b, h, lq, lk) = l.shape().dims4()?;
-        if self.bias.elem_count() != h * lq * lk {
-            bail!(
-                "attention bias of {:?} for scores of {:?}",
-                self.bias.shape(),
+        let (bias_s, bias_l) = cuda_of(self.bias)?;
+        // A `[1, H, Lq, Lk]` view whose rows are contiguous: read in place at its strides.
+        let (bias_sh, bias_sq) = match (bias_l.dims(), bias_l.stride()) {
+            ([1, bh, bq, bk], [_, sh, sq, 1]) if [*bh, *bq, *bk] == [h, lq, lk] => (*sh, *sq),
+            _ => bail!(
+                "attention bias of {:?} (strides {:?}) for scores of {:?}",
+                bias_l.dims(),
+                bias_l.stride(),
                 l.shape()
-            );
-        }
+            ),
+        };
         let dev = &s.device;
         let func = dev.get_or_load_custom_func(
             &format!("attn_softmax_{}", suffix(s.dtype())?),
             "ofa",
             PTX,
         )?;
-        let (bias_s, bias_l) = cuda_of(self.bias)?;
         let mask = self.mask.map(cuda_of).transpose()?;
         let scores = view::<T>(s, l)?;
-        let bias = view::<T>(as_cuda(&bias_s), &bias_l)?;
+        let bias = as_cuda(&bias_s)
+            .as_cuda_slice::<T>()?
+            .slice(bias_l.start_offset()..);
         let mask_view = match &mask {
             Some((m, ml)) => Some(view::<T>(as_cuda(m), ml)?),
             None => None,
@@ -108,13 +113,12 @@ impl AttnSoftmax<'_> {
         // SAFETY: every element is written by the kernel.
         let mut out = unsafe { dev.alloc::<T>(n)? };
         let rows = b * h * lq;
-        let (Ok(rows32), Ok(hlq), Ok(lk32)) = (
-            u32::try_from(rows),
-            u32::try_from(h * lq),
-            u32::try_from(lk),
-        ) else {
+        let fits = |v: usize| u32::try_from(v).is_ok();
+        if !(fits(rows) && fits(h * lq) && fits(lk) && fits(bias_sh) && fits(bias_sq)) {
             bail!("ofa-attn-softmax: scores of {:?} too large", l.shape());
-        };
+        }
+        let [rows32, h32, lq32, lk32, sh32, sq32] =
+            [rows, h, lq, lk, bias_sh, bias_sq].map(|v| v as u32);
         let mut args = func.builder();
         args.arg(&scores).arg(&bias);
         let null = 0usize;
@@ -124,9 +128,12 @@ impl AttnSoftmax<'_> {
         };
         args.arg(&mut out)
             .arg(&rows32)
-            .arg(&hlq)
+            .arg(&h32)
+            .arg(&lq32)
             .arg(&lk32)
-            .arg(&self.scale);
+            .arg(&self.scale)
+            .arg(&sh32)
+            .arg(&sq32);
         // One warp per row; the kernel's warps stride over rows past the grid.
         let warps = (THREADS / 32) as usize;
         let cfg = LaunchConfig {
@@ -164,8 +171,8 @@ fn launch_attn<T: CudaDType + DeviceRepr>(
 }
 
 /// `softmax(scores · scale + bias + mask)` over the last axis in one pass. `scores`
-/// `[B, H, Lq, Lk]`; `bias` `H·Lq·Lk` elements (`[1, H, Lq, Lk]`), shared by the batch; `mask`
-/// `[B, Lk]`.
+/// `[B, H, Lq, Lk]`; `bias` `[1, H, Lq, Lk]` or `[H, Lq, Lk]`, shared by the batch (a corner of a
+/// larger bias is read in place, without a copy); `mask` `[B, Lk]`.
 pub fn attention_probs(
     scores: &Tensor,
     bias: &Tensor,
@@ -173,7 +180,13 @@ pub fn attention_probs(
     scale: f64,
 ) -> Result<Tensor> {
     let dtype = scores.dtype();
-    let bias = bias.to_dtype(dtype)?.contiguous()?;
+    let mut bias = bias.to_dtype(dtype)?;
+    if bias.rank() == 3 {
+        bias = bias.unsqueeze(0)?;
+    }
+    if bias.stride().last() != Some(&1) {
+        bias = bias.contiguous()?;
+    }
     let mask = match mask {
         Some(m) => Some(m.to_dtype(dtype)?.contiguous()?),
         None => None,

@@ -137,13 +137,25 @@ fn tolerance(dtype: DType) -> f32 {
 
 #[test]
 fn attention_softmax_matches_candle() {
-    // (B, H, Lq, Lk): 916 keys as the encoder (4-wide loads), 7 (scalar), 1100 (past the
+    // (B, H, Lq, Lk, bias rows, bias columns): 916 keys as the encoder (4-wide loads), the
+    // corner of a bias built for a longer text (strided rows), 7 (scalar), 1100 (past the
     // registers: the three-pass loop).
-    for (b, h, lq, lk) in [(2, 3, 5, 916), (2, 2, 3, 7), (1, 2, 2, 1100)] {
+    for (b, h, lq, lk, blq, blk) in [
+        (2, 3, 5, 916, 5, 916),
+        (2, 3, 5, 916, 9, 932),
+        (2, 2, 3, 7, 3, 7),
+        (2, 2, 3, 7, 4, 9),
+        (1, 2, 2, 1100, 2, 1100),
+    ] {
         for (dtype, name) in DTYPES {
             for (masked, shift) in [(false, false), (true, false), (true, true)] {
                 let s = values(&[b, h, lq, lk], 6.0, 1, dtype);
-                let bias = values(&[1, h, lq, lk], 3.0, 2, dtype);
+                let full_bias = values(&[1, h, blq, blk], 3.0, 2, dtype);
+                let bias = full_bias
+                    .narrow(2, 0, lq)
+                    .unwrap()
+                    .narrow(3, 0, lk)
+                    .unwrap();
                 // Every third key of the first item padded, as the encoder's text mask does.
                 let mut m = vec![0f32; b * lk];
                 for k in (0..lk).step_by(3) {
@@ -161,9 +173,9 @@ fn attention_softmax_matches_candle() {
                 let params = [b, h, lq, lk, usize::from(masked)]
                     .map(|v| v.to_string())
                     .into_iter()
-                    .chain([scale.to_string()])
+                    .chain([scale.to_string(), blq.to_string(), blk.to_string()])
                     .collect::<Vec<_>>();
-                let mut inputs = vec![&s, &bias];
+                let mut inputs = vec![&s, &full_bias];
                 if masked {
                     inputs.push(&mask);
                 }
@@ -184,7 +196,7 @@ fn attention_softmax_of_a_fully_masked_row_is_zero() {
     let (b, h, lq, lk) = (1, 1, 2, 8);
     let s = values(&[b, h, lq, lk], 1.0, 3, DType::F32);
     let bias = Tensor::full(f32::NEG_INFINITY, (1, h, lq, lk), &Device::Cpu).unwrap();
-    let params = ["1", "1", "2", "8", "0", "1"].map(String::from);
+    let params = ["1", "1", "2", "8", "0", "1", "2", "8"].map(String::from);
     let got = run("attn_softmax", "f32", false, (1, 32), &params, &[&s, &bias]);
     assert_eq!(got, vec![0.0; b * h * lq * lk]);
 }

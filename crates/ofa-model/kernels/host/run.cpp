@@ -55,18 +55,20 @@ uint32_t arg(char **argv, int i) { return (uint32_t)std::strtoul(argv[i], nullpt
 
 template <typename T>
 int run(const std::string &kernel, bool shift, dim3 grid, dim3 block, int argc, char **argv) {
-  if (kernel == "attn_softmax" && argc == 12) {
-    // PARAMS: B H LQ LK HAS_MASK SCALE; stdin: scores [B,H,LQ,LK], bias [H,LQ,LK], mask [B,LK]
+  if (kernel == "attn_softmax" && argc == 14) {
+    // PARAMS: B H LQ LK HAS_MASK SCALE BIAS_LQ BIAS_LK; stdin: scores [B,H,LQ,LK], bias
+    // [H,BIAS_LQ,BIAS_LK] (its top-left LQ x LK corner is read), mask [B,LK]
     uint32_t b = arg(argv, 6), h = arg(argv, 7), lq = arg(argv, 8), lk = arg(argv, 9);
     bool has_mask = arg(argv, 10) != 0;
     float scale = std::strtof(argv[11], nullptr);
+    uint32_t bias_lq = arg(argv, 12), bias_lk = arg(argv, 13);
     auto s = input<T>((size_t)b * h * lq * lk, shift);
-    auto bias = input<T>((size_t)h * lq * lk, shift);
+    auto bias = input<T>((size_t)h * bias_lq * bias_lk, shift);
     Array<T> mask = has_mask ? input<T>((size_t)b * lk, shift) : Array<T>(0, false);
     Array<T> out((size_t)b * h * lq * lk, shift);
     launch(grid, block, [&] {
-      attn_softmax<T>(s.ptr, bias.ptr, has_mask ? mask.ptr : nullptr, out.ptr, b * h * lq,
-                      h * lq, lk, scale);
+      attn_softmax<T>(s.ptr, bias.ptr, has_mask ? mask.ptr : nullptr, out.ptr, b * h * lq, h,
+                      lq, lk, scale, bias_lq * bias_lk, bias_lk);
     });
     write(out);
     return 0;
