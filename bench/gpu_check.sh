@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The GPU device check: on a machine with an NVIDIA GPU and its driver (no Rust toolchain, no
 # network needed), from the repo plus the bundle bench/gpu_pack.sh made:
-#   1. the golden tests on the GPU (f32 against the reference; bf16/f16 against f32),
-#   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights), and
-#      the time of each kind of operation at batch 16 (gpu_ops),
-#   3. a short `serve` load test per precision (one client for latency, 64 for throughput),
-#      with GPU memory from /metrics and /info,
+#   1. the golden tests on the GPU (f32 against the reference; bf16/f16 against f32), with the
+#      ResNet's CUDA graphs (the tests' default there) and without,
+#   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights), then
+#      batch sizes 1 to 8 with CUDA graphs; the time of each kind of operation at batch 16
+#      (and 64 in bf16) (gpu_ops),
+#   3. a short `serve` load test per precision, and in bf16 with CUDA graphs (one client for
+#      latency, 64 for throughput), with GPU memory from /metrics and /info,
 #   4. a GPU ordinal that does not exist: one clear error, no panic.
 # Prints one JSON summary on stdout; logs and raw results go to CHECK_OUT (a temporary
-# directory by default). Finishes in about 4 minutes on an H100/H200 (each step is bounded).
+# directory by default). Finishes in about 4 to 5 minutes on an H100/H200 (each step is bounded).
 #
 # Usage: bench/gpu_check.sh [BUNDLE]   (a .tar.xz from bench/gpu_pack.sh, or a directory with
 # ofa-entail, golden and generic; default .gpu/bundle.tar.xz). GPU_DEVICE picks the GPU (0).
@@ -54,11 +56,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
   >"$out/nvidia_smi.csv" 2>&1
 
 log "golden tests on GPU $gpu"
-for t in golden generic; do
+# golden_plain: the same executable with the ResNet's CUDA graphs off.
+for t in golden generic golden_plain; do
+  exe=${t%_plain}
+  graphs=8
+  [ "$t" = golden_plain ] && graphs=0
   start=$(date +%s%N)
-  timeout 240 env GPU_DEVICE="$gpu" OFA_FIXTURES="$root/fixtures" \
+  timeout 240 env GPU_DEVICE="$gpu" OFA_FIXTURES="$root/fixtures" OFA_TEST_CUDA_GRAPHS=$graphs \
     OFA_PRECISION_REPORT="$out/precision.json" RUST_BACKTRACE=1 \
-    "$work/$t" --test-threads=1 >"$out/test_$t.log" 2>&1
+    "$work/$exe" --test-threads=1 >"$out/test_$t.log" 2>&1
   echo "$? $(( ($(date +%s%N) - start) / 1000000 ))ms" >"$out/test_$t.rc"
 done
 
@@ -69,16 +75,24 @@ for p in f32 bf16; do
   timeout 240 env GPU_DEVICE="$gpu" "$bin" bench --precision "$p" \
     --batch-sizes 1,2,4,8,16,32,64 --iterations 5 --json >"$out/bench_$p.json" 2>"$out/bench_$p.log"
   echo $? >"$out/bench_$p.rc"
+  log "bench $p with CUDA graphs"
+  timeout 120 env GPU_DEVICE="$gpu" CUDA_GRAPHS_MAX_BATCH=8 "$bin" bench --precision "$p" \
+    --batch-sizes 1,2,4,8 --iterations 5 --json >"$out/bench_${p}_graphs.json" 2>"$out/bench_${p}_graphs.log"
+  echo $? >"$out/bench_${p}_graphs.rc"
 done
+log "operations bf16 at batch 64"
+timeout 90 env GPU_DEVICE="$gpu" "$work/gpu_ops" bf16 64 >"$out/ops_bf16_b64.jsonl" 2>"$out/ops_bf16_b64.log"
 
 log "serve load tests"
 timeout 120 "$bin" random-model --out "$work/large" >"$out/random_model.log" 2>&1
 image=fixtures/golden/images/grace_hopper.jpg
 get() { python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"; }
-for p in bf16 f32; do
-  MODEL_DIR=$work/large GPU_DEVICE=$gpu PRECISION=$p HOST=127.0.0.1 PORT=$port RATE_LIMIT=off \
-    MAX_BATCH_SIZE=32 MAX_QUEUE=512 DRAIN_DELAY=0 LOG_FORMAT=json \
-    "$bin" serve >"$out/serve_$p.log" 2>&1 &
+for p in bf16 f32 bf16_graphs; do
+  graphs=0
+  [ "$p" = bf16_graphs ] && graphs=8
+  MODEL_DIR=$work/large GPU_DEVICE=$gpu PRECISION=${p%_graphs} HOST=127.0.0.1 PORT=$port \
+    RATE_LIMIT=off MAX_BATCH_SIZE=32 MAX_QUEUE=512 DRAIN_DELAY=0 LOG_FORMAT=json \
+    CUDA_GRAPHS_MAX_BATCH=$graphs "$bin" serve >"$out/serve_$p.log" 2>&1 &
   server=$!
   ready=0
   for _ in $(seq 240); do
@@ -117,21 +131,22 @@ def load(name):
     except ValueError:
         return None
 s = {"gpu": text("nvidia_smi.csv").strip(), "out": str(out)}
-for t in ("golden", "generic"):
+for t in ("golden", "generic", "golden_plain"):
     rc, secs = (text(f"test_{t}.rc").split() + ["?", "?"])[:2]
     log = text(f"test_{t}.log")
     s[f"test_{t}"] = {"exit": rc, "time": secs,
                       "result": (re.findall(r"test result: .*", log) or [log[-1500:]])[-1],
                       "failures": re.findall(r"---- (\S+) stdout ----", log)}
 s["precision_vs_f32"] = load("precision.json")
-for p in ("f32", "bf16"):
+for p in ("f32", "bf16", "bf16_b64"):
     ops = [json.loads(l) for l in text(f"ops_{p}.jsonl").splitlines() if l.startswith("{")]
     s[f"ops_{p}_ms"] = {o["op"]: o["ms"] for o in ops} or text(f"ops_{p}.log")[-800:]
-for p in ("f32", "bf16"):
+for p in ("f32", "bf16", "f32_graphs", "bf16_graphs"):
     b = load(f"bench_{p}.json")
-    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms")}
+    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms", "cuda_graphs")}
                        | {"batches": [{k: x[k] for k in ("batch_size", "resnet_ms", "encoder_ms", "decoder_ms", "total_ms", "model_pairs_per_s")} for x in b["batches"]]}
                        if b else {"exit": text(f"bench_{p}.rc").strip(), "log": text(f"bench_{p}.log")[-1500:]})
+for p in ("f32", "bf16", "bf16_graphs"):
     m = text(f"metrics_{p}.txt")
     grab = lambda name: (re.findall(rf"^{name} (\S+)$", m, re.M) or [None])[0]
     info = load(f"info_{p}.json") or {}
@@ -141,6 +156,9 @@ for p in ("f32", "bf16"):
                        "gpu_memory_total_bytes": grab("ofa_gpu_memory_total_bytes"),
                        "batch_size_sum": grab("ofa_batch_size_sum"), "batch_size_count": grab("ofa_batch_size_count"),
                        "info_gpu_memory": info.get("gpu_memory"), "info_device": (info.get("model") or {}).get("device")}
+    graphs = [l for l in text(f"serve_{p}.log").splitlines() if '"cuda_graphs"' in l]
+    if graphs:
+        s[f"serve_{p}"]["cuda_graphs"] = graphs[-1][-600:]
     if not s[f"serve_{p}"]["ready"]:
         s[f"serve_{p}"]["log"] = text(f"serve_{p}.log")[-1500:]
 bad = text("bad_device.log")

@@ -53,7 +53,9 @@ pub fn run(args: BatchArgs) -> Result<()> {
     }
     let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load_with(&dir, &device, precision)?;
+    let pipeline = args
+        .device
+        .configure(Entailment::load_with(&dir, &device, precision)?);
     let chunk = args.max_batch_size.max(1) * 4;
     let engine = args.images.engine(
         pipeline,

@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// Batch sizes to time.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     batch_sizes: Vec<usize>,
-    /// Timed runs per batch size (the median is reported), after one warm-up run.
+    /// Timed runs per batch size (the median is reported), after one warm-up run (on a GPU,
+    /// one per batch size).
     #[arg(long, default_value_t = 2)]
     iterations: usize,
     /// Print one JSON object instead of a table.
@@ -76,6 +77,9 @@ struct Report {
     rss_after_load_bytes: Option<u64>,
     peak_rss_bytes: Option<u64>,
     encoder_tokens: usize,
+    /// The ResNet's CUDA graphs (`--cuda-graphs-max-batch`): how many shapes were recorded and
+    /// which recordings failed.
+    cuda_graphs: ofa_model::stage_graphs::GraphSummary,
     batches: Vec<BatchReport>,
 }
 
@@ -128,7 +132,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "OFA-large, random weights (built-in configuration)".to_owned(),
         ),
     };
-    let pipeline = pipeline.with_stage_timing(true);
+    let pipeline = args.device.configure(pipeline).with_stage_timing(true);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let rss_after_load = resident_bytes().map(|(rss, _)| rss);
     let input = PairInput {
@@ -151,6 +155,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     run_once(1)?; // warm-up: first-touch allocations, thread pool start
     let mut batches = Vec::new();
     for &b in &args.batch_sizes {
+        if !device.is_cpu() {
+            // A GPU's first batch of a size picks cuBLAS algorithms, grows the memory pool and,
+            // with CUDA graphs, records them: steady state is what a served size runs at.
+            run_once(b)?;
+        }
         let runs = (0..args.iterations)
             .map(|_| run_once(b))
             .collect::<Result<Vec<_>>>()?;
@@ -183,6 +192,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         rss_after_load_bytes: rss_after_load,
         peak_rss_bytes: resident_bytes().map(|(_, peak)| peak),
         encoder_tokens,
+        cuda_graphs: pipeline.cuda_graphs(),
         batches,
     };
     if args.json {

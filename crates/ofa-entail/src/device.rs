@@ -15,6 +15,10 @@ pub struct DeviceArgs {
     /// CPU: dense layers quantised, ~2× faster, a quarter of their memory; check with `eval`).
     #[arg(long, env = "PRECISION", default_value = "f32", value_parser = parse_precision)]
     pub precision: Precision,
+    /// On a GPU, replay the ResNet from a CUDA graph for batches up to this size (0: off, the
+    /// default until measured on a GPU; `bench/gpu_check.sh` compares both).
+    #[arg(long, env = "CUDA_GRAPHS_MAX_BATCH", default_value_t = 0)]
+    pub cuda_graphs_max_batch: usize,
 }
 
 pub fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -22,6 +26,11 @@ pub fn parse_precision(s: &str) -> Result<Precision, String> {
 }
 
 impl DeviceArgs {
+    /// The model as loaded, with this device's run-time options applied.
+    pub fn configure(&self, model: ofa_model::Entailment) -> ofa_model::Entailment {
+        model.with_cuda_graphs(self.cuda_graphs_max_batch)
+    }
+
     /// The device and precision, checked together before anything is loaded; plus a warning
     /// to log when a GPU was asked for but this build cannot use one.
     pub fn open(&self) -> Result<(Device, Precision, Option<String>)> {

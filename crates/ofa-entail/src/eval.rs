@@ -54,7 +54,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut examples: Vec<Example> = Vec::new();
     for p in std::iter::once(precision).chain(args.compare) {
         // One model at a time: the second precision's run does not share memory with the first.
-        let pipeline = Entailment::load_with(&dir, &device, p)?;
+        let pipeline = args
+            .device
+            .configure(Entailment::load_with(&dir, &device, p)?);
         if examples.is_empty() {
             examples = eval_data::read(&args.data, pipeline.answers())?;
         }

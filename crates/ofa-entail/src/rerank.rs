@@ -89,7 +89,9 @@ pub fn run(args: RerankArgs) -> Result<()> {
     }
     let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load_with(&dir, &device, precision)?;
+    let pipeline = args
+        .device
+        .configure(Entailment::load_with(&dir, &device, precision)?);
     let answers = pipeline.answers().to_vec();
     let (pairs, ranking) = request
         .into_pairs(usize::MAX, &answers)

@@ -238,8 +238,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let dir = dir.clone();
             let device = device.clone();
             let cache = args.image_cache_mb << 20;
+            let options = args.device.clone();
             tokio::task::spawn_blocking(move || {
-                Entailment::load_with(&dir, &device, precision).map(|p| p.with_image_cache(cache))
+                Entailment::load_with(&dir, &device, precision)
+                    .map(|p| options.configure(p).with_image_cache(cache))
             })
             .await?
         };
@@ -274,8 +276,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "answers": pipeline.answers(),
             "image_cache_mb": args.image_cache_mb,
         });
+        let pipeline = Arc::new(pipeline);
         let engine = Arc::new(Engine::start(
-            Arc::new(pipeline),
+            pipeline.clone(),
             engine_cfg,
             metrics.clone(),
             drain,
@@ -297,6 +300,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 "warmed_up",
                 &[("seconds", t.elapsed().as_secs_f64().into())],
             );
+            let graphs = pipeline.cuda_graphs();
+            if graphs.max_batch > 0 && !device.is_cpu() {
+                log.event(
+                    "cuda_graphs",
+                    &[
+                        ("recorded", graphs.recorded.into()),
+                        ("failed", serde_json::json!(graphs.failed)),
+                    ],
+                );
+            }
         }
         state.set_engine(engine, model_info);
         log.event("ready", &[("listen", Value::from(local.to_string()))]);

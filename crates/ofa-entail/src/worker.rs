@@ -121,8 +121,11 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let t = Instant::now();
         let pipeline = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Entailment::load_with(&dir, &device, precision))
-                .await??
+            let options = args.device.clone();
+            tokio::task::spawn_blocking(move || {
+                Entailment::load_with(&dir, &device, precision).map(|p| options.configure(p))
+            })
+            .await??
         };
         engine_metrics.set_model_loaded(t.elapsed().as_secs_f64());
         log.event(

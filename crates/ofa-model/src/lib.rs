@@ -50,6 +50,7 @@ pub mod resnet;
 pub mod resnet_int8;
 pub mod runtime;
 pub mod softmax;
+pub mod stage_graphs;
 pub mod text;
 pub mod tokenizer;
 pub mod weights;

@@ -1,12 +1,18 @@
 //! The whole OFA network for visual entailment: ResNet + encoder once, decoder once over the
 //! prompt, and the tied output projection restricted to the candidate answer tokens.
 
-use candle_core::{DType, Device, IndexOp, Result, Tensor};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::OfaConfig;
 use crate::decoder::Decoder;
 use crate::encoder::{Encoder, EncoderOutput};
+use crate::stage_graphs::{GraphSummary, StageGraphs};
+
+/// Answer ids and their rows of the output projection.
+type AnswerRows = (Vec<u32>, Tensor);
 
 #[derive(Debug, Clone)]
 pub struct OfaModel {
@@ -14,6 +20,10 @@ pub struct OfaModel {
     encoder: Encoder,
     decoder: Decoder,
     embed_tokens: Tensor,
+    /// `embed_tokens`' rows for the answer ids last asked for.
+    answer_rows: Arc<Mutex<Option<AnswerRows>>>,
+    /// The ResNet's CUDA graphs (none unless `set_cuda_graphs`).
+    resnet_graphs: Arc<StageGraphs>,
     device: Device,
 }
 
@@ -28,6 +38,8 @@ impl OfaModel {
             encoder: Encoder::new(config, embed_tokens.clone(), vb.pp("encoder"))?,
             decoder: Decoder::new(config, embed_tokens.clone(), vb.pp("decoder"))?,
             embed_tokens,
+            answer_rows: Arc::default(),
+            resnet_graphs: Arc::default(),
             device: vb.device().clone(),
         })
     }
@@ -49,7 +61,19 @@ impl OfaModel {
 
     /// ResNet features of `[B, 3, S, S]` normalised images.
     pub fn image_features(&self, images: &Tensor) -> Result<Tensor> {
-        self.encoder.embed_images(images)
+        self.resnet_graphs
+            .run(images, |x| self.encoder.embed_images(x))
+    }
+
+    /// Records the ResNet as a CUDA graph for each batch size up to `max_batch` (0: never), on
+    /// a GPU; forgets the graphs recorded so far.
+    pub fn set_cuda_graphs(&mut self, max_batch: usize) {
+        self.resnet_graphs = Arc::new(StageGraphs::new(max_batch));
+    }
+
+    /// The CUDA graphs recorded so far.
+    pub fn cuda_graphs(&self) -> GraphSummary {
+        self.resnet_graphs.summary()
     }
 
     /// Encoder over right-padded source ids `[B, T]` and the ResNet features.
@@ -70,14 +94,33 @@ impl OfaModel {
         last: &[usize],
         answer_ids: &[u32],
     ) -> Result<Tensor> {
-        let rows = last
+        let (b, m, d) = hidden.dims3()?;
+        if last.len() != b || last.iter().any(|&p| p >= m) {
+            candle_core::bail!("answer positions {last:?} for hidden states of {b}×{m}");
+        }
+        // One gather for the batch (stacking per-item rows cost a copy kernel per item).
+        let rows: Vec<u32> = last
             .iter()
             .enumerate()
-            .map(|(b, &p)| hidden.i((b, p)))
-            .collect::<Result<Vec<_>>>()?;
-        let h = Tensor::stack(&rows, 0)?;
-        let ids = Tensor::new(answer_ids, &self.device)?;
-        let w = self.embed_tokens.index_select(&ids, 0)?;
+            .map(|(i, &p)| (i * m + p) as u32)
+            .collect();
+        let rows = Tensor::from_vec(rows, b, &self.device)?;
+        let h = hidden.reshape((b * m, d))?.index_select(&rows, 0)?;
+        let w = self.answer_rows(answer_ids)?;
         h.matmul(&w.t()?)?.to_dtype(candle_core::DType::F32)
+    }
+
+    /// The output projection's rows for `answer_ids`, gathered once.
+    fn answer_rows(&self, answer_ids: &[u32]) -> Result<Tensor> {
+        let mut cached = self.answer_rows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((ids, rows)) = cached.as_ref() {
+            if ids == answer_ids {
+                return Ok(rows.clone());
+            }
+        }
+        let ids = Tensor::new(answer_ids, &self.device)?;
+        let rows = self.embed_tokens.index_select(&ids, 0)?;
+        *cached = Some((answer_ids.to_vec(), rows.clone()));
+        Ok(rows)
     }
 }

@@ -134,6 +134,19 @@ impl Entailment {
         self
     }
 
+    /// On a GPU, replays the ResNet from a CUDA graph recorded per batch size up to
+    /// `max_batch` (0: never): one launch instead of hundreds, which is most of a small batch's
+    /// ResNet time there. Each size is recorded after its first run.
+    pub fn with_cuda_graphs(mut self, max_batch: usize) -> Self {
+        self.model.set_cuda_graphs(max_batch);
+        self
+    }
+
+    /// The CUDA graphs recorded so far (for logs).
+    pub fn cuda_graphs(&self) -> crate::stage_graphs::GraphSummary {
+        self.model.cuda_graphs()
+    }
+
     /// Times each stage where a GPU runs it (a synchronisation after each; off by default, as
     /// it costs a little throughput). No effect on the CPU, where work runs when called.
     pub fn with_stage_timing(mut self, on: bool) -> Self {

@@ -73,9 +73,20 @@ pub fn cases() -> &'static Vec<Value> {
     })
 }
 
+/// The tiny model. On a GPU its ResNet replays CUDA graphs for batches up to
+/// `OFA_TEST_CUDA_GRAPHS` (8 unless set; 0 turns them off), so the goldens check the recorded
+/// path too: each batch size's first run is plain, the later ones replay.
 pub fn tiny() -> &'static Entailment {
     static MODEL: OnceLock<Entailment> = OnceLock::new();
-    MODEL.get_or_init(|| Entailment::load(tiny_dir(), device()).expect("tiny model loads"))
+    MODEL.get_or_init(|| {
+        let graphs = std::env::var("OFA_TEST_CUDA_GRAPHS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(8);
+        Entailment::load(tiny_dir(), device())
+            .expect("tiny model loads")
+            .with_cuda_graphs(graphs)
+    })
 }
 
 pub fn case_tensors(case: &Value) -> HashMap<String, Tensor> {
