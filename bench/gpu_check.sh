@@ -2,7 +2,7 @@
 # The GPU device check: on a machine with an NVIDIA GPU and its driver (no Rust toolchain, no
 # network needed), from the repo plus the bundle bench/gpu_pack.sh made:
 #   1. the golden tests on the GPU (f32 against the reference; bf16/f16 against f32), with the
-#      ResNet's CUDA graphs (the tests' default there) and without,
+#      CUDA graphs (the tests' default there) and without,
 #   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights), then
 #      batch sizes 1 to 8 with CUDA graphs; the time of each kind of operation at batch 16
 #      (and 64 in bf16) (gpu_ops),
@@ -56,7 +56,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
   >"$out/nvidia_smi.csv" 2>&1
 
 log "golden tests on GPU $gpu"
-# golden_plain: the same executable with the ResNet's CUDA graphs off.
+# golden_plain: the same executable with CUDA graphs off.
 for t in golden generic golden_plain; do
   exe=${t%_plain}
   graphs=8

@@ -77,7 +77,7 @@ struct Report {
     rss_after_load_bytes: Option<u64>,
     peak_rss_bytes: Option<u64>,
     encoder_tokens: usize,
-    /// The ResNet's CUDA graphs (`--cuda-graphs-max-batch`): how many shapes were recorded and
+    /// The CUDA graphs (`--cuda-graphs-max-batch`): how many shapes were recorded and
     /// which recordings failed.
     cuda_graphs: ofa_model::stage_graphs::GraphSummary,
     batches: Vec<BatchReport>,

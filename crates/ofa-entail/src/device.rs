@@ -15,8 +15,8 @@ pub struct DeviceArgs {
     /// CPU: dense layers quantised, ~2× faster, a quarter of their memory; check with `eval`).
     #[arg(long, env = "PRECISION", default_value = "f32", value_parser = parse_precision)]
     pub precision: Precision,
-    /// On a GPU, replay the ResNet from a CUDA graph for batches up to this size (0: off, the
-    /// default until measured on a GPU; `bench/gpu_check.sh` compares both).
+    /// On a GPU, replay the ResNet, encoder and decoder from CUDA graphs for batches up to this
+    /// size (0: off, the default until measured on a GPU; `bench/gpu_check.sh` compares both).
     #[arg(long, env = "CUDA_GRAPHS_MAX_BATCH", default_value_t = 0)]
     pub cuda_graphs_max_batch: usize,
 }

@@ -182,6 +182,28 @@ impl Encoder {
 
     /// `ids`: `[B, T]` u32, right-padded with the pad id; `features`: ResNet output.
     pub fn forward(&self, ids: &Tensor, features: &Tensor) -> Result<EncoderOutput> {
+        let has_pads = self.has_pads(ids)?;
+        self.forward_with(ids, features, has_pads)
+    }
+
+    /// Whether any of `ids` is the pad id (read back from the device).
+    pub fn has_pads(&self, ids: &Tensor) -> Result<bool> {
+        Ok(ids
+            .eq(self.pad_id)?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<u8>()?
+            > 0)
+    }
+
+    /// [`Encoder::forward`] told whether `ids` hold padding, so the pass reads nothing back
+    /// from the device (it can be recorded as a CUDA graph).
+    pub fn forward_with(
+        &self,
+        ids: &Tensor,
+        features: &Tensor,
+        has_pads: bool,
+    ) -> Result<EncoderOutput> {
         let device = ids.device().clone();
         let (b, t) = ids.dims2()?;
         let (_, _, gh, gw) = features.dims4()?;
@@ -208,10 +230,8 @@ impl Encoder {
         let txt = txt.broadcast_add(&self.type_embedding.get(0)?)?;
         let mut txt = self.layernorm_embedding.forward(&txt)?;
 
-        let pad = ids.eq(self.pad_id)?; // [B, T] u8
-        let has_pads = pad.flatten_all()?.max(0)?.to_scalar::<u8>()? > 0;
         let key_mask = if has_pads {
-            let pad = pad.to_dtype(DType::F32)?;
+            let pad = ids.eq(self.pad_id)?.to_dtype(DType::F32)?; // [B, T]
             let keep = (1.0 - &pad)?.to_dtype(txt.dtype())?;
             txt = txt.broadcast_mul(&keep.unsqueeze(2)?)?;
             // Built in f32: in f16, 0 · f32::MIN would be 0 · -inf = NaN.

@@ -14,6 +14,22 @@ use crate::stage_graphs::{GraphSummary, StageGraphs};
 /// Answer ids and their rows of the output projection.
 type AnswerRows = (Vec<u32>, Tensor);
 
+/// Each stage's CUDA graphs.
+#[derive(Debug, Default)]
+struct Graphs {
+    resnet: StageGraphs,
+    encoder: StageGraphs,
+    decoder: StageGraphs,
+}
+
+/// The one result of a single-output stage.
+fn first(out: Vec<Tensor>) -> Result<Tensor> {
+    match out.into_iter().next() {
+        Some(t) => Ok(t),
+        None => candle_core::bail!("a stage gave no result"),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct OfaModel {
     pub config: OfaConfig,
@@ -22,8 +38,8 @@ pub struct OfaModel {
     embed_tokens: Tensor,
     /// `embed_tokens`' rows for the answer ids last asked for.
     answer_rows: Arc<Mutex<Option<AnswerRows>>>,
-    /// The ResNet's CUDA graphs (none unless `set_cuda_graphs`).
-    resnet_graphs: Arc<StageGraphs>,
+    /// The stages' CUDA graphs (none unless `set_cuda_graphs`).
+    graphs: Arc<Graphs>,
     device: Device,
 }
 
@@ -39,7 +55,7 @@ impl OfaModel {
             decoder: Decoder::new(config, embed_tokens.clone(), vb.pp("decoder"))?,
             embed_tokens,
             answer_rows: Arc::default(),
-            resnet_graphs: Arc::default(),
+            graphs: Arc::default(),
             device: vb.device().clone(),
         })
     }
@@ -61,29 +77,77 @@ impl OfaModel {
 
     /// ResNet features of `[B, 3, S, S]` normalised images.
     pub fn image_features(&self, images: &Tensor) -> Result<Tensor> {
-        self.resnet_graphs
-            .run(images, |x| self.encoder.embed_images(x))
+        let out = self.graphs.resnet.run(&[images], &[], |x| {
+            Ok(vec![self.encoder.embed_images(&x[0])?])
+        })?;
+        first(out)
     }
 
-    /// Records the ResNet as a CUDA graph for each batch size up to `max_batch` (0: never), on
-    /// a GPU; forgets the graphs recorded so far.
+    /// On a GPU, records the ResNet, the encoder and the decoder as CUDA graphs for each
+    /// batch size (and text length) up to `max_batch` items (0: never); forgets the graphs
+    /// recorded so far.
     pub fn set_cuda_graphs(&mut self, max_batch: usize) {
-        self.resnet_graphs = Arc::new(StageGraphs::new(max_batch));
+        // The encoder and decoder read their position caches in place.
+        let caches = Some(crate::position_cache::generation as fn() -> u64);
+        self.graphs = Arc::new(Graphs {
+            resnet: StageGraphs::new(max_batch, None),
+            encoder: StageGraphs::new(max_batch, caches),
+            decoder: StageGraphs::new(max_batch, caches),
+        });
     }
 
-    /// The CUDA graphs recorded so far.
+    /// The CUDA graphs recorded so far, all stages together.
     pub fn cuda_graphs(&self) -> GraphSummary {
-        self.resnet_graphs.summary()
+        let g = &self.graphs;
+        GraphSummary::merge(&[
+            g.resnet.summary("resnet"),
+            g.encoder.summary("encoder"),
+            g.decoder.summary("decoder"),
+        ])
     }
 
     /// Encoder over right-padded source ids `[B, T]` and the ResNet features.
     pub fn encode(&self, ids: &Tensor, features: &Tensor) -> Result<EncoderOutput> {
-        self.encoder.forward(ids, features)
+        let (_, _, gh, gw) = features.dims4()?;
+        // Read before the stage: a recorded graph cannot read the device back.
+        let has_pads = self.encoder.has_pads(ids)?;
+        let out = self
+            .graphs
+            .encoder
+            .run(&[ids, features], &[usize::from(has_pads)], |x| {
+                let enc = self.encoder.forward_with(&x[0], &x[1], has_pads)?;
+                Ok([enc.hidden, enc.positions]
+                    .into_iter()
+                    .chain(enc.key_mask)
+                    .collect())
+            })?;
+        let mut out = out.into_iter();
+        let (Some(hidden), Some(positions)) = (out.next(), out.next()) else {
+            candle_core::bail!("the encoder stage gave fewer than two results");
+        };
+        Ok(EncoderOutput {
+            hidden,
+            positions,
+            key_mask: out.next(),
+            grid: (gh, gw),
+        })
     }
 
     /// Final decoder hidden states `[B, M, D]` for right-padded prompts `[B, M]`.
     pub fn decode(&self, prompts: &Tensor, enc: &EncoderOutput) -> Result<Tensor> {
-        self.decoder.forward(prompts, enc)
+        let mut inputs = vec![prompts, &enc.hidden, &enc.positions];
+        inputs.extend(enc.key_mask.as_ref());
+        let (gh, gw) = enc.grid;
+        let out = self.graphs.decoder.run(&inputs, &[gh, gw], |x| {
+            let enc = EncoderOutput {
+                hidden: x[1].clone(),
+                positions: x[2].clone(),
+                key_mask: x.get(3).cloned(),
+                grid: (gh, gw),
+            };
+            Ok(vec![self.decoder.forward(&x[0], &enc)?])
+        })?;
+        first(out)
     }
 
     /// Logits of `answer_ids` at position `last[b]` of each item: `[B, K]`, in f32 whatever the

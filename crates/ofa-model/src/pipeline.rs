@@ -134,9 +134,10 @@ impl Entailment {
         self
     }
 
-    /// On a GPU, replays the ResNet from a CUDA graph recorded per batch size up to
-    /// `max_batch` (0: never): one launch instead of hundreds, which is most of a small batch's
-    /// ResNet time there. Each size is recorded after its first run.
+    /// On a GPU, replays the ResNet, the encoder and the decoder from CUDA graphs recorded per
+    /// batch size (and text length) up to `max_batch` items (0: never): one launch per stage
+    /// instead of hundreds, which is most of a small batch's time there. Each shape is recorded
+    /// after its first run.
     pub fn with_cuda_graphs(mut self, max_batch: usize) -> Self {
         self.model.set_cuda_graphs(max_batch);
         self

@@ -5,22 +5,43 @@
 //! rows that are the same, bit for bit, as the ones it would compute, since a linear layer
 //! treats each row on its own.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{Result, Tensor};
+
+/// Counts the values made by every cache of this kind in the process. A CUDA graph recorded
+/// over cached tensors reads them at fixed addresses, and a value made anew frees the one it
+/// replaces: graphs recorded before a change must not be replayed (`stage_graphs`).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How many cached values have been made so far (see `GENERATION`).
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
 
 /// One value made for a key and a size, reused for that key at any size up to it: a new key,
 /// or a larger size, makes it anew (`compute(size)` says what size it made).
 #[derive(Debug)]
 pub struct Grown<K, V> {
     slot: Mutex<Option<(K, usize, V)>>,
+    /// Values this cache has made.
+    made: AtomicU64,
 }
 
 impl<K, V> Default for Grown<K, V> {
     fn default() -> Self {
         Self {
             slot: Mutex::new(None),
+            made: AtomicU64::new(0),
         }
+    }
+}
+
+impl<K, V> Grown<K, V> {
+    /// How many values this cache has made.
+    pub fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
     }
 }
 
@@ -42,6 +63,8 @@ impl<K: PartialEq, V: Clone> Grown<K, V> {
             candle_core::bail!("position cache: made for {made}, {size} needed");
         }
         *slot = Some((key, made, v.clone()));
+        self.made.fetch_add(1, Ordering::Relaxed);
+        GENERATION.fetch_add(1, Ordering::AcqRel);
         Ok(v)
     }
 }
@@ -146,6 +169,30 @@ mod tests {
         assert_eq!(get((3, 3))[0].dims(), [9, 2]);
         assert_eq!(get((2, 4))[0].dims(), [8, 2]);
         assert_eq!(calls, 2);
+    }
+
+    #[test]
+    fn the_generation_moves_when_a_value_is_made_and_only_then() {
+        let cache: Grown<(), u32> = Grown::default();
+        let make = |size: usize| move |_| Ok((size, size as u32));
+        cache.get((), 10, make(10)).unwrap();
+        assert_eq!(cache.made(), 1);
+        assert_eq!(
+            cache.get((), 4, make(99)).unwrap(),
+            10,
+            "reused for a smaller size"
+        );
+        assert_eq!(cache.get((), 10, make(99)).unwrap(), 10);
+        assert_eq!(cache.made(), 1);
+        // Other tests' caches move the process-wide count too; this one's change must show.
+        let before = generation();
+        assert_eq!(
+            cache.get((), 11, make(16)).unwrap(),
+            16,
+            "made anew when larger"
+        );
+        assert_eq!(cache.made(), 2);
+        assert!(generation() > before);
     }
 
     #[test]

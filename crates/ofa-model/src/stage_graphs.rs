@@ -1,13 +1,13 @@
-//! CUDA graphs for a stage of the network: its kernels recorded once per input shape and
-//! replayed, so a small batch pays one graph launch instead of hundreds of kernel launches
-//! (each candle operation costs the host several microseconds; at batch 1 on an H200 that
-//! overhead, not the GPU, set the ResNet's time).
+//! CUDA graphs for a stage of the network (the ResNet, the encoder, the decoder): its kernels
+//! recorded once per input shape and replayed, so a small batch pays one graph launch instead
+//! of hundreds of kernel launches (each candle operation costs the host several microseconds;
+//! at batch 1 on an H200 that overhead, not the GPU, set most of a pass's time).
 //!
 //! A shape is recorded after its first, ordinary run, which also loads every kernel module,
-//! sizes cuBLAS's workspace and leaves candle's kernel parameters on the device, so nothing the
-//! recording captures allocates or uploads outside it. The
-//! recording reads its input from, and writes its result to, buffers kept with the graph; each
-//! replay copies the new input in and the result out. A shape whose recording fails runs
+//! sizes cuBLAS's workspace, fills the model's position caches for it and leaves candle's kernel
+//! parameters on the device, so nothing the recording captures allocates or uploads outside it.
+//! The recording reads its inputs from, and writes its results to, buffers kept with the graph;
+//! each replay copies the new inputs in and the results out. A shape whose recording fails runs
 //! without a graph from then on, and the failure is kept for [`StageGraphs::summary`]. Off the
 //! GPU, or with graphs off, a stage runs as it is.
 
@@ -16,19 +16,32 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Result, Tensor};
 
-/// Recorded graphs of one stage, by input shape and type.
+/// Distinct shapes a stage records at most (texts of every length at several batch sizes);
+/// past it new shapes run without a graph.
+const MAX_SHAPES: usize = 256;
+
+/// What tells two runs of a stage apart: each input's shape and type, and host values the
+/// stage's kernels depend on.
+type Key = (Vec<(Vec<usize>, DType)>, Vec<usize>);
+
+/// Recorded graphs of one stage, by input shapes.
 #[derive(Debug, Default)]
 pub struct StageGraphs {
     /// Batches up to this size are recorded (0: never). Past a few items a batch is bound by
-    /// the GPU's arithmetic, and each recorded shape holds its intermediate memory.
+    /// the GPU's arithmetic, not by launches.
     max_batch: usize,
-    entries: Mutex<HashMap<(Vec<usize>, DType), Entry>>,
+    /// The version of what the stage reads besides its inputs and weights (caches whose
+    /// values a graph reads in place); a graph recorded at another version is recorded anew.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    version: Option<fn() -> u64>,
+    entries: Mutex<HashMap<Key, Entry>>,
 }
 
 #[derive(Debug)]
 enum Entry {
+    /// A graph, and the version it was recorded at.
     #[cfg(feature = "cuda")]
-    Recorded(imp::Recorded),
+    Recorded(imp::Recorded, u64),
     /// Recording failed for this shape (why): it runs without a graph.
     Plain(String),
 }
@@ -43,74 +56,135 @@ pub struct GraphSummary {
     pub failed: Vec<String>,
 }
 
+impl GraphSummary {
+    /// Several stages' summaries as one.
+    pub fn merge(parts: &[GraphSummary]) -> GraphSummary {
+        let mut all = GraphSummary::default();
+        for p in parts {
+            all.max_batch = all.max_batch.max(p.max_batch);
+            all.recorded += p.recorded;
+            all.failed.extend(p.failed.iter().cloned());
+        }
+        all
+    }
+}
+
 impl StageGraphs {
-    pub fn new(max_batch: usize) -> Self {
+    /// `version`: see the field; `None` when the stage reads nothing but its inputs and
+    /// weights.
+    pub fn new(max_batch: usize, version: Option<fn() -> u64>) -> Self {
         Self {
             max_batch,
+            version,
             entries: Mutex::default(),
         }
     }
 
-    pub fn summary(&self) -> GraphSummary {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn version(&self) -> u64 {
+        self.version.map_or(0, |v| v())
+    }
+
+    /// `name` labels the failures.
+    pub fn summary(&self, name: &str) -> GraphSummary {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = GraphSummary {
             max_batch: self.max_batch,
             ..GraphSummary::default()
         };
-        for ((shape, dtype), e) in entries.iter() {
+        for ((shapes, extra), e) in entries.iter() {
             match e {
                 #[cfg(feature = "cuda")]
-                Entry::Recorded(_) => s.recorded += 1,
-                Entry::Plain(why) => s.failed.push(format!("{shape:?} {dtype:?}: {why}")),
+                Entry::Recorded(..) => s.recorded += 1,
+                Entry::Plain(why) => s.failed.push(format!("{name} {shapes:?} {extra:?}: {why}")),
             }
         }
         s.failed.sort();
         s
     }
 
-    /// `stage(input)`, from a recorded graph where there is one for `input`'s shape (on a GPU,
-    /// batches up to `max_batch`). `stage` must be a pure function of its input on the device:
-    /// no reads back to the host, no caches filled on the way.
-    pub fn run(&self, input: &Tensor, stage: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-        let small = input.dims().first().is_some_and(|&b| b <= self.max_batch);
-        if !input.device().is_cuda() || !small {
-            return stage(input);
+    /// `stage(inputs)`, from a recorded graph where there is one for the inputs' shapes and
+    /// `extra` (on a GPU, batches up to `max_batch`: the first input's first axis). `stage` must
+    /// depend on nothing but its inputs and `extra`, and read nothing back to the host.
+    pub fn run(
+        &self,
+        inputs: &[&Tensor],
+        extra: &[usize],
+        stage: impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<Vec<Tensor>> {
+        let plain = || stage(&inputs.iter().map(|t| (*t).clone()).collect::<Vec<_>>());
+        let small = inputs
+            .first()
+            .and_then(|t| t.dims().first())
+            .is_some_and(|&b| b <= self.max_batch);
+        if !small || !inputs.iter().all(|t| t.device().is_cuda()) {
+            return plain();
         }
-        let key = (input.dims().to_vec(), input.dtype());
+        let key: Key = (
+            inputs
+                .iter()
+                .map(|t| (t.dims().to_vec(), t.dtype()))
+                .collect(),
+            extra.to_vec(),
+        );
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(feature = "cuda")]
+        if self.version.is_some() {
+            // What older graphs read in place may have been freed: they go, and are recorded
+            // again as their shapes come back.
+            let now = self.version();
+            entries.retain(|_, e| !matches!(e, Entry::Recorded(_, v) if *v != now));
+        }
         match entries.get(&key) {
             #[cfg(feature = "cuda")]
-            Some(Entry::Recorded(r)) => return r.replay(input),
-            Some(Entry::Plain(_)) => return stage(input),
+            Some(Entry::Recorded(r, _)) => return r.replay(inputs),
+            Some(Entry::Plain(_)) => return plain(),
+            None if entries.len() >= MAX_SHAPES => return plain(),
             None => {}
         }
         // candle's kernels upload their shape parameters, which a recording cannot: with the
         // cache on, the plain run leaves them on the device and the recording reuses them.
         #[cfg(feature = "cuda")]
-        let _params = input
+        let _params = inputs[0]
             .device()
             .as_cuda_device()?
             .enable_cuda_graph_htod_cache();
-        let out = stage(input)?;
-        let entry = Self::record(input, &out, &stage);
+        let out = plain()?;
+        // After the plain run, which fills the caches this shape needs.
+        let entry = self.record(inputs, &out, &stage);
         entries.insert(key, entry);
         Ok(out)
     }
 
     #[cfg(feature = "cuda")]
     fn record(
-        input: &Tensor,
-        sample: &Tensor,
-        stage: &impl Fn(&Tensor) -> Result<Tensor>,
+        &self,
+        inputs: &[&Tensor],
+        sample: &[Tensor],
+        stage: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
     ) -> Entry {
-        match imp::Recorded::new(input, sample, stage) {
-            Ok(r) => Entry::Recorded(r),
+        let version = self.version();
+        let entry = match imp::Recorded::new(inputs, sample, stage) {
+            Ok(r) => Entry::Recorded(r, version),
             Err(e) => Entry::Plain(e.to_string()),
+        };
+        match entry {
+            // The recording itself made a cached value: the graph would read it at an address
+            // the cache may free.
+            Entry::Recorded(..) if self.version() != version => Entry::Plain(
+                "a cache was filled while recording (its values would not stay put)".into(),
+            ),
+            e => e,
         }
     }
 
     #[cfg(not(feature = "cuda"))]
-    fn record(_: &Tensor, _: &Tensor, _: &impl Fn(&Tensor) -> Result<Tensor>) -> Entry {
+    fn record(
+        &self,
+        _: &[&Tensor],
+        _: &[Tensor],
+        _: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Entry {
         Entry::Plain("this build has no CUDA support".into())
     }
 }
@@ -123,15 +197,15 @@ mod imp {
     /// A graph with the buffers it reads and writes.
     pub struct Recorded {
         graph: SendGraph,
-        input: Tensor,
-        output: Tensor,
+        inputs: Vec<Tensor>,
+        outputs: Vec<Tensor>,
     }
 
     impl std::fmt::Debug for Recorded {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Recorded")
-                .field("input", &self.input.shape())
-                .field("output", &self.output.shape())
+                .field("inputs", &self.inputs.len())
+                .field("outputs", &self.outputs.len())
                 .finish()
         }
     }
@@ -148,21 +222,39 @@ mod imp {
 
     impl Recorded {
         pub fn new(
-            input: &Tensor,
-            sample: &Tensor,
-            stage: &impl Fn(&Tensor) -> Result<Tensor>,
+            inputs: &[&Tensor],
+            sample: &[Tensor],
+            stage: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
         ) -> Result<Self> {
-            let stream = input.device().as_cuda_device()?.cuda_stream();
+            let stream = inputs[0].device().as_cuda_device()?.cuda_stream();
             // Allocated before the recording: they outlive it at fixed addresses.
-            let buffer = input.contiguous()?.copy()?;
-            let output = sample.zeros_like()?;
+            let buffers = inputs
+                .iter()
+                .map(|t| t.contiguous()?.copy())
+                .collect::<Result<Vec<_>>>()?;
+            let outputs = sample
+                .iter()
+                .map(Tensor::zeros_like)
+                .collect::<Result<Vec<_>>>()?;
             stream.synchronize().map_err(driver)?;
             stream
                 .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
                 .map_err(driver)?;
             // Every tensor the stage makes is dropped inside the recording, so the graph frees
             // all it allocates and can be replayed.
-            let recorded = stage(&buffer).and_then(|y| output.slice_set(&y.contiguous()?, 0, 0));
+            let recorded = stage(&buffers).and_then(|ys| {
+                if ys.len() != outputs.len() {
+                    candle_core::bail!(
+                        "{} results where the plain run gave {}",
+                        ys.len(),
+                        outputs.len()
+                    );
+                }
+                outputs
+                    .iter()
+                    .zip(&ys)
+                    .try_for_each(|(o, y)| o.slice_set(&y.contiguous()?, 0, 0))
+            });
             // The recording must end whatever happened, or the stream stays in capture mode.
             let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
             recorded?;
@@ -172,16 +264,18 @@ mod imp {
             graph.upload().map_err(driver)?;
             Ok(Self {
                 graph: SendGraph(graph),
-                input: buffer,
-                output,
+                inputs: buffers,
+                outputs,
             })
         }
 
-        pub fn replay(&self, input: &Tensor) -> Result<Tensor> {
-            self.input.slice_set(&input.contiguous()?, 0, 0)?;
+        pub fn replay(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+            for (buffer, input) in self.inputs.iter().zip(inputs) {
+                buffer.slice_set(&input.contiguous()?, 0, 0)?;
+            }
             self.graph.0.launch().map_err(driver)?;
-            // A copy: the next replay overwrites the buffer while callers may still hold this.
-            self.output.copy()
+            // Copies: the next replay overwrites the buffers while callers may still hold these.
+            self.outputs.iter().map(Tensor::copy).collect()
         }
     }
 }

@@ -73,7 +73,7 @@ pub fn cases() -> &'static Vec<Value> {
     })
 }
 
-/// The tiny model. On a GPU its ResNet replays CUDA graphs for batches up to
+/// The tiny model. On a GPU its ResNet, encoder and decoder replay CUDA graphs for batches up to
 /// `OFA_TEST_CUDA_GRAPHS` (8 unless set; 0 turns them off), so the goldens check the recorded
 /// path too: each batch size's first run is plain, the later ones replay.
 pub fn tiny() -> &'static Entailment {
