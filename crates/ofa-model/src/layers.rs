@@ -89,8 +89,7 @@ impl Attention {
         }
         let q = (self.q_proj.forward(x)? * self.scaling)?;
         let (b, lq, d) = x.dims3()?;
-        let fold = crate::kernels::fused(x.device())
-            && folded_attention::pays(self.heads, lq, kv.dim(1)?, d);
+        let fold = folded_attention::pays(self.heads, lq, kv.dim(1)?, d);
         let kv_weights = match fold {
             true => self
                 .k_proj
@@ -190,9 +189,7 @@ impl FeedForward {
         self.fc1.quantize_int8()?;
         self.fc2.quantize_int8()
     }
-}
 
-impl FeedForward {
     /// `residual + forward(x)`. Off the CPU's fused kernels, with the exact GELU: fc1's matmul,
     /// then its bias, the GELU and the layer norm in one pass, then fc2 with its bias and the
     /// residual in one pass (on a GPU; candle's operations in the same order elsewhere).
