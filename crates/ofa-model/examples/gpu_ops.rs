@@ -208,6 +208,40 @@ fn main() -> candle_core::Result<()> {
             .matmul(&s3.reshape((b, 1024, 900)).unwrap())
             .unwrap();
     });
+    // The same products as one GEMM over every pixel of the batch, as a channels-last ResNet
+    // would run them (im2col's copy not included for the 3×3).
+    let s3_rows = r(&[b * 900, 1024]);
+    time(
+        &dev,
+        "conv1x1 1024->256 @30 as one GEMM (NHWC)",
+        c13,
+        0.0,
+        || {
+            s3_rows.matmul(&w13.t().unwrap()).unwrap();
+        },
+    );
+    let cols_rows = r(&[b * 900, 256 * 9]);
+    let w33 = r(&[256, 256 * 9]);
+    time(
+        &dev,
+        "conv3x3 256->256 @30 as one GEMM (NHWC)",
+        2.0 * (b * 900 * 256 * 256 * 9) as f64,
+        0.0,
+        || {
+            cols_rows.matmul(&w33.t().unwrap()).unwrap();
+        },
+    );
+    let rows120 = r(&[b * 14400, 64 * 9]);
+    let w120 = r(&[64, 64 * 9]);
+    time(
+        &dev,
+        "conv3x3 64->64 @120 as one GEMM (NHWC)",
+        conv,
+        0.0,
+        || {
+            rows120.matmul(&w120.t().unwrap()).unwrap();
+        },
+    );
     let s3n = r(&[b, 256, 30, 30]);
     let k33 = r(&[256, 256, 3, 3]);
     let c33 = 2.0 * (b * 256 * 900 * 256 * 9) as f64;
