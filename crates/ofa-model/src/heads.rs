@@ -22,8 +22,9 @@ pub fn scale_heads(o: &Tensor, c: &Tensor, heads: usize) -> Result<Tensor> {
 /// `[B, L, H·dh]` plus `bias` `[H·dh]` → `[B, H, L, dh]`: on a GPU one pass, elsewhere the add
 /// then the copy.
 pub fn split_heads_biased(x: &Tensor, bias: Option<&Tensor>, heads: usize) -> Result<Tensor> {
+    // The kernel moves four elements of a head at a time.
     #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
+    if x.device().is_cuda() && (x.dim(2)? / heads).is_multiple_of(4) {
         return crate::cuda_heads::split_heads(x, bias, heads);
     }
     match bias {
@@ -36,7 +37,7 @@ pub fn split_heads_biased(x: &Tensor, bias: Option<&Tensor>, heads: usize) -> Re
 /// one pass, elsewhere the product then the copy.
 pub fn merge_heads(o: &Tensor, c: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if o.device().is_cuda() {
+    if o.device().is_cuda() && o.dim(3)?.is_multiple_of(4) {
         return crate::cuda_heads::merge_heads(o, Some(c));
     }
     let (b, h, l, dh) = o.dims4()?;

@@ -95,7 +95,7 @@ impl Linear {
         if let (true, Weights::F32(l)) = (x.device().is_cuda(), &self.weights) {
             let y = rows_matmul(x, l.weight())?;
             let Some(b) = l.bias() else {
-                return residual + y;
+                return residual + y.reshape(residual.shape())?;
             };
             let r = residual.reshape(y.shape())?;
             return crate::cuda_ops::channel_op(&y, 1, b, Some(&r), false, false)?
