@@ -9,7 +9,7 @@ use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
-use crate::cuda_ops::{as_cuda, by_dtype, cuda_err, cuda_of, elementwise, suffix, view, PTX};
+use crate::cuda_ops::{by_dtype, cuda_err, cuda_of, elementwise, opt_view, suffix, view, PTX};
 
 struct Heads<'a> {
     /// The bias `[H·dh]` (split) or the per-head scale `[H]` (merge).
@@ -52,10 +52,7 @@ fn launch_heads<T: CudaDType + DeviceRepr>(
         dev.get_or_load_custom_func(&format!("{name}_{}", suffix(s.dtype())?), "ofa", PTX)?;
     let extra = op.extra.map(cuda_of).transpose()?;
     let x = view::<T>(s, l)?;
-    let extra_view = match &extra {
-        Some((e, el)) => Some(view::<T>(as_cuda(e), el)?),
-        None => None,
-    };
+    let extra_view = opt_view::<T, _>(&extra)?;
     // SAFETY: every element is written by the kernel.
     let mut out = unsafe { dev.alloc::<T>(n)? };
     let null = 0usize;

@@ -8,7 +8,7 @@ use candle_core::cuda_backend::{CudaDType, CudaStorage};
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use half::{bf16, f16};
 
-use crate::cuda_ops::{as_cuda, by_dtype, cuda_err, cuda_of, suffix, view, PTX};
+use crate::cuda_ops::{as_cuda, by_dtype, cuda_err, cuda_of, opt_view, suffix, view, PTX};
 
 /// Values a row's thread keeps in registers (`NORM_PER_THREAD` in the kernel).
 const PER_THREAD: usize = 8;
@@ -43,14 +43,8 @@ fn launch_norm<T: CudaDType + DeviceRepr>(
     let x = view::<T>(s, l)?;
     let w = view::<T>(as_cuda(&w_s), &w_l)?;
     let b = view::<T>(as_cuda(&b_s), &b_l)?;
-    let pre_view = match &pre {
-        Some((p, pl)) => Some(view::<T>(as_cuda(p), pl)?),
-        None => None,
-    };
-    let res_view = match &res {
-        Some((r, rl)) => Some(view::<T>(as_cuda(r), rl)?),
-        None => None,
-    };
+    let pre_view = opt_view::<T, _>(&pre)?;
+    let res_view = opt_view::<T, _>(&res)?;
     // SAFETY: every element is written by the kernel.
     let mut out = unsafe { dev.alloc::<T>(rows * n)? };
     let null = 0usize;

@@ -33,6 +33,15 @@ pub(crate) fn view<'a, T: CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<C
     Ok(s.as_cuda_slice::<T>()?.slice(l.start_offset()..))
 }
 
+/// [`view`] of an optional operand held by [`cuda_of`].
+pub(crate) fn opt_view<'a, T: CudaDType, S: std::ops::Deref<Target = Storage>>(
+    held: &'a Option<(S, Layout)>,
+) -> Result<Option<CudaView<'a, T>>> {
+    held.as_ref()
+        .map(|(s, l)| view::<T>(as_cuda(s), l))
+        .transpose()
+}
+
 /// A tensor's storage, which must be on the GPU, read-locked for the launch.
 pub(crate) fn cuda_of(t: &Tensor) -> Result<(impl std::ops::Deref<Target = Storage> + '_, Layout)> {
     let (s, l) = t.storage_and_layout();
@@ -105,10 +114,7 @@ impl AttnSoftmax<'_> {
         let bias = as_cuda(&bias_s)
             .as_cuda_slice::<T>()?
             .slice(bias_l.start_offset()..);
-        let mask_view = match &mask {
-            Some((m, ml)) => Some(view::<T>(as_cuda(m), ml)?),
-            None => None,
-        };
+        let mask_view = opt_view::<T, _>(&mask)?;
         let n = b * h * lq * lk;
         // SAFETY: every element is written by the kernel.
         let mut out = unsafe { dev.alloc::<T>(n)? };
@@ -219,10 +225,7 @@ fn launch_channel<T: CudaDType + DeviceRepr>(
     let res = op.residual.map(cuda_of).transpose()?;
     let x = view::<T>(s, l)?;
     let p = view::<T>(as_cuda(&p_s), &p_l)?;
-    let res_view = match &res {
-        Some((r, rl)) => Some(view::<T>(as_cuda(r), rl)?),
-        None => None,
-    };
+    let res_view = opt_view::<T, _>(&res)?;
     let n = l.shape().elem_count();
     let Ok(n32) = u32::try_from(n) else {
         bail!("ofa-channel-op takes at most 2^32 elements, got {n}");
