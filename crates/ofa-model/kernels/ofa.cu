@@ -366,6 +366,23 @@ __device__ void im2col(const T *x, T *cols, uint32_t ch, uint32_t h, uint32_t w,
   }
 }
 
+// out[b, c, p] = (x[b, p, c] / 255 - mean[c]) / std[c]: torchvision's ToTensor then Normalize on
+// a batch of prepared uint8 HWC images, in f32 as the CPU computes it (this file is compiled
+// without fast math, so both divisions round as IEEE's), stored in the model's type. The pixels
+// cross to the GPU as bytes, a quarter of the f32 planes the host used to build and upload.
+template <typename T>
+__device__ void normalize_pixels(const uint8_t *x, T *out, uint32_t n, uint32_t plane, float m0,
+                                 float m1, float m2, float s0, float s1, float s2) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    const uint32_t b = i / plane, p = i - b * plane;
+    const uint8_t *px = x + (uint64_t)i * 3;
+    T *o = out + (uint64_t)b * 3 * plane + p;
+    o[0] = from_f<T>(((float)px[0] / 255.0f - m0) / s0);
+    o[plane] = from_f<T>(((float)px[1] / 255.0f - m1) / s1);
+    o[2 * (uint64_t)plane] = from_f<T>(((float)px[2] / 255.0f - m2) / s2);
+  }
+}
+
 #define INSTANTIATE(T, SUFFIX)                                                              \
   extern "C" __global__ void attn_softmax_##SUFFIX(                                         \
       const T *s, const T *bias, const T *mask, T *out, uint32_t rows, uint32_t h,          \
@@ -397,6 +414,11 @@ __device__ void im2col(const T *x, T *cols, uint32_t ch, uint32_t h, uint32_t w,
                                              uint32_t w, uint32_t k, uint32_t s,             \
                                              uint32_t pad, uint32_t oh, uint32_t ow) {       \
     im2col<T>(x, cols, ch, h, w, k, s, pad, oh, ow);                                        \
+  }                                                                                          \
+  extern "C" __global__ void normalize_pixels_##SUFFIX(                                     \
+      const uint8_t *x, T *out, uint32_t n, uint32_t plane, float m0, float m1, float m2,    \
+      float s0, float s1, float s2) {                                                        \
+    normalize_pixels<T>(x, out, n, plane, m0, m1, m2, s0, s1, s2);                           \
   }
 
 INSTANTIATE(float, f32)

@@ -388,13 +388,18 @@ pub fn resize_square(rgb: &RgbImage, size: usize) -> Vec<u8> {
 
 /// `ToTensor` then `Normalize(mean, std)`, in float32, CHW.
 pub fn normalize_chw(hwc: &[u8], size: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let plane = size * size;
-    let mut out = vec![0f32; 3 * plane];
-    for (p, px) in hwc.chunks_exact(3).enumerate() {
+    let mut out = vec![0f32; 3 * size * size];
+    normalize_chw_into(hwc, &mut out, mean, std);
+    out
+}
+
+/// [`normalize_chw`] into `out`, three planes of `out.len() / 3` pixels.
+pub fn normalize_chw_into(hwc: &[u8], out: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
+    let plane = out.len() / 3;
+    for (p, px) in hwc.chunks_exact(3).take(plane).enumerate() {
         for c in 0..3 {
             let v = px[c] as f32 / 255.0f32;
             out[c * plane + p] = (v - mean[c]) / std[c];
         }
     }
-    out
 }

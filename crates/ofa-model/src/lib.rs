@@ -17,6 +17,8 @@ pub mod cuda_heads;
 pub mod cuda_norm;
 #[cfg(feature = "cuda")]
 pub mod cuda_ops;
+#[cfg(feature = "cuda")]
+pub mod cuda_pixels;
 pub mod decoder;
 mod disjoint;
 pub mod encoder;
@@ -41,6 +43,7 @@ pub mod model_dir;
 pub mod norm;
 pub mod output;
 pub mod pipeline;
+pub mod pixel_tensor;
 pub mod position_cache;
 pub mod precision;
 pub mod random;

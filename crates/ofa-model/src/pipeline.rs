@@ -13,7 +13,7 @@ use crate::config::OfaConfig;
 use crate::error::{OfaError, Result};
 use crate::feature_cache::{self, FeatureCache};
 use crate::files::CONFIG_FILE;
-use crate::image::{decode_for_resize, normalize_chw, resize_square};
+use crate::image::{decode_for_resize, resize_square};
 use crate::model::OfaModel;
 use crate::model_dir::ModelDir;
 use crate::output::Scores;
@@ -237,21 +237,15 @@ impl Entailment {
 
     /// Normalised `[B, 3, S, S]` image tensor.
     pub fn image_tensor(&self, batch: &[&Prepared]) -> Result<Tensor> {
-        let s = self.runtime.patch_image_size;
         let (mean, std) = self.runtime.mean_std();
-        let mut data = Vec::with_capacity(batch.len() * 3 * s * s);
-        for p in batch {
-            if p.pixels.len() != s * s * 3 {
-                return Err(OfaError::Image(format!(
-                    "prepared image has {} bytes, expected {s}x{s}x3",
-                    p.pixels.len()
-                )));
-            }
-            data.extend(normalize_chw(&p.pixels, s, mean, std));
-        }
-        Ok(
-            Tensor::from_vec(data, (batch.len(), 3, s, s), self.model.device())?
-                .to_dtype(self.model.dtype())?,
+        let images: Vec<&[u8]> = batch.iter().map(|p| &p.pixels[..]).collect();
+        crate::pixel_tensor::pixel_tensor(
+            &images,
+            self.runtime.patch_image_size,
+            mean,
+            std,
+            self.model.device(),
+            self.model.dtype(),
         )
     }
 

@@ -185,14 +185,15 @@ fn resize_with(
             let srow = &src[(y + first) * w * 3..(y + first + 1) * w * 3];
             horizontal_row(srow, &spread, &mut wide, drow);
         }
+        // Pillow skips a pass whose size does not change; the horizontal pass then kept every
+        // row and is the result.
+        if h == oh {
+            return tmp;
+        }
         horizontal = tmp;
         img = &horizontal;
         iw = ow;
         row_shift = first;
-    }
-    // Pillow skips a pass whose size does not change; the horizontal pass then kept every row.
-    if h == oh {
-        return img.to_vec();
     }
     let stride = iw * 3;
     let mut out = vec![0u8; stride * oh];

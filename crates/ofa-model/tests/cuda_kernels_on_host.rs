@@ -424,3 +424,45 @@ fn heads_split_with_the_bias_and_merge_with_the_scale() {
         }
     }
 }
+
+#[test]
+fn normalize_pixels_is_the_cpus_normalisation_bit_for_bit() {
+    // Two 17×17 images whose bytes take every value in every channel (a plane that is no
+    // multiple of the grid), with both sets of constants the model's configurations use.
+    let (b, size) = (2usize, 17usize);
+    let plane = size * size;
+    let bytes: Vec<u8> = (0..b * plane * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let pixels = Tensor::new(
+        bytes.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (mean, std) in [
+        ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]),
+        ([0.5; 3], [0.5; 3]),
+    ] {
+        // What the CPU builds for the batch: each image normalised, one after another.
+        let cpu: Vec<f32> = bytes
+            .chunks_exact(plane * 3)
+            .flat_map(|img| ofa_model::image::normalize_chw(img, size, mean, std))
+            .collect();
+        let cpu = Tensor::new(cpu, &Device::Cpu).unwrap();
+        let mut params = vec![b.to_string(), plane.to_string()];
+        params.extend(mean.iter().chain(&std).map(|v| v.to_string()));
+        for (dtype, name) in DTYPES {
+            // candle's cast of the CPU's f32 values is what the model received before.
+            let want = rounded(&cpu, dtype).to_vec1::<f32>().unwrap();
+            for shift in [false, true] {
+                let got = run(
+                    "normalize_pixels",
+                    name,
+                    shift,
+                    (3, 64),
+                    &params,
+                    &[&pixels],
+                );
+                assert_eq!(got, want, "{name} shifted {shift} mean {mean:?}");
+            }
+        }
+    }
+}

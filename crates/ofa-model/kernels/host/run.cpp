@@ -140,6 +140,25 @@ int run(const std::string &kernel, bool shift, dim3 grid, dim3 block, int argc, 
     write(out);
     return 0;
   }
+  if (kernel == "normalize_pixels" && argc == 14) {
+    // PARAMS: B PLANE MEAN0 MEAN1 MEAN2 STD0 STD1 STD2; stdin: pixels [B,PLANE,3] (0..255, as
+    // bytes there).
+    uint32_t b = arg(argv, 6), plane = arg(argv, 7);
+    float m[3], sd[3];
+    for (int c = 0; c < 3; c++) {
+      m[c] = std::strtof(argv[8 + c], nullptr);
+      sd[c] = std::strtof(argv[11 + c], nullptr);
+    }
+    std::vector<float> v = read_f32((size_t)b * plane * 3);
+    Array<uint8_t> x(v.size(), shift);
+    for (size_t i = 0; i < v.size(); i++) x.ptr[i] = (uint8_t)v[i];
+    Array<T> out((size_t)b * 3 * plane, shift);
+    launch(grid, block, [&] {
+      normalize_pixels<T>(x.ptr, out.ptr, b * plane, plane, m[0], m[1], m[2], sd[0], sd[1], sd[2]);
+    });
+    write(out);
+    return 0;
+  }
   std::fprintf(stderr, "unknown kernel %s or wrong number of parameters (%d)\n", kernel.c_str(),
                argc);
   return 2;
