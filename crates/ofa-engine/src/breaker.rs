@@ -1,5 +1,8 @@
 //! Circuit breaker over model failures: closed → open after N consecutive failed batches →
 //! half-open after the cool-down (one probe admitted) → closed on success, open on failure.
+//! Probes that fail one after another are counted: past a bound the model is judged broken for
+//! good in this process (a GPU whose context an error poisoned recovers only in a new one), and
+//! the engine reports itself failing so that an orchestrator restarts it.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -46,28 +49,43 @@ enum Inner {
 }
 
 #[derive(Debug)]
+struct Status {
+    inner: Inner,
+    /// Probes failed since the last success.
+    failed_probes: u32,
+}
+
+#[derive(Debug)]
 pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
-    inner: Mutex<Inner>,
+    /// Failed probes in a row that make the breaker give up (0: never).
+    give_up: u32,
+    status: Mutex<Status>,
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    /// `give_up`: failed probes in a row after which [`Breaker::given_up`] says so (0: never).
+    pub fn new(threshold: u32, cooldown: Duration, give_up: u32) -> Self {
         Self {
             threshold: threshold.max(1),
             cooldown,
-            inner: Mutex::new(Inner::Closed { failures: 0 }),
+            give_up,
+            status: Mutex::new(Status {
+                inner: Inner::Closed { failures: 0 },
+                failed_probes: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a new request may enter; when not, how long until it may.
     pub fn admit(&self) -> Result<(), Duration> {
-        let mut inner = self.lock();
+        let mut status = self.lock();
+        let inner = &mut status.inner;
         match *inner {
             Inner::Closed { .. } => Ok(()),
             Inner::Open { until } => {
@@ -94,15 +112,21 @@ impl Breaker {
     }
 
     pub fn on_success(&self) {
-        *self.lock() = Inner::Closed { failures: 0 };
+        *self.lock() = Status {
+            inner: Inner::Closed { failures: 0 },
+            failed_probes: 0,
+        };
     }
 
     pub fn on_failure(&self) {
-        let mut inner = self.lock();
+        let mut status = self.lock();
         let open = Inner::Open {
             until: Instant::now() + self.cooldown,
         };
-        *inner = match *inner {
+        if matches!(status.inner, Inner::HalfOpen { .. }) {
+            status.failed_probes = status.failed_probes.saturating_add(1);
+        }
+        status.inner = match status.inner {
             Inner::Closed { failures } if failures + 1 < self.threshold => Inner::Closed {
                 failures: failures + 1,
             },
@@ -110,8 +134,33 @@ impl Breaker {
         };
     }
 
+    /// How long until a probe may run, while the breaker is not closed (`None` when it is).
+    pub fn probe_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        match self.lock().inner {
+            Inner::Closed { .. } => None,
+            Inner::Open { until } => Some(until.saturating_duration_since(now)),
+            Inner::HalfOpen { probe_at: None } => Some(Duration::ZERO),
+            // The probe let through may never report back: another after a cool-down.
+            Inner::HalfOpen { probe_at: Some(t) } => Some(
+                self.cooldown
+                    .saturating_sub(now.saturating_duration_since(t)),
+            ),
+        }
+    }
+
+    /// Probes failed in a row since the last success.
+    pub fn failed_probes(&self) -> u32 {
+        self.lock().failed_probes
+    }
+
+    /// Whether so many probes in a row failed that the model should be taken for broken.
+    pub fn given_up(&self) -> bool {
+        self.give_up > 0 && self.failed_probes() >= self.give_up
+    }
+
     pub fn state(&self) -> BreakerState {
-        match *self.lock() {
+        match self.lock().inner {
             Inner::Closed { .. } => BreakerState::Closed,
             Inner::Open { until } if Instant::now() < until => BreakerState::Open,
             // Cool-down over: the next request will be the probe.
@@ -126,7 +175,7 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_then_probes() {
-        let b = Breaker::new(3, Duration::from_millis(50));
+        let b = Breaker::new(3, Duration::from_millis(50), 0);
         b.on_failure();
         b.on_failure();
         assert_eq!(b.state(), BreakerState::Closed);
@@ -147,10 +196,51 @@ mod tests {
 
     #[test]
     fn success_resets_the_count() {
-        let b = Breaker::new(2, Duration::from_secs(60));
+        let b = Breaker::new(2, Duration::from_secs(60), 0);
         b.on_failure();
         b.on_success();
         b.on_failure();
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn failed_probes_in_a_row_give_up_and_a_success_takes_it_back() {
+        let b = Breaker::new(1, Duration::from_millis(20), 2);
+        assert_eq!(b.probe_in(), None, "closed: nothing to probe");
+        b.on_failure();
+        assert!(
+            b.probe_in().unwrap() > Duration::ZERO,
+            "open: probe after the cool-down"
+        );
+        // A late failure while open is not a probe.
+        b.on_failure();
+        assert_eq!(b.failed_probes(), 0);
+        for n in 1..=2 {
+            std::thread::sleep(Duration::from_millis(25));
+            assert_eq!(b.probe_in(), Some(Duration::ZERO));
+            assert!(b.admit().is_ok(), "the probe");
+            assert!(
+                b.probe_in().unwrap() > Duration::ZERO,
+                "one probe at a time"
+            );
+            b.on_failure();
+            assert_eq!(b.failed_probes(), n);
+            assert_eq!(b.given_up(), n == 2, "after {n} failed probes");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(b.admit().is_ok());
+        b.on_success();
+        assert!(!b.given_up());
+        assert_eq!(b.failed_probes(), 0);
+        assert_eq!(b.state(), BreakerState::Closed);
+        // 0: never gives up.
+        let never = Breaker::new(1, Duration::ZERO, 0);
+        for _ in 0..5 {
+            never.on_failure();
+            assert!(never.admit().is_ok());
+            never.on_failure();
+        }
+        assert_eq!(never.failed_probes(), 5);
+        assert!(!never.given_up());
     }
 }

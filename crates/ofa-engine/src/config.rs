@@ -14,6 +14,9 @@ pub struct EngineConfig {
     pub breaker_failures: u32,
     /// How long the breaker stays open before letting one probe through.
     pub breaker_cooldown: Duration,
+    /// Probes failed in a row after which the engine reports itself failing
+    /// ([`crate::Engine::failing`]) for an orchestrator to restart the process; 0: never.
+    pub breaker_give_up: u32,
     /// Decompression-bomb guard, checked from the image header before decoding.
     pub max_image_pixels: u64,
     /// Longest hypothesis or premise accepted, in characters.
@@ -29,7 +32,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     /// The service's defaults: batches of 8 without waiting, a queue of 64, the breaker after
-    /// 3 failed batches for a minute, images up to the model's pixel bound, texts up to 2000
+    /// 3 failed batches for a minute (failing after 3 failed probes), images up to the model's pixel bound, texts up to 2000
     /// characters, one decoder thread per CPU within 768 MB.
     fn default() -> Self {
         Self {
@@ -38,6 +41,7 @@ impl Default for EngineConfig {
             max_queue: 64,
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(60),
+            breaker_give_up: 3,
             max_image_pixels: ofa_model::image::DEFAULT_MAX_PIXELS,
             max_text_chars: 2000,
             preprocess_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -44,6 +44,8 @@ pub struct Engine {
     drain: Arc<Drain>,
     preprocess: Arc<Semaphore>,
     memory: Arc<Semaphore>,
+    /// The warm-up pair, prepared: what the inference thread probes the model with.
+    probe: Arc<Mutex<Option<Prepared>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,7 +66,9 @@ impl Engine {
         let breaker = Arc::new(Breaker::new(
             config.breaker_failures,
             config.breaker_cooldown,
+            config.breaker_give_up,
         ));
+        let probe_pair = Arc::new(Mutex::new(None));
         let admission = Arc::new(Admission::new(
             config.max_queue,
             config.max_batch_size,
@@ -79,6 +83,7 @@ impl Engine {
             metrics: metrics.clone(),
             admission: admission.clone(),
             faults: faults.clone(),
+            probe: probe_pair.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("ofa-inference".into())
@@ -102,6 +107,7 @@ impl Engine {
             admission,
             faults,
             drain,
+            probe: probe_pair,
         }
     }
 
@@ -121,6 +127,19 @@ impl Engine {
     /// Pairs admitted and not yet taken by the inference thread.
     pub fn queue_len(&self) -> usize {
         self.admission.waiting()
+    }
+
+    /// Why the model is taken for broken, when it is: the breaker's probes failed
+    /// [`EngineConfig::breaker_give_up`] times in a row. Liveness should fail then: a model
+    /// that fails every batch, probes included, for several cool-downs (a GPU whose context an
+    /// error poisoned fails every later call) comes back only in a new process.
+    pub fn failing(&self) -> Option<String> {
+        self.breaker.given_up().then(|| {
+            format!(
+                "the model failed {} probes in a row since the circuit breaker opened; a restart may recover it",
+                self.breaker.failed_probes()
+            )
+        })
     }
 
     /// Ready to take work: breaker closed and not draining.
@@ -306,6 +325,7 @@ impl Engine {
         }
         // Per pair: optimistic, until real batches are timed.
         self.admission.seed(per_pair);
+        *lock(&self.probe) = Some(one);
         Ok(())
     }
 

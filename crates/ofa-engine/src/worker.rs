@@ -1,11 +1,13 @@
 //! The inference thread: takes whatever is queued when it frees up (up to the batch size,
 //! optionally waiting to fill), drops what nobody waits for, runs one forward pass, and sends
-//! every pair its one reply.
+//! every pair its one reply. While the circuit breaker is open it also probes the model itself
+//! once each cool-down is over, with the warm-up pair: an unready replica gets no traffic to
+//! probe with (a load balancer sends none), so it would otherwise stay unready for good.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ofa_model::error::panic_message;
@@ -54,12 +56,30 @@ pub(crate) struct Worker {
     pub metrics: Arc<EngineMetrics>,
     pub admission: Arc<Admission>,
     pub faults: Arc<AtomicU32>,
+    /// The prepared warm-up pair, once warm-up has run: the breaker's own probe.
+    pub probe: Arc<Mutex<Option<Prepared>>>,
 }
+
+/// What the inference thread does next.
+enum Next {
+    Batch(Job),
+    Probe,
+}
+
+/// Shortest wait before a probe: the breaker's clock and the channel's may disagree by a hair.
+const PROBE_WAIT_MIN: Duration = Duration::from_millis(10);
 
 impl Worker {
     pub fn run(self, rx: Receiver<Job>) {
         let mut batch_id = 0u64;
-        while let Ok(first) = rx.recv() {
+        while let Some(next) = self.next(&rx) {
+            let first = match next {
+                Next::Batch(job) => job,
+                Next::Probe => {
+                    self.probe_model();
+                    continue;
+                }
+            };
             let jobs = self.fill(first, &rx);
             let start = Instant::now();
             let jobs = self.live(jobs, start);
@@ -74,6 +94,43 @@ impl Worker {
             self.reply(jobs, result, start, elapsed, batch_id);
             self.metrics.set_breaker(self.breaker.state());
         }
+    }
+
+    /// The next job, or a probe of the model when the breaker's cool-down ends first (only once
+    /// there is a warm-up pair to probe with); `None` once the engine has shut down.
+    fn next(&self, rx: &Receiver<Job>) -> Option<Next> {
+        let probe_in = match self.breaker.probe_in() {
+            Some(d) if self.probe_pair().is_some() => d.max(PROBE_WAIT_MIN),
+            _ => return rx.recv().ok().map(Next::Batch),
+        };
+        match rx.recv_timeout(probe_in) {
+            Ok(job) => Some(Next::Batch(job)),
+            Err(RecvTimeoutError::Timeout) => Some(Next::Probe),
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    fn probe_pair(&self) -> Option<Prepared> {
+        self.probe.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// One batch of the warm-up pair, as the breaker's probe: closes it or opens it again.
+    fn probe_model(&self) {
+        let Some(pair) = self.probe_pair() else {
+            return;
+        };
+        // Another probe (a request's) may be under way.
+        if self.breaker.admit().is_err() {
+            return;
+        }
+        match self.score_prepared(&[&pair]) {
+            Ok(_) => self.breaker.on_success(),
+            Err(_) => {
+                self.breaker.on_failure();
+                self.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.metrics.set_breaker(self.breaker.state());
     }
 
     /// The batch: `first` and whatever else is queued, waiting at most `max_wait` to fill.
@@ -117,6 +174,11 @@ impl Worker {
 
     fn score(&self, jobs: &[Job]) -> Result<Vec<Scores>, String> {
         let batch: Vec<&Prepared> = jobs.iter().map(|j| &j.prepared).collect();
+        self.score_prepared(&batch)
+    }
+
+    /// One forward pass, a panic inside it (or the test-only fault switch) an error.
+    fn score_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Scores>, String> {
         let injected = self
             .faults
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -125,17 +187,17 @@ impl Worker {
             if injected {
                 panic!("injected fault (test-only fault switch)");
             }
-            self.backend.score(&batch)
+            self.backend.score(batch)
         }));
         match result {
-            Ok(Ok((scores, report))) if scores.len() == jobs.len() => {
+            Ok(Ok((scores, report))) if scores.len() == batch.len() => {
                 self.metrics.record_images(&report);
                 Ok(scores)
             }
             Ok(Ok((scores, _))) => Err(format!(
                 "the model returned {} results for {} pairs",
                 scores.len(),
-                jobs.len()
+                batch.len()
             )),
             Ok(Err(e)) => Err(e.to_string()),
             Err(panic) => Err(panic_message(&*panic)),

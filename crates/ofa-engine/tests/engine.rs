@@ -107,6 +107,7 @@ fn config() -> EngineConfig {
         max_queue: 6,
         breaker_failures: 2,
         breaker_cooldown: Duration::from_millis(200),
+        breaker_give_up: 2,
         max_image_pixels: 1000,
         max_text_chars: 20,
         preprocess_threads: 2,
@@ -335,6 +336,37 @@ async fn the_breaker_opens_after_failed_batches_then_one_probe_closes_it() {
     s.engine.run_one(pair("probe"), soon(5000)).await.unwrap();
     assert_eq!(s.engine.breaker_state(), BreakerState::Closed);
     assert!(s.engine.is_ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_breaker_probes_the_model_by_itself_and_gives_up_on_a_model_that_stays_broken() {
+    let s = setup(config());
+    s.engine.warmup(&pair("warm"), &[1]).unwrap();
+    // Two failed batches open the breaker; the next two (its own probes) fail too.
+    s.backend.fail.store(4, Ordering::SeqCst);
+    for _ in 0..2 {
+        let r = s.engine.run_one(pair("x"), soon(5000)).await;
+        assert!(matches!(r, Err(EngineError::ModelFailure(_))), "{r:?}");
+    }
+    assert_eq!(s.engine.breaker_state(), BreakerState::Open);
+    assert_eq!(s.engine.failing(), None, "open, not yet given up");
+    // No request is sent: the inference thread probes once per 200 ms cool-down.
+    until("two failed probes", || s.engine.failing().is_some()).await;
+    let why = s.engine.failing().unwrap();
+    assert!(why.contains("2 probes"), "{why}");
+    assert!(!s.engine.is_ready());
+    assert_eq!(s.metrics.batches_failed.load(Ordering::SeqCst), 4);
+    // The model recovers: the next probe closes the breaker, still without a request.
+    until("a probe succeeded", || s.engine.is_ready()).await;
+    assert_eq!(s.engine.failing(), None);
+    assert_eq!(s.engine.breaker_state(), BreakerState::Closed);
+    let probes: Vec<_> = s.backend.batches().into_iter().skip(3).collect();
+    assert_eq!(
+        probes,
+        vec![vec!["warm".to_string()]; 3],
+        "the probes ran the warm-up pair"
+    );
+    s.engine.run_one(pair("after"), soon(5000)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

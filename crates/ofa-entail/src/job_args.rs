@@ -72,6 +72,7 @@ impl ImageArgs {
                 max_queue: queue.max(1),
                 breaker_failures: 3,
                 breaker_cooldown,
+                breaker_give_up: 3,
                 max_image_pixels: self.max_image_pixels,
                 max_text_chars: self.max_text_chars,
                 preprocess_threads: cpus,

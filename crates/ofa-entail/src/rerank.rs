@@ -103,6 +103,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
         max_queue: pairs.len(),
         breaker_failures: u32::MAX,
         breaker_cooldown: Duration::from_secs(1),
+        breaker_give_up: 0,
         max_image_pixels: args.max_image_pixels,
         max_text_chars: usize::MAX,
         preprocess_threads: cpus,

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Seconds the breaker stays open.
     #[arg(long, env = "BREAKER_COOLDOWN", default_value_t = 60.0)]
     breaker_cooldown: f64,
+    /// Failed probes in a row (one per cool-down) after which /healthz fails, so that the
+    /// orchestrator restarts the process; 0: never.
+    #[arg(long, env = "BREAKER_GIVE_UP", default_value_t = 3)]
+    breaker_give_up: u32,
     /// Run one full batch before reporting ready.
     #[arg(long, env = "WARMUP", default_value_t = true, action = clap::ArgAction::Set)]
     warmup: bool,
@@ -175,6 +179,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_queue: args.max_queue,
         breaker_failures: args.breaker_failures,
         breaker_cooldown: seconds("BREAKER_COOLDOWN", args.breaker_cooldown)?,
+        breaker_give_up: args.breaker_give_up,
         max_image_pixels: args.max_image_pixels,
         max_text_chars: args.max_text_chars,
         preprocess_threads: if args.preprocess_threads == 0 {

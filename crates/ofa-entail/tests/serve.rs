@@ -577,7 +577,7 @@ async fn rate_limit_and_api_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn breaker_opens_then_half_opens_then_closes() {
+async fn breaker_opens_then_probes_the_model_itself_and_closes() {
     let s = Server::start(&[
         ("FAULT_INJECTION", "true"),
         ("BREAKER_FAILURES", "2"),
@@ -585,13 +585,7 @@ async fn breaker_opens_then_half_opens_then_closes() {
     ]);
     let c = reqwest::Client::new();
     let img = image("tiny_8x8.png");
-    let fault = c
-        .post(s.url("/debug/fault"))
-        .json(&serde_json::json!({"failures": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fault.status(), 200);
+    inject_faults(&c, &s, 2).await;
     for _ in 0..2 {
         let r = c
             .post(s.url("/predict"))
@@ -613,26 +607,89 @@ async fn breaker_opens_then_half_opens_then_closes() {
     assert_eq!(ready.status(), 503);
     assert_eq!(ready.json::<Value>().await.unwrap()["breaker"], "open");
     assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 1.0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
-        c.get(s.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["breaker"],
-        "half_open"
+        get_status(&c, s.url("/healthz")).await,
+        200,
+        "open is not dead"
     );
+    // No request comes (a load balancer sends none to an unready replica): after the
+    // cool-down the service probes its model itself and is ready again.
+    wait_for_status(&c, s.url("/readyz"), 200, Duration::from_secs(5)).await;
+    assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 0.0);
     let r = c
         .post(s.url("/predict"))
         .multipart(form(img, "x"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200, "the half-open probe succeeds");
-    assert_eq!(get_status(&c, s.url("/readyz")).await, 200);
-    assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 0.0);
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_that_fails_every_probe_fails_liveness_until_one_succeeds() {
+    let s = Server::start(&[
+        ("FAULT_INJECTION", "true"),
+        ("BREAKER_FAILURES", "1"),
+        ("BREAKER_COOLDOWN", "1"),
+        ("BREAKER_GIVE_UP", "2"),
+    ]);
+    let c = reqwest::Client::new();
+    // One failed request opens the breaker; the service's own two probes fail as well.
+    inject_faults(&c, &s, 3).await;
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(form(image("tiny_8x8.png"), "x"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 500, "model_failure").await;
+    assert_eq!(get_status(&c, s.url("/healthz")).await, 200);
+    wait_for_status(&c, s.url("/healthz"), 503, Duration::from_secs(5)).await;
+    let health: Value = c
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "failing", "{health}");
+    let why = health["reason"].as_str().unwrap();
+    assert!(why.contains("2 probes in a row"), "{why}");
+    let live = c.get(s.url("/v2/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), 503, "KServe's liveness agrees");
+    assert_eq!(get_status(&c, s.url("/readyz")).await, 503);
+    // The faults are spent: the next probe succeeds and the service is alive and ready again.
+    wait_for_status(&c, s.url("/readyz"), 200, Duration::from_secs(5)).await;
+    assert_eq!(get_status(&c, s.url("/healthz")).await, 200);
+    assert_eq!(get_status(&c, s.url("/v2/health/live")).await, 200);
+}
+
+/// Arms the test-only fault switch: the next `n` batches fail.
+async fn inject_faults(c: &reqwest::Client, s: &Server, n: u32) {
+    let fault = c
+        .post(s.url("/debug/fault"))
+        .json(&serde_json::json!({"failures": n}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fault.status(), 200);
+}
+
+/// Polls `url` until it answers `status`.
+async fn wait_for_status(c: &reqwest::Client, url: String, status: u16, within: Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let got = get_status(c, url.clone()).await;
+        if got == status {
+            return;
+        }
+        assert!(
+            t.elapsed() < within,
+            "{url} still answers {got}, not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -36,8 +36,10 @@ pub async fn server_metadata() -> Json<Value> {
     )
 }
 
-pub async fn live() -> Json<Value> {
-    Json(json!({"live": true}))
+/// KServe's liveness: as `/healthz`.
+pub async fn live(State(state): State<AppState>) -> Response {
+    let live = state.engine().and_then(|e| e.failing()).is_none();
+    (status_for(live), Json(json!({"live": live}))).into_response()
 }
 
 pub async fn ready(State(state): State<AppState>) -> Response {

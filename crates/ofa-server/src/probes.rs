@@ -12,8 +12,19 @@ use serde_json::{json, Value};
 use crate::error::{ApiError, ErrorType};
 use crate::AppState;
 
-pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "model_loaded": state.engine().is_some()}))
+/// Liveness: the process answers, unless its model failed every probe of the circuit breaker
+/// for several cool-downs (then 503 with the reason, and the orchestrator restarts it).
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let engine = state.engine();
+    let loaded = engine.is_some();
+    match engine.and_then(|e| e.failing()) {
+        None => Json(json!({"status": "ok", "model_loaded": loaded})).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failing", "model_loaded": loaded, "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -86,6 +97,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
             "max_queue": ec.max_queue,
             "breaker_failures": ec.breaker_failures,
             "breaker_cooldown_s": ec.breaker_cooldown.as_secs_f64(),
+            "breaker_give_up": ec.breaker_give_up,
             "max_image_pixels": ec.max_image_pixels,
             "max_text_chars": ec.max_text_chars,
             "preprocess_threads": ec.preprocess_threads,
