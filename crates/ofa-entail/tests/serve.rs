@@ -587,20 +587,10 @@ async fn breaker_opens_then_probes_the_model_itself_and_closes() {
     let img = image("tiny_8x8.png");
     inject_faults(&c, &s, 2).await;
     for _ in 0..2 {
-        let r = c
-            .post(s.url("/predict"))
-            .multipart(form(img.clone(), "x"))
-            .send()
-            .await
-            .unwrap();
+        let r = post_predict(&c, &s, img.clone()).await;
         expect_error(r, 500, "model_failure").await;
     }
-    let r = c
-        .post(s.url("/predict"))
-        .multipart(form(img.clone(), "x"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_predict(&c, &s, img.clone()).await;
     assert!(r.headers().contains_key("retry-after"));
     expect_error(r, 503, "breaker_open").await;
     let ready = c.get(s.url("/readyz")).send().await.unwrap();
@@ -616,13 +606,7 @@ async fn breaker_opens_then_probes_the_model_itself_and_closes() {
     // cool-down the service probes its model itself and is ready again.
     wait_for_status(&c, s.url("/readyz"), 200, Duration::from_secs(5)).await;
     assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 0.0);
-    let r = c
-        .post(s.url("/predict"))
-        .multipart(form(img, "x"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(post_predict(&c, &s, img).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -636,12 +620,7 @@ async fn a_model_that_fails_every_probe_fails_liveness_until_one_succeeds() {
     let c = reqwest::Client::new();
     // One failed request opens the breaker; the service's own two probes fail as well.
     inject_faults(&c, &s, 3).await;
-    let r = c
-        .post(s.url("/predict"))
-        .multipart(form(image("tiny_8x8.png"), "x"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_predict(&c, &s, image("tiny_8x8.png")).await;
     expect_error(r, 500, "model_failure").await;
     assert_eq!(get_status(&c, s.url("/healthz")).await, 200);
     wait_for_status(&c, s.url("/healthz"), 503, Duration::from_secs(5)).await;
@@ -663,6 +642,15 @@ async fn a_model_that_fails_every_probe_fails_liveness_until_one_succeeds() {
     wait_for_status(&c, s.url("/readyz"), 200, Duration::from_secs(5)).await;
     assert_eq!(get_status(&c, s.url("/healthz")).await, 200);
     assert_eq!(get_status(&c, s.url("/v2/health/live")).await, 200);
+}
+
+/// `POST /predict` of `img` with the text "x".
+async fn post_predict(c: &reqwest::Client, s: &Server, img: Vec<u8>) -> reqwest::Response {
+    c.post(s.url("/predict"))
+        .multipart(form(img, "x"))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Arms the test-only fault switch: the next `n` batches fail.
