@@ -135,9 +135,10 @@ impl Engine {
     /// error poisoned fails every later call) comes back only in a new process.
     pub fn failing(&self) -> Option<String> {
         self.breaker.given_up().then(|| {
+            let n = self.breaker.failed_probes();
+            let probes = if n == 1 { "probe" } else { "probes" };
             format!(
-                "the model failed {} probes in a row since the circuit breaker opened; a restart may recover it",
-                self.breaker.failed_probes()
+                "the model failed {n} {probes} in a row since the circuit breaker opened; a restart may recover it"
             )
         })
     }

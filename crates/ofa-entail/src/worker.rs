@@ -90,6 +90,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let engine_metrics = Arc::new(EngineMetrics::default());
         let worker_metrics = Arc::new(WorkerMetrics::default());
         let drain = Arc::new(Drain::default());
+        let model_slot = Arc::new(std::sync::OnceLock::new());
         let addr = format!("{}:{}", args.host, args.metrics_port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -101,6 +102,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             drain: drain.clone(),
             jobs_queue: args.amqp.jobs_queue.clone(),
             dead_letter_queue: args.amqp.dead_letter_queue.clone(),
+            model: model_slot.clone(),
         };
         tokio::spawn(health::serve(listener, health));
         log.event(
@@ -141,6 +143,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             engine_metrics,
             drain.clone(),
         );
+        let _ = model_slot.set(engine.clone());
         let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));
         let stop = {
             let drain = drain.clone();

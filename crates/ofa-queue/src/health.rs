@@ -1,15 +1,16 @@
-//! The worker's metrics port: `/healthz` (the process answers), `/readyz` (connected to the
-//! broker and not stopping) and `/metrics` (the worker's, the engine's and the process's).
+//! The worker's metrics port: `/healthz` (the process answers, and its model is not taken for
+//! broken), `/readyz` (connected to the broker and not stopping) and `/metrics` (the worker's,
+//! the engine's and the process's).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ofa_engine::{Drain, EngineMetrics};
+use ofa_engine::{Drain, Engine, EngineMetrics};
 
 use crate::metrics::WorkerMetrics;
 
@@ -20,14 +21,30 @@ pub struct Health {
     pub drain: Arc<Drain>,
     pub jobs_queue: String,
     pub dead_letter_queue: String,
+    /// The engine, once the model has loaded (the port answers before).
+    pub model: Arc<OnceLock<Arc<Engine>>>,
 }
 
 pub fn router(health: Health) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(health)
+}
+
+/// 503 once the engine takes its model for broken (every probe of the circuit breaker failed
+/// for several cool-downs, as after an error that poisons a GPU's context): a restart is what
+/// recovers it, and the jobs it holds unacknowledged go back to the queue.
+async fn healthz(State(h): State<Health>) -> Response {
+    match h.model.get().and_then(|e| e.failing()) {
+        None => "ok\n".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("failing: {reason}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(h): State<Health>) -> Response {
@@ -63,4 +80,85 @@ async fn metrics(State(h): State<Health>) -> Response {
 /// Serves the metrics port until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, health: Health) -> std::io::Result<()> {
     axum::serve(listener, router(health)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use ofa_engine::{Backend, EngineConfig, Pair};
+    use ofa_model::pipeline::BatchReport;
+    use ofa_model::{OfaError, Prepared, Scores};
+
+    use super::*;
+
+    /// A model that fails every batch.
+    struct Broken;
+
+    impl Backend for Broken {
+        fn prepare_image(&self, image: &[u8], _: u64) -> Result<Arc<[u8]>, OfaError> {
+            Ok(image.into())
+        }
+
+        fn encode_text(&self, text: &str, _: Option<&str>) -> Result<Vec<u32>, OfaError> {
+            Ok(text.bytes().map(u32::from).collect())
+        }
+
+        fn score(&self, _: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
+            Err(OfaError::Text("broken".into()))
+        }
+    }
+
+    async fn health_status(h: &Health) -> (StatusCode, String) {
+        let r = healthz(State(h.clone())).await;
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn healthz_fails_once_the_engine_gives_up_on_its_model() {
+        let engine_metrics = Arc::new(EngineMetrics::default());
+        let drain = Arc::new(Drain::default());
+        let h = Health {
+            worker: Arc::default(),
+            engine: engine_metrics.clone(),
+            drain: drain.clone(),
+            jobs_queue: "jobs".into(),
+            dead_letter_queue: "dead".into(),
+            model: Arc::default(),
+        };
+        assert_eq!(health_status(&h).await.0, StatusCode::OK, "while loading");
+        let config = EngineConfig {
+            breaker_failures: 1,
+            breaker_cooldown: Duration::from_millis(20),
+            breaker_give_up: 1,
+            ..EngineConfig::default()
+        };
+        let engine = Arc::new(Engine::start(
+            Arc::new(Broken),
+            config,
+            engine_metrics,
+            drain,
+        ));
+        assert!(h.model.set(engine.clone()).is_ok());
+        let pair = Pair {
+            image: b"img".to_vec().into(),
+            text: "a".into(),
+            premise: None,
+        };
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        // A failed job opens the breaker: unready work, but alive.
+        assert!(engine.run_one(pair.clone(), deadline()).await.is_err());
+        assert_eq!(health_status(&h).await.0, StatusCode::OK, "open only");
+        // After the cool-down the next job is the probe; it fails too.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(engine.run_one(pair, deadline()).await.is_err());
+        let (status, body) = health_status(&h).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            body.starts_with("failing: the model failed 1 probe in a row"),
+            "{body}"
+        );
+    }
 }
