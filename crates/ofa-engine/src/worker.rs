@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ofa_model::error::panic_message;
+use ofa_model::pipeline::BatchReport;
 use ofa_model::{Prepared, Scores};
 use tokio::sync::oneshot;
 
@@ -174,11 +175,13 @@ impl Worker {
 
     fn score(&self, jobs: &[Job]) -> Result<Vec<Scores>, String> {
         let batch: Vec<&Prepared> = jobs.iter().map(|j| &j.prepared).collect();
-        self.score_prepared(&batch)
+        let (scores, report) = self.score_prepared(&batch)?;
+        self.metrics.record_images(&report);
+        Ok(scores)
     }
 
     /// One forward pass, a panic inside it (or the test-only fault switch) an error.
-    fn score_prepared(&self, batch: &[&Prepared]) -> Result<Vec<Scores>, String> {
+    fn score_prepared(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), String> {
         let injected = self
             .faults
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -190,10 +193,7 @@ impl Worker {
             self.backend.score(batch)
         }));
         match result {
-            Ok(Ok((scores, report))) if scores.len() == batch.len() => {
-                self.metrics.record_images(&report);
-                Ok(scores)
-            }
+            Ok(Ok((scores, report))) if scores.len() == batch.len() => Ok((scores, report)),
             Ok(Ok((scores, _))) => Err(format!(
                 "the model returned {} results for {} pairs",
                 scores.len(),
