@@ -1,6 +1,6 @@
 //! Image decoding with Pillow's semantics: EXIF orientation applied, then `convert('RGB')`
 //! (alpha dropped without compositing, palettes looked up, 16-bit grey clipped), then the
-//! Pillow-exact bicubic resize and `ToTensor` + `Normalize`.
+//! Pillow-exact bicubic resize (`ToTensor` + `Normalize` are in `pixel_tensor`).
 
 use std::io::Cursor;
 
@@ -384,22 +384,4 @@ fn gif_first_frame(bytes: &[u8]) -> Result<DynamicImage> {
 pub fn resize_square(rgb: &RgbImage, size: usize) -> Vec<u8> {
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     resize_rgb(rgb.as_raw(), w, h, size, size)
-}
-
-/// `ToTensor` then `Normalize(mean, std)`, in float32, CHW.
-pub fn normalize_chw(hwc: &[u8], size: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let mut out = vec![0f32; 3 * size * size];
-    normalize_chw_into(hwc, &mut out, mean, std);
-    out
-}
-
-/// [`normalize_chw`] into `out`, three planes of `out.len() / 3` pixels.
-pub fn normalize_chw_into(hwc: &[u8], out: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
-    let plane = out.len() / 3;
-    for (p, px) in hwc.chunks_exact(3).take(plane).enumerate() {
-        for c in 0..3 {
-            let v = px[c] as f32 / 255.0f32;
-            out[c * plane + p] = (v - mean[c]) / std[c];
-        }
-    }
 }

@@ -8,7 +8,6 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{OfaError, Result};
-use crate::image::normalize_chw_into;
 
 /// `images` (each `size×size×3` bytes) → `[B, 3, size, size]` in `dtype` on `device`.
 pub fn pixel_tensor(
@@ -38,4 +37,16 @@ pub fn pixel_tensor(
         .zip(images.par_iter())
         .for_each(|(out, img)| normalize_chw_into(img, out, mean, std));
     Ok(Tensor::from_vec(data, (n, 3, size, size), device)?.to_dtype(dtype)?)
+}
+
+/// torchvision's `ToTensor` then `Normalize(mean, std)` of one image, in f32: HWC bytes into
+/// `out`, three planes (CHW) of `out.len() / 3` pixels.
+pub fn normalize_chw_into(hwc: &[u8], out: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
+    let plane = out.len() / 3;
+    for (p, px) in hwc.chunks_exact(3).take(plane).enumerate() {
+        for c in 0..3 {
+            let v = px[c] as f32 / 255.0f32;
+            out[c * plane + p] = (v - mean[c]) / std[c];
+        }
+    }
 }

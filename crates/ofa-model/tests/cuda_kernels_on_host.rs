@@ -444,7 +444,11 @@ fn normalize_pixels_is_the_cpus_normalisation_bit_for_bit() {
         // What the CPU builds for the batch: each image normalised, one after another.
         let cpu: Vec<f32> = bytes
             .chunks_exact(plane * 3)
-            .flat_map(|img| ofa_model::image::normalize_chw(img, size, mean, std))
+            .flat_map(|img| {
+                let mut planes = vec![0f32; plane * 3];
+                ofa_model::pixel_tensor::normalize_chw_into(img, &mut planes, mean, std);
+                planes
+            })
             .collect();
         let cpu = Tensor::new(cpu, &Device::Cpu).unwrap();
         let mut params = vec![b.to_string(), plane.to_string()];
