@@ -22,6 +22,7 @@ mod rerank;
 mod results_file;
 mod serve;
 mod submit;
+mod warmup;
 mod worker;
 
 use std::process::ExitCode;

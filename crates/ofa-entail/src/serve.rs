@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics, Pair};
+use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
 use ofa_server::conn::ConnLimits;
 use ofa_server::{AppState, ServerConfig};
@@ -111,25 +111,6 @@ pub struct ServeArgs {
     /// Test-only: enables POST /debug/fault. Never set in production.
     #[arg(long, env = "FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
     fault_injection: bool,
-}
-
-/// A small photo-like PNG for the warm-up batch.
-fn warmup_pair() -> Pair {
-    Pair {
-        image: warmup_image().into(),
-        text: "a photo.".into(),
-        premise: None,
-    }
-}
-
-fn warmup_image() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(64, 48, |x, y| {
-        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)
-        .expect("PNG encoding in memory");
-    out.into_inner()
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -291,14 +272,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if args.warmup {
             let e = engine.clone();
             let t = Instant::now();
-            // On a GPU every batch size the inference thread may form is run once, so no
-            // request pays for a new shape; on the CPU one full batch touches the memory.
-            let sizes: Vec<usize> = if device.is_cpu() {
-                vec![args.max_batch_size]
-            } else {
-                (1..=args.max_batch_size).collect()
-            };
-            tokio::task::spawn_blocking(move || e.warmup(&warmup_pair(), &sizes))
+            let sizes = crate::warmup::batch_sizes(&device, args.max_batch_size);
+            tokio::task::spawn_blocking(move || e.warmup(&crate::warmup::pair(), &sizes))
                 .await?
                 .context("warm-up failed")?;
             log.event(

@@ -122,7 +122,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let dir = crate::log_progress::resolve(&args.model, &log).await?;
         let t = Instant::now();
         let pipeline = {
-            let dir = dir.clone();
+            let (dir, device) = (dir.clone(), device.clone());
             let options = args.device.clone();
             tokio::task::spawn_blocking(move || {
                 Entailment::load_with(&dir, &device, precision).map(|p| options.configure(p))
@@ -144,6 +144,17 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             drain.clone(),
         );
         let _ = model_slot.set(engine.clone());
+        // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
+        let t = Instant::now();
+        let sizes = crate::warmup::batch_sizes(&device, args.max_batch_size);
+        let e = engine.clone();
+        tokio::task::spawn_blocking(move || e.warmup(&crate::warmup::pair(), &sizes))
+            .await?
+            .context("warm-up failed")?;
+        log.event(
+            "warmed_up",
+            &[("seconds", t.elapsed().as_secs_f64().into())],
+        );
         let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));
         let stop = {
             let drain = drain.clone();

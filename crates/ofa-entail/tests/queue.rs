@@ -301,8 +301,14 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
         assert!(metrics.contains(family), "{family} missing:\n{metrics}");
     }
     assert_eq!(worker.get("/healthz").0, 200);
-    // The broker's password appears in no output of any command.
     let log = worker.log_text();
+    // Warmed up before it took a job, as `serve` is (and so has its breaker's probe pair).
+    let warmed = log
+        .find("\"event\":\"warmed_up\"")
+        .expect("a warmed_up event");
+    let connected = log.find("\"event\":\"broker_connected\"").unwrap();
+    assert!(warmed < connected, "{log}");
+    // The broker's password appears in no output of any command.
     assert!(
         log.contains("\"broker\":\"amqp://ofa-test:***@127.0.0.1"),
         "{log}"
