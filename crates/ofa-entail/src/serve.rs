@@ -270,16 +270,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             drain,
         ));
         if args.warmup {
-            let e = engine.clone();
-            let t = Instant::now();
-            let sizes = crate::warmup::batch_sizes(&device, args.max_batch_size);
-            tokio::task::spawn_blocking(move || e.warmup(&crate::warmup::pair(), &sizes))
-                .await?
-                .context("warm-up failed")?;
-            log.event(
-                "warmed_up",
-                &[("seconds", t.elapsed().as_secs_f64().into())],
-            );
+            crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
             let graphs = pipeline.cuda_graphs();
             if graphs.max_batch > 0 && !device.is_cpu() {
                 log.event(

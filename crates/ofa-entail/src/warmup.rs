@@ -4,11 +4,37 @@
 //! on the CPU (its memory touched). The engine keeps the prepared pair as its circuit breaker's
 //! own probe.
 
-use ofa_engine::Pair;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ofa_engine::{Engine, Pair};
 use ofa_model::Device;
+use ofa_server::logging::Logger;
+
+/// Warms `engine` up for batches of at most `max_batch` on `device`, off the async runtime, and
+/// logs `warmed_up` with the time it took.
+pub async fn run(
+    engine: &Arc<Engine>,
+    device: &Device,
+    max_batch: usize,
+    log: &Logger,
+) -> Result<()> {
+    let t = Instant::now();
+    let sizes = batch_sizes(device, max_batch);
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || e.warmup(&pair(), &sizes))
+        .await?
+        .context("warm-up failed")?;
+    log.event(
+        "warmed_up",
+        &[("seconds", t.elapsed().as_secs_f64().into())],
+    );
+    Ok(())
+}
 
 /// A small photo-like PNG and a plain sentence.
-pub fn pair() -> Pair {
+fn pair() -> Pair {
     Pair {
         image: image().into(),
         text: "a photo.".into(),
@@ -27,7 +53,7 @@ fn image() -> Vec<u8> {
 }
 
 /// The batch sizes to warm up on `device` for batches of at most `max`.
-pub fn batch_sizes(device: &Device, max: usize) -> Vec<usize> {
+fn batch_sizes(device: &Device, max: usize) -> Vec<usize> {
     if device.is_cpu() {
         vec![max]
     } else {

@@ -145,16 +145,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         );
         let _ = model_slot.set(engine.clone());
         // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
-        let t = Instant::now();
-        let sizes = crate::warmup::batch_sizes(&device, args.max_batch_size);
-        let e = engine.clone();
-        tokio::task::spawn_blocking(move || e.warmup(&crate::warmup::pair(), &sizes))
-            .await?
-            .context("warm-up failed")?;
-        log.event(
-            "warmed_up",
-            &[("seconds", t.elapsed().as_secs_f64().into())],
-        );
+        crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
         let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));
         let stop = {
             let drain = drain.clone();
