@@ -67,6 +67,8 @@ pub fn run(args: BatchArgs) -> Result<()> {
     );
     let fetcher = args.images.fetcher()?;
     let runner = Runner::new(engine, fetcher, Duration::from_secs(3600));
+    // Nothing stops a file run half-way but the process's end.
+    let (_running, never_stop) = tokio::sync::watch::channel(false);
     let mut out = results_file::open_append(&args.out)?;
     let (model_id, revision) = (args.model.model_id.clone(), args.model.revision.clone());
     let mut progress = Progress::new(left, "jobs");
@@ -100,8 +102,10 @@ pub fn run(args: BatchArgs) -> Result<()> {
         }
         let attempts: Vec<u32> = take.iter().map(|(_, a)| *a).collect();
         let originals: Vec<Job> = take.iter().map(|(j, _)| j.clone()).collect();
-        let results: Vec<JobResult> =
-            runtime.block_on(runner.run(take.into_iter().map(|(j, _)| j).collect()));
+        let results: Vec<JobResult> = runtime.block_on(runner.run(
+            take.into_iter().map(|(j, _)| j).collect(),
+            never_stop.clone(),
+        ));
         for ((result, job), attempt) in results.into_iter().zip(originals).zip(attempts) {
             if result.is_transient() && attempt < args.delivery_limit {
                 retries.push_back((job, attempt + 1));

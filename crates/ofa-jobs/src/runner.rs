@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ofa_engine::{Engine, Pair};
+use ofa_engine::{Engine, EngineError, Pair, Scored};
+use ofa_model::Scores;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::fetch::Fetcher;
@@ -27,7 +29,11 @@ impl Runner {
         }
     }
 
-    pub async fn run(&self, jobs: Vec<Job>) -> Vec<JobResult> {
+    /// One result per job, in order. Jobs the engine refused without trying (breaker open,
+    /// queue full) wait out its retry-after and go again, until the chunk's deadline or until
+    /// `stop` turns true: the engine's state is not the job's failure, so it must not spend
+    /// the job's deliveries (a breaker's cool-down outlasts a few quick redeliveries).
+    pub async fn run(&self, jobs: Vec<Job>, stop: watch::Receiver<bool>) -> Vec<JobResult> {
         let start = Instant::now();
         let deadline = start + self.timeout;
         let mut fetched: Vec<Option<Result<(Pair, Duration), Failure>>> =
@@ -71,7 +77,7 @@ impl Runner {
         }
         let mut pairs = Vec::new();
         let mut scored_at = Vec::new();
-        let mut out: Vec<Option<(Result<ofa_model::Scores, Failure>, Timings)>> =
+        let mut out: Vec<Option<(Result<Scores, Failure>, Timings)>> =
             (0..jobs.len()).map(|_| None).collect();
         for (i, f) in fetched.into_iter().enumerate() {
             match f {
@@ -88,42 +94,8 @@ impl Runner {
                 }
             }
         }
-        if !pairs.is_empty() {
-            match self.engine.run_each(pairs, deadline).await {
-                Ok(results) => {
-                    for ((i, fetch), r) in scored_at.into_iter().zip(results) {
-                        out[i] = Some(match r {
-                            Ok(s) => (
-                                Ok(s.scores),
-                                Timings {
-                                    fetch,
-                                    queue: s.queue_time,
-                                    inference: s.inference_time,
-                                    total: Duration::ZERO,
-                                },
-                            ),
-                            Err(e) => (
-                                Err(Failure::from_engine(&e)),
-                                Timings {
-                                    fetch,
-                                    ..Timings::default()
-                                },
-                            ),
-                        });
-                    }
-                }
-                Err(e) => {
-                    for (i, fetch) in scored_at {
-                        out[i] = Some((
-                            Err(Failure::from_engine(&e)),
-                            Timings {
-                                fetch,
-                                ..Timings::default()
-                            },
-                        ));
-                    }
-                }
-            }
+        for (i, outcome, timings) in self.score(pairs, scored_at, deadline, stop).await {
+            out[i] = Some((outcome, timings));
         }
         let total = start.elapsed();
         jobs.into_iter()
@@ -139,5 +111,90 @@ impl Runner {
                 }
             })
             .collect()
+    }
+
+    /// Scores the fetched pairs (`at`: each pair's job and fetch time), holding back what the
+    /// engine refuses as [`Runner::run`] says.
+    async fn score(
+        &self,
+        pairs: Vec<Pair>,
+        at: Vec<(usize, Duration)>,
+        deadline: Instant,
+        mut stop: watch::Receiver<bool>,
+    ) -> Vec<(usize, Result<Scores, Failure>, Timings)> {
+        let mut done = Vec::with_capacity(pairs.len());
+        let mut pending: Vec<((usize, Duration), Pair)> = at.into_iter().zip(pairs).collect();
+        while !pending.is_empty() {
+            let batch = pending.iter().map(|(_, p)| p.clone()).collect();
+            let results = match self.engine.run_each(batch, deadline).await {
+                Ok(each) => each,
+                Err(e) => pending.iter().map(|_| Err(e.replicate())).collect(),
+            };
+            let mut wait = Duration::ZERO;
+            let mut again = Vec::new();
+            for ((at, pair), r) in pending.into_iter().zip(results) {
+                match refusal(&r) {
+                    Some(after) if Instant::now() + after < deadline && !*stop.borrow() => {
+                        wait = wait.max(after);
+                        again.push((at, pair));
+                    }
+                    _ => done.push(answer(at, r)),
+                }
+            }
+            pending = again;
+            if pending.is_empty() {
+                break;
+            }
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopped {
+                let e = EngineError::ShuttingDown;
+                done.extend(
+                    pending
+                        .drain(..)
+                        .map(|(at, _)| answer(at, Err(e.replicate()))),
+                );
+            }
+        }
+        done
+    }
+}
+
+/// How long to wait before trying again, when the engine refused the pair without running it.
+fn refusal(r: &Result<Scored, EngineError>) -> Option<Duration> {
+    match r {
+        Err(e @ (EngineError::BreakerOpen { .. } | EngineError::QueueFull { .. })) => {
+            // At least a moment: a zero retry-after must not spin.
+            e.retry_after().map(|d| d.max(Duration::from_millis(100)))
+        }
+        _ => None,
+    }
+}
+
+fn answer(
+    (i, fetch): (usize, Duration),
+    r: Result<Scored, EngineError>,
+) -> (usize, Result<Scores, Failure>, Timings) {
+    match r {
+        Ok(s) => (
+            i,
+            Ok(s.scores),
+            Timings {
+                fetch,
+                queue: s.queue_time,
+                inference: s.inference_time,
+                total: Duration::ZERO,
+            },
+        ),
+        Err(e) => (
+            i,
+            Err(Failure::from_engine(&e)),
+            Timings {
+                fetch,
+                ..Timings::default()
+            },
+        ),
     }
 }

@@ -279,7 +279,7 @@ async fn handle_chunk<S: Settle, K: ResultSink>(chunk: Vec<Received<S>>, ctx: Ar
     let results = if jobs.is_empty() {
         Vec::new()
     } else {
-        runner.run(jobs).await
+        runner.run(jobs, ctx.stopping.clone()).await
     };
     for (result, (settle, delivery)) in results.into_iter().zip(held) {
         settles.spawn(finish(result, settle, delivery, ctx.clone()));

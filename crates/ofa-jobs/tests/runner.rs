@@ -1,0 +1,151 @@
+//! The runner against a real engine on the tiny model: what the engine refuses without
+//! running (its breaker open) waits and runs again instead of failing the job, within the
+//! chunk's deadline and until a stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics, Pair};
+use ofa_jobs::{Fetcher, ImageSettings, Job, Runner};
+use ofa_model::Entailment;
+use tokio::sync::watch;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// An engine whose breaker opens at the first failed batch and stays open `cooldown`.
+fn engine(cooldown: Duration) -> Arc<Engine> {
+    let model = Entailment::load(fixtures().join("tiny_ofa_ve"), &candle_core::Device::Cpu)
+        .expect("the tiny model loads");
+    Arc::new(Engine::start(
+        Arc::new(model),
+        EngineConfig {
+            breaker_failures: 1,
+            breaker_cooldown: cooldown,
+            breaker_give_up: 3,
+            fault_injection: true,
+            ..EngineConfig::default()
+        },
+        Arc::new(EngineMetrics::default()),
+        Arc::new(Drain::default()),
+    ))
+}
+
+fn runner(engine: &Arc<Engine>, timeout: Duration) -> Runner {
+    let fetcher = Fetcher::new(ImageSettings {
+        root: Some(fixtures().join("golden/images")),
+        url_allow: Vec::new(),
+        max_bytes: 8 << 20,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        max_redirects: 0,
+    })
+    .unwrap();
+    Runner::new(engine.clone(), fetcher, timeout)
+}
+
+fn job(id: &str) -> Job {
+    let body =
+        format!(r#"{{"id": "{id}", "text": "a man in a suit", "image_path": "camera.png"}}"#);
+    Job::parse(body.as_bytes()).unwrap()
+}
+
+fn pair(text: &str) -> Pair {
+    Pair {
+        image: std::fs::read(fixtures().join("golden/images/camera.png"))
+            .unwrap()
+            .into(),
+        text: text.into(),
+        premise: None,
+    }
+}
+
+/// Opens the breaker: one batch fails (the engine's own fault switch).
+async fn break_once(engine: &Engine) {
+    assert!(engine.inject_failures(1));
+    let failed = engine
+        .run_one(pair("a camera"), Instant::now() + Duration::from_secs(30))
+        .await;
+    assert!(failed.is_err(), "the injected failure fails the batch");
+    assert!(!engine.is_ready(), "the breaker is open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_refused_by_an_open_breaker_waits_for_it_and_is_scored() {
+    let engine = engine(Duration::from_millis(800));
+    break_once(&engine).await;
+    let (_keep, stop) = watch::channel(false);
+    let t = Instant::now();
+    let results = runner(&engine, Duration::from_secs(60))
+        .run(vec![job("a"), job("b")], stop)
+        .await;
+    // The same scores as the engine gives the pair directly, now that it serves again.
+    let direct = engine
+        .run_one(
+            pair("a man in a suit"),
+            Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+        .scores;
+    for r in &results {
+        let scores = r
+            .outcome
+            .as_ref()
+            .expect("scored once the breaker let it through");
+        assert_eq!(scores, &direct, "{}", r.id);
+    }
+    assert_eq!(
+        results.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // It waited out the cool-down rather than failing at once.
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        engine.is_ready(),
+        "the job was the probe that closed the breaker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_that_outlasts_the_chunk_deadline_is_a_transient_failure_at_once() {
+    let engine = engine(Duration::from_secs(60));
+    break_once(&engine).await;
+    let (_keep, stop) = watch::channel(false);
+    let t = Instant::now();
+    let results = runner(&engine, Duration::from_secs(5))
+        .run(vec![job("a")], stop)
+        .await;
+    let failure = results[0].outcome.as_ref().unwrap_err();
+    assert_eq!(failure.error_type, "breaker_open");
+    assert!(failure.transient, "handed back for redelivery");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_the_wait_and_hands_the_job_back() {
+    let engine = engine(Duration::from_secs(20));
+    break_once(&engine).await;
+    let (stopping, stop) = watch::channel(false);
+    let run = tokio::spawn({
+        let runner = runner(&engine, Duration::from_secs(60));
+        async move { runner.run(vec![job("a")], stop).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!run.is_finished(), "still waiting for the breaker");
+    let t = Instant::now();
+    stopping.send(true).unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the stop ends the wait")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+    let failure = results[0].outcome.as_ref().unwrap_err();
+    assert!(failure.transient, "{failure:?}");
+}
