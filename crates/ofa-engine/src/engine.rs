@@ -299,15 +299,7 @@ impl Engine {
     /// allocations, thread pools, a GPU's kernel choices per shape), and seeds the admission
     /// estimate with the largest batch's time per pair. No sizes: one full batch.
     pub fn warmup(&self, pair: &Pair, sizes: &[usize]) -> Result<(), EngineError> {
-        self.check_texts(pair)?;
-        let one = Prepared {
-            source: self
-                .backend
-                .encode_text(&pair.text, pair.premise.as_deref())?,
-            pixels: self
-                .backend
-                .prepare_image(&pair.image, self.config.max_image_pixels)?,
-        };
+        let one = self.prepare(pair)?;
         let max = self.config.max_batch_size.max(1);
         let mut sizes: Vec<usize> = sizes.iter().map(|&n| n.clamp(1, max)).collect();
         if sizes.is_empty() {
@@ -328,6 +320,27 @@ impl Engine {
         self.admission.seed(per_pair);
         *lock(&self.probe) = Some(one);
         Ok(())
+    }
+
+    /// Keeps `pair`, prepared, as the breaker's own probe without scoring it: what
+    /// [`Engine::warmup`] leaves behind, for a service that starts without one. Without a probe
+    /// an open breaker waits for a request, and an unready replica gets none.
+    pub fn set_probe(&self, pair: &Pair) -> Result<(), EngineError> {
+        let one = self.prepare(pair)?;
+        *lock(&self.probe) = Some(one);
+        Ok(())
+    }
+
+    fn prepare(&self, pair: &Pair) -> Result<Prepared, EngineError> {
+        self.check_texts(pair)?;
+        Ok(Prepared {
+            source: self
+                .backend
+                .encode_text(&pair.text, pair.premise.as_deref())?,
+            pixels: self
+                .backend
+                .prepare_image(&pair.image, self.config.max_image_pixels)?,
+        })
     }
 
     /// Test-only fault switch: the next `n` batches panic inside the model call.

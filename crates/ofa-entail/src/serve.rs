@@ -281,6 +281,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     ],
                 );
             }
+        } else {
+            crate::warmup::probe_only(&engine)?;
         }
         state.set_engine(engine, model_info);
         log.event("ready", &[("listen", Value::from(local.to_string()))]);

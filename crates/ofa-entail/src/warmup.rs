@@ -33,6 +33,13 @@ pub async fn run(
     Ok(())
 }
 
+/// Without a warm-up (`WARMUP=false`) the engine still gets the pair as its breaker's probe.
+pub fn probe_only(engine: &Engine) -> Result<()> {
+    engine
+        .set_probe(&pair())
+        .context("preparing the breaker's probe pair")
+}
+
 /// A small photo-like PNG and a plain sentence.
 fn pair() -> Pair {
     Pair {

@@ -578,7 +578,9 @@ async fn rate_limit_and_api_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn breaker_opens_then_probes_the_model_itself_and_closes() {
+    // Without a warm-up too: the probe pair does not depend on it.
     let s = Server::start(&[
+        ("WARMUP", "false"),
         ("FAULT_INJECTION", "true"),
         ("BREAKER_FAILURES", "2"),
         ("BREAKER_COOLDOWN", "1"),
