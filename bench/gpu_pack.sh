@@ -11,21 +11,23 @@ cd "$(dirname "$0")/.."
 out=${1:-.gpu/bundle.tar.xz}
 eval "$(tools/cuda-toolchain.sh "${CUDA_TOOLCHAIN_DIR:-.cuda}")"
 target=${CUDA_TARGET_DIR:-target/cuda}
-cargo build --release -p ofa-entail --features cuda --target-dir "$target"
-cargo build --release -p ofa-model --features cuda --example gpu_ops --target-dir "$target"
-tests=$(cargo test --release -p ofa-model --features cuda --no-run --target-dir "$target" \
-  --message-format=json 2>/dev/null | python3 -c '
+# One cargo run: built separately, the packages would resolve their dependencies' features
+# differently and compile candle's CUDA kernels twice.
+artifacts=$(cargo build --release --features ofa-entail/cuda,ofa-model/cuda \
+  -p ofa-entail --bin ofa-entail -p ofa-model --test golden --test generic --example gpu_ops \
+  --target-dir "$target" --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("golden", "generic"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["target"]["name"], m["executable"])
 ')
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-cp "$target/release/ofa-entail" "$target/release/examples/gpu_ops" "$stage/"
-while read -r name exe; do cp "$exe" "$stage/$name"; done <<<"$tests"
-[ -x "$stage/golden" ] && [ -x "$stage/generic" ] || { echo "test executables not found" >&2; exit 1; }
+while read -r name exe; do cp "$exe" "$stage/$name"; done <<<"$artifacts"
+for exe in ofa-entail gpu_ops golden generic; do
+  [ -x "$stage/$exe" ] || { echo "$exe was not built" >&2; exit 1; }
+done
 strip "$stage"/*
 mkdir -p "$(dirname "$out")"
 tar -C "$stage" -cf - . | xz --lzma2=preset=9e,dict=192MiB -T1 >"$out.tmp"
