@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use ofa_engine::{Drain, EngineMetrics};
+use ofa_engine::{Drain, Engine, EngineMetrics};
 use ofa_jobs::{Job, JobResult, Runner};
 use ofa_model::Entailment;
 
@@ -57,14 +57,13 @@ pub fn run(args: BatchArgs) -> Result<()> {
         .device
         .configure(Entailment::load_with(&dir, &device, precision)?);
     let chunk = args.max_batch_size.max(1) * 4;
-    let engine = args.images.engine(
-        pipeline,
-        args.max_batch_size,
-        chunk,
-        Duration::from_secs(5),
+    let engine = Arc::new(Engine::start(
+        Arc::new(pipeline),
+        args.images
+            .engine_config(args.max_batch_size, chunk, Duration::from_secs(5)),
         Arc::new(EngineMetrics::default()),
         Arc::new(Drain::default()),
-    );
+    ));
     let fetcher = args.images.fetcher()?;
     let runner = Runner::new(engine, fetcher, Duration::from_secs(3600));
     // Nothing stops a file run half-way but the process's end.

@@ -3,14 +3,13 @@
 //! engine every job runs through.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
+use ofa_engine::EngineConfig;
 use ofa_jobs::{Fetcher, ImageSettings};
-use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
+use ofa_model::image::DEFAULT_MAX_PIXELS;
 use ofa_queue::{Address, AmqpConfig, QueueNames, RabbitMq};
 
 #[derive(Args, Debug)]
@@ -52,36 +51,27 @@ impl ImageArgs {
         })?)
     }
 
-    /// The engine jobs run through: `queue` pairs may wait (the most a caller hands it at
+    /// The engine's settings for jobs: `queue` pairs may wait (the most a caller hands it at
     /// once), batches of `max_batch_size`, and the breaker as in `serve`.
-    pub fn engine(
+    pub fn engine_config(
         &self,
-        pipeline: Entailment,
         max_batch_size: usize,
         queue: usize,
         breaker_cooldown: Duration,
-        metrics: Arc<EngineMetrics>,
-        drain: Arc<Drain>,
-    ) -> Arc<Engine> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Arc::new(Engine::start(
-            Arc::new(pipeline),
-            EngineConfig {
-                max_batch_size: max_batch_size.max(1),
-                max_batch_wait: Duration::ZERO,
-                max_queue: queue.max(1),
-                breaker_failures: 3,
-                breaker_cooldown,
-                breaker_give_up: 3,
-                max_image_pixels: self.max_image_pixels,
-                max_text_chars: self.max_text_chars,
-                preprocess_threads: cpus,
-                preprocess_memory: 768 << 20,
-                fault_injection: false,
-            },
-            metrics,
-            drain,
-        ))
+    ) -> EngineConfig {
+        EngineConfig {
+            max_batch_size: max_batch_size.max(1),
+            max_batch_wait: Duration::ZERO,
+            max_queue: queue.max(1),
+            breaker_failures: 3,
+            breaker_cooldown,
+            breaker_give_up: 3,
+            max_image_pixels: self.max_image_pixels,
+            max_text_chars: self.max_text_chars,
+            preprocess_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            preprocess_memory: 768 << 20,
+            fault_injection: false,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_engine::{Drain, EngineMetrics};
+use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
 use ofa_jobs::Runner;
 use ofa_model::Entailment;
 use ofa_queue::health::{self, Health};
@@ -57,6 +57,9 @@ pub struct WorkerArgs {
     /// Seconds one chunk of jobs may take, fetches included, before its jobs are retried.
     #[arg(long, env = "JOB_TIMEOUT", default_value_t = 600.0)]
     job_timeout: f64,
+    /// Test-only: enables POST /debug/fault on the metrics port. Never set in production.
+    #[arg(long, env = "FAULT_INJECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    fault_injection: bool,
 }
 
 pub fn run(args: WorkerArgs) -> Result<()> {
@@ -103,6 +106,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             jobs_queue: args.amqp.jobs_queue.clone(),
             dead_letter_queue: args.amqp.dead_letter_queue.clone(),
             model: model_slot.clone(),
+            fault_route: args.fault_injection,
         };
         tokio::spawn(health::serve(listener, health));
         log.event(
@@ -135,14 +139,20 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             &[("seconds", t.elapsed().as_secs_f64().into())],
         );
         // Every job held may be queued in the engine at once.
-        let engine = args.images.engine(
-            pipeline,
-            args.max_batch_size,
-            usize::from(prefetch),
-            breaker_cooldown,
+        let engine_config = EngineConfig {
+            fault_injection: args.fault_injection,
+            ..args.images.engine_config(
+                args.max_batch_size,
+                usize::from(prefetch),
+                breaker_cooldown,
+            )
+        };
+        let engine = Arc::new(Engine::start(
+            Arc::new(pipeline),
+            engine_config,
             engine_metrics,
             drain.clone(),
-        );
+        ));
         let _ = model_slot.set(engine.clone());
         // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
         crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;

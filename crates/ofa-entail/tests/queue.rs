@@ -1,7 +1,7 @@
 //! `worker`, `submit` and `collect` against a real RabbitMQ node: mixed jobs answered once each
 //! with `predict`'s numbers, a non-job and an exhausted transient failure in the dead-letter
-//! queue, a worker SIGKILLed mid-run, a broker stopped and restarted mid-run, a SIGTERM drain,
-//! and the broker's password in no output at all.
+//! queue, a model outage that dead-letters nothing, a worker SIGKILLed mid-run, a broker stopped
+//! and restarted mid-run, a SIGTERM drain, and the broker's password in no output at all.
 
 mod common;
 
@@ -70,12 +70,18 @@ impl Worker {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, "")
+    }
+
+    fn request(&self, method: &str, path: &str, json: &str) -> (u16, String) {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return (0, String::new());
         };
         let _ = write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
         );
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
@@ -336,6 +342,37 @@ fn a_worker_killed_mid_run_loses_nothing() {
     let col = collect(&rabbit, &out, n, 60);
     assert!(col.status.success(), "{}", text(&col));
     assert_each_once(&out, n);
+}
+
+/// The model fails three batches in a row: the breaker opens for a second and refuses the rest
+/// of the chunks. Those are the engine's refusals, not the jobs' failures: the worker holds them
+/// until its breaker has closed again instead of handing them back to be dead-lettered after a
+/// few quick redeliveries. Every job is answered; nothing reaches the dead-letter queue.
+#[test]
+fn a_model_outage_of_a_few_seconds_dead_letters_nothing() {
+    let rabbit = Rabbit::start("outage");
+    let dir = scratch("queue-outage");
+    let n = 24;
+    let env = [
+        ("MAX_BATCH_SIZE", "4"),
+        ("DELIVERY_LIMIT", "2"),
+        ("BREAKER_COOLDOWN", "1"),
+        ("FAULT_INJECTION", "true"),
+    ];
+    let worker = Worker::start(&rabbit, &dir, &env);
+    let (status, body) = worker.request("POST", "/debug/fault", r#"{"failures": 3}"#);
+    assert_eq!(status, 200, "{body}");
+    let jobs = many_jobs(&dir, n);
+    let sub = submit(&rabbit, &jobs, &["--delivery-limit", "2"]);
+    assert!(sub.status.success(), "{}", text(&sub));
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, n, 60);
+    assert!(col.status.success(), "{}", text(&col));
+    assert_each_once(&out, n);
+    let log = worker.log_text();
+    assert!(worker.jobs("retried") >= 1.0, "the failed batches: {log}");
+    assert_eq!(worker.jobs("dead_lettered"), 0.0, "{log}");
+    assert!(log.contains("model_failure"), "{log}");
 }
 
 /// The broker stops (SIGTERM, as Kubernetes or systemd stop it) and starts again mid-run. A

@@ -8,9 +8,11 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use ofa_engine::{Drain, Engine, EngineMetrics};
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::metrics::WorkerMetrics;
 
@@ -23,14 +25,35 @@ pub struct Health {
     pub dead_letter_queue: String,
     /// The engine, once the model has loaded (the port answers before).
     pub model: Arc<OnceLock<Arc<Engine>>>,
+    /// Test-only: `POST /debug/fault` arms the engine's fault switch, as in `serve`.
+    pub fault_route: bool,
 }
 
 pub fn router(health: Health) -> Router {
-    Router::new()
+    let mut app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(health)
+        .route("/metrics", get(metrics));
+    if health.fault_route {
+        app = app.route("/debug/fault", post(inject_fault));
+    }
+    app.with_state(health)
+}
+
+#[derive(Deserialize)]
+struct Fault {
+    failures: u32,
+}
+
+/// The next `failures` batches fail inside the model.
+async fn inject_fault(State(h): State<Health>, Json(f): Json<Fault>) -> Response {
+    match h.model.get() {
+        Some(e) if e.inject_failures(f.failures) => {
+            Json(json!({"injected": f.failures})).into_response()
+        }
+        Some(_) => (StatusCode::NOT_FOUND, "fault injection is off\n").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the model is loading\n").into_response(),
+    }
 }
 
 /// 503 once the engine takes its model for broken (every probe of the circuit breaker failed
@@ -127,6 +150,7 @@ mod tests {
             jobs_queue: "jobs".into(),
             dead_letter_queue: "dead".into(),
             model: Arc::default(),
+            fault_route: false,
         };
         assert_eq!(health_status(&h).await.0, StatusCode::OK, "while loading");
         let config = EngineConfig {
