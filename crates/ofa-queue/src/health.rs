@@ -1,6 +1,6 @@
 //! The worker's metrics port: `/healthz` (the process answers, and its model is not taken for
 //! broken), `/readyz` (connected to the broker and not stopping) and `/metrics` (the worker's,
-//! the engine's and the process's).
+//! the engine's and the process's); for tests only, `POST /debug/fault` when enabled.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
