@@ -75,16 +75,13 @@ impl Runner {
                 fetched[i] = Some(got);
             }
         }
+        // Each fetched pair with its job's index and fetch time.
         let mut pairs = Vec::new();
-        let mut scored_at = Vec::new();
         let mut out: Vec<Option<(Result<Scores, Failure>, Timings)>> =
             (0..jobs.len()).map(|_| None).collect();
         for (i, f) in fetched.into_iter().enumerate() {
             match f {
-                Some(Ok((pair, fetch))) => {
-                    pairs.push(pair);
-                    scored_at.push((i, fetch));
-                }
+                Some(Ok((pair, fetch))) => pairs.push(((i, fetch), pair)),
                 Some(Err(e)) => out[i] = Some((Err(e), Timings::default())),
                 None => {
                     out[i] = Some((
@@ -94,7 +91,7 @@ impl Runner {
                 }
             }
         }
-        for (i, outcome, timings) in self.score(pairs, scored_at, deadline, stop).await {
+        for (i, outcome, timings) in self.score(pairs, deadline, stop).await {
             out[i] = Some((outcome, timings));
         }
         let total = start.elapsed();
@@ -113,17 +110,15 @@ impl Runner {
             .collect()
     }
 
-    /// Scores the fetched pairs (`at`: each pair's job and fetch time), holding back what the
-    /// engine refuses as [`Runner::run`] says.
+    /// Scores the fetched pairs (each with its job's index and fetch time), holding back what
+    /// the engine refuses as [`Runner::run`] says.
     async fn score(
         &self,
-        pairs: Vec<Pair>,
-        at: Vec<(usize, Duration)>,
+        mut pending: Vec<((usize, Duration), Pair)>,
         deadline: Instant,
         mut stop: watch::Receiver<bool>,
     ) -> Vec<(usize, Result<Scores, Failure>, Timings)> {
-        let mut done = Vec::with_capacity(pairs.len());
-        let mut pending: Vec<((usize, Duration), Pair)> = at.into_iter().zip(pairs).collect();
+        let mut done = Vec::with_capacity(pending.len());
         while !pending.is_empty() {
             let batch = pending.iter().map(|(_, p)| p.clone()).collect();
             let results = match self.engine.run_each(batch, deadline).await {
