@@ -242,6 +242,44 @@ fn main() -> candle_core::Result<()> {
             rows120.matmul(&w120.t().unwrap()).unwrap();
         },
     );
+    // What the model's channels-last blocks run: the column copy and then the GEMM.
+    let s3_nhwc = r(&[b, 30, 30, 256]);
+    let w33_cols = r(&[256 * 9, 256]);
+    time(
+        &dev,
+        "ofa: conv3x3 256->256 @30 channels-last (im2col_nhwc + GEMM)",
+        2.0 * (b * 900 * 256 * 256 * 9) as f64,
+        0.0,
+        || {
+            ofa_model::resnet_nhwc::im2col_nhwc(&s3_nhwc, 3, 1, 1)
+                .unwrap()
+                .matmul(&w33_cols)
+                .unwrap();
+        },
+    );
+    let s1_nhwc = r(&[b, 120, 120, 64]);
+    let w120_cols = r(&[64 * 9, 64]);
+    time(
+        &dev,
+        "ofa: conv3x3 64->64 @120 channels-last (im2col_nhwc + GEMM)",
+        conv,
+        0.0,
+        || {
+            ofa_model::resnet_nhwc::im2col_nhwc(&s1_nhwc, 3, 1, 1)
+                .unwrap()
+                .matmul(&w120_cols)
+                .unwrap();
+        },
+    );
+    time(
+        &dev,
+        "ofa: im2col_nhwc 3x3 @120x64 alone",
+        0.0,
+        10.0 * (b * 14400 * 64) as f64 * es,
+        || {
+            ofa_model::resnet_nhwc::im2col_nhwc(&s1_nhwc, 3, 1, 1).unwrap();
+        },
+    );
     let s3n = r(&[b, 256, 30, 30]);
     let k33 = r(&[256, 256, 3, 3]);
     let c33 = 2.0 * (b * 256 * 900 * 256 * 9) as f64;

@@ -366,6 +366,45 @@ __device__ void im2col(const T *x, T *cols, uint32_t ch, uint32_t h, uint32_t w,
   }
 }
 
+// Channels-last im2col for the ResNet's blocks on a GPU, where a convolution is then one GEMM of
+// [B*OH*OW, k*k*C] by [k*k*C, O] (the batched per-image GEMMs of the NCHW layout have only O
+// rows each): cols[(b*oh + oy)*ow + ox, (ky*k + kx)*c + ci] = x[b, oy*s + ky - pad,
+// ox*s + kx - pad, ci] (0 outside). A segment is the C contiguous values of one (output pixel,
+// ky, kx); each warp copies one segment at a time, so the divisions are paid per segment, not
+// per element, and the copy is four elements per load where C and the pointers allow. Any grid.
+template <typename T>
+__device__ void im2col_nhwc(const T *x, T *cols, uint32_t segments, uint32_t c, uint32_t h,
+                            uint32_t w, uint32_t k, uint32_t s, uint32_t pad, uint32_t oh,
+                            uint32_t ow) {
+  const uint32_t lane = threadIdx.x & 31, kk = k * k;
+  const uint32_t warps = (gridDim.x * blockDim.x) >> 5;
+  const bool vec = c % 4 == 0 && aligned4(x) && aligned4(cols);
+  for (uint32_t seg = (blockIdx.x * blockDim.x + threadIdx.x) >> 5; seg < segments;
+       seg += warps) {
+    const uint32_t row = seg / kk, kidx = seg - row * kk;
+    const uint32_t ky = kidx / k, kx = kidx - ky * k;
+    const uint32_t ox = row % ow, t = row / ow, oy = t % oh, b = t / oh;
+    const int iy = (int)(oy * s + ky) - (int)pad, ix = (int)(ox * s + kx) - (int)pad;
+    const bool inside = iy >= 0 && iy < (int)h && ix >= 0 && ix < (int)w;
+    const T *src = x + (inside ? (((uint64_t)b * h + iy) * w + ix) * c : 0);
+    T *dst = cols + (uint64_t)seg * c;
+    if (vec) {
+      for (uint32_t j = lane * 4; j < c; j += 128) {
+        Pack4<T> v;
+        if (inside) {
+          v = *reinterpret_cast<const Pack4<T> *>(src + j);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 4; e++) v.v[e] = from_f<T>(0.0f);
+        }
+        *reinterpret_cast<Pack4<T> *>(dst + j) = v;
+      }
+    } else {
+      for (uint32_t j = lane; j < c; j += 32) dst[j] = inside ? src[j] : from_f<T>(0.0f);
+    }
+  }
+}
+
 // out[b, c, p] = (x[b, p, c] / 255 - mean[c]) / std[c]: torchvision's ToTensor then Normalize on
 // a batch of prepared uint8 HWC images, in f32 as the CPU computes it (this file is compiled
 // without fast math, so both divisions round as IEEE's), stored in the model's type. The pixels
@@ -414,6 +453,11 @@ __device__ void normalize_pixels(const uint8_t *x, T *out, uint32_t n, uint32_t 
                                              uint32_t w, uint32_t k, uint32_t s,             \
                                              uint32_t pad, uint32_t oh, uint32_t ow) {       \
     im2col<T>(x, cols, ch, h, w, k, s, pad, oh, ow);                                        \
+  }                                                                                          \
+  extern "C" __global__ void im2col_nhwc_##SUFFIX(                                          \
+      const T *x, T *cols, uint32_t segments, uint32_t c, uint32_t h, uint32_t w, uint32_t k, \
+      uint32_t s, uint32_t pad, uint32_t oh, uint32_t ow) {                                  \
+    im2col_nhwc<T>(x, cols, segments, c, h, w, k, s, pad, oh, ow);                           \
   }                                                                                          \
   extern "C" __global__ void normalize_pixels_##SUFFIX(                                     \
       const uint8_t *x, T *out, uint32_t n, uint32_t plane, float m0, float m1, float m2,    \

@@ -14,6 +14,8 @@ pub mod conv3x3;
 #[cfg(feature = "cuda")]
 pub mod cuda_heads;
 #[cfg(feature = "cuda")]
+pub mod cuda_nhwc;
+#[cfg(feature = "cuda")]
 pub mod cuda_norm;
 #[cfg(feature = "cuda")]
 pub mod cuda_ops;
@@ -51,6 +53,7 @@ pub mod resize;
 mod resize_rows;
 pub mod resnet;
 pub mod resnet_int8;
+pub mod resnet_nhwc;
 pub mod runtime;
 pub mod softmax;
 pub mod stage_graphs;

@@ -5,6 +5,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::resnet_int8::{Int8Bottleneck, Int8Conv, Nhwc};
+use crate::resnet_nhwc::{ConvNhwc, NhwcBottleneck};
 
 const BN_EPS: f64 = 1e-5;
 
@@ -77,12 +78,7 @@ impl ConvBn {
         if k != 1 || self.stride > 2 {
             return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
         }
-        // A 1×1 convolution is a matmul over channels; striding is a subsample (on a GPU, the
-        // convolution's own im2col does it in one pass).
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() && self.stride != 1 {
-            return crate::conv::conv2d(x, &self.weight, self.stride, self.padding);
-        }
+        // A 1×1 convolution is a matmul over channels; striding is a subsample.
         let x = if self.stride == 2 {
             let (b, c, h, w) = x.dims4()?;
             if h % 2 != 0 || w % 2 != 0 {
@@ -101,12 +97,22 @@ impl ConvBn {
         wm.broadcast_left(b)?.matmul(&xm)?.reshape((b, out_c, h, w))
     }
 
+    /// The weights in candle's layout, `[O, C, k, k]`.
+    fn nchw_weight(&self) -> Result<Tensor> {
+        match self.shifted {
+            true => crate::conv3x3::unshifted_weights(&self.weight),
+            false => Ok(self.weight.clone()),
+        }
+    }
+
+    /// The convolution channels-last (generic operations, a GPU).
+    fn to_nhwc(&self) -> Result<ConvNhwc> {
+        ConvNhwc::new(&self.nchw_weight()?, &self.bias, self.stride, self.padding)
+    }
+
     /// The convolution in int8 (CPU).
     fn to_int8(&self) -> Result<Int8Conv> {
-        let weight = match self.shifted {
-            true => crate::conv3x3::unshifted_weights(&self.weight)?,
-            false => self.weight.clone(),
-        };
+        let weight = self.nchw_weight()?;
         let f32 = |t: &Tensor| t.to_dtype(DType::F32);
         Int8Conv::new(&f32(&weight)?, &f32(&self.bias)?, self.stride, self.padding)
     }
@@ -151,6 +157,15 @@ impl Bottleneck {
 }
 
 impl Bottleneck {
+    fn to_nhwc(&self) -> Result<NhwcBottleneck> {
+        Ok(NhwcBottleneck {
+            conv1: self.conv1.to_nhwc()?,
+            conv2: self.conv2.to_nhwc()?,
+            conv3: self.conv3.to_nhwc()?,
+            downsample: self.downsample.as_ref().map(ConvBn::to_nhwc).transpose()?,
+        })
+    }
+
     fn to_int8(&self) -> Result<Int8Bottleneck> {
         Ok(Int8Bottleneck {
             conv1: self.conv1.to_int8()?,
@@ -181,6 +196,9 @@ pub struct ResNet {
     /// The blocks once quantised (`--precision int8`), replacing `blocks`; the stem, on three
     /// input channels, stays f32.
     int8_blocks: Vec<Int8Bottleneck>,
+    /// The blocks channels-last, replacing `blocks` where generic operations run (a GPU): each
+    /// convolution one GEMM over the whole batch. The stem stays NCHW, as the input arrives.
+    nhwc_blocks: Vec<NhwcBottleneck>,
 }
 
 impl ResNet {
@@ -203,17 +221,25 @@ impl ResNet {
                 in_c = planes * 4;
             }
         }
+        let mut nhwc_blocks = Vec::new();
+        if !crate::kernels::fused(vb.device()) {
+            nhwc_blocks = blocks
+                .drain(..)
+                .map(|b| b.to_nhwc())
+                .collect::<Result<_>>()?;
+        }
         Ok(Self {
             stem,
             blocks,
             int8_blocks: Vec::new(),
+            nhwc_blocks,
         })
     }
 
     /// Quantises the bottleneck blocks to int8 and frees their f32 weights. CPU only.
     pub fn quantize_int8(&mut self) -> Result<()> {
-        if !self.stem.weight.device().is_cpu() {
-            candle_core::bail!("int8 weights run on the CPU only");
+        if !self.stem.weight.device().is_cpu() || !self.nhwc_blocks.is_empty() {
+            candle_core::bail!("int8 weights run on the CPU only, with its own kernels");
         }
         let int8 = self
             .blocks
@@ -239,6 +265,13 @@ impl Module for ResNet {
                 h = block.forward(&h)?;
             }
             return h.to_nchw(x.device())?.to_dtype(x.dtype());
+        }
+        if !self.nhwc_blocks.is_empty() {
+            let mut h = x.permute((0, 2, 3, 1))?.contiguous()?;
+            for block in &self.nhwc_blocks {
+                h = block.forward(&h)?;
+            }
+            return h.permute((0, 3, 1, 2))?.contiguous();
         }
         for block in &self.blocks {
             x = block.forward(&x)?;

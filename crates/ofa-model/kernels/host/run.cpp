@@ -140,6 +140,19 @@ int run(const std::string &kernel, bool shift, dim3 grid, dim3 block, int argc, 
     write(out);
     return 0;
   }
+  if (kernel == "im2col_nhwc" && argc == 13) {
+    // PARAMS: B H W C K STRIDE PAD; stdin: x [B,H,W,C]
+    uint32_t b = arg(argv, 6), h = arg(argv, 7), w = arg(argv, 8), c = arg(argv, 9),
+             k = arg(argv, 10), s = arg(argv, 11), pad = arg(argv, 12);
+    uint32_t oh = (h + 2 * pad - k) / s + 1, ow = (w + 2 * pad - k) / s + 1;
+    uint32_t segments = b * oh * ow * k * k;
+    auto x = input<T>((size_t)b * h * w * c, shift);
+    Array<T> out((size_t)segments * c, shift);
+    launch(grid, block,
+           [&] { im2col_nhwc<T>(x.ptr, out.ptr, segments, c, h, w, k, s, pad, oh, ow); });
+    write(out);
+    return 0;
+  }
   if (kernel == "normalize_pixels" && argc == 14) {
     // PARAMS: B PLANE MEAN0 MEAN1 MEAN2 STD0 STD1 STD2; stdin: pixels [B,PLANE,3] (0..255, as
     // bytes there).
