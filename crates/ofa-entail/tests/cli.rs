@@ -79,8 +79,11 @@ fn assert_fails(args: &[&str], needle: &str) {
 
 #[test]
 fn bad_inputs_fail_with_one_line() {
-    let dir = std::env::temp_dir().join(format!("ofa-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("ofa-cli-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     let jpeg = std::fs::read(fixtures().join("golden/images/grace_hopper.jpg")).unwrap();
     let truncated = dir.join("truncated.jpg");
     std::fs::write(&truncated, &jpeg[..jpeg.len() / 2]).unwrap();

@@ -941,6 +941,8 @@ struct WebDriver {
     base: String,
     session: String,
     client: reqwest::Client,
+    /// Chromium's profile, removed after chromedriver is stopped (fields drop after `drop`).
+    _profile: tempfile::TempDir,
 }
 
 impl WebDriver {
@@ -964,12 +966,15 @@ impl WebDriver {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("ofa-chromium-{}", std::process::id()));
+        let profile = tempfile::Builder::new()
+            .prefix("ofa-chromium-")
+            .tempdir()
+            .unwrap();
         let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=900,1000", format!("--user-data-dir={}", profile.display())]}}}});
+                     "--window-size=900,1000", format!("--user-data-dir={}", profile.path().display())]}}}});
         let v: Value = client
             .post(format!("{base}/session"))
             .json(&caps)
@@ -988,6 +993,7 @@ impl WebDriver {
             base,
             session,
             client,
+            _profile: profile,
         }
     }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use common::*;
@@ -12,14 +12,16 @@ use ofa_model::model_dir::WeightsFile;
 use ofa_model::{Entailment, OfaError, PairInput};
 use serde_json::Value;
 
-/// A scratch copy of the tiny model directory (weights hard-linked when possible).
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ofa-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A scratch copy of the tiny model directory (weights hard-linked when possible), removed
+/// when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("ofa-model-{name}-"))
+        .tempdir()
+        .unwrap();
     for entry in std::fs::read_dir(tiny_dir()).unwrap() {
         let p = entry.unwrap().path();
-        let dst = dir.join(p.file_name().unwrap());
+        let dst = dir.path().join(p.file_name().unwrap());
         if std::fs::hard_link(&p, &dst).is_err() {
             std::fs::copy(&p, &dst).unwrap();
         }
@@ -77,10 +79,10 @@ fn load_err(dir: &Path) -> String {
 #[test]
 fn another_image_size_is_read_from_configuration_json() {
     let dir = scratch("size256");
-    edit_json(&dir.join("configuration.json"), |v| {
+    edit_json(&dir.path().join("configuration.json"), |v| {
         v["model"]["patch_image_size"] = 256.into()
     });
-    let m = Entailment::load(&dir, &Device::Cpu).unwrap();
+    let m = Entailment::load(dir.path(), &Device::Cpu).unwrap();
     let px = m.preprocess_image(&grace(), u64::MAX).unwrap();
     assert_eq!(px.len(), 256 * 256 * 3);
     let images = m
@@ -102,13 +104,13 @@ fn another_image_size_is_read_from_configuration_json() {
 #[test]
 fn another_answer_order_gives_the_same_answers() {
     let dir = scratch("order");
-    std::fs::remove_file(dir.join("answer2label.json")).unwrap();
+    std::fs::remove_file(dir.path().join("answer2label.json")).unwrap();
     std::fs::write(
-        dir.join("answer2label.json"),
+        dir.path().join("answer2label.json"),
         r#"{"maybe": 0, "yes": 1, "no": 2}"#,
     )
     .unwrap();
-    let m = Entailment::load(&dir, &Device::Cpu).unwrap();
+    let m = Entailment::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(m.answers(), ["maybe", "yes", "no"]);
     let (a, b) = (probs(&m), probs(tiny()));
     for k in ["yes", "no", "maybe"] {
@@ -134,7 +136,7 @@ fn another_answer_order_gives_the_same_answers() {
 fn another_resnet_depth_is_read_from_config_json() {
     // resnet50 = [3, 4, 6] bottlenecks: give the extra blocks weights copied from existing ones.
     let dir = scratch("resnet50");
-    edit_json(&dir.join("config.json"), |v| {
+    edit_json(&dir.path().join("config.json"), |v| {
         v["resnet_type"] = "resnet50".into()
     });
     let mut t = tensors();
@@ -155,16 +157,16 @@ fn another_resnet_depth_is_read_from_config_json() {
             t.extend(copies);
         }
     }
-    write_weights(&dir, &t);
-    let m = Entailment::load(&dir, &Device::Cpu).unwrap();
+    write_weights(dir.path(), &t);
+    let m = Entailment::load(dir.path(), &Device::Cpu).unwrap();
     let p = probs(&m);
     assert_ne!(p, probs(tiny()), "the deeper ResNet must run");
     // The resnet18 fixture cannot satisfy resnet50: the first missing block is named.
     let dir2 = scratch("resnet50-missing");
-    edit_json(&dir2.join("config.json"), |v| {
+    edit_json(&dir2.path().join("config.json"), |v| {
         v["resnet_type"] = "resnet50".into()
     });
-    let e = load_err(&dir2);
+    let e = load_err(dir2.path());
     assert!(
         e.contains("model.safetensors") && e.contains("layer1.2"),
         "{e}"
@@ -184,16 +186,16 @@ fn prefixed_names_and_tied_aliases_load_the_same_model() {
         "model.encoder.token_rp_bucket".into(),
         Tensor::zeros((4, 4), candle_core::DType::I64, &Device::Cpu).unwrap(),
     );
-    write_weights(&dir, &t);
-    let m = Entailment::load(&dir, &Device::Cpu).unwrap();
+    write_weights(dir.path(), &t);
+    let m = Entailment::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(probs(&m), probs(tiny()));
 }
 
 #[test]
 fn pytorch_checkpoint_alone_gives_identical_predictions() {
     let dir = scratch("bin-only");
-    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    let m = Entailment::load(&dir, &Device::Cpu).unwrap();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let m = Entailment::load(dir.path(), &Device::Cpu).unwrap();
     assert_eq!(probs(&m), probs(tiny()));
 }
 
@@ -207,14 +209,14 @@ fn missing_files_are_named() {
         "answer2label.json",
     ] {
         let dir = scratch(&format!("missing-{f}"));
-        std::fs::remove_file(dir.join(f)).unwrap();
-        let e = load_err(&dir);
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+        let e = load_err(dir.path());
         assert!(e.contains(f) && e.contains("missing"), "{f}: {e}");
     }
     let dir = scratch("no-weights");
-    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
-    let e = load_err(&dir);
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    std::fs::remove_file(dir.path().join("pytorch_model.bin")).unwrap();
+    let e = load_err(dir.path());
     assert!(e.contains("model.safetensors or pytorch_model.bin"), "{e}");
     let e = load_err(Path::new("/nonexistent/ofa"));
     assert!(e.contains("/nonexistent/ofa"), "{e}");
@@ -225,8 +227,8 @@ fn missing_or_misshapen_tensors_are_named() {
     let dir = scratch("missing-tensor");
     let mut t = tensors();
     t.remove("decoder.layers.1.fc2.weight");
-    write_weights(&dir, &t);
-    let e = load_err(&dir);
+    write_weights(dir.path(), &t);
+    let e = load_err(dir.path());
     assert!(
         e.contains("model.safetensors") && e.contains("decoder.layers.1.fc2.weight"),
         "{e}"
@@ -238,17 +240,21 @@ fn missing_or_misshapen_tensors_are_named() {
         "encoder.pos_q_linear.weight".into(),
         Tensor::zeros((3, 5), candle_core::DType::F32, &Device::Cpu).unwrap(),
     );
-    write_weights(&dir, &t);
-    let e = load_err(&dir);
+    write_weights(dir.path(), &t);
+    let e = load_err(dir.path());
     assert!(
         e.contains("encoder.pos_q_linear.weight") && e.contains("shape"),
         "{e}"
     );
 
     let dir = scratch("garbage-weights");
-    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    std::fs::write(dir.join("model.safetensors"), b"not a checkpoint at all").unwrap();
-    let e = load_err(&dir);
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"not a checkpoint at all",
+    )
+    .unwrap();
+    let e = load_err(dir.path());
     assert!(e.contains("model.safetensors"), "{e}");
 }
 
@@ -283,22 +289,24 @@ fn unsupported_options_are_refused_by_name() {
     ];
     for (file, key, value, named) in cases {
         let dir = scratch(&format!("unsup-{key}-{file}"));
-        edit_json(&dir.join(file), |v| {
+        edit_json(&dir.path().join(file), |v| {
             if file == "configuration.json" {
                 v["model"][key] = value.clone();
             } else {
                 v[key] = value.clone();
             }
         });
-        let e = load_err(&dir);
+        let e = load_err(dir.path());
         assert!(
             e.contains(file) && e.contains(named) && e.contains("unsupported"),
             "{key}: {e}"
         );
     }
     let dir = scratch("vocab-size");
-    edit_json(&dir.join("config.json"), |v| v["vocab_size"] = 50000.into());
-    let e = load_err(&dir);
+    edit_json(&dir.path().join("config.json"), |v| {
+        v["vocab_size"] = 50000.into()
+    });
+    let e = load_err(dir.path());
     assert!(e.contains("vocab_size"), "{e}");
 }
 
@@ -314,18 +322,18 @@ fn errors_are_typed() {
 #[test]
 fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
     let dir = scratch("convert");
-    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
-    let bin_only = probs(&Entailment::load(&dir, &Device::Cpu).unwrap());
-    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(&dir).unwrap();
-    assert_eq!(path, dir.join("model.safetensors"));
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let bin_only = probs(&Entailment::load(dir.path(), &Device::Cpu).unwrap());
+    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(dir.path()).unwrap();
+    assert_eq!(path, dir.path().join("model.safetensors"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Same names, dtypes and values as the pickle.
-    let original = candle_core::pickle::read_all(dir.join("pytorch_model.bin")).unwrap();
+    let original = candle_core::pickle::read_all(dir.path().join("pytorch_model.bin")).unwrap();
     assert_eq!(original.len(), n);
     let converted = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     for (name, t) in &original {
@@ -343,37 +351,37 @@ fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
         assert_eq!(diff, 0.0, "{name}");
     }
     assert_eq!(
-        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
+        ofa_model::ModelDir::pick_weights(dir.path()).unwrap(),
         WeightsFile::Safetensors(path.clone())
     );
     assert_eq!(
-        probs(&Entailment::load(&dir, &Device::Cpu).unwrap()),
+        probs(&Entailment::load(dir.path(), &Device::Cpu).unwrap()),
         bin_only
     );
 
     // The .bin is replaced by one of the same size (a re-download of a moved revision): its
     // new mtime gives it away.
-    let same_size = std::fs::read(dir.join("pytorch_model.bin")).unwrap();
+    let same_size = std::fs::read(dir.path().join("pytorch_model.bin")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
-    std::fs::write(dir.join("pytorch_model.bin"), &same_size).unwrap();
+    std::fs::remove_file(dir.path().join("pytorch_model.bin")).unwrap();
+    std::fs::write(dir.path().join("pytorch_model.bin"), &same_size).unwrap();
     assert_eq!(
-        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
-        WeightsFile::Pytorch(dir.join("pytorch_model.bin"))
+        ofa_model::ModelDir::pick_weights(dir.path()).unwrap(),
+        WeightsFile::Pytorch(dir.path().join("pytorch_model.bin"))
     );
-    ofa_model::weights::convert_pytorch_to_safetensors(&dir).unwrap();
+    ofa_model::weights::convert_pytorch_to_safetensors(dir.path()).unwrap();
     assert_eq!(
-        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
+        ofa_model::ModelDir::pick_weights(dir.path()).unwrap(),
         WeightsFile::Safetensors(path.clone())
     );
 
     // The .bin changes size after the conversion: the safetensors file no longer describes it.
-    let mut bytes = std::fs::read(dir.join("pytorch_model.bin")).unwrap();
-    std::fs::remove_file(dir.join("pytorch_model.bin")).unwrap();
+    let mut bytes = std::fs::read(dir.path().join("pytorch_model.bin")).unwrap();
+    std::fs::remove_file(dir.path().join("pytorch_model.bin")).unwrap();
     bytes.extend_from_slice(&[0u8; 16]);
-    std::fs::write(dir.join("pytorch_model.bin"), &bytes).unwrap();
+    std::fs::write(dir.path().join("pytorch_model.bin"), &bytes).unwrap();
     assert_eq!(
-        ofa_model::ModelDir::pick_weights(&dir).unwrap(),
-        WeightsFile::Pytorch(dir.join("pytorch_model.bin"))
+        ofa_model::ModelDir::pick_weights(dir.path()).unwrap(),
+        WeightsFile::Pytorch(dir.path().join("pytorch_model.bin"))
     );
 }

@@ -53,11 +53,32 @@ pub fn image_host() -> (String, Arc<AtomicUsize>) {
     (base, flaky)
 }
 
-pub fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ofa-jobs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A test's scratch directory (jobs, results, worker logs): removed when the test passes, kept
+/// when it fails, for its logs.
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        self.0.as_ref().expect("held until dropped").path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let (true, Some(dir)) = (std::thread::panicking(), self.0.take()) {
+            eprintln!("kept the failed test's files in {}", dir.keep().display());
+        }
+    }
+}
+
+pub fn scratch(name: &str) -> Scratch {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("ofa-jobs-{name}-"))
+        .tempdir()
+        .unwrap();
+    Scratch(Some(dir))
 }
 
 pub fn results(out: &std::path::Path) -> Vec<Value> {
