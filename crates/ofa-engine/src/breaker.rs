@@ -7,6 +7,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
@@ -31,6 +33,20 @@ impl BreakerState {
             BreakerState::HalfOpen => 2,
         }
     }
+}
+
+/// A change of the breaker's state, for the front ends to log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BreakerEvent {
+    /// Opened by the model's failure `error`: closed, after `threshold` failed batches in a
+    /// row; half-open, by a failed probe (`failed_probes` in a row so far).
+    Opened {
+        error: String,
+        cooldown: Duration,
+        failed_probes: u32,
+    },
+    /// Closed again by a batch (a request's or the breaker's own probe) that succeeded.
+    Closed,
 }
 
 #[derive(Debug)]
@@ -62,6 +78,7 @@ pub struct Breaker {
     /// Failed probes in a row that make the breaker give up (0: never).
     give_up: u32,
     status: Mutex<Status>,
+    events: broadcast::Sender<BreakerEvent>,
 }
 
 impl Breaker {
@@ -75,7 +92,14 @@ impl Breaker {
                 inner: Inner::Closed { failures: 0 },
                 failed_probes: 0,
             }),
+            // Transitions are rare; a subscriber that falls this far behind skips the oldest.
+            events: broadcast::channel(16).0,
         }
+    }
+
+    /// The breaker's transitions from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<BreakerEvent> {
+        self.events.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -112,13 +136,20 @@ impl Breaker {
     }
 
     pub fn on_success(&self) {
-        *self.lock() = Status {
-            inner: Inner::Closed { failures: 0 },
-            failed_probes: 0,
-        };
+        let was = std::mem::replace(
+            &mut *self.lock(),
+            Status {
+                inner: Inner::Closed { failures: 0 },
+                failed_probes: 0,
+            },
+        );
+        if !matches!(was.inner, Inner::Closed { .. }) {
+            let _ = self.events.send(BreakerEvent::Closed);
+        }
     }
 
-    pub fn on_failure(&self) {
+    /// A batch failed with `error`.
+    pub fn on_failure(&self, error: &str) {
         let mut status = self.lock();
         let open = Inner::Open {
             until: Instant::now() + self.cooldown,
@@ -126,12 +157,21 @@ impl Breaker {
         if matches!(status.inner, Inner::HalfOpen { .. }) {
             status.failed_probes = status.failed_probes.saturating_add(1);
         }
+        let was_open = matches!(status.inner, Inner::Open { .. });
         status.inner = match status.inner {
             Inner::Closed { failures } if failures + 1 < self.threshold => Inner::Closed {
                 failures: failures + 1,
             },
             _ => open,
         };
+        // A batch that was already running when the breaker opened changes nothing.
+        if !was_open && matches!(status.inner, Inner::Open { .. }) {
+            let _ = self.events.send(BreakerEvent::Opened {
+                error: error.to_owned(),
+                cooldown: self.cooldown,
+                failed_probes: status.failed_probes,
+            });
+        }
     }
 
     /// How long until a probe may run, while the breaker is not closed (`None` when it is).
@@ -176,17 +216,17 @@ mod tests {
     #[test]
     fn opens_after_threshold_then_probes() {
         let b = Breaker::new(3, Duration::from_millis(50), 0);
-        b.on_failure();
-        b.on_failure();
+        b.on_failure("boom");
+        b.on_failure("boom");
         assert_eq!(b.state(), BreakerState::Closed);
-        b.on_failure();
+        b.on_failure("boom");
         assert_eq!(b.state(), BreakerState::Open);
         assert!(b.admit().is_err());
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.admit().is_ok(), "one probe");
         assert!(b.admit().is_err(), "only one probe");
-        b.on_failure();
+        b.on_failure("boom");
         assert_eq!(b.state(), BreakerState::Open);
         std::thread::sleep(Duration::from_millis(60));
         assert!(b.admit().is_ok());
@@ -197,9 +237,9 @@ mod tests {
     #[test]
     fn success_resets_the_count() {
         let b = Breaker::new(2, Duration::from_secs(60), 0);
-        b.on_failure();
+        b.on_failure("boom");
         b.on_success();
-        b.on_failure();
+        b.on_failure("boom");
         assert_eq!(b.state(), BreakerState::Closed);
     }
 
@@ -207,13 +247,13 @@ mod tests {
     fn failed_probes_in_a_row_give_up_and_a_success_takes_it_back() {
         let b = Breaker::new(1, Duration::from_millis(20), 2);
         assert_eq!(b.probe_in(), None, "closed: nothing to probe");
-        b.on_failure();
+        b.on_failure("boom");
         assert!(
             b.probe_in().unwrap() > Duration::ZERO,
             "open: probe after the cool-down"
         );
         // A late failure while open is not a probe.
-        b.on_failure();
+        b.on_failure("boom");
         assert_eq!(b.failed_probes(), 0);
         for n in 1..=2 {
             std::thread::sleep(Duration::from_millis(25));
@@ -223,7 +263,7 @@ mod tests {
                 b.probe_in().unwrap() > Duration::ZERO,
                 "one probe at a time"
             );
-            b.on_failure();
+            b.on_failure("boom");
             assert_eq!(b.failed_probes(), n);
             assert_eq!(b.given_up(), n == 2, "after {n} failed probes");
         }
@@ -236,11 +276,44 @@ mod tests {
         // 0: never gives up.
         let never = Breaker::new(1, Duration::ZERO, 0);
         for _ in 0..5 {
-            never.on_failure();
+            never.on_failure("boom");
             assert!(never.admit().is_ok());
-            never.on_failure();
+            never.on_failure("boom");
         }
         assert_eq!(never.failed_probes(), 5);
         assert!(!never.given_up());
+    }
+
+    #[test]
+    fn transitions_are_announced_once_each() {
+        let b = Breaker::new(2, Duration::from_millis(20), 0);
+        let mut events = b.subscribe();
+        b.on_failure("first");
+        b.on_success();
+        b.on_failure("again");
+        b.on_failure("for the second time");
+        // Late: the breaker is already open.
+        b.on_failure("late");
+        let opened = |error: &str, failed_probes| BreakerEvent::Opened {
+            error: error.into(),
+            cooldown: Duration::from_millis(20),
+            failed_probes,
+        };
+        assert_eq!(events.try_recv().unwrap(), opened("for the second time", 0));
+        assert!(
+            events.try_recv().is_err(),
+            "nothing else: {:?}",
+            events.try_recv()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(b.admit().is_ok(), "the probe");
+        b.on_failure("the probe failed");
+        assert_eq!(events.try_recv().unwrap(), opened("the probe failed", 1));
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(b.admit().is_ok());
+        b.on_success();
+        b.on_success();
+        assert_eq!(events.try_recv().unwrap(), BreakerEvent::Closed);
+        assert!(events.try_recv().is_err(), "closed once");
     }
 }

@@ -16,7 +16,8 @@ use crate::admission::Admission;
 use crate::lane::{memory_units, Group, Lane, Member};
 use crate::worker::{Job, Worker};
 use crate::{
-    Backend, Breaker, BreakerState, Drain, EngineConfig, EngineError, EngineMetrics, Pair, Scored,
+    Backend, Breaker, BreakerEvent, BreakerState, Drain, EngineConfig, EngineError, EngineMetrics,
+    Pair, Scored,
 };
 
 /// Why a multi-pair request got no answers: refused as a whole (`item` is `None`), or one of its
@@ -117,6 +118,12 @@ impl Engine {
 
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
+    }
+
+    /// The circuit breaker's transitions from now on (opened by which failure, closed), for
+    /// the front ends to log.
+    pub fn breaker_events(&self) -> tokio::sync::broadcast::Receiver<BreakerEvent> {
+        self.breaker.subscribe()
     }
 
     /// `(used, total)` bytes of the accelerator's memory; `None` on the CPU.

@@ -17,7 +17,7 @@ pub mod prom;
 mod worker;
 
 pub use backend::{Backend, Pair};
-pub use breaker::{Breaker, BreakerState};
+pub use breaker::{Breaker, BreakerEvent, BreakerState};
 pub use config::EngineConfig;
 pub use drain::Drain;
 pub use engine::{Engine, Refused};

@@ -126,8 +126,8 @@ impl Worker {
         }
         match self.score_prepared(&[&pair]) {
             Ok(_) => self.breaker.on_success(),
-            Err(_) => {
-                self.breaker.on_failure();
+            Err(message) => {
+                self.breaker.on_failure(&message);
                 self.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -237,7 +237,7 @@ impl Worker {
                 }
             }
             Err(message) => {
-                self.breaker.on_failure();
+                self.breaker.on_failure(&message);
                 self.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
                 for job in jobs {
                     let _ = job

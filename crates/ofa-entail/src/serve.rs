@@ -269,6 +269,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             metrics.clone(),
             drain,
         ));
+        crate::breaker_log::spawn(&engine, log.clone());
         if args.warmup {
             crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
             let graphs = pipeline.cuda_graphs();

@@ -154,6 +154,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             drain.clone(),
         ));
         let _ = model_slot.set(engine.clone());
+        crate::breaker_log::spawn(&engine, log.clone());
         // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
         crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
         let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));

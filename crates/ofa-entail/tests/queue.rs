@@ -373,6 +373,21 @@ fn a_model_outage_of_a_few_seconds_dead_letters_nothing() {
     assert!(worker.jobs("retried") >= 1.0, "the failed batches: {log}");
     assert_eq!(worker.jobs("dead_lettered"), 0.0, "{log}");
     assert!(log.contains("model_failure"), "{log}");
+    // The outage is in the worker's log: the breaker opened, by the model's error, and closed.
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("breaker_"))
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(names.first(), Some(&"breaker_opened"), "{log}");
+    assert_eq!(names.last(), Some(&"breaker_closed"), "{log}");
+    let error = events[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("injected fault"), "{error}");
 }
 
 /// The broker stops (SIGTERM, as Kubernetes or systemd stop it) and starts again mid-run. A

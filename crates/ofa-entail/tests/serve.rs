@@ -609,6 +609,29 @@ async fn breaker_opens_then_probes_the_model_itself_and_closes() {
     wait_for_status(&c, s.url("/readyz"), 200, Duration::from_secs(5)).await;
     assert_eq!(metric(&c, &s, "ofa_breaker_state").await, 0.0);
     assert_eq!(post_predict(&c, &s, img).await.status(), 200);
+    // The log says when and why it opened, and that it closed: once each.
+    let breaker_events = || -> Vec<Value> {
+        s.log_lines()
+            .into_iter()
+            .filter(|l| {
+                l["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("breaker_"))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while breaker_events().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = breaker_events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "breaker_opened");
+    let error = events[0]["error"].as_str().unwrap();
+    assert!(error.contains("injected fault"), "{error}");
+    assert_eq!(events[0]["cooldown_s"], 1.0);
+    assert_eq!(events[0]["failed_probes"], 0);
+    assert_eq!(events[1]["event"], "breaker_closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
