@@ -176,7 +176,8 @@ impl candle_core::CustomOp2 for BiasAct {
     }
 }
 
-/// `x + bias` per channel, then `+ residual` if given, then ReLU if asked; NCHW.
+/// `x + bias` per channel (axis 1: NCHW, or rows `[N, C]`), then `+ residual` if given, then
+/// ReLU if asked.
 pub fn bias_act(
     x: &Tensor,
     bias: &Tensor,
@@ -187,9 +188,10 @@ pub fn bias_act(
     if x.device().is_cuda() {
         return crate::cuda_ops::channel_op(x, 1, bias, residual, false, relu);
     }
-    if !crate::kernels::fused(x.device()) {
-        let c = bias.dim(0)?;
-        let mut y = x.broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+    if !crate::kernels::fused(x.device()) || x.rank() != 4 {
+        let mut shape = vec![1; x.rank()];
+        shape[1] = bias.dim(0)?;
+        let mut y = x.broadcast_add(&bias.reshape(shape)?)?;
         if let Some(r) = residual {
             y = (y + r)?;
         }

@@ -58,29 +58,7 @@ impl ConvNhwc {
         let o = self.weight.dim(1)?;
         let y = cols.matmul(&self.weight)?;
         let residual = residual.map(|r| r.reshape((b * oh * ow, o))).transpose()?;
-        rows_bias_act(&y, &self.bias, residual.as_ref(), relu)?.reshape((b, oh, ow, o))
-    }
-}
-
-/// `act(x + bias[j] (+ residual))` over rows `[N, O]`.
-fn rows_bias_act(
-    x: &Tensor,
-    bias: &Tensor,
-    residual: Option<&Tensor>,
-    relu: bool,
-) -> Result<Tensor> {
-    #[cfg(feature = "cuda")]
-    if x.device().is_cuda() {
-        return crate::cuda_ops::channel_op(x, 1, bias, residual, false, relu);
-    }
-    let mut y = x.broadcast_add(bias)?;
-    if let Some(r) = residual {
-        y = (y + r)?;
-    }
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
+        crate::conv::bias_act(&y, &self.bias, residual.as_ref(), relu)?.reshape((b, oh, ow, o))
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod host_kernels;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use host_kernels::*;
 
 #[test]
@@ -33,16 +33,7 @@ fn im2col_gives_candles_convolution() {
                 .unwrap()
                 .reshape((b, 5, oh, ow))
                 .unwrap();
-            let diff = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(D::Minus1)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&got, &want);
             assert!(diff < 1e-4, "{name} {b}x{c}x{h}x{w} k{k} s{s} p{p}: {diff}");
         }
     }
@@ -95,16 +86,7 @@ fn channels_last_im2col_gives_candles_convolution() {
                     .reshape((k * k * c, 5))
                     .unwrap();
                 let got = cols.matmul(&wm).unwrap().reshape((b, oh, ow, 5)).unwrap();
-                let diff = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(D::Minus1)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&got, &want);
                 assert!(diff < 1e-3, "{label}: {diff}");
             }
         }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 pub const DTYPES: [(DType, &str); 3] = [
     (DType::F32, "f32"),
@@ -138,4 +138,18 @@ pub fn tolerance_with(dtype: DType, f32_error: f32) -> f32 {
 /// The same for arithmetic that rounds like candle's within a few f32 ulps.
 pub fn tolerance(dtype: DType) -> f32 {
     tolerance_with(dtype, 2e-5)
+}
+
+/// Largest `|got − want|`.
+pub fn max_abs_diff(got: &Tensor, want: &Tensor) -> f32 {
+    (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(D::Minus1)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
