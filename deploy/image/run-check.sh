@@ -19,8 +19,13 @@ b() { buildah --storage-driver "$STORAGE_DRIVER" "$@"; }
 ctr=$(b from "$name")
 root=$(b mount "$ctr")
 pid=
+log=$(mktemp "${TMPDIR:-/tmp}/ofa-image-run.XXXXXX")
 cleanup() {
+  status=$?
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  # The server's own log says why a probe failed.
+  [ "$status" -ne 0 ] && { echo "the server's log:" >&2; cat "$log" >&2; }
+  rm -f "$log"
   b umount "$ctr" >/dev/null 2>&1 || true
   b rm "$ctr" >/dev/null 2>&1 || true
 }
@@ -38,7 +43,7 @@ else
   model_env=(MODEL_DIR=/models/tiny)
 fi
 env -i HOST=127.0.0.1 PORT="$port" LOG_FORMAT=json RATE_LIMIT=off "${model_env[@]}" \
-  "$chroot_bin" --userspec=10001:10001 "$root" /usr/local/bin/ofa-entail serve > /tmp/ofa-image-run.log 2>&1 &
+  "$chroot_bin" --userspec=10001:10001 "$root" /usr/local/bin/ofa-entail serve > "$log" 2>&1 &
 pid=$!
 for _ in $(seq 120); do
   curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break
