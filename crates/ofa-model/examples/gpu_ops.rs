@@ -312,6 +312,66 @@ fn main() -> candle_core::Result<()> {
     time(&dev, "ofa: bias+residual+relu fused", 0.0, 3.0 * ib, || {
         ofa_model::conv::bias_act(&img256, &cb, Some(&img256), true).unwrap();
     });
+    // A whole bottleneck block (1×1, 3×3, 1×1 with the shortcut, each with its epilogue) as
+    // the GPU ran it before (NCHW) and runs it now (channels-last): the third stage's shape (36
+    // of the 47 blocks) and the first's.
+    for (hw, planes) in [(30usize, 256usize), (120, 64)] {
+        let c = 4 * planes;
+        let (w1, w2, w3) = (
+            r(&[planes, c, 1, 1]),
+            r(&[planes, planes, 3, 3]),
+            r(&[c, planes, 1, 1]),
+        );
+        let (b1, b2, b3) = (r(&[planes]), r(&[planes]), r(&[c]));
+        let flops = 2.0 * (b * hw * hw * (2 * c * planes + 9 * planes * planes)) as f64;
+        let x = r(&[b, c, hw, hw]);
+        let one_by_one = |w: &Tensor, x: &Tensor| -> Tensor {
+            let (o, i) = (w.dim(0).unwrap(), w.dim(1).unwrap());
+            w.reshape((o, i))
+                .unwrap()
+                .broadcast_left(b)
+                .unwrap()
+                .matmul(&x.reshape((b, i, hw * hw)).unwrap())
+                .unwrap()
+                .reshape((b, o, hw, hw))
+                .unwrap()
+        };
+        time(
+            &dev,
+            &format!("ofa: bottleneck {c}/{planes} @{hw} NCHW (before)"),
+            flops,
+            0.0,
+            || {
+                let act = ofa_model::conv::bias_act;
+                let h = act(&one_by_one(&w1, &x), &b1, None, true).unwrap();
+                let h = act(
+                    &ofa_model::conv::conv2d(&h, &w2, 1, 1).unwrap(),
+                    &b2,
+                    None,
+                    true,
+                );
+                act(&one_by_one(&w3, &h.unwrap()), &b3, Some(&x), true).unwrap();
+            },
+        );
+        let conv = ofa_model::resnet_nhwc::ConvNhwc::new;
+        let (c1, c2, c3) = (
+            conv(&w1, &b1, 1, 0)?,
+            conv(&w2, &b2, 1, 1)?,
+            conv(&w3, &b3, 1, 0)?,
+        );
+        let xn = r(&[b, hw, hw, c]);
+        time(
+            &dev,
+            &format!("ofa: bottleneck {c}/{planes} @{hw} channels-last (now)"),
+            flops,
+            0.0,
+            || {
+                let h = c1.forward(&xn, None, true).unwrap();
+                let h = c2.forward(&h, None, true).unwrap();
+                c3.forward(&h, Some(&xn), true).unwrap();
+            },
+        );
+    }
     let stem = r(&[b, 3, 480, 480]);
     let k7 = r(&[64, 3, 7, 7]);
     time(

@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 
 /// A convolution with its folded BatchNorm, weights laid out for channels-last columns.
 #[derive(Debug, Clone)]
-pub(crate) struct ConvNhwc {
+pub struct ConvNhwc {
     /// `[k·k·C, O]`, rows ordered (ky, kx, c) as [`im2col_nhwc`] orders its columns.
     weight: Tensor,
     bias: Tensor,
@@ -19,12 +19,7 @@ pub(crate) struct ConvNhwc {
 
 impl ConvNhwc {
     /// From the folded weights in candle's layout, `[O, C, k, k]`.
-    pub(crate) fn new(
-        weight: &Tensor,
-        bias: &Tensor,
-        stride: usize,
-        padding: usize,
-    ) -> Result<Self> {
+    pub fn new(weight: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Self> {
         let (o, c, k, _) = weight.dims4()?;
         let weight = weight
             .permute((2, 3, 1, 0))?
@@ -40,12 +35,7 @@ impl ConvNhwc {
     }
 
     /// `[B, H, W, C]` → `act(conv(x) + bias (+ residual))` `[B, OH, OW, O]`.
-    pub(crate) fn forward(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu: bool,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
         let (k, s, p) = (self.k, self.stride, self.padding);
         let out = |n: usize| (n + 2 * p - k) / s + 1;
