@@ -164,7 +164,7 @@ impl Breaker {
             },
             _ => open,
         };
-        // A batch that was already running when the breaker opened changes nothing.
+        // A batch that was already running when the breaker opened is not announced again.
         if !was_open && matches!(status.inner, Inner::Open { .. }) {
             let _ = self.events.send(BreakerEvent::Opened {
                 error: error.to_owned(),
