@@ -4,8 +4,8 @@
 #   1. the golden tests on the GPU (f32 against the reference; bf16/f16 against f32), with the
 #      CUDA graphs (the tests' default there) and without,
 #   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights), then
-#      batch sizes 1 to 8 with CUDA graphs; the time of each kind of operation at batch 16
-#      (and 64 in bf16) (gpu_ops),
+#      batch sizes 1 to 8 with CUDA graphs, and bf16 with the ResNet channels-first; the time
+#      of each kind of operation at batch 16 (and 64 in bf16) (gpu_ops),
 #   3. a short `serve` load test per precision, and in bf16 with CUDA graphs (one client for
 #      latency, 64 for throughput), with GPU memory from /metrics and /info,
 #   4. a GPU ordinal that does not exist: one clear error, no panic.
@@ -80,6 +80,12 @@ for p in f32 bf16; do
     --batch-sizes 1,2,4,8 --iterations 5 --json >"$out/bench_${p}_graphs.json" 2>"$out/bench_${p}_graphs.log"
   echo $? >"$out/bench_${p}_graphs.rc"
 done
+# The ResNet's blocks channels-first, as the GPU ran them before 2026-12-01: its stage time
+# against bench_bf16's (channels-last, the default) decides the default.
+log "bench bf16, ResNet channels-first"
+timeout 90 env GPU_DEVICE="$gpu" RESNET_LAYOUT=channels-first "$bin" bench --precision bf16 \
+  --batch-sizes 1,16,64 --iterations 3 --json >"$out/bench_bf16_nchw.json" 2>"$out/bench_bf16_nchw.log"
+echo $? >"$out/bench_bf16_nchw.rc"
 log "operations bf16 at batch 64"
 timeout 90 env GPU_DEVICE="$gpu" "$work/gpu_ops" bf16 64 >"$out/ops_bf16_b64.jsonl" 2>"$out/ops_bf16_b64.log"
 
@@ -141,9 +147,9 @@ s["precision_vs_f32"] = load("precision.json")
 for p in ("f32", "bf16", "bf16_b64"):
     ops = [json.loads(l) for l in text(f"ops_{p}.jsonl").splitlines() if l.startswith("{")]
     s[f"ops_{p}_ms"] = {o["op"]: o["ms"] for o in ops} or text(f"ops_{p}.log")[-800:]
-for p in ("f32", "bf16", "f32_graphs", "bf16_graphs"):
+for p in ("f32", "bf16", "f32_graphs", "bf16_graphs", "bf16_nchw"):
     b = load(f"bench_{p}.json")
-    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms", "cuda_graphs")}
+    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms", "cuda_graphs", "resnet_layout")}
                        | {"batches": [{k: x[k] for k in ("batch_size", "resnet_ms", "encoder_ms", "decoder_ms", "total_ms", "model_pairs_per_s")} for x in b["batches"]]}
                        if b else {"exit": text(f"bench_{p}.rc").strip(), "log": text(f"bench_{p}.log")[-1500:]})
 for p in ("f32", "bf16", "bf16_graphs"):

@@ -55,7 +55,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
     let dir = args.model.resolve_blocking()?;
     let pipeline = args
         .device
-        .configure(Entailment::load_with(&dir, &device, precision)?);
+        .configure(Entailment::load_with(&dir, &device, precision)?)?;
     let chunk = args.max_batch_size.max(1) * 4;
     let engine = Arc::new(Engine::start(
         Arc::new(pipeline),

@@ -69,6 +69,7 @@ struct Report {
     model: String,
     device: String,
     precision: ofa_model::Precision,
+    resnet_layout: ofa_model::ResNetLayout,
     gpu: Option<ofa_model::gpu::GpuInfo>,
     /// Device memory in use after the runs (the allocator keeps what the largest batch took).
     gpu_memory_used_bytes: Option<u64>,
@@ -132,7 +133,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "OFA-large, random weights (built-in configuration)".to_owned(),
         ),
     };
-    let pipeline = args.device.configure(pipeline).with_stage_timing(true);
+    let pipeline = args.device.configure(pipeline)?.with_stage_timing(true);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let rss_after_load = resident_bytes().map(|(rss, _)| rss);
     let input = PairInput {
@@ -185,6 +186,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         model,
         device: crate::device::name(&device),
         precision,
+        resnet_layout: pipeline.resnet_layout(),
         gpu: ofa_model::gpu::info(&device),
         gpu_memory_used_bytes: ofa_model::gpu::memory(&device).map(|(used, _)| used),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -206,7 +208,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
 fn print_table(r: &Report) {
     let gb = |b: Option<u64>| b.map_or("n/a".to_owned(), |v| format!("{:.2} GB", v as f64 / 1e9));
     println!("model: {}", r.model);
-    println!("device: {}  precision: {}", r.device, r.precision);
+    println!(
+        "device: {}  precision: {}  ResNet: {}",
+        r.device, r.precision, r.resnet_layout
+    );
     if let Some(g) = &r.gpu {
         println!(
             "GPU: {} (compute {}), {} used of {}",

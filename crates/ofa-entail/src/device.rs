@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use ofa_model::{Device, Precision};
+use ofa_model::{Device, Precision, ResNetLayout};
 
 /// Where the model runs and in what number format; every command that loads it takes these.
 #[derive(Args, Debug, Clone)]
@@ -19,6 +19,11 @@ pub struct DeviceArgs {
     /// size (0: off, the default until measured on a GPU; `bench/gpu_check.sh` compares both).
     #[arg(long, env = "CUDA_GRAPHS_MAX_BATCH", default_value_t = 0)]
     pub cuda_graphs_max_batch: usize,
+    /// How the ResNet's blocks hold activations: channels-last (`nhwc`; each convolution one
+    /// GEMM over the batch) or channels-first (`nchw`). Unset: channels-last on a GPU, the
+    /// CPU's own kernels on the CPU. For comparing them on a GPU (`bench/gpu_check.sh`).
+    #[arg(long, env = "RESNET_LAYOUT")]
+    pub resnet_layout: Option<ResNetLayout>,
 }
 
 pub fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -27,8 +32,15 @@ pub fn parse_precision(s: &str) -> Result<Precision, String> {
 
 impl DeviceArgs {
     /// The model as loaded, with this device's run-time options applied.
-    pub fn configure(&self, model: ofa_model::Entailment) -> ofa_model::Entailment {
-        model.with_cuda_graphs(self.cuda_graphs_max_batch)
+    pub fn configure(
+        &self,
+        model: ofa_model::Entailment,
+    ) -> ofa_model::Result<ofa_model::Entailment> {
+        let model = match self.resnet_layout {
+            Some(layout) => model.with_resnet_layout(layout)?,
+            None => model,
+        };
+        Ok(model.with_cuda_graphs(self.cuda_graphs_max_batch))
     }
 
     /// The device and precision, checked together before anything is loaded; plus a warning

@@ -56,7 +56,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         // One model at a time: the second precision's run does not share memory with the first.
         let pipeline = args
             .device
-            .configure(Entailment::load_with(&dir, &device, p)?);
+            .configure(Entailment::load_with(&dir, &device, p)?)?;
         if examples.is_empty() {
             examples = eval_data::read(&args.data, pipeline.answers())?;
         }

@@ -34,7 +34,9 @@ pub fn run(args: PredictArgs) -> Result<()> {
         .with_context(|| format!("cannot read image {}", args.image.display()))?;
     let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = Entailment::load_with(&dir, &device, precision)?;
+    let pipeline = args
+        .device
+        .configure(Entailment::load_with(&dir, &device, precision)?)?;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,

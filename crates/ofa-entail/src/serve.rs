@@ -227,7 +227,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let options = args.device.clone();
             tokio::task::spawn_blocking(move || {
                 Entailment::load_with(&dir, &device, precision)
-                    .map(|p| options.configure(p).with_image_cache(cache))
+                    .and_then(|p| options.configure(p))
+                    .map(|p| p.with_image_cache(cache))
             })
             .await?
         };
@@ -256,6 +257,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let model_info = serde_json::json!({
             "device": crate::device::name(&device),
             "precision": pipeline.precision(),
+            "resnet_layout": pipeline.resnet_layout(),
             "gpu": ofa_model::gpu::info(&device),
             "config": pipeline.config,
             "runtime": pipeline.runtime,

@@ -129,7 +129,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             let (dir, device) = (dir.clone(), device.clone());
             let options = args.device.clone();
             tokio::task::spawn_blocking(move || {
-                Entailment::load_with(&dir, &device, precision).map(|p| options.configure(p))
+                Entailment::load_with(&dir, &device, precision).and_then(|p| options.configure(p))
             })
             .await??
         };

@@ -39,23 +39,41 @@ fn image(name: &str) -> String {
 
 #[test]
 fn predict_prints_the_client_json() {
-    let out = run(&[
+    let t = tiny();
+    let coffee = image("coffee.png");
+    let args = [
         "predict",
         "--model-dir",
-        &tiny(),
+        &t,
         "--image",
-        &image("coffee.png"),
+        &coffee,
         "--text",
         "the cup is full of coffee.",
         "--premise",
         "A cup of coffee sits on a saucer next to a spoon.",
-    ]);
+    ];
+    // The ResNet channels-last (a GPU's default) gives the same answer on the CPU.
+    let mut channels_last = args.to_vec();
+    channels_last.extend(["--resnet-layout", "channels-last"]);
+    let last = json_output(&run(&channels_last));
+    let out = run(&args);
     let v = json_output(&out);
     // Reference (cases.json, coffee_premise_hypothesis): no 0.23396, yes 0.60297, maybe 0.16307.
     let details: Vec<f64> = serde_json::from_value(v["details"].clone()).unwrap();
-    for (got, want) in details.iter().zip([0.602_967_6, 0.233_957_77, 0.163_074_6]) {
+    let last: Vec<f64> = serde_json::from_value(last["details"].clone()).unwrap();
+    for ((got, last), want) in
+        details
+            .iter()
+            .zip(&last)
+            .zip([0.602_967_6, 0.233_957_77, 0.163_074_6])
+    {
         assert!((got - want).abs() < 1e-5, "{details:?}");
+        assert!((last - want).abs() < 1e-5, "channels-last: {last:?}");
     }
+    assert_ne!(
+        details, last,
+        "the same arithmetic both ways: was the layout applied?"
+    );
     assert_eq!(v["result"], 0);
     assert_eq!(v["label"], "Yes");
     assert_eq!(v["confidence"].as_f64().unwrap(), details[0]);
@@ -153,6 +171,23 @@ fn bad_inputs_fail_with_one_line() {
         "exceeds the limit",
     );
 
+    assert_fails(
+        &[
+            "predict",
+            "--model-dir",
+            &t,
+            "--image",
+            &image("coffee.png"),
+            "--text",
+            "x",
+            "--precision",
+            "int8",
+            "--resnet-layout",
+            "channels-first",
+        ],
+        "int8 ResNet runs channels-last",
+    );
+
     // A model directory missing its vocabulary.
     let broken = dir.join("model");
     std::fs::create_dir_all(&broken).unwrap();
@@ -194,6 +229,10 @@ fn bench_json_reports_every_stage_and_memory() {
     let v = json_output(&out);
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 10_000_000);
     assert_eq!(v["encoder_tokens"], 900 + 16);
+    assert_eq!(
+        v["resnet_layout"], "channels-first",
+        "the CPU's own kernels"
+    );
     let batches = v["batches"].as_array().unwrap();
     assert_eq!(batches.len(), 2);
     for (b, want) in batches.iter().zip([1, 2]) {

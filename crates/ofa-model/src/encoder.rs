@@ -17,7 +17,7 @@ use crate::layers::{
 };
 use crate::linear::{linear, Linear};
 use crate::position_cache::{bias_rows, text_rows, LayerBiases, RowCache};
-use crate::resnet::ResNet;
+use crate::resnet::{ResNet, ResNetLayout};
 use crate::softmax::{AttnBias, Bias};
 
 /// Which of the cached position rows [`Encoder::position_rows`] gives.
@@ -173,6 +173,14 @@ impl Encoder {
         self.layers
             .iter_mut()
             .try_for_each(EncoderLayer::quantize_int8)
+    }
+
+    pub fn resnet_layout(&self) -> ResNetLayout {
+        self.resnet.layout()
+    }
+
+    pub fn set_resnet_layout(&mut self, layout: ResNetLayout) -> Result<()> {
+        self.resnet.set_layout(layout)
     }
 
     /// ResNet features `[B, 1024, h, w]` of normalised images `[B, 3, S, S]`.

@@ -68,6 +68,7 @@ pub use model_dir::ModelDir;
 pub use output::Scores;
 pub use pipeline::{Entailment, PairInput, Prepared, StageTimes};
 pub use precision::Precision;
+pub use resnet::ResNetLayout;
 pub use runtime::RuntimeConfig;
 
 /// Largest absolute difference between two tensors of one shape (the kernels' tests).

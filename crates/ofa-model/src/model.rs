@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use crate::config::OfaConfig;
 use crate::decoder::Decoder;
 use crate::encoder::{Encoder, EncoderOutput};
+use crate::resnet::ResNetLayout;
 use crate::stage_graphs::{GraphSummary, StageGraphs};
 
 /// Answer ids and their rows of the output projection.
@@ -94,6 +95,20 @@ impl OfaModel {
             encoder: StageGraphs::new(max_batch, caches),
             decoder: StageGraphs::new(max_batch, caches),
         });
+    }
+
+    pub fn resnet_layout(&self) -> ResNetLayout {
+        self.encoder.resnet_layout()
+    }
+
+    /// Runs the ResNet's blocks in `layout` from now on (graphs recorded so far are
+    /// forgotten, as they ran the other layout).
+    pub fn set_resnet_layout(&mut self, layout: ResNetLayout) -> Result<()> {
+        if layout != self.resnet_layout() {
+            self.encoder.set_resnet_layout(layout)?;
+            self.set_cuda_graphs(self.graphs.resnet.max_batch());
+        }
+        Ok(())
     }
 
     /// The CUDA graphs recorded so far, all stages together.

@@ -18,6 +18,7 @@ use crate::model::OfaModel;
 use crate::model_dir::ModelDir;
 use crate::output::Scores;
 use crate::precision::Precision;
+use crate::resnet::ResNetLayout;
 use crate::runtime::{PromptType, RuntimeConfig};
 use crate::text::build_prompt;
 use crate::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
@@ -141,6 +142,17 @@ impl Entailment {
     pub fn with_cuda_graphs(mut self, max_batch: usize) -> Self {
         self.model.set_cuda_graphs(max_batch);
         self
+    }
+
+    /// Runs the ResNet's blocks in `layout` (by default channels-last on a GPU, the CPU's own
+    /// kernels channels-first); the results agree to rounding.
+    pub fn with_resnet_layout(mut self, layout: ResNetLayout) -> Result<Self> {
+        self.model.set_resnet_layout(layout)?;
+        Ok(self)
+    }
+
+    pub fn resnet_layout(&self) -> ResNetLayout {
+        self.model.resnet_layout()
     }
 
     /// The CUDA graphs recorded so far (for logs).

@@ -43,6 +43,13 @@ impl ConvBn {
             .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?
             .to_dtype(dtype)?;
         let bias = (beta - (mean * &scale)?)?.to_dtype(dtype)?;
+        Self::folded(weight, bias, stride, padding)
+    }
+
+    /// From folded weights in candle's layout, `[O, C, k, k]`, and their bias.
+    fn folded(weight: Tensor, bias: Tensor, stride: usize, padding: usize) -> Result<Self> {
+        let k = weight.dim(2)?;
+        let dtype = weight.dtype();
         // On the CPU, 3×3 convolutions of stride 1 run as nine shifted GEMMs, which want the
         // weights per kernel offset.
         let shifted = k == 3
@@ -110,6 +117,11 @@ impl ConvBn {
         ConvNhwc::new(&self.nchw_weight()?, &self.bias, self.stride, self.padding)
     }
 
+    fn from_nhwc(conv: &ConvNhwc) -> Result<Self> {
+        let (weight, bias, stride, padding) = conv.nchw_parts()?;
+        Self::folded(weight, bias, stride, padding)
+    }
+
     /// The convolution in int8 (CPU).
     fn to_int8(&self) -> Result<Int8Conv> {
         let weight = self.nchw_weight()?;
@@ -166,6 +178,19 @@ impl Bottleneck {
         })
     }
 
+    fn from_nhwc(block: &NhwcBottleneck) -> Result<Self> {
+        Ok(Self {
+            conv1: ConvBn::from_nhwc(&block.conv1)?,
+            conv2: ConvBn::from_nhwc(&block.conv2)?,
+            conv3: ConvBn::from_nhwc(&block.conv3)?,
+            downsample: block
+                .downsample
+                .as_ref()
+                .map(ConvBn::from_nhwc)
+                .transpose()?,
+        })
+    }
+
     fn to_int8(&self) -> Result<Int8Bottleneck> {
         Ok(Int8Bottleneck {
             conv1: self.conv1.to_int8()?,
@@ -185,6 +210,41 @@ impl Module for Bottleneck {
             None => x.clone(),
         };
         self.conv3.forward(&h, Some(&shortcut), true)
+    }
+}
+
+/// How the bottleneck blocks hold their activations between convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResNetLayout {
+    /// `[B, C, H, W]`: the CPU's own kernels; on a GPU, one small GEMM per image and
+    /// convolution (how a GPU ran it before 2026-12-01).
+    ChannelsFirst,
+    /// `[B, H, W, C]`: each convolution one GEMM over every pixel of the batch. The default
+    /// where generic operations run (a GPU); the int8 blocks' own layout too.
+    ChannelsLast,
+}
+
+impl std::fmt::Display for ResNetLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ChannelsFirst => "channels-first",
+            Self::ChannelsLast => "channels-last",
+        })
+    }
+}
+
+impl std::str::FromStr for ResNetLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "channels-first" | "nchw" => Ok(Self::ChannelsFirst),
+            "channels-last" | "nhwc" => Ok(Self::ChannelsLast),
+            _ => Err(format!(
+                "unknown ResNet layout {s:?}: channels-first (nchw) or channels-last (nhwc)"
+            )),
+        }
     }
 }
 
@@ -221,19 +281,53 @@ impl ResNet {
                 in_c = planes * 4;
             }
         }
-        let mut nhwc_blocks = Vec::new();
-        if !crate::kernels::fused(vb.device()) {
-            nhwc_blocks = blocks
-                .drain(..)
-                .map(|b| b.to_nhwc())
-                .collect::<Result<_>>()?;
-        }
-        Ok(Self {
+        let mut resnet = Self {
             stem,
             blocks,
             int8_blocks: Vec::new(),
-            nhwc_blocks,
-        })
+            nhwc_blocks: Vec::new(),
+        };
+        if !crate::kernels::fused(vb.device()) {
+            resnet.set_layout(ResNetLayout::ChannelsLast)?;
+        }
+        Ok(resnet)
+    }
+
+    pub fn layout(&self) -> ResNetLayout {
+        match self.blocks.is_empty() {
+            true => ResNetLayout::ChannelsLast,
+            false => ResNetLayout::ChannelsFirst,
+        }
+    }
+
+    /// Converts the blocks to `layout` (their weights are rearranged, nothing else changes).
+    pub fn set_layout(&mut self, layout: ResNetLayout) -> Result<()> {
+        if !self.int8_blocks.is_empty() {
+            if layout == ResNetLayout::ChannelsLast {
+                return Ok(());
+            }
+            candle_core::bail!("the int8 ResNet runs channels-last, with its own kernels");
+        }
+        match layout {
+            ResNetLayout::ChannelsLast if !self.blocks.is_empty() => {
+                self.nhwc_blocks = self
+                    .blocks
+                    .iter()
+                    .map(Bottleneck::to_nhwc)
+                    .collect::<Result<_>>()?;
+                self.blocks.clear();
+            }
+            ResNetLayout::ChannelsFirst if !self.nhwc_blocks.is_empty() => {
+                self.blocks = self
+                    .nhwc_blocks
+                    .iter()
+                    .map(Bottleneck::from_nhwc)
+                    .collect::<Result<_>>()?;
+                self.nhwc_blocks.clear();
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Quantises the bottleneck blocks to int8 and frees their f32 weights. CPU only.

@@ -34,6 +34,18 @@ impl ConvNhwc {
         })
     }
 
+    /// The weights back in candle's layout, `[O, C, k, k]`, with the bias, stride and padding.
+    pub fn nchw_parts(&self) -> Result<(Tensor, Tensor, usize, usize)> {
+        let (kkc, o) = self.weight.dims2()?;
+        let k = self.k;
+        let weight = self
+            .weight
+            .reshape((k, k, kkc / (k * k), o))?
+            .permute((3, 2, 0, 1))?
+            .contiguous()?;
+        Ok((weight, self.bias.clone(), self.stride, self.padding))
+    }
+
     /// `[B, H, W, C]` → `act(conv(x) + bias (+ residual))` `[B, OH, OW, O]`.
     pub fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;

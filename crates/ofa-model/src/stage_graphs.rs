@@ -80,6 +80,10 @@ impl StageGraphs {
         }
     }
 
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     fn version(&self) -> u64 {
         self.version.map_or(0, |v| v())

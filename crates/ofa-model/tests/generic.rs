@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ofa_model::{Entailment, Precision, Prepared};
+use ofa_model::{Entailment, Precision, Prepared, ResNetLayout};
 
 #[test]
 fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
@@ -56,6 +56,34 @@ fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
                 .map(|k| (want.probs[k] - got.probs[k]).abs())
                 .fold(0.0, f32::max);
             assert!(diff < 0.05, "{p} {}: differs by {diff}", case["id"]);
+        }
+    }
+}
+
+/// The ResNet's blocks in either layout on the generic path (a GPU's choice,
+/// `--resnet-layout`), converted there and back, still match the goldens.
+#[test]
+fn both_resnet_layouts_match_the_goldens() {
+    ofa_model::kernels::force_generic(true);
+    let model = Entailment::load(tiny_dir(), device()).unwrap();
+    assert_eq!(model.resnet_layout(), ResNetLayout::ChannelsLast);
+    let mut model = model;
+    for layout in [ResNetLayout::ChannelsFirst, ResNetLayout::ChannelsLast] {
+        model = model.with_resnet_layout(layout).unwrap();
+        assert_eq!(model.resnet_layout(), layout);
+        let prepared: Vec<Prepared> = cases().iter().map(|c| prepare_with(&model, c)).collect();
+        let refs: Vec<&Prepared> = prepared.iter().collect();
+        let (got, _) = model.score_batch(&refs).unwrap();
+        for (case, s) in cases().iter().zip(&got) {
+            let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
+            for (k, w) in want.iter().enumerate() {
+                let d = (s.probs[k] - w).abs();
+                assert!(
+                    d < prob_tolerance(),
+                    "{layout} {}: p[{k}] differs by {d}",
+                    case["id"]
+                );
+            }
         }
     }
 }
