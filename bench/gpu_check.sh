@@ -5,12 +5,13 @@
 #      CUDA graphs (the tests' default there) and without,
 #   2. `bench --json`, batch sizes 1 to 64, in f32 and bf16 (OFA-large, random weights), then
 #      batch sizes 1 to 8 with CUDA graphs, and bf16 with the ResNet channels-first; the time
-#      of each kind of operation at batch 16 (and 64 in bf16) (gpu_ops),
+#      of each kind of operation at batch 16 (and 64 in bf16) (gpu_ops), and each stage's
+#      time per kind of operation inside the model (`bench --profile-ops`),
 #   3. a short `serve` load test per precision, and in bf16 with CUDA graphs (one client for
 #      latency, 64 for throughput), with GPU memory from /metrics and /info,
 #   4. a GPU ordinal that does not exist: one clear error, no panic.
 # Prints one JSON summary on stdout; logs and raw results go to CHECK_OUT (a temporary
-# directory by default). Finishes in about 4 to 5 minutes on an H100/H200 (each step is bounded).
+# directory by default). Finishes in about 5 to 6 minutes on an H100/H200 (each step is bounded).
 #
 # Usage: bench/gpu_check.sh [BUNDLE]   (a .tar.xz from bench/gpu_pack.sh, or a directory with
 # ofa-entail, golden and generic; default .gpu/bundle.tar.xz). GPU_DEVICE picks the GPU (0).
@@ -86,6 +87,12 @@ log "bench bf16, ResNet channels-first"
 timeout 90 env GPU_DEVICE="$gpu" RESNET_LAYOUT=channels-first "$bin" bench --precision bf16 \
   --batch-sizes 1,16,64 --iterations 3 --json >"$out/bench_bf16_nchw.json" 2>"$out/bench_bf16_nchw.log"
 echo $? >"$out/bench_bf16_nchw.rc"
+# Where each stage's time goes, per kind of operation (synchronised around each).
+for p in f32:1 bf16:1,64; do
+  log "bench ${p%%:*}, per operation"
+  timeout 90 env GPU_DEVICE="$gpu" "$bin" bench --precision "${p%%:*}" --batch-sizes "${p#*:}" \
+    --iterations 1 --profile-ops --json >"$out/profile_${p%%:*}.json" 2>"$out/profile_${p%%:*}.log"
+done
 log "operations bf16 at batch 64"
 timeout 90 env GPU_DEVICE="$gpu" "$work/gpu_ops" bf16 64 >"$out/ops_bf16_b64.jsonl" 2>"$out/ops_bf16_b64.log"
 
@@ -167,6 +174,10 @@ for p in ("f32", "bf16", "bf16_graphs"):
         s[f"serve_{p}"]["cuda_graphs"] = graphs[-1][-600:]
     if not s[f"serve_{p}"]["ready"]:
         s[f"serve_{p}"]["log"] = text(f"serve_{p}.log")[-1500:]
+for p in ("f32", "bf16"):
+    b = load(f"profile_{p}.json")
+    s[f"profile_{p}"] = ({x["batch_size"]: [f'{o["stage"]} {o["op"]}: {o["ms"]:.2f} ms / {o["calls"]}' for o in x.get("ops") or []]
+                         for x in b["batches"]} if b else text(f"profile_{p}.log")[-1500:])
 bad = text("bad_device.log")
 s["bad_device"] = {"exit": text("bad_device.rc").strip(), "message": bad.strip()[-400:],
                    "panicked": "panicked" in bad}

@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// After the timed runs of each batch size, one more with every operation timed between
+    /// two synchronisations with the device (on a GPU, stages then run without CUDA graphs):
+    /// which operations a stage's time goes to.
+    #[arg(long)]
+    profile_ops: bool,
 }
 
 #[derive(Args)]
@@ -62,6 +67,9 @@ struct BatchReport {
     /// Pairs per second through the network alone (ResNet, encoder, decoder): what a server
     /// whose preprocessing pool keeps up reaches.
     model_pairs_per_s: f64,
+    /// `--profile-ops`: each stage's time per kind of operation (one more run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ops: Option<Vec<crate::bench_profile::OpRow>>,
 }
 
 #[derive(Serialize)]
@@ -176,6 +184,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
             per_pair_ms: total / b as f64,
             model_pairs_per_s: b as f64 * 1e3
                 / pick(|t| t.resnet_ms + t.encoder_ms + t.decoder_ms).max(1e-9),
+            ops: match args.profile_ops {
+                true => Some(crate::bench_profile::profiled(|| run_once(b))?),
+                false => None,
+            },
         });
     }
     let encoder_tokens = {
@@ -244,6 +256,11 @@ fn print_table(r: &Report) {
             b.total_ms,
             b.per_pair_ms
         );
+    }
+    for b in &r.batches {
+        if let Some(ops) = &b.ops {
+            crate::bench_profile::print(b.batch_size, ops);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod access_args;
 mod batch;
 mod bench;
+mod bench_profile;
 mod breaker_log;
 mod collect;
 mod convert;

@@ -251,6 +251,56 @@ fn bench_json_reports_every_stage_and_memory() {
 }
 
 #[test]
+fn bench_profile_ops_splits_each_stage_by_operation() {
+    let out = run(&[
+        "bench",
+        "--model-dir",
+        &tiny(),
+        "--batch-sizes",
+        "2",
+        "--iterations",
+        "1",
+        "--resnet-layout",
+        "channels-last",
+        "--profile-ops",
+        "--json",
+    ]);
+    let v = json_output(&out);
+    assert_eq!(v["resnet_layout"], "channels-last");
+    let batch = &v["batches"][0];
+    let ops = batch["ops"].as_array().unwrap();
+    let find = |stage: &str, op: &str| {
+        ops.iter()
+            .find(|o| o["stage"] == stage && o["op"] == op)
+            .unwrap_or_else(|| panic!("no {stage} {op} in {ops:?}"))
+    };
+    // The tiny ResNet: six 3×3 convolutions, and two strided 1×1 ones through im2col too.
+    assert_eq!(find("resnet", "conv 3×3 GEMM (channels-last)")["calls"], 6);
+    assert_eq!(find("resnet", "conv im2col (channels-last)")["calls"], 8);
+    for stage in ["resnet", "encoder", "decoder"] {
+        let sum: f64 = ops
+            .iter()
+            .filter(|o| o["stage"] == stage)
+            .map(|o| o["ms"].as_f64().unwrap())
+            .sum();
+        find(stage, "(not timed separately)");
+        // The profiled run is one more run, timed apart from the medians.
+        assert!(sum > 0.0, "{stage}: {ops:?}");
+    }
+    let plain = run(&[
+        "bench",
+        "--model-dir",
+        &tiny(),
+        "--batch-sizes",
+        "1",
+        "--iterations",
+        "1",
+        "--json",
+    ]);
+    assert!(json_output(&plain)["batches"][0].get("ops").is_none());
+}
+
+#[test]
 fn env_example_documents_exactly_the_variables_serve_reads() {
     let example = std::fs::read_to_string(fixtures().join("../.env.example")).unwrap();
     let documented: std::collections::BTreeSet<String> = example

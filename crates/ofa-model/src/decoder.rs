@@ -18,6 +18,7 @@ use crate::layers::{
 };
 use crate::linear::{linear, Linear};
 use crate::position_cache::{bias_rows, text_rows, LayerBiases, RowCache};
+use crate::profile::step;
 use crate::softmax::{AttnBias, Bias};
 
 #[derive(Debug, Clone)]
@@ -62,16 +63,21 @@ impl DecoderLayer {
         enc: &EncoderOutput,
         cross_bias: &Bias<'_>,
     ) -> Result<Tensor> {
-        let h = self.self_attn_layer_norm.forward(x)?;
+        let d = x.device();
+        let h = step("layer norm", d, || self.self_attn_layer_norm.forward(x))?;
         let h = self.self_attn.forward(&h, &h, self_bias, None)?;
-        let x = add_norm(x, &h, &self.self_attn_mid_layer_norm)?;
-        let h = self.cross_attn_layer_norm.forward(&x)?;
+        let x = step("residual, mid layer norm", d, || {
+            add_norm(x, &h, &self.self_attn_mid_layer_norm)
+        })?;
+        let h = step("layer norm", d, || self.cross_attn_layer_norm.forward(&x))?;
         let h = self
             .cross_attn
             .forward(&h, &enc.hidden, cross_bias, enc.key_mask.as_ref())?;
-        let x = add_norm(&x, &h, &self.cross_attn_mid_layer_norm)?;
-        self.ffn
-            .forward_add(&self.final_layer_norm.forward(&x)?, &x)
+        let x = step("residual, mid layer norm", d, || {
+            add_norm(&x, &h, &self.cross_attn_mid_layer_norm)
+        })?;
+        let h = step("layer norm", d, || self.final_layer_norm.forward(&x))?;
+        self.ffn.forward_add(&h, &x)
     }
 }
 

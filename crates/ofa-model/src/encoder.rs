@@ -17,6 +17,7 @@ use crate::layers::{
 };
 use crate::linear::{linear, Linear};
 use crate::position_cache::{bias_rows, text_rows, LayerBiases, RowCache};
+use crate::profile::step;
 use crate::resnet::{ResNet, ResNetLayout};
 use crate::softmax::{AttnBias, Bias};
 
@@ -58,11 +59,14 @@ impl EncoderLayer {
     }
 
     fn forward(&self, x: &Tensor, bias: &Bias<'_>, mask: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.self_attn_layer_norm.forward(x)?;
+        let d = x.device();
+        let h = step("layer norm", d, || self.self_attn_layer_norm.forward(x))?;
         let h = self.self_attn.forward(&h, &h, bias, mask)?;
-        let x = add_norm(x, &h, &self.self_attn_mid_layer_norm)?;
-        self.ffn
-            .forward_add(&self.final_layer_norm.forward(&x)?, &x)
+        let x = step("residual, mid layer norm", d, || {
+            add_norm(x, &h, &self.self_attn_mid_layer_norm)
+        })?;
+        let h = step("layer norm", d, || self.final_layer_norm.forward(&x))?;
+        self.ffn.forward_add(&h, &x)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::config::Activation;
 use crate::folded_attention::{self, folded_cross_attention, KeyValueWeights};
 use crate::heads::{merge_heads, scale_heads, split_heads, split_heads_biased};
 use crate::linear::{linear, Linear};
+use crate::profile::{step, step_some};
 use crate::softmax::{attention_probs, Bias};
 
 pub const LN_EPS: f64 = 1e-5;
@@ -130,12 +131,21 @@ impl Attention {
                 None => split_heads(&p.forward(x)?, self.heads),
             }
         };
-        let q = heads_of(&self.q_proj, x)?;
-        let k = heads_of(&self.k_proj, kv)?;
-        let v = heads_of(&self.v_proj, kv)?;
-        let probs = attention_probs(&q.matmul(&k.t()?)?, self.scaling, bias, mask)?;
-        let o = merge_heads(&probs.matmul(&v)?, &self.c_attn)?;
-        self.out_proj.forward(&o)
+        let d = x.device();
+        let (q, k, v) = step("attention q/k/v projections", d, || {
+            Ok((
+                heads_of(&self.q_proj, x)?,
+                heads_of(&self.k_proj, kv)?,
+                heads_of(&self.v_proj, kv)?,
+            ))
+        })?;
+        let scores = step("attention scores q·kᵀ", d, || q.matmul(&k.t()?))?;
+        let probs = step("attention softmax (bias, mask)", d, || {
+            attention_probs(&scores, self.scaling, bias, mask)
+        })?;
+        let o = step("attention probs·v", d, || probs.matmul(&v))?;
+        let o = step("attention merge heads", d, || merge_heads(&o, &self.c_attn))?;
+        step("attention out projection", d, || self.out_proj.forward(&o))
     }
 
     /// Attention over projected (and scaled) queries, keys and values, then `out_proj`.
@@ -195,9 +205,14 @@ impl FeedForward {
     /// residual in one pass (on a GPU; candle's operations in the same order elsewhere).
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         if matches!(self.activation, Activation::Gelu) {
-            if let Some(h) = self.fc1.forward_unbiased(x)? {
-                let h = crate::epilogue::bias_gelu_norm(&h, self.fc1.bias(), &self.ffn_layer_norm)?;
-                return self.fc2.forward_add(&h, residual);
+            let d = x.device();
+            if let Some(h) = step_some("ffn fc1", d, || self.fc1.forward_unbiased(x))? {
+                let h = step("ffn bias, GELU, layer norm", d, || {
+                    crate::epilogue::bias_gelu_norm(&h, self.fc1.bias(), &self.ffn_layer_norm)
+                })?;
+                return step("ffn fc2, bias, residual", d, || {
+                    self.fc2.forward_add(&h, residual)
+                });
             }
         }
         residual + self.forward(x)?

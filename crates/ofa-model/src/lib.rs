@@ -48,6 +48,7 @@ pub mod pipeline;
 pub mod pixel_tensor;
 pub mod position_cache;
 pub mod precision;
+pub mod profile;
 pub mod random;
 pub mod resize;
 mod resize_rows;

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use crate::config::OfaConfig;
 use crate::decoder::Decoder;
 use crate::encoder::{Encoder, EncoderOutput};
+use crate::profile::stage;
 use crate::resnet::ResNetLayout;
 use crate::stage_graphs::{GraphSummary, StageGraphs};
 
@@ -79,7 +80,8 @@ impl OfaModel {
     /// ResNet features of `[B, 3, S, S]` normalised images.
     pub fn image_features(&self, images: &Tensor) -> Result<Tensor> {
         let out = self.graphs.resnet.run(&[images], &[], |x| {
-            Ok(vec![self.encoder.embed_images(&x[0])?])
+            let features = stage("resnet", || self.encoder.embed_images(&x[0]))?;
+            Ok(vec![features])
         })?;
         first(out)
     }
@@ -130,7 +132,9 @@ impl OfaModel {
             .graphs
             .encoder
             .run(&[ids, features], &[usize::from(has_pads)], |x| {
-                let enc = self.encoder.forward_with(&x[0], &x[1], has_pads)?;
+                let enc = stage("encoder", || {
+                    self.encoder.forward_with(&x[0], &x[1], has_pads)
+                })?;
                 Ok([enc.hidden, enc.positions]
                     .into_iter()
                     .chain(enc.key_mask)
@@ -160,7 +164,9 @@ impl OfaModel {
                 key_mask: x.get(3).cloned(),
                 grid: (gh, gw),
             };
-            Ok(vec![self.decoder.forward(&x[0], &enc)?])
+            Ok(vec![stage("decoder", || {
+                self.decoder.forward(&x[0], &enc)
+            })?])
         })?;
         first(out)
     }

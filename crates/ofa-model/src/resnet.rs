@@ -4,6 +4,7 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::profile::step;
 use crate::resnet_int8::{Int8Bottleneck, Int8Conv, Nhwc};
 use crate::resnet_nhwc::{ConvNhwc, NhwcBottleneck};
 
@@ -131,7 +132,17 @@ impl ConvBn {
 
     /// Convolution + bias (+ residual), then ReLU if asked, the epilogue in one pass.
     fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        crate::conv::bias_act(&self.conv(x)?, &self.bias, residual, relu)
+        let d = x.device();
+        let name = match (self.shifted, self.weight.dim(2)?) {
+            (true, _) | (false, 3) => "conv 3×3 (channels-first)",
+            (false, 1) => "conv 1×1 (channels-first)",
+            (false, 7) => "conv 7×7 stem",
+            _ => "conv (channels-first)",
+        };
+        let y = step(name, d, || self.conv(x))?;
+        step("conv bias, shortcut, ReLU", d, || {
+            crate::conv::bias_act(&y, &self.bias, residual, relu)
+        })
     }
 }
 
@@ -361,11 +372,14 @@ impl Module for ResNet {
             return h.to_nchw(x.device())?.to_dtype(x.dtype());
         }
         if !self.nhwc_blocks.is_empty() {
-            let mut h = x.permute((0, 2, 3, 1))?.contiguous()?;
+            let d = x.device();
+            let to_nhwc = || x.permute((0, 2, 3, 1))?.contiguous();
+            let mut h = step("to and from channels-last", d, to_nhwc)?;
             for block in &self.nhwc_blocks {
                 h = block.forward(&h)?;
             }
-            return h.permute((0, 3, 1, 2))?.contiguous();
+            let to_nchw = || h.permute((0, 3, 1, 2))?.contiguous();
+            return step("to and from channels-last", d, to_nchw);
         }
         for block in &self.blocks {
             x = block.forward(&x)?;

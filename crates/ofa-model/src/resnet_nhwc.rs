@@ -6,6 +6,8 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::profile::step;
+
 /// A convolution with its folded BatchNorm, weights laid out for channels-last columns.
 #[derive(Debug, Clone)]
 pub struct ConvNhwc {
@@ -52,15 +54,27 @@ impl ConvNhwc {
         let (k, s, p) = (self.k, self.stride, self.padding);
         let out = |n: usize| (n + 2 * p - k) / s + 1;
         let (oh, ow) = (out(h), out(w));
+        let d = x.device();
         let cols = if k == 1 && s == 1 && p == 0 {
             x.reshape((b * h * w, c))?
         } else {
-            im2col_nhwc(x, k, s, p)?
+            step("conv im2col (channels-last)", d, || im2col_nhwc(x, k, s, p))?
         };
         let o = self.weight.dim(1)?;
-        let y = cols.matmul(&self.weight)?;
+        let y = step(gemm_name(k), d, || cols.matmul(&self.weight))?;
         let residual = residual.map(|r| r.reshape((b * oh * ow, o))).transpose()?;
-        crate::conv::bias_act(&y, &self.bias, residual.as_ref(), relu)?.reshape((b, oh, ow, o))
+        step("conv bias, shortcut, ReLU", d, || {
+            crate::conv::bias_act(&y, &self.bias, residual.as_ref(), relu)
+        })?
+        .reshape((b, oh, ow, o))
+    }
+}
+
+fn gemm_name(k: usize) -> &'static str {
+    match k {
+        1 => "conv 1×1 GEMM (channels-last)",
+        3 => "conv 3×3 GEMM (channels-last)",
+        _ => "conv GEMM (channels-last)",
     }
 }
 

@@ -121,7 +121,8 @@ impl StageGraphs {
             .first()
             .and_then(|t| t.dims().first())
             .is_some_and(|&b| b <= self.max_batch);
-        if !small || !inputs.iter().all(|t| t.device().is_cuda()) {
+        // Timing each operation synchronises, which a recording cannot do.
+        if !small || crate::profile::enabled() || !inputs.iter().all(|t| t.device().is_cuda()) {
             return plain();
         }
         let key: Key = (
