@@ -320,8 +320,11 @@ fn env_example_documents_exactly_the_variables_serve_reads() {
 
 #[test]
 fn convert_writes_safetensors_that_predict_then_uses() {
-    let dir = std::env::temp_dir().join(format!("ofa-cli-convert-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir_guard = tempfile::Builder::new()
+        .prefix("ofa-cli-convert-")
+        .tempdir()
+        .unwrap();
+    let dir = dir_guard.path().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     for f in [
         "config.json",
@@ -367,5 +370,4 @@ fn convert_writes_safetensors_that_predict_then_uses() {
     let missing = run(&["convert", "--model-dir", "/no/such/model"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("pytorch_model.bin"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -640,8 +640,11 @@ fn init_container_then_server_run_as_the_manifests_say() {
     let base = yaml("kubernetes/base/deployment.yaml").remove(0);
     let config = yaml("kubernetes/base/configmap.yaml").remove(0);
     let pod = &base["spec"]["template"]["spec"];
-    let cache = std::env::temp_dir().join(format!("ofa-deploy-cache-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&cache);
+    let cache_guard = tempfile::Builder::new()
+        .prefix("ofa-deploy-cache-")
+        .tempdir()
+        .unwrap();
+    let cache = cache_guard.path().to_path_buf();
     let cache_s = cache.display().to_string();
     // The ConfigMap and literal env, with the model, the volume and the hub swapped for ours.
     let env_of = |c: &Value| -> Vec<(String, String)> {
@@ -706,5 +709,4 @@ fn init_container_then_server_run_as_the_manifests_say() {
     );
     drop(server);
     assert_eq!(hub.connections(), 0, "the server never calls the hub");
-    let _ = std::fs::remove_dir_all(&cache);
 }

@@ -46,7 +46,12 @@ fn custom_resources_validate_against_their_schemas() {
         .filter(|d| CUSTOM.contains(&d["kind"].as_str().unwrap()))
         .collect();
     assert_eq!(custom.len(), 5, "the route, two plugins, two consumers");
-    let file = std::env::temp_dir().join(format!("ofa-gateway-crs-{}.yaml", std::process::id()));
+    let file_guard = tempfile::Builder::new()
+        .prefix("ofa-gateway-crs-")
+        .suffix(".yaml")
+        .tempfile()
+        .unwrap();
+    let file = file_guard.path().to_path_buf();
     let text: String = custom
         .iter()
         .map(|d| format!("---\n{}", serde_yaml::to_string(d).unwrap()))
@@ -58,7 +63,6 @@ fn custom_resources_validate_against_their_schemas() {
             .arg(&file),
         "the custom resource validator (python3 with jsonschema and PyYAML)",
     );
-    let _ = std::fs::remove_file(&file);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
             .matches("valid ")
@@ -69,7 +73,12 @@ fn custom_resources_validate_against_their_schemas() {
     // The validator does refuse: a misspelt field and a wrong enum value.
     for (from, to) in [("hostnames", "hostname"), ("PathPrefix", "Prefix")] {
         let route = serde_yaml::to_string(find(&docs, "HTTPRoute", "ofa-entail")).unwrap();
-        let bad = std::env::temp_dir().join(format!("ofa-gateway-bad-{}.yaml", std::process::id()));
+        let bad_guard = tempfile::Builder::new()
+            .prefix("ofa-gateway-bad-")
+            .suffix(".yaml")
+            .tempfile()
+            .unwrap();
+        let bad = bad_guard.path().to_path_buf();
         std::fs::write(&bad, route.replacen(from, to, 1)).unwrap();
         let status = Command::new("python3")
             .arg(root().join("crates/ofa-entail/tests/crd_schemas/validate.py"))
@@ -77,7 +86,6 @@ fn custom_resources_validate_against_their_schemas() {
             .output()
             .unwrap()
             .status;
-        let _ = std::fs::remove_file(&bad);
         assert!(!status.success(), "{from} → {to} must be refused");
     }
 }
@@ -217,7 +225,11 @@ async fn the_server_configured_as_the_overlay_takes_kongs_requests_only() {
         .as_str()
         .unwrap()
         .to_owned();
-    let dir = std::env::temp_dir().join(format!("ofa-gateway-overlay-{}", std::process::id()));
+    let dir_guard = tempfile::Builder::new()
+        .prefix("ofa-gateway-overlay-")
+        .tempdir()
+        .unwrap();
+    let dir = dir_guard.path().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("consumers");
     std::fs::write(
@@ -264,5 +276,4 @@ async fn the_server_configured_as_the_overlay_takes_kongs_requests_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -141,7 +141,11 @@ fn the_reference_answers_score_every_scored_example_right() {
 #[test]
 fn changed_labels_land_in_their_cells_and_a_comparison_agrees_with_itself() {
     let (_, rows) = golden_set();
-    let dir = std::env::temp_dir().join(format!("ofa-eval-{}", std::process::id()));
+    let dir_guard = tempfile::Builder::new()
+        .prefix("ofa-eval-")
+        .tempdir()
+        .unwrap();
+    let dir = dir_guard.path().to_path_buf();
     std::fs::create_dir_all(&dir).unwrap();
     // Absolute image paths (the set lives elsewhere); SNLI's names for three labels; every
     // fourth label moved on by one answer.
@@ -207,7 +211,6 @@ fn changed_labels_land_in_their_cells_and_a_comparison_agrees_with_itself() {
     let out = eval(&data, &["--compare", "bf16"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bf16"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

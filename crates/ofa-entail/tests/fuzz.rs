@@ -20,7 +20,11 @@ fn repo() -> PathBuf {
 fn fuzz_targets_find_nothing_in_a_bounded_run() {
     let seconds = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| "20".into());
     let fuzz = repo().join("fuzz");
-    let scratch = std::env::temp_dir().join(format!("ofa-fuzz-{}", std::process::id()));
+    let scratch_guard = tempfile::Builder::new()
+        .prefix("ofa-fuzz-")
+        .tempdir()
+        .unwrap();
+    let scratch = scratch_guard.path().to_path_buf();
     for target in TARGETS {
         // New inputs go to a scratch corpus; the seeds in the repo stay as they are.
         let corpus = scratch.join(target);
@@ -67,5 +71,4 @@ fn fuzz_targets_find_nothing_in_a_bounded_run() {
             .unwrap_or(0);
         assert!(runs > 20, "{target}: only {runs} inputs ran:\n{log}");
     }
-    let _ = std::fs::remove_dir_all(&scratch);
 }

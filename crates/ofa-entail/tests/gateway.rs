@@ -29,10 +29,12 @@ fn sha256_hex(key: &str) -> String {
         .collect()
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ofa-gateway-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// Removed when dropped, whether the test passes or not.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ofa-gateway-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
@@ -51,7 +53,8 @@ async fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
 async fn two_replicas_share_one_quota_through_redis_and_survive_its_absence() {
     let port = free_port();
     let redis = Redis::start(port);
-    let dir = temp_dir("quota");
+    let tmp = temp_dir("quota");
+    let dir = tmp.path().to_path_buf();
     let keys = dir.join("keys");
     std::fs::write(
         &keys,
@@ -172,12 +175,12 @@ async fn two_replicas_share_one_quota_through_redis_and_survive_its_absence() {
     let text = common::metrics_text(&c, &a).await;
     assert!(text.contains("consumer=\"acme\""), "{text}");
     assert!(!text.contains("acme-key"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_key_file_reloads_on_change_and_on_sighup() {
-    let dir = temp_dir("reload");
+    let tmp = temp_dir("reload");
+    let dir = tmp.path().to_path_buf();
     let keys = dir.join("keys");
     std::fs::write(&keys, "one k1\n").unwrap();
     let s = Server::start(&[
@@ -227,12 +230,12 @@ async fn the_key_file_reloads_on_change_and_on_sighup() {
     )
     .await;
     assert_eq!(predict(&c, &s, &[("x-api-key", "k2")]).await.status(), 200);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_reloads_at_once() {
-    let dir = temp_dir("hup");
+    let tmp = temp_dir("hup");
+    let dir = tmp.path().to_path_buf();
     let keys = dir.join("keys");
     std::fs::write(&keys, "one k1\n").unwrap();
     let s = Server::start(&[
@@ -253,7 +256,6 @@ async fn sighup_reloads_at_once() {
     )
     .await;
     assert_eq!(predict(&c, &s, &[("x-api-key", "k3")]).await.status(), 200);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

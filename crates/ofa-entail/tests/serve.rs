@@ -336,7 +336,12 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
     .await;
     // Over PAYLOAD_LIMIT, sent the way users send it (curl announces the size and waits for
     // the go-ahead, so it reads the 413 instead of writing into a closed connection).
-    let big_file = std::env::temp_dir().join(format!("ofa-big-{}.bin", std::process::id()));
+    let big_file_guard = tempfile::Builder::new()
+        .prefix("ofa-big-")
+        .suffix(".bin")
+        .tempfile()
+        .unwrap();
+    let big_file = big_file_guard.path().to_path_buf();
     std::fs::write(&big_file, vec![7u8; 3 << 20]).unwrap();
     let out = Command::new("curl")
         .args([
@@ -351,7 +356,6 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
         ])
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&big_file);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap();
     assert_eq!(code, "413", "{text}");
@@ -1243,8 +1247,12 @@ async fn requests_that_could_only_time_out_are_refused_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrency_limit_and_log_file() {
-    let log = std::env::temp_dir().join(format!("ofa-serve-{}.log", std::process::id()));
-    let _ = std::fs::remove_file(&log);
+    let log_dir_guard = tempfile::Builder::new()
+        .prefix("ofa-serve-")
+        .tempdir()
+        .unwrap();
+    let log_dir = log_dir_guard.path().to_path_buf();
+    let log = log_dir.join("serve.log");
     let s = Server::start(&[
         ("MAX_CONCURRENCY", "2"),
         ("MAX_BATCH_SIZE", "1"),
@@ -1283,5 +1291,4 @@ async fn concurrency_limit_and_log_file() {
         .count();
     assert!(requests >= 8, "{requests} request lines in LOG_PATH");
     assert!(lines.iter().any(|l| l["event"] == "ready"));
-    let _ = std::fs::remove_file(&log);
 }

@@ -290,7 +290,12 @@ pub fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
 
 /// `kubernetes-validate --strict` on rendered manifests.
 pub fn validate_strictly(name: &str, rendered: &str) {
-    let file = std::env::temp_dir().join(format!("ofa-render-{name}-{}.yaml", std::process::id()));
+    let file_guard = tempfile::Builder::new()
+        .prefix(&format!("ofa-render-{name}-"))
+        .suffix(".yaml")
+        .tempfile()
+        .unwrap();
+    let file = file_guard.path().to_path_buf();
     std::fs::write(&file, rendered).unwrap();
     tool(
         Command::new("kubernetes-validate")
@@ -298,5 +303,4 @@ pub fn validate_strictly(name: &str, rendered: &str) {
             .arg(&file),
         "kubernetes-validate (PyPI)",
     );
-    let _ = std::fs::remove_file(&file);
 }
