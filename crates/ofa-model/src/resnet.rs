@@ -304,6 +304,7 @@ impl ResNet {
         Ok(resnet)
     }
 
+    /// The blocks' layout now (int8 blocks are channels-last).
     pub fn layout(&self) -> ResNetLayout {
         match self.blocks.is_empty() {
             true => ResNetLayout::ChannelsLast,
