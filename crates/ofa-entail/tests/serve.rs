@@ -336,11 +336,7 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
     .await;
     // Over PAYLOAD_LIMIT, sent the way users send it (curl announces the size and waits for
     // the go-ahead, so it reads the 413 instead of writing into a closed connection).
-    let big_file_guard = tempfile::Builder::new()
-        .prefix("ofa-big-")
-        .suffix(".bin")
-        .tempfile()
-        .unwrap();
+    let big_file_guard = common::temp_file("ofa-big-", ".bin");
     let big_file = big_file_guard.path().to_path_buf();
     std::fs::write(&big_file, vec![7u8; 3 << 20]).unwrap();
     let out = Command::new("curl")

@@ -72,15 +72,7 @@ fn record(op: &'static str, elapsed: Duration) {
 /// `f()`, timed under `op` when profiling is on. Steps must not nest (the outer one would
 /// count the inner one's time too).
 pub fn step<T>(op: &'static str, device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    if !enabled() {
-        return f();
-    }
-    device.synchronize()?;
-    let t = Instant::now();
-    let out = f()?;
-    device.synchronize()?;
-    record(op, t.elapsed());
-    Ok(out)
+    timed(op, device, f, |_| true)
 }
 
 /// [`step`] for work that may decline (`None`): only work done is counted.
@@ -89,6 +81,15 @@ pub fn step_some<T>(
     device: &Device,
     f: impl FnOnce() -> Result<Option<T>>,
 ) -> Result<Option<T>> {
+    timed(op, device, f, Option::is_some)
+}
+
+fn timed<T>(
+    op: &'static str,
+    device: &Device,
+    f: impl FnOnce() -> Result<T>,
+    counts: impl FnOnce(&T) -> bool,
+) -> Result<T> {
     if !enabled() {
         return f();
     }
@@ -96,7 +97,7 @@ pub fn step_some<T>(
     let t = Instant::now();
     let out = f()?;
     device.synchronize()?;
-    if out.is_some() {
+    if counts(&out) {
         record(op, t.elapsed());
     }
     Ok(out)

@@ -288,13 +288,19 @@ pub fn tool(cmd: &mut Command, what: &str) -> std::process::Output {
     out
 }
 
+/// A scratch file named `{prefix}…{suffix}`, removed when dropped (whether the test passes
+/// or not).
+pub fn temp_file(prefix: &str, suffix: &str) -> tempfile::NamedTempFile {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .tempfile()
+        .unwrap()
+}
+
 /// `kubernetes-validate --strict` on rendered manifests.
 pub fn validate_strictly(name: &str, rendered: &str) {
-    let file_guard = tempfile::Builder::new()
-        .prefix(&format!("ofa-render-{name}-"))
-        .suffix(".yaml")
-        .tempfile()
-        .unwrap();
+    let file_guard = temp_file(&format!("ofa-render-{name}-"), ".yaml");
     let file = file_guard.path().to_path_buf();
     std::fs::write(&file, rendered).unwrap();
     tool(
