@@ -5,7 +5,22 @@
 mod common;
 
 use common::*;
-use ofa_model::{Entailment, Precision, Prepared, ResNetLayout};
+use ofa_model::{Entailment, Precision, Prepared, ResNetLayout, Scores};
+
+/// Each case's probabilities within the tolerance of the reference's.
+fn assert_goldens(what: &str, cases: &[serde_json::Value], got: &[Scores]) {
+    for (case, s) in cases.iter().zip(got) {
+        let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
+        for (k, w) in want.iter().enumerate() {
+            let d = (s.probs[k] - w).abs();
+            assert!(
+                d < prob_tolerance(),
+                "{what} {}: p[{k}] differs by {d}",
+                case["id"]
+            );
+        }
+    }
+}
 
 #[test]
 fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
@@ -18,29 +33,11 @@ fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
     let refs: Vec<&Prepared> = prepared.iter().collect();
     // One batch of every case: mixed text lengths, so padding and masks are exercised too.
     let (exact, _) = f32_model.score_batch(&refs).unwrap();
-    for (case, s) in cases().iter().zip(&exact) {
-        let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
-        for (k, w) in want.iter().enumerate() {
-            let d = (s.probs[k] - w).abs();
-            assert!(
-                d < prob_tolerance(),
-                "{}: p[{k}] differs by {d}",
-                case["id"]
-            );
-        }
-    }
+    assert_goldens("batched", cases(), &exact);
     // Alone, each case takes a corner of the biases built for the batch's longest text.
     for (case, p) in cases().iter().zip(&refs) {
         let (alone, _) = f32_model.score_batch(&[p]).unwrap();
-        let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
-        for (k, w) in want.iter().enumerate() {
-            let d = (alone[0].probs[k] - w).abs();
-            assert!(
-                d < prob_tolerance(),
-                "{} alone: p[{k}] differs by {d}",
-                case["id"]
-            );
-        }
+        assert_goldens("alone", std::slice::from_ref(case), &alone);
     }
     // candle's CPU backend has no bf16 matmul; f16 takes the same conversions.
     let halves: &[Precision] = if device().is_cpu() {
@@ -65,9 +62,8 @@ fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
 #[test]
 fn both_resnet_layouts_match_the_goldens() {
     ofa_model::kernels::force_generic(true);
-    let model = Entailment::load(tiny_dir(), device()).unwrap();
+    let mut model = Entailment::load(tiny_dir(), device()).unwrap();
     assert_eq!(model.resnet_layout(), ResNetLayout::ChannelsLast);
-    let mut model = model;
     for layout in [ResNetLayout::ChannelsFirst, ResNetLayout::ChannelsLast] {
         model = model.with_resnet_layout(layout).unwrap();
         assert_eq!(model.resnet_layout(), layout);
@@ -76,16 +72,6 @@ fn both_resnet_layouts_match_the_goldens() {
         let prepared: Vec<Prepared> = some.iter().map(|c| prepare_with(&model, c)).collect();
         let refs: Vec<&Prepared> = prepared.iter().collect();
         let (got, _) = model.score_batch(&refs).unwrap();
-        for (case, s) in some.iter().zip(&got) {
-            let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
-            for (k, w) in want.iter().enumerate() {
-                let d = (s.probs[k] - w).abs();
-                assert!(
-                    d < prob_tolerance(),
-                    "{layout} {}: p[{k}] differs by {d}",
-                    case["id"]
-                );
-            }
-        }
+        assert_goldens(&layout.to_string(), some, &got);
     }
 }
