@@ -198,7 +198,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         model,
         device: crate::device::name(&device),
         precision,
-        resnet_layout: pipeline.resnet_layout(),
+        resnet_layout: pipeline.model().resnet_layout(),
         gpu: ofa_model::gpu::info(&device),
         gpu_memory_used_bytes: ofa_model::gpu::memory(&device).map(|(used, _)| used),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -257,7 +257,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let model_info = serde_json::json!({
             "device": crate::device::name(&device),
             "precision": pipeline.precision(),
-            "resnet_layout": pipeline.resnet_layout(),
+            "resnet_layout": pipeline.model().resnet_layout(),
             "gpu": ofa_model::gpu::info(&device),
             "config": pipeline.config,
             "runtime": pipeline.runtime,

@@ -151,10 +151,6 @@ impl Entailment {
         Ok(self)
     }
 
-    pub fn resnet_layout(&self) -> ResNetLayout {
-        self.model.resnet_layout()
-    }
-
     /// The CUDA graphs recorded so far (for logs).
     pub fn cuda_graphs(&self) -> crate::stage_graphs::GraphSummary {
         self.model.cuda_graphs()

@@ -63,10 +63,10 @@ fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
 fn both_resnet_layouts_match_the_goldens() {
     ofa_model::kernels::force_generic(true);
     let mut model = Entailment::load(tiny_dir(), device()).unwrap();
-    assert_eq!(model.resnet_layout(), ResNetLayout::ChannelsLast);
+    assert_eq!(model.model().resnet_layout(), ResNetLayout::ChannelsLast);
     for layout in [ResNetLayout::ChannelsFirst, ResNetLayout::ChannelsLast] {
         model = model.with_resnet_layout(layout).unwrap();
-        assert_eq!(model.resnet_layout(), layout);
+        assert_eq!(model.model().resnet_layout(), layout);
         // A few cases (the test above runs all of them channels-last): CI's time.
         let some = &cases()[..5];
         let prepared: Vec<Prepared> = some.iter().map(|c| prepare_with(&model, c)).collect();
