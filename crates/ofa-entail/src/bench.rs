@@ -69,7 +69,7 @@ struct BatchReport {
     model_pairs_per_s: f64,
     /// `--profile-ops`: each stage's time per kind of operation (one more run).
     #[serde(skip_serializing_if = "Option::is_none")]
-    ops: Option<Vec<crate::bench_profile::OpRow>>,
+    ops: Option<Vec<ofa_model::profile::OpTime>>,
 }
 
 #[derive(Serialize)]

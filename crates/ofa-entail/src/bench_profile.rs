@@ -4,19 +4,10 @@
 use anyhow::Result;
 use ofa_model::pipeline::StageTimes;
 use ofa_model::profile::{self, OpTime};
-use serde::Serialize;
-
-#[derive(Serialize)]
-pub struct OpRow {
-    pub stage: &'static str,
-    pub op: &'static str,
-    pub calls: u64,
-    pub ms: f64,
-}
 
 /// Runs `run` once with profiling on: its operations, largest first within each stage, then
 /// each stage's remainder as `(not timed separately)`.
-pub fn profiled(run: impl FnOnce() -> Result<StageTimes>) -> Result<Vec<OpRow>> {
+pub fn profiled(run: impl FnOnce() -> Result<StageTimes>) -> Result<Vec<OpTime>> {
     profile::enable(true);
     let times = run();
     let ops = profile::take();
@@ -28,16 +19,11 @@ pub fn profiled(run: impl FnOnce() -> Result<StageTimes>) -> Result<Vec<OpRow>> 
         ("encoder", times.encoder_ms),
         ("decoder", times.decoder_ms),
     ] {
-        let mut mine: Vec<&OpTime> = ops.iter().filter(|o| o.stage == stage).collect();
+        let mut mine: Vec<OpTime> = ops.iter().filter(|o| o.stage == stage).cloned().collect();
         mine.sort_by(|a, b| b.ms.total_cmp(&a.ms));
         let timed: f64 = mine.iter().map(|o| o.ms).sum();
-        rows.extend(mine.into_iter().map(|o| OpRow {
-            stage,
-            op: o.op,
-            calls: o.calls,
-            ms: o.ms,
-        }));
-        rows.push(OpRow {
+        rows.extend(mine);
+        rows.push(OpTime {
             stage,
             op: "(not timed separately)",
             calls: 1,
@@ -47,7 +33,7 @@ pub fn profiled(run: impl FnOnce() -> Result<StageTimes>) -> Result<Vec<OpRow>> 
     Ok(rows)
 }
 
-pub fn print(batch_size: usize, rows: &[OpRow]) {
+pub fn print(batch_size: usize, rows: &[OpTime]) {
     println!("batch {batch_size}, per operation (one run, synchronised around each):");
     for r in rows {
         println!(

@@ -206,7 +206,10 @@ async fn every_route_and_the_seed_curl_form() {
         "iic/ofa_visual-entailment_snli-ve_large_en"
     );
     assert_eq!(info["model"]["runtime"]["patch_image_size"], 480);
-    assert_eq!(info["model"]["resnet_layout"], "channels-first", "the CPU's own kernels");
+    assert_eq!(
+        info["model"]["resnet_layout"], "channels-first",
+        "the CPU's own kernels"
+    );
     assert_eq!(info["limits"]["engine"]["max_batch_size"], 4);
 
     let m = metrics_text(&c, &s).await;
