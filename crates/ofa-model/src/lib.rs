@@ -7,6 +7,7 @@
 pub mod attention_cpu;
 pub mod batch_report;
 pub mod bias;
+pub mod bottleneck;
 pub mod buckets;
 pub mod config;
 pub mod conv;

@@ -4,9 +4,10 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::bottleneck::{BlockConv, Bottleneck};
 use crate::profile::step;
-use crate::resnet_int8::{Int8Bottleneck, Int8Conv, Nhwc};
-use crate::resnet_nhwc::{ConvNhwc, NhwcBottleneck};
+use crate::resnet_int8::{Int8Conv, Nhwc};
+use crate::resnet_nhwc::ConvNhwc;
 
 const BN_EPS: f64 = 1e-5;
 
@@ -146,82 +147,41 @@ impl ConvBn {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Bottleneck {
-    conv1: ConvBn,
-    conv2: ConvBn,
-    conv3: ConvBn,
-    downsample: Option<ConvBn>,
-}
+impl BlockConv for ConvBn {
+    type Act = Tensor;
 
-impl Bottleneck {
-    fn new(in_c: usize, planes: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let out_c = planes * 4;
-        let downsample = if stride != 1 || in_c != out_c {
-            Some(ConvBn::new(
-                in_c,
-                out_c,
-                1,
-                stride,
-                0,
-                vb.pp("downsample.0"),
-                vb.pp("downsample.1"),
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            conv1: ConvBn::new(in_c, planes, 1, 1, 0, vb.pp("conv1"), vb.pp("bn1"))?,
-            conv2: ConvBn::new(planes, planes, 3, stride, 1, vb.pp("conv2"), vb.pp("bn2"))?,
-            conv3: ConvBn::new(planes, out_c, 1, 1, 0, vb.pp("conv3"), vb.pp("bn3"))?,
-            downsample,
-        })
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        ConvBn::forward(self, x, residual, relu)
     }
 }
 
-impl Bottleneck {
-    fn to_nhwc(&self) -> Result<NhwcBottleneck> {
-        Ok(NhwcBottleneck {
-            conv1: self.conv1.to_nhwc()?,
-            conv2: self.conv2.to_nhwc()?,
-            conv3: self.conv3.to_nhwc()?,
-            downsample: self.downsample.as_ref().map(ConvBn::to_nhwc).transpose()?,
-        })
-    }
-
-    fn from_nhwc(block: &NhwcBottleneck) -> Result<Self> {
-        Ok(Self {
-            conv1: ConvBn::from_nhwc(&block.conv1)?,
-            conv2: ConvBn::from_nhwc(&block.conv2)?,
-            conv3: ConvBn::from_nhwc(&block.conv3)?,
-            downsample: block
-                .downsample
-                .as_ref()
-                .map(ConvBn::from_nhwc)
-                .transpose()?,
-        })
-    }
-
-    fn to_int8(&self) -> Result<Int8Bottleneck> {
-        Ok(Int8Bottleneck {
-            conv1: self.conv1.to_int8()?,
-            conv2: self.conv2.to_int8()?,
-            conv3: self.conv3.to_int8()?,
-            downsample: self.downsample.as_ref().map(ConvBn::to_int8).transpose()?,
-        })
-    }
-}
-
-impl Module for Bottleneck {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(x, None, true)?;
-        let h = self.conv2.forward(&h, None, true)?;
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward(x, None, false)?,
-            None => x.clone(),
-        };
-        self.conv3.forward(&h, Some(&shortcut), true)
-    }
+/// A block's convolutions from the checkpoint: `in_c` channels in, `planes · 4` out.
+fn bottleneck(
+    in_c: usize,
+    planes: usize,
+    stride: usize,
+    vb: VarBuilder,
+) -> Result<Bottleneck<ConvBn>> {
+    let out_c = planes * 4;
+    let downsample = if stride != 1 || in_c != out_c {
+        Some(ConvBn::new(
+            in_c,
+            out_c,
+            1,
+            stride,
+            0,
+            vb.pp("downsample.0"),
+            vb.pp("downsample.1"),
+        )?)
+    } else {
+        None
+    };
+    Ok(Bottleneck {
+        conv1: ConvBn::new(in_c, planes, 1, 1, 0, vb.pp("conv1"), vb.pp("bn1"))?,
+        conv2: ConvBn::new(planes, planes, 3, stride, 1, vb.pp("conv2"), vb.pp("bn2"))?,
+        conv3: ConvBn::new(planes, out_c, 1, 1, 0, vb.pp("conv3"), vb.pp("bn3"))?,
+        downsample,
+    })
 }
 
 /// How the bottleneck blocks hold their activations between convolutions.
@@ -263,13 +223,13 @@ impl std::str::FromStr for ResNetLayout {
 #[derive(Debug, Clone)]
 pub struct ResNet {
     stem: ConvBn,
-    blocks: Vec<Bottleneck>,
+    blocks: Vec<Bottleneck<ConvBn>>,
     /// The blocks once quantised (`--precision int8`), replacing `blocks`; the stem, on three
     /// input channels, stays f32.
-    int8_blocks: Vec<Int8Bottleneck>,
+    int8_blocks: Vec<Bottleneck<Int8Conv>>,
     /// The blocks channels-last, replacing `blocks` where generic operations run (a GPU): each
     /// convolution one GEMM over the whole batch. The stem stays NCHW, as the input arrives.
-    nhwc_blocks: Vec<NhwcBottleneck>,
+    nhwc_blocks: Vec<Bottleneck<ConvNhwc>>,
 }
 
 impl ResNet {
@@ -283,7 +243,7 @@ impl ResNet {
             let stride = if stage == 0 { 1 } else { 2 };
             let svb = vb.pp(format!("layer{}", stage + 1));
             for i in 0..n {
-                blocks.push(Bottleneck::new(
+                blocks.push(bottleneck(
                     in_c,
                     planes,
                     if i == 0 { stride } else { 1 },
@@ -325,7 +285,7 @@ impl ResNet {
                 self.nhwc_blocks = self
                     .blocks
                     .iter()
-                    .map(Bottleneck::to_nhwc)
+                    .map(|b| b.map(ConvBn::to_nhwc))
                     .collect::<Result<_>>()?;
                 self.blocks.clear();
             }
@@ -333,7 +293,7 @@ impl ResNet {
                 self.blocks = self
                     .nhwc_blocks
                     .iter()
-                    .map(Bottleneck::from_nhwc)
+                    .map(|b| b.map(ConvBn::from_nhwc))
                     .collect::<Result<_>>()?;
                 self.nhwc_blocks.clear();
             }
@@ -350,7 +310,7 @@ impl ResNet {
         let int8 = self
             .blocks
             .iter()
-            .map(Bottleneck::to_int8)
+            .map(|b| b.map(ConvBn::to_int8))
             .collect::<Result<Vec<_>>>()?;
         self.int8_blocks.extend(int8);
         self.blocks.clear();

@@ -6,6 +6,7 @@
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
+use crate::bottleneck::BlockConv;
 use crate::int8::{linear_rows, Epilogue};
 use crate::int8_quant::{quantize_row, quantize_rows, Int8Rows, Int8Weights};
 
@@ -140,24 +141,11 @@ impl Int8Conv {
     }
 }
 
-/// A bottleneck block's convolutions in int8.
-#[derive(Debug, Clone)]
-pub struct Int8Bottleneck {
-    pub conv1: Int8Conv,
-    pub conv2: Int8Conv,
-    pub conv3: Int8Conv,
-    pub downsample: Option<Int8Conv>,
-}
+impl BlockConv for Int8Conv {
+    type Act = Nhwc;
 
-impl Int8Bottleneck {
-    pub fn forward(&self, x: &Nhwc) -> Result<Nhwc> {
-        let h = self.conv1.forward(x, None, true)?;
-        let h = self.conv2.forward(&h, None, true)?;
-        let shortcut = match &self.downsample {
-            Some(d) => &d.forward(x, None, false)?,
-            None => x,
-        };
-        self.conv3.forward(&h, Some(shortcut), true)
+    fn forward(&self, x: &Nhwc, residual: Option<&Nhwc>, relu: bool) -> Result<Nhwc> {
+        Int8Conv::forward(self, x, residual, relu)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use candle_core::{Result, Tensor};
 
+use crate::bottleneck::BlockConv;
 use crate::profile::step;
 
 /// A convolution with its folded BatchNorm, weights laid out for channels-last columns.
@@ -78,24 +79,11 @@ fn gemm_name(k: usize) -> &'static str {
     }
 }
 
-/// A bottleneck block channels-last (see `resnet::Bottleneck`).
-#[derive(Debug, Clone)]
-pub(crate) struct NhwcBottleneck {
-    pub conv1: ConvNhwc,
-    pub conv2: ConvNhwc,
-    pub conv3: ConvNhwc,
-    pub downsample: Option<ConvNhwc>,
-}
+impl BlockConv for ConvNhwc {
+    type Act = Tensor;
 
-impl NhwcBottleneck {
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(x, None, true)?;
-        let h = self.conv2.forward(&h, None, true)?;
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward(x, None, false)?,
-            None => x.clone(),
-        };
-        self.conv3.forward(&h, Some(&shortcut), true)
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        ConvNhwc::forward(self, x, residual, relu)
     }
 }
 
