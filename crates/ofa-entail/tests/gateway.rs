@@ -306,7 +306,7 @@ async fn the_consumer_header_counts_only_with_the_gateway_secret() {
         ("x-gateway-secret", "s3cret"),
     ];
     assert_eq!(predict(&c, &s, &bad).await.status(), 401);
-    let lines = s.log_lines();
+    let lines = s.log_lines_once(|l| events(l, "request").iter().any(|r| r["status"] == 401));
     assert!(lines
         .iter()
         .any(|l| l["event"] == "request" && l["consumer"] == "acme"));
@@ -328,7 +328,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
                 .status(),
             429
         );
-        let lines = s.log_lines();
+        let lines = s.log_lines_once(|l| events(l, "request").len() >= 2);
         let ips: Vec<&Value> = events(&lines, "request")
             .iter()
             .map(|l| &l["client_ip"])
@@ -359,7 +359,10 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
                 .status(),
             429
         );
-        let lines = s.log_lines();
+        let lines = s.log_lines_once(|l| {
+            let requests = events(l, "request");
+            requests.iter().filter(|r| r["route"] == "/predict").count() >= 3
+        });
         let ips: Vec<String> = events(&lines, "request")
             .iter()
             .filter(|l| l["route"] == "/predict")

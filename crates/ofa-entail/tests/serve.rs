@@ -230,12 +230,10 @@ async fn every_route_and_the_seed_curl_form() {
     }
 
     // One JSON log line per request, with its timings.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let logs = s.log_lines();
-    let predicted: Vec<&Value> = logs
-        .iter()
-        .filter(|l| l["event"] == "request" && l["route"] == "/predict" && l["status"] == 200)
-        .collect();
+    let ok_predict =
+        |l: &Value| l["event"] == "request" && l["route"] == "/predict" && l["status"] == 200;
+    let logs = s.log_lines_once(|l| l.iter().filter(|l| ok_predict(l)).count() >= 3);
+    let predicted: Vec<&Value> = logs.iter().filter(|l| ok_predict(l)).collect();
     assert!(predicted.len() >= 3);
     assert!(predicted.iter().all(|l| l["request_id"].is_string()
         && l["queue_time"].is_number()

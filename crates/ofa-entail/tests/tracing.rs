@@ -97,9 +97,10 @@ async fn predict_in_trace(s: &Server) -> reqwest::Response {
 
 /// The server's log line for its `/predict` request.
 fn predict_log_line(s: &Server) -> serde_json::Value {
-    s.log_lines()
+    let is_it = |l: &serde_json::Value| l["event"] == "request" && l["route"] == "/predict";
+    s.log_lines_once(|lines| lines.iter().any(is_it))
         .into_iter()
-        .find(|l| l["event"] == "request" && l["route"] == "/predict")
+        .find(is_it)
         .expect("a request line for /predict")
 }
 

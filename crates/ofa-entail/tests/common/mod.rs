@@ -180,6 +180,20 @@ impl Server {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// The log lines once `ready` holds for them, or as they are after 5 s. Another thread
+    /// reads them from the server's output, so a request's line may arrive a moment after its
+    /// response.
+    pub fn log_lines_once(&self, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.log_lines();
+            if ready(&lines) || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Minimal blocking GET for the readiness poll (no runtime needed).
