@@ -86,8 +86,8 @@ struct Report {
     rss_after_load_bytes: Option<u64>,
     peak_rss_bytes: Option<u64>,
     encoder_tokens: usize,
-    /// The CUDA graphs (`--cuda-graphs-max-batch`): how many shapes were recorded and
-    /// which recordings failed.
+    /// The CUDA graphs (`--cuda-graphs-max-batch`): the shapes replayed, each with its check,
+    /// and those that run plain, with why.
     cuda_graphs: ofa_model::stage_graphs::GraphSummary,
     batches: Vec<BatchReport>,
 }

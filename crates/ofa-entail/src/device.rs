@@ -16,8 +16,10 @@ pub struct DeviceArgs {
     #[arg(long, env = "PRECISION", default_value = "f32", value_parser = parse_precision)]
     pub precision: Precision,
     /// On a GPU, replay the ResNet, encoder and decoder from CUDA graphs for batches up to this
-    /// size (0: off, the default until measured on a GPU; `bench/gpu_check.sh` compares both).
-    #[arg(long, env = "CUDA_GRAPHS_MAX_BATCH", default_value_t = 0)]
+    /// size (0: off). Each shape's recording is checked on the GPU first and kept only when its
+    /// replay gives the plain run's results and is faster; small batches are bound by kernel
+    /// launches, which a replay removes.
+    #[arg(long, env = "CUDA_GRAPHS_MAX_BATCH", default_value_t = 8)]
     pub cuda_graphs_max_batch: usize,
     /// How the ResNet's blocks hold activations: channels-last (`nhwc`; each convolution one
     /// GEMM over the batch) or channels-first (`nchw`). Unset: channels-last on a GPU, the
@@ -41,6 +43,15 @@ impl DeviceArgs {
             None => model,
         };
         Ok(model.with_cuda_graphs(self.cuda_graphs_max_batch))
+    }
+
+    /// [`DeviceArgs::configure`] for a command that runs each shape once (`predict`, the
+    /// command-line `rerank`): CUDA graphs off, since a recording pays only when replayed.
+    pub fn configure_for_one_pass(
+        &self,
+        model: ofa_model::Entailment,
+    ) -> ofa_model::Result<ofa_model::Entailment> {
+        Ok(self.configure(model)?.with_cuda_graphs(0))
     }
 
     /// The device and precision, checked together before anything is loaded; plus a warning

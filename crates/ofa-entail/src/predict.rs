@@ -36,7 +36,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let dir = args.model.resolve_blocking()?;
     let pipeline = args
         .device
-        .configure(Entailment::load_with(&dir, &device, precision)?)?;
+        .configure_for_one_pass(Entailment::load_with(&dir, &device, precision)?)?;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,

@@ -91,7 +91,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
     let dir = args.model.resolve_blocking()?;
     let pipeline = args
         .device
-        .configure(Entailment::load_with(&dir, &device, precision)?)?;
+        .configure_for_one_pass(Entailment::load_with(&dir, &device, precision)?)?;
     let answers = pipeline.answers().to_vec();
     let (pairs, ranking) = request
         .into_pairs(usize::MAX, &answers)

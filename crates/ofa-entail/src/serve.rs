@@ -280,7 +280,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     "cuda_graphs",
                     &[
                         ("recorded", graphs.recorded.into()),
-                        ("failed", serde_json::json!(graphs.failed)),
+                        ("checks", serde_json::json!(graphs.checks)),
+                        ("plain", serde_json::json!(graphs.plain)),
                     ],
                 );
             }

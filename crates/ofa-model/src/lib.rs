@@ -32,6 +32,7 @@ pub mod files;
 pub mod folded_attention;
 pub mod gelu;
 pub mod gpu;
+pub mod graph_check;
 pub mod heads;
 pub mod image;
 pub mod int8;

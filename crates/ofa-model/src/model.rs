@@ -88,8 +88,10 @@ impl OfaModel {
 
     /// On a GPU, records the ResNet, the encoder and the decoder as CUDA graphs for each
     /// batch size (and text length) up to `max_batch` items (0: never); forgets the graphs
-    /// recorded so far.
+    /// recorded so far. Each recording is checked against the plain run before it is used.
     pub fn set_cuda_graphs(&mut self, max_batch: usize) {
+        // Reported as it is: 0 off a GPU.
+        let max_batch = if self.device.is_cuda() { max_batch } else { 0 };
         // The encoder and decoder read their position caches in place.
         let caches = Some(crate::position_cache::generation as fn() -> u64);
         self.graphs = Arc::new(Graphs {

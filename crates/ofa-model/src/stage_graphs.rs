@@ -7,9 +7,10 @@
 //! sizes cuBLAS's workspace, fills the model's position caches for it and leaves candle's kernel
 //! parameters on the device, so nothing the recording captures allocates or uploads outside it.
 //! The recording reads its inputs from, and writes its results to, buffers kept with the graph;
-//! each replay copies the new inputs in and the results out. A shape whose recording fails runs
-//! without a graph from then on, and the failure is kept for [`StageGraphs::summary`]. Off the
-//! GPU, or with graphs off, a stage runs as it is.
+//! each replay copies the new inputs in and the results out. A recording is kept only when its
+//! replay gives the plain run's results and is faster ([`crate::graph_check`]); a shape whose
+//! recording fails or is not kept runs without a graph from then on, and why is kept for
+//! [`StageGraphs::summary`]. Off the GPU, or with graphs off, a stage runs as it is.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +20,10 @@ use candle_core::{DType, Result, Tensor};
 /// Distinct shapes a stage records at most (texts of every length at several batch sizes);
 /// past it new shapes run without a graph.
 const MAX_SHAPES: usize = 256;
+
+/// Bytes of input and result buffers a stage keeps for its graphs at most (an encoder's
+/// results at batch 8 in f32 are ~30 MB a shape); past it new shapes run without a graph.
+const MAX_BUFFER_BYTES: usize = 1 << 30;
 
 /// What tells two runs of a stage apart: each input's shape and type, and host values the
 /// stage's kernels depend on.
@@ -39,10 +44,10 @@ pub struct StageGraphs {
 
 #[derive(Debug)]
 enum Entry {
-    /// A graph, and the version it was recorded at.
+    /// A graph, the version it was recorded at, and what its check found.
     #[cfg(feature = "cuda")]
-    Recorded(imp::Recorded, u64),
-    /// Recording failed for this shape (why): it runs without a graph.
+    Recorded(imp::Recorded, u64, crate::graph_check::GraphCheck),
+    /// This shape runs without a graph (why: its recording failed or was not kept).
     Plain(String),
 }
 
@@ -52,8 +57,11 @@ pub struct GraphSummary {
     pub max_batch: usize,
     /// Shapes replayed from a graph.
     pub recorded: usize,
-    /// Shapes whose recording failed, with the error.
-    pub failed: Vec<String>,
+    /// Each replayed shape's check: the plain run's time, the replay's, their difference.
+    pub checks: Vec<String>,
+    /// Shapes that run without a graph, and why (the recording failed; its replay differed
+    /// from the plain run or was not faster).
+    pub plain: Vec<String>,
 }
 
 impl GraphSummary {
@@ -63,7 +71,8 @@ impl GraphSummary {
         for p in parts {
             all.max_batch = all.max_batch.max(p.max_batch);
             all.recorded += p.recorded;
-            all.failed.extend(p.failed.iter().cloned());
+            all.checks.extend(p.checks.iter().cloned());
+            all.plain.extend(p.plain.iter().cloned());
         }
         all
     }
@@ -97,13 +106,18 @@ impl StageGraphs {
             ..GraphSummary::default()
         };
         for ((shapes, extra), e) in entries.iter() {
+            let shape = format!("{name} {shapes:?} {extra:?}");
             match e {
                 #[cfg(feature = "cuda")]
-                Entry::Recorded(..) => s.recorded += 1,
-                Entry::Plain(why) => s.failed.push(format!("{name} {shapes:?} {extra:?}: {why}")),
+                Entry::Recorded(_, _, check) => {
+                    s.recorded += 1;
+                    s.checks.push(format!("{shape}: {}", check.describe()));
+                }
+                Entry::Plain(why) => s.plain.push(format!("{shape}: {why}")),
             }
         }
-        s.failed.sort();
+        s.checks.sort();
+        s.plain.sort();
         s
     }
 
@@ -138,11 +152,11 @@ impl StageGraphs {
             // What older graphs read in place may have been freed: they go, and are recorded
             // again as their shapes come back.
             let now = self.version();
-            entries.retain(|_, e| !matches!(e, Entry::Recorded(_, v) if *v != now));
+            entries.retain(|_, e| !matches!(e, Entry::Recorded(_, v, _) if *v != now));
         }
         match entries.get(&key) {
             #[cfg(feature = "cuda")]
-            Some(Entry::Recorded(r, _)) => return r.replay(inputs),
+            Some(Entry::Recorded(r, ..)) => return r.replay(inputs),
             Some(Entry::Plain(_)) => return plain(),
             None if entries.len() >= MAX_SHAPES => return plain(),
             None => {}
@@ -155,6 +169,11 @@ impl StageGraphs {
             .as_cuda_device()?
             .enable_cuda_graph_htod_cache();
         let out = plain()?;
+        if kept_bytes(&entries) + buffer_bytes(inputs.iter().copied().chain(&out))
+            > MAX_BUFFER_BYTES
+        {
+            return Ok(out);
+        }
         // After the plain run, which fills the caches this shape needs.
         let entry = self.record(inputs, &out, &stage);
         entries.insert(key, entry);
@@ -169,8 +188,11 @@ impl StageGraphs {
         stage: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
     ) -> Entry {
         let version = self.version();
-        let entry = match imp::Recorded::new(inputs, sample, stage) {
-            Ok(r) => Entry::Recorded(r, version),
+        let entry = match Self::record_checked(inputs, sample, stage) {
+            Ok((r, check)) => match check.verdict(crate::graph_check::least_precise(sample)) {
+                Ok(()) => Entry::Recorded(r, version, check),
+                Err(why) => Entry::Plain(why),
+            },
             Err(e) => Entry::Plain(e.to_string()),
         };
         match entry {
@@ -183,6 +205,29 @@ impl StageGraphs {
         }
     }
 
+    /// Records `stage`, replays it on the same inputs against the plain run's `sample`, then
+    /// times one more plain run and one more replay.
+    #[cfg(feature = "cuda")]
+    fn record_checked(
+        inputs: &[&Tensor],
+        sample: &[Tensor],
+        stage: &impl Fn(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<(imp::Recorded, crate::graph_check::GraphCheck)> {
+        use crate::graph_check::{relative_difference, time_ms, GraphCheck};
+        let recorded = imp::Recorded::new(inputs, sample, stage)?;
+        let difference = relative_difference(sample, &recorded.replay(inputs)?)?;
+        let device = inputs[0].device();
+        let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        let (_, plain_ms) = time_ms(device, || stage(&owned))?;
+        let (_, replay_ms) = time_ms(device, || recorded.replay(inputs))?;
+        let check = GraphCheck {
+            difference,
+            plain_ms,
+            replay_ms,
+        };
+        Ok((recorded, check))
+    }
+
     #[cfg(not(feature = "cuda"))]
     fn record(
         &self,
@@ -192,6 +237,26 @@ impl StageGraphs {
     ) -> Entry {
         Entry::Plain("this build has no CUDA support".into())
     }
+}
+
+/// Bytes of the buffers the graphs of `entries` keep.
+fn kept_bytes(entries: &HashMap<Key, Entry>) -> usize {
+    entries
+        .values()
+        .map(|e| match e {
+            #[cfg(feature = "cuda")]
+            Entry::Recorded(r, ..) => r.bytes(),
+            Entry::Plain(_) => 0,
+        })
+        .sum()
+}
+
+/// Bytes `tensors` hold.
+fn buffer_bytes<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> usize {
+    tensors
+        .into_iter()
+        .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
 }
 
 #[cfg(feature = "cuda")]
@@ -272,6 +337,11 @@ mod imp {
                 inputs: buffers,
                 outputs,
             })
+        }
+
+        /// Bytes of the input and result buffers kept with the graph.
+        pub fn bytes(&self) -> usize {
+            super::buffer_bytes(self.inputs.iter().chain(&self.outputs))
         }
 
         pub fn replay(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {

@@ -185,6 +185,41 @@ fn batched_forward_equals_one_at_a_time() {
     }
 }
 
+/// On a GPU, each recorded stage is checked against its plain run before it replaces it: a
+/// replay that differs is a recording bug, one that is merely not faster runs plain. Off a GPU
+/// (or with graphs off) nothing is recorded and the summary says so.
+#[test]
+fn cuda_graphs_replay_what_the_plain_runs_give() {
+    // A model of its own: the summary then holds this test's shapes only.
+    let m = ofa_model::Entailment::load(tiny_dir(), device())
+        .unwrap()
+        .with_cuda_graphs(test_cuda_graphs());
+    let batch: Vec<Prepared> = cases()
+        .iter()
+        .take(2)
+        .map(|c| prepare_with(&m, c))
+        .collect();
+    let refs: Vec<&Prepared> = batch.iter().collect();
+    for _ in 0..2 {
+        m.score_batch(&refs).unwrap();
+        m.score_batch(&refs[..1]).unwrap();
+    }
+    let g = m.cuda_graphs();
+    eprintln!("CUDA graphs: {g:?}");
+    if device().is_cpu() || g.max_batch == 0 {
+        assert_eq!((g.recorded, g.checks.len(), g.plain.len()), (0, 0, 0));
+        return;
+    }
+    // Two batch sizes, three stages each.
+    assert_eq!(g.recorded + g.plain.len(), 6, "{g:?}");
+    let failed: Vec<&String> = g
+        .plain
+        .iter()
+        .filter(|why| !why.contains("its replay took"))
+        .collect();
+    assert!(failed.is_empty(), "recordings not kept: {failed:?}");
+}
+
 #[test]
 fn bucket_tables_match_reference_buffers() {
     let want: serde_json::Value =

@@ -79,14 +79,18 @@ pub fn cases() -> &'static Vec<Value> {
 pub fn tiny() -> &'static Entailment {
     static MODEL: OnceLock<Entailment> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let graphs = std::env::var("OFA_TEST_CUDA_GRAPHS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(8);
         Entailment::load(tiny_dir(), device())
             .expect("tiny model loads")
-            .with_cuda_graphs(graphs)
+            .with_cuda_graphs(test_cuda_graphs())
     })
+}
+
+/// `OFA_TEST_CUDA_GRAPHS`, 8 unless set.
+pub fn test_cuda_graphs() -> usize {
+    std::env::var("OFA_TEST_CUDA_GRAPHS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(8)
 }
 
 pub fn case_tensors(case: &Value) -> HashMap<String, Tensor> {
