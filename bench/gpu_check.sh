@@ -74,16 +74,17 @@ for p in f32 bf16; do
   log "operations $p"
   timeout 60 env GPU_DEVICE="$gpu" "$work/gpu_ops" "$p" >"$out/ops_$p.jsonl" 2>"$out/ops_$p.log"
   log "bench $p"
-  timeout 240 env GPU_DEVICE="$gpu" CUDA_GRAPHS_MAX_BATCH=0 "$bin" bench --precision "$p" \
-    --batch-sizes 1,2,4,8,16,32,64 --iterations 5 --json >"$out/bench_$p.json" 2>"$out/bench_$p.log"
+  timeout 240 env GPU_DEVICE="$gpu" CUDA_GRAPHS_MAX_BATCH=0 RESNET_LAYOUT=channels-last \
+    "$bin" bench --precision "$p" --batch-sizes 1,2,4,8,16,32,64 --iterations 5 --json >"$out/bench_$p.json" 2>"$out/bench_$p.log"
   echo $? >"$out/bench_$p.rc"
   log "bench $p with CUDA graphs"
   timeout 120 env GPU_DEVICE="$gpu" CUDA_GRAPHS_MAX_BATCH=8 "$bin" bench --precision "$p" \
     --batch-sizes 1,2,4,8 --iterations 5 --json >"$out/bench_${p}_graphs.json" 2>"$out/bench_${p}_graphs.log"
   echo $? >"$out/bench_${p}_graphs.rc"
 done
-# The ResNet's blocks channels-first, as the GPU ran them before 2026-12-01: its stage time
-# against bench_bf16's (channels-last, the default) decides the default.
+# The ResNet's blocks channels-first, as the GPU ran them before 2026-12-01, against
+# bench_bf16's channels-last at each batch size (`auto`, the default elsewhere, times both at
+# load on the largest batch only: `resnet_layout_tuning` in the other runs).
 log "bench bf16, ResNet channels-first"
 timeout 90 env GPU_DEVICE="$gpu" RESNET_LAYOUT=channels-first CUDA_GRAPHS_MAX_BATCH=0 "$bin" bench --precision bf16 \
   --batch-sizes 1,16,64 --iterations 3 --json >"$out/bench_bf16_nchw.json" 2>"$out/bench_bf16_nchw.log"
@@ -157,7 +158,7 @@ for p in ("f32", "bf16", "bf16_b64"):
     s[f"ops_{p}_ms"] = {o["op"]: o["ms"] for o in ops} or text(f"ops_{p}.log")[-800:]
 for p in ("f32", "bf16", "f32_graphs", "bf16_graphs", "bf16_nchw"):
     b = load(f"bench_{p}.json")
-    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms", "cuda_graphs", "resnet_layout")}
+    s[f"bench_{p}"] = ({k: b.get(k) for k in ("device", "gpu", "gpu_memory_used_bytes", "load_ms", "cuda_graphs", "resnet_layout", "resnet_layout_tuning")}
                        | {"batches": [{k: x[k] for k in ("batch_size", "resnet_ms", "encoder_ms", "decoder_ms", "total_ms", "model_pairs_per_s")} for x in b["batches"]]}
                        if b else {"exit": text(f"bench_{p}.rc").strip(), "log": text(f"bench_{p}.log")[-1500:]})
 for p in ("f32", "bf16", "bf16_graphs"):
@@ -169,7 +170,9 @@ for p in ("f32", "bf16", "bf16_graphs"):
                        "gpu_memory_used_bytes": grab("ofa_gpu_memory_used_bytes"),
                        "gpu_memory_total_bytes": grab("ofa_gpu_memory_total_bytes"),
                        "batch_size_sum": grab("ofa_batch_size_sum"), "batch_size_count": grab("ofa_batch_size_count"),
-                       "info_gpu_memory": info.get("gpu_memory"), "info_device": (info.get("model") or {}).get("device")}
+                       "info_gpu_memory": info.get("gpu_memory"), "info_device": (info.get("model") or {}).get("device"),
+                       "resnet_layout": (info.get("model") or {}).get("resnet_layout"),
+                       "resnet_layout_tuning": (info.get("model") or {}).get("resnet_layout_tuning")}
     graphs = [l for l in text(f"serve_{p}.log").splitlines() if '"cuda_graphs"' in l]
     if graphs:
         s[f"serve_{p}"]["cuda_graphs"] = graphs[-1][-3000:]
@@ -178,7 +181,8 @@ for p in ("f32", "bf16", "bf16_graphs"):
 for p in ("f32", "bf16"):
     b = load(f"profile_{p}.json")
     s[f"profile_{p}"] = ({x["batch_size"]: [f'{o["stage"]} {o["op"]}: {o["ms"]:.2f} ms / {o["calls"]}' for o in x.get("ops") or []]
-                         for x in b["batches"]} if b else text(f"profile_{p}.log")[-1500:])
+                         for x in b["batches"]} | {"resnet_layout": b.get("resnet_layout"), "resnet_layout_tuning": b.get("resnet_layout_tuning")}
+                         if b else text(f"profile_{p}.log")[-1500:])
 bad = text("bad_device.log")
 s["bad_device"] = {"exit": text("bad_device.rc").strip(), "message": bad.strip()[-400:],
                    "panicked": "panicked" in bad}

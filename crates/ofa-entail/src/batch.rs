@@ -53,9 +53,10 @@ pub fn run(args: BatchArgs) -> Result<()> {
     }
     let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
-    let pipeline = args
-        .device
-        .configure(Entailment::load_with(&dir, &device, precision)?)?;
+    let pipeline = args.device.configure(
+        Entailment::load_with(&dir, &device, precision)?,
+        args.max_batch_size,
+    )?;
     let chunk = args.max_batch_size.max(1) * 4;
     let engine = Arc::new(Engine::start(
         Arc::new(pipeline),

@@ -78,6 +78,9 @@ struct Report {
     device: String,
     precision: ofa_model::Precision,
     resnet_layout: ofa_model::ResNetLayout,
+    /// Both layouts' ResNet times at the largest batch, where `--resnet-layout auto` chose
+    /// between them (a GPU).
+    resnet_layout_tuning: Option<ofa_model::LayoutTuning>,
     gpu: Option<ofa_model::gpu::GpuInfo>,
     /// Device memory in use after the runs (the allocator keeps what the largest batch took).
     gpu_memory_used_bytes: Option<u64>,
@@ -141,8 +144,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "OFA-large, random weights (built-in configuration)".to_owned(),
         ),
     };
-    let pipeline = args.device.configure(pipeline)?.with_stage_timing(true);
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let largest = args.batch_sizes.iter().copied().max().unwrap_or(1);
+    let pipeline = args
+        .device
+        .configure(pipeline, largest)?
+        .with_stage_timing(true);
     let rss_after_load = resident_bytes().map(|(rss, _)| rss);
     let input = PairInput {
         image: &image,
@@ -199,6 +206,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device: crate::device::name(&device),
         precision,
         resnet_layout: pipeline.model().resnet_layout(),
+        resnet_layout_tuning: pipeline.model().resnet_layout_tuning(),
         gpu: ofa_model::gpu::info(&device),
         gpu_memory_used_bytes: ofa_model::gpu::memory(&device).map(|(used, _)| used),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -206,7 +214,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         rss_after_load_bytes: rss_after_load,
         peak_rss_bytes: resident_bytes().map(|(_, peak)| peak),
         encoder_tokens,
-        cuda_graphs: pipeline.cuda_graphs(),
+        cuda_graphs: pipeline.model().cuda_graphs(),
         batches,
     };
     if args.json {
@@ -224,6 +232,12 @@ fn print_table(r: &Report) {
         "device: {}  precision: {}  ResNet: {}",
         r.device, r.precision, r.resnet_layout
     );
+    if let Some(t) = &r.resnet_layout_tuning {
+        println!(
+            "ResNet at batch {}: channels-last {:.1} ms, channels-first {:.1} ms",
+            t.batch_size, t.channels_last_ms, t.channels_first_ms
+        );
+    }
     if let Some(g) = &r.gpu {
         println!(
             "GPU: {} (compute {}), {} used of {}",

@@ -22,36 +22,62 @@ pub struct DeviceArgs {
     #[arg(long, env = "CUDA_GRAPHS_MAX_BATCH", default_value_t = 8)]
     pub cuda_graphs_max_batch: usize,
     /// How the ResNet's blocks hold activations: channels-last (`nhwc`; each convolution one
-    /// GEMM over the batch) or channels-first (`nchw`). Unset: channels-last on a GPU, the
-    /// CPU's own kernels on the CPU. For comparing them on a GPU (`bench/gpu_check.sh`).
-    #[arg(long, env = "RESNET_LAYOUT")]
-    pub resnet_layout: Option<ResNetLayout>,
+    /// GEMM over the batch), channels-first (`nchw`), or `auto`: on a GPU both are timed at
+    /// load on the largest batch the command runs and the faster kept; the CPU runs its own
+    /// kernels (channels-first).
+    #[arg(long, env = "RESNET_LAYOUT", default_value = "auto", value_parser = parse_layout)]
+    pub resnet_layout: LayoutArg,
+}
+
+/// `--resnet-layout`: one of the model's layouts, or the faster on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutArg {
+    Auto,
+    Fixed(ResNetLayout),
 }
 
 pub fn parse_precision(s: &str) -> Result<Precision, String> {
     s.parse().map_err(|e: ofa_model::OfaError| e.to_string())
 }
 
+fn parse_layout(s: &str) -> Result<LayoutArg, String> {
+    match s {
+        "auto" => Ok(LayoutArg::Auto),
+        _ => s.parse().map(LayoutArg::Fixed).map_err(|_| {
+            format!(
+                "unknown ResNet layout {s:?}: auto, channels-last (nhwc) or channels-first (nchw)"
+            )
+        }),
+    }
+}
+
 impl DeviceArgs {
-    /// The model as loaded, with this device's run-time options applied.
+    /// The model as loaded, with this device's run-time options applied; `max_batch`: the
+    /// largest batch the command will run (what `auto` times the ResNet's layouts on).
     pub fn configure(
         &self,
         model: ofa_model::Entailment,
+        max_batch: usize,
     ) -> ofa_model::Result<ofa_model::Entailment> {
         let model = match self.resnet_layout {
-            Some(layout) => model.with_resnet_layout(layout)?,
-            None => model,
+            LayoutArg::Fixed(layout) => model.with_resnet_layout(layout)?,
+            LayoutArg::Auto => model.with_tuned_resnet_layout(max_batch)?,
         };
         Ok(model.with_cuda_graphs(self.cuda_graphs_max_batch))
     }
 
     /// [`DeviceArgs::configure`] for a command that runs each shape once (`predict`, the
-    /// command-line `rerank`): CUDA graphs off, since a recording pays only when replayed.
+    /// command-line `rerank`): nothing timed or recorded, since neither would pay back; `auto`
+    /// keeps the device's default layout (channels-last on a GPU).
     pub fn configure_for_one_pass(
         &self,
         model: ofa_model::Entailment,
     ) -> ofa_model::Result<ofa_model::Entailment> {
-        Ok(self.configure(model)?.with_cuda_graphs(0))
+        let model = match self.resnet_layout {
+            LayoutArg::Fixed(layout) => model.with_resnet_layout(layout)?,
+            LayoutArg::Auto => model,
+        };
+        Ok(model.with_cuda_graphs(0))
     }
 
     /// The device and precision, checked together before anything is loaded; plus a warning
@@ -105,6 +131,21 @@ pub fn name(device: &Device) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resnet_layouts_parse_with_their_aliases_and_auto() {
+        assert_eq!(parse_layout("auto"), Ok(LayoutArg::Auto));
+        for (s, want) in [
+            ("channels-last", ResNetLayout::ChannelsLast),
+            ("nhwc", ResNetLayout::ChannelsLast),
+            ("channels-first", ResNetLayout::ChannelsFirst),
+            ("nchw", ResNetLayout::ChannelsFirst),
+        ] {
+            assert_eq!(parse_layout(s), Ok(LayoutArg::Fixed(want)));
+        }
+        let err = parse_layout("diagonal").unwrap_err();
+        assert!(err.contains("\"diagonal\": auto, channels-last"), "{err}");
+    }
 
     #[test]
     fn cpu_unless_a_gpu_is_named_and_bad_ordinals_are_refused() {

@@ -54,9 +54,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut examples: Vec<Example> = Vec::new();
     for p in std::iter::once(precision).chain(args.compare) {
         // One model at a time: the second precision's run does not share memory with the first.
-        let pipeline = args
-            .device
-            .configure(Entailment::load_with(&dir, &device, p)?)?;
+        let pipeline = args.device.configure(
+            Entailment::load_with(&dir, &device, p)?,
+            args.max_batch_size,
+        )?;
         if examples.is_empty() {
             examples = eval_data::read(&args.data, pipeline.answers())?;
         }

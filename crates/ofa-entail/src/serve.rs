@@ -225,9 +225,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let device = device.clone();
             let cache = args.image_cache_mb << 20;
             let options = args.device.clone();
+            let max_batch = args.max_batch_size;
             tokio::task::spawn_blocking(move || {
                 Entailment::load_with(&dir, &device, precision)
-                    .and_then(|p| options.configure(p))
+                    .and_then(|p| options.configure(p, max_batch))
                     .map(|p| p.with_image_cache(cache))
             })
             .await?
@@ -252,12 +253,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
             &[
                 ("seconds", load_s.into()),
                 ("device", crate::device::name(&device).into()),
+                (
+                    "resnet_layout_tuning",
+                    serde_json::json!(pipeline.model().resnet_layout_tuning()),
+                ),
             ],
         );
         let model_info = serde_json::json!({
             "device": crate::device::name(&device),
             "precision": pipeline.precision(),
             "resnet_layout": pipeline.model().resnet_layout(),
+            "resnet_layout_tuning": pipeline.model().resnet_layout_tuning(),
             "gpu": ofa_model::gpu::info(&device),
             "config": pipeline.config,
             "runtime": pipeline.runtime,
@@ -274,7 +280,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         crate::breaker_log::spawn(&engine, log.clone());
         if args.warmup {
             crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
-            let graphs = pipeline.cuda_graphs();
+            let graphs = pipeline.model().cuda_graphs();
             if graphs.max_batch > 0 && !device.is_cpu() {
                 log.event(
                     "cuda_graphs",

@@ -127,9 +127,10 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let t = Instant::now();
         let pipeline = {
             let (dir, device) = (dir.clone(), device.clone());
-            let options = args.device.clone();
+            let (options, max_batch) = (args.device.clone(), args.max_batch_size);
             tokio::task::spawn_blocking(move || {
-                Entailment::load_with(&dir, &device, precision).and_then(|p| options.configure(p))
+                Entailment::load_with(&dir, &device, precision)
+                    .and_then(|p| options.configure(p, max_batch))
             })
             .await??
         };

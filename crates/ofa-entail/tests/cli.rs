@@ -233,6 +233,8 @@ fn bench_json_reports_every_stage_and_memory() {
         v["resnet_layout"], "channels-first",
         "the CPU's own kernels"
     );
+    // `auto`, the default, times layouts only where they are a choice (not the fused CPU).
+    assert!(v["resnet_layout_tuning"].is_null(), "{v}");
     let batches = v["batches"].as_array().unwrap();
     assert_eq!(batches.len(), 2);
     for (b, want) in batches.iter().zip([1, 2]) {

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use crate::config::OfaConfig;
 use crate::decoder::Decoder;
 use crate::encoder::{Encoder, EncoderOutput};
+use crate::layout_tuning::LayoutTuning;
 use crate::profile::stage;
 use crate::resnet::ResNetLayout;
 use crate::stage_graphs::{GraphSummary, StageGraphs};
@@ -22,6 +23,23 @@ struct Graphs {
     resnet: StageGraphs,
     encoder: StageGraphs,
     decoder: StageGraphs,
+}
+
+/// The model's ResNet on blank images, for [`OfaModel::tune_resnet_layout`].
+struct BlankImages<'a> {
+    model: &'a mut OfaModel,
+    images: Tensor,
+}
+
+impl crate::layout_tuning::LayoutSubject for BlankImages<'_> {
+    fn set_layout(&mut self, layout: ResNetLayout) -> Result<()> {
+        self.model.set_resnet_layout(layout)
+    }
+
+    fn time_pass(&mut self) -> Result<f64> {
+        let pass = || self.model.image_features(&self.images);
+        Ok(crate::graph_check::time_ms(&self.model.device, pass)?.1)
+    }
 }
 
 /// The one result of a single-output stage.
@@ -42,6 +60,8 @@ pub struct OfaModel {
     answer_rows: Arc<Mutex<Option<AnswerRows>>>,
     /// The stages' CUDA graphs (none unless `set_cuda_graphs`).
     graphs: Arc<Graphs>,
+    /// How the ResNet's layout was chosen, when it was timed ([`OfaModel::tune_resnet_layout`]).
+    layout_tuning: Option<LayoutTuning>,
     device: Device,
 }
 
@@ -58,6 +78,7 @@ impl OfaModel {
             embed_tokens,
             answer_rows: Arc::default(),
             graphs: Arc::default(),
+            layout_tuning: None,
             device: vb.device().clone(),
         })
     }
@@ -113,6 +134,33 @@ impl OfaModel {
             self.set_cuda_graphs(self.graphs.resnet.max_batch());
         }
         Ok(())
+    }
+
+    /// Where the ResNet's layout is a choice (generic operations: a GPU), times a pass over
+    /// `batch` blank `image_size`² images in each layout and keeps the faster. The CPU keeps
+    /// its own kernels (channels-first, or the int8 blocks): `None`.
+    pub fn tune_resnet_layout(
+        &mut self,
+        batch: usize,
+        image_size: usize,
+    ) -> Result<Option<LayoutTuning>> {
+        if crate::kernels::fused(&self.device) {
+            return Ok(None);
+        }
+        let shape = (batch.max(1), 3, image_size, image_size);
+        let images = Tensor::zeros(shape, self.dtype(), &self.device)?;
+        let mut subject = BlankImages {
+            model: self,
+            images,
+        };
+        let tuning = crate::layout_tuning::tune(batch.max(1), &mut subject)?;
+        self.layout_tuning = Some(tuning);
+        Ok(self.layout_tuning)
+    }
+
+    /// How the ResNet's layout was chosen, when it was timed.
+    pub fn resnet_layout_tuning(&self) -> Option<LayoutTuning> {
+        self.layout_tuning
     }
 
     /// The CUDA graphs recorded so far, all stages together.

@@ -135,10 +135,8 @@ impl Entailment {
         self
     }
 
-    /// On a GPU, replays the ResNet, the encoder and the decoder from CUDA graphs recorded per
-    /// batch size (and text length) up to `max_batch` items (0: never): one launch per stage
-    /// instead of hundreds, which is most of a small batch's time there. Each shape is recorded
-    /// after its first run.
+    /// On a GPU, replays the ResNet, the encoder and the decoder from CUDA graphs per batch size
+    /// (and text length) up to `max_batch` items (0: never): [`OfaModel::set_cuda_graphs`].
     pub fn with_cuda_graphs(mut self, max_batch: usize) -> Self {
         self.model.set_cuda_graphs(max_batch);
         self
@@ -151,9 +149,12 @@ impl Entailment {
         Ok(self)
     }
 
-    /// The CUDA graphs recorded so far (for logs).
-    pub fn cuda_graphs(&self) -> crate::stage_graphs::GraphSummary {
-        self.model.cuda_graphs()
+    /// On a GPU, keeps the faster of the ResNet's layouts, timed on `batch` images
+    /// ([`OfaModel::tune_resnet_layout`]); the CPU keeps its own kernels.
+    pub fn with_tuned_resnet_layout(mut self, batch: usize) -> Result<Self> {
+        let size = self.runtime.patch_image_size;
+        self.model.tune_resnet_layout(batch, size)?;
+        Ok(self)
     }
 
     /// Times each stage where a GPU runs it (a synchronisation after each; off by default, as

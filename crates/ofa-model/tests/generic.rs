@@ -57,6 +57,33 @@ fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
     }
 }
 
+/// `--resnet-layout auto` on the generic path (where the layout is a choice): both layouts
+/// timed on the model's own ResNet, the faster kept, and the answers unchanged.
+#[test]
+fn the_tuned_resnet_layout_is_the_faster_and_matches_the_goldens() {
+    ofa_model::kernels::force_generic(true);
+    let model = Entailment::load(tiny_dir(), device())
+        .unwrap()
+        .with_tuned_resnet_layout(1)
+        .unwrap();
+    let t = model.model().resnet_layout_tuning().expect("layouts timed");
+    assert_eq!(t.batch_size, 1);
+    for ms in [t.channels_last_ms, t.channels_first_ms] {
+        assert!(ms.is_finite() && ms > 0.0, "{t:?}");
+    }
+    let faster = if t.channels_first_ms < t.channels_last_ms {
+        ResNetLayout::ChannelsFirst
+    } else {
+        ResNetLayout::ChannelsLast
+    };
+    assert_eq!((t.chosen, model.model().resnet_layout()), (faster, faster));
+    let some = &cases()[..3];
+    let prepared: Vec<Prepared> = some.iter().map(|c| prepare_with(&model, c)).collect();
+    let refs: Vec<&Prepared> = prepared.iter().collect();
+    let (got, _) = model.score_batch(&refs).unwrap();
+    assert_goldens(&format!("tuned {faster}"), some, &got);
+}
+
 /// The ResNet's blocks in either layout on the generic path (a GPU's choice,
 /// `--resnet-layout`), converted there and back, still match the goldens.
 #[test]

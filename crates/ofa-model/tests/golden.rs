@@ -204,7 +204,7 @@ fn cuda_graphs_replay_what_the_plain_runs_give() {
         m.score_batch(&refs).unwrap();
         m.score_batch(&refs[..1]).unwrap();
     }
-    let g = m.cuda_graphs();
+    let g = m.model().cuda_graphs();
     eprintln!("CUDA graphs: {g:?}");
     if device().is_cpu() || g.max_batch == 0 {
         assert_eq!((g.recorded, g.checks.len(), g.plain.len()), (0, 0, 0));
