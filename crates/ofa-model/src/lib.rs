@@ -47,6 +47,7 @@ pub mod model;
 pub mod model_dir;
 pub mod norm;
 pub mod output;
+pub mod padding;
 pub mod pipeline;
 pub mod pixel_tensor;
 pub mod position_cache;

@@ -197,6 +197,28 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Each answer's one token id, as the decoder scores it (`" answer"`); `file` names where
+    /// the answers came from, for the error when one is several tokens.
+    pub fn answer_ids(&self, answers: &[String], file: &Path) -> Result<Vec<u32>> {
+        answers
+            .iter()
+            .map(
+                |answer| match self.encode(&format!(" {answer}"))?.as_slice() {
+                    &[id] => Ok(id),
+                    ids => Err(OfaError::Unsupported {
+                        file: file.to_path_buf(),
+                        option: "answer".into(),
+                        value: format!("{answer:?}"),
+                        why: format!(
+                            "it is {} BPE tokens; one-pass scoring needs single-token answers",
+                            ids.len()
+                        ),
+                    }),
+                },
+            )
+            .collect()
+    }
+
     /// Splits out added/special tokens (all of the form `<...>`), applying `lstrip` to the text
     /// before a token that has it.
     fn split_added<'a>(&self, text: &'a str) -> Vec<Piece<'a>> {

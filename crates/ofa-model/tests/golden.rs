@@ -185,6 +185,29 @@ fn batched_forward_equals_one_at_a_time() {
     }
 }
 
+/// Texts padded to a multiple of 16 ids (what a GPU with CUDA graphs runs, so that it records
+/// a few shapes rather than one per text length) give the reference's answers, alone and in
+/// one batch of every case.
+#[test]
+fn texts_padded_to_a_bucket_give_the_reference_answers() {
+    let m = ofa_model::Entailment::load(tiny_dir(), device())
+        .unwrap()
+        .with_text_bucket(16);
+    let prepared: Vec<Prepared> = cases().iter().map(|c| prepare_with(&m, c)).collect();
+    let refs: Vec<&Prepared> = prepared.iter().collect();
+    let (batched, _) = m.score_batch(&refs).unwrap();
+    for ((case, p), together) in cases().iter().zip(&refs).zip(&batched) {
+        let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
+        let (alone, _) = m.score_batch(&[p]).unwrap();
+        for s in [&alone[0], together] {
+            for (k, (got, want)) in s.probs.iter().zip(&want).enumerate() {
+                let d = (got - want).abs();
+                assert!(d < prob_tolerance(), "{}: p[{k}] off by {d}", case["id"]);
+            }
+        }
+    }
+}
+
 /// On a GPU, each recorded stage is checked against its plain run before it replaces it: a
 /// replay that differs is a recording bug, one that is merely not faster runs plain. Off a GPU
 /// (or with graphs off) nothing is recorded and the summary says so.

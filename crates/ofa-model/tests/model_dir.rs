@@ -308,6 +308,22 @@ fn unsupported_options_are_refused_by_name() {
     });
     let e = load_err(dir.path());
     assert!(e.contains("vocab_size"), "{e}");
+    // An answer the decoder cannot score in one step.
+    let dir = scratch("answer-tokens");
+    // A hard link to the fixture: replaced, not written through.
+    std::fs::remove_file(dir.path().join("answer2label.json")).unwrap();
+    std::fs::write(
+        dir.path().join("answer2label.json"),
+        r#"{"yes": 0, "no": 2, "not entirely sure": 1}"#,
+    )
+    .unwrap();
+    let e = load_err(dir.path());
+    assert!(
+        e.contains("answer2label.json")
+            && e.contains("\"not entirely sure\"")
+            && e.contains("3 BPE tokens; one-pass scoring needs single-token answers"),
+        "{e}"
+    );
 }
 
 #[test]
