@@ -279,7 +279,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ));
         crate::breaker_log::spawn(&engine, log.clone());
         if args.warmup {
-            crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
+            crate::warmup::run(&engine, &pipeline, args.max_batch_size, &log).await?;
             let graphs = pipeline.model().cuda_graphs();
             if graphs.max_batch > 0 && !device.is_cpu() {
                 log.event(

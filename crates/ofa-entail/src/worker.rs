@@ -134,6 +134,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             })
             .await??
         };
+        let pipeline = Arc::new(pipeline);
         engine_metrics.set_model_loaded(t.elapsed().as_secs_f64());
         log.event(
             "model_loaded",
@@ -149,7 +150,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             )
         };
         let engine = Arc::new(Engine::start(
-            Arc::new(pipeline),
+            pipeline.clone(),
             engine_config,
             engine_metrics,
             drain.clone(),
@@ -157,7 +158,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let _ = model_slot.set(engine.clone());
         crate::breaker_log::spawn(&engine, log.clone());
         // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
-        crate::warmup::run(&engine, &device, args.max_batch_size, &log).await?;
+        crate::warmup::run(&engine, &pipeline, args.max_batch_size, &log).await?;
         let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));
         let stop = {
             let drain = drain.clone();

@@ -144,6 +144,10 @@ impl Entailment {
         self
     }
 
+    pub fn text_bucket(&self) -> usize {
+        self.text_bucket
+    }
+
     /// Runs the ResNet's blocks in `layout` (by default channels-last on a GPU, the CPU's own
     /// kernels channels-first); the results agree to rounding.
     pub fn with_resnet_layout(mut self, layout: ResNetLayout) -> Result<Self> {
