@@ -271,6 +271,18 @@ fn print_table(r: &Report) {
             b.per_pair_ms
         );
     }
+    let g = &r.cuda_graphs;
+    if g.max_batch > 0 {
+        println!(
+            "CUDA graphs (batches up to {}): {} shapes replayed, {} plain",
+            g.max_batch,
+            g.recorded,
+            g.plain.len()
+        );
+        for line in g.checks.iter().chain(&g.plain) {
+            println!("  {line}");
+        }
+    }
     for b in &r.batches {
         if let Some(ops) = &b.ops {
             crate::bench_profile::print(b.batch_size, ops);
