@@ -21,8 +21,8 @@ use candle_core::{DType, Result, Tensor};
 /// past it new shapes run without a graph.
 const MAX_SHAPES: usize = 256;
 
-/// Bytes of input and result buffers a stage keeps for its graphs at most (an encoder's
-/// results at batch 8 in f32 are ~30 MB a shape); past it new shapes run without a graph.
+/// Bytes of input and result buffers a stage keeps for its graphs at most (the encoder's are
+/// ~63 MB a shape at batch 8 in f32); past it new shapes run without a graph.
 const MAX_BUFFER_BYTES: usize = 1 << 30;
 
 /// What tells two runs of a stage apart: each input's shape and type, and host values the
