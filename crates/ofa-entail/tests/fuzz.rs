@@ -2,7 +2,8 @@
 //! seed corpus kept in the repo (the hardening review's bombs included). Any crash, panic,
 //! time-out or memory blow-up that libFuzzer finds fails the test with its reproducer path.
 
-use super::{inner_cargo, repo};
+use std::path::PathBuf;
+use std::process::Command;
 
 const TARGETS: [&str; 4] = [
     "image_preprocess",
@@ -10,6 +11,10 @@ const TARGETS: [&str; 4] = [
     "request_body",
     "kserve_binary",
 ];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 #[test]
 fn fuzz_targets_find_nothing_in_a_bounded_run() {
@@ -24,7 +29,7 @@ fn fuzz_targets_find_nothing_in_a_bounded_run() {
         // New inputs go to a scratch corpus; the seeds in the repo stay as they are.
         let corpus = scratch.join(target);
         std::fs::create_dir_all(&corpus).unwrap();
-        let mut cmd = inner_cargo();
+        let mut cmd = Command::new("cargo");
         cmd.current_dir(&fuzz)
             // The sanitizer-free build runs on a stable toolchain; coverage still guides it.
             .args(["fuzz", "run", "--release", "--sanitizer", "none", target])
@@ -37,6 +42,12 @@ fn fuzz_targets_find_nothing_in_a_bounded_run() {
                 "-rss_limit_mb=3072",
                 "-print_final_stats=1",
             ]);
+        // The outer `cargo test` must not steer the inner build.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "RUSTFLAGS" {
+                cmd.env_remove(k);
+            }
+        }
         let out = cmd.output().unwrap_or_else(|e| {
             panic!("cargo fuzz (crates.io cargo-fuzz; .ci/run installs it): {e}")
         });
