@@ -45,18 +45,31 @@ pub struct Consumers {
     consumers: Vec<Arc<Consumer>>,
 }
 
+/// A key holds no `#` (it would read as a comment's start) and no whitespace or control
+/// characters (a header cannot carry them faithfully).
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.contains('#') {
+        return Err("a key may not contain '#'".into());
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a key may not contain whitespace or control characters".into());
+    }
+    Ok(())
+}
+
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
 impl Consumers {
     /// `API_KEYS`: each key its own consumer, `key-1`, `key-2`, … in the order given.
-    pub fn from_keys(keys: &[String]) -> Self {
+    pub fn from_keys(keys: &[String]) -> Result<Self, AccessError> {
         let mut c = Consumers::default();
         for (i, k) in keys.iter().enumerate() {
+            check_key(k).map_err(|e| AccessError::Limit(format!("API_KEYS key {}: {e}", i + 1)))?;
             c.push(Consumer::named(format!("key-{}", i + 1)), vec![digest(k)]);
         }
-        c
+        Ok(c)
     }
 
     /// Parses a key file's text; `path` only names it in errors.
@@ -69,11 +82,16 @@ impl Consumers {
                 line: i + 1,
                 message,
             };
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
+            // A comment is a line, or the rest of one, from a field that starts with `#`; a
+            // `#` inside a field is part of it, and a key may not hold one (below), so a key
+            // is never cut short where a comment seems to start.
+            let mut fields = raw
+                .split_whitespace()
+                .take_while(|f| !f.starts_with('#'))
+                .peekable();
+            if fields.peek().is_none() {
                 continue;
             }
-            let mut fields = line.split_whitespace();
             let name = fields.next().unwrap_or_default();
             check_name(name).map_err(&err)?;
             let keys = fields
@@ -93,6 +111,7 @@ impl Consumers {
             }
             let mut digests = Vec::new();
             for key in keys.split(',').filter(|k| !k.is_empty() && *k != "-") {
+                check_key(key).map_err(&err)?;
                 let d = match key.strip_prefix("sha256:") {
                     Some(hex) => parse_hex(hex).ok_or_else(|| {
                         err("a sha256: key needs 64 hexadecimal digits".to_owned())
@@ -224,6 +243,11 @@ mod tests {
             ("a sha256:abc\n", "64 hexadecimal"),
             ("a k rate=fast\n", "not N/unit"),
             ("a k colour=blue\n", "rate=N/unit"),
+            (
+                "ok k1\nacme ab#cdef0123\n",
+                "line 2: a key may not contain '#'",
+            ),
+            ("acme k1,ab#c\n", "'#'"),
         ] {
             let e = Consumers::parse(text, Path::new("keys")).unwrap_err();
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
@@ -232,7 +256,8 @@ mod tests {
 
     #[test]
     fn api_keys_become_numbered_consumers_and_merge() {
-        let inline = Consumers::from_keys(&["x".into(), "y".into()]);
+        let inline = Consumers::from_keys(&["x".into(), "y".into()]).unwrap();
+        assert!(Consumers::from_keys(&["a b".into()]).is_err());
         let file = Consumers::parse("acme k1\n", Path::new("f")).unwrap();
         let all = file.merged(&inline);
         assert_eq!(all.identify("y").unwrap().name, "key-2");

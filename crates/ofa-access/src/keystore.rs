@@ -26,7 +26,7 @@ pub enum Reload {
 impl KeyStore {
     /// `inline` are `API_KEYS`; `path` the key file, which must parse at start.
     pub fn open(path: Option<&Path>, inline: &[String]) -> Result<Self, AccessError> {
-        let inline = Consumers::from_keys(inline);
+        let inline = Consumers::from_keys(inline)?;
         let store = KeyStore {
             path: path.map(Path::to_owned),
             current: RwLock::new(Arc::new(inline.clone())),

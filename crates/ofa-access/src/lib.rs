@@ -11,10 +11,11 @@ mod local;
 pub mod proxies;
 pub mod rate;
 mod redis_store;
+pub mod secret;
 
 pub use consumers::{Consumer, Consumers};
 pub use error::AccessError;
 pub use keystore::{KeyStore, Reload};
 pub use limits::{BackendChange, Decision, Limits, Policy, Refusal, Window};
-pub use proxies::TrustedProxies;
+pub use proxies::{ForwardedHeader, TrustedProxies};
 pub use rate::{Period, Quota, Rate};

@@ -109,8 +109,15 @@ impl Limits {
             .map(|_| self.shared_state.load(Ordering::Relaxed) == 1)
     }
 
-    /// Counts one request of `client` against `policy`.
-    pub async fn check(&self, client: &str, policy: &Policy) -> (Decision, Option<BackendChange>) {
+    /// Counts `cost` units (pairs) of `client` against `policy`, all or none: a request that
+    /// does not fit takes nothing. A cost of 0 only looks, and is refused when not even one
+    /// unit is left.
+    pub async fn check(
+        &self,
+        client: &str,
+        policy: &Policy,
+        cost: u64,
+    ) -> (Decision, Option<BackendChange>) {
         let now = SystemTime::now();
         if policy.rate.is_none() && policy.quota.is_none() {
             let d = Decision {
@@ -121,7 +128,7 @@ impl Limits {
             return (d, None);
         }
         let Some(shared) = &self.shared else {
-            return (self.local.check(client, policy, now), None);
+            return (self.local.check(client, policy, cost, now), None);
         };
         let waiting = self
             .retry_at
@@ -129,7 +136,7 @@ impl Limits {
             .unwrap_or_else(|p| p.into_inner())
             .is_some_and(|t| Instant::now() < t);
         if !waiting {
-            match shared.check(client, policy, now).await {
+            match shared.check(client, policy, cost, now).await {
                 Ok(d) => {
                     *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     let before = self.shared_state.swap(1, Ordering::Relaxed);
@@ -140,11 +147,11 @@ impl Limits {
                         Some(Instant::now() + RETRY_AFTER_FAILURE);
                     let before = self.shared_state.swap(2, Ordering::Relaxed);
                     let change = (before != 2).then(|| BackendChange::Down(e.to_string()));
-                    return (self.local.check(client, policy, now), change);
+                    return (self.local.check(client, policy, cost, now), change);
                 }
             }
         }
-        (self.local.check(client, policy, now), None)
+        (self.local.check(client, policy, cost, now), None)
     }
 }
 

@@ -28,7 +28,15 @@ impl LocalLimits {
         }
     }
 
-    pub fn check(&self, client: &str, policy: &Policy, now_wall: SystemTime) -> Decision {
+    /// Counts `cost` units (0: only looks, and refuses when not even one is left).
+    pub fn check(
+        &self,
+        client: &str,
+        policy: &Policy,
+        cost: u64,
+        now_wall: SystemTime,
+    ) -> Decision {
+        let need = cost.max(1);
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if !clients.contains_key(client) && clients.len() >= self.max_clients {
@@ -46,7 +54,7 @@ impl LocalLimits {
             let refill = cap / rate.per.as_secs_f64();
             e.tokens = (e.tokens + now.duration_since(e.at).as_secs_f64() * refill).min(cap);
             e.at = now;
-            rate_ok = e.tokens >= 1.0;
+            rate_ok = e.tokens >= need as f64;
         }
         let mut quota_ok = true;
         let mut left = std::time::Duration::ZERO;
@@ -57,12 +65,12 @@ impl LocalLimits {
                 e.period = period;
                 e.used = 0;
             }
-            quota_ok = e.used < q.requests;
+            quota_ok = e.used.saturating_add(need) <= q.requests;
         }
         let refused = refusal(rate_ok, quota_ok);
         if refused.is_none() {
-            e.tokens -= 1.0;
-            e.used += 1;
+            e.tokens -= cost as f64;
+            e.used = e.used.saturating_add(cost);
         }
         Decision {
             refused,
@@ -104,12 +112,15 @@ mod tests {
             quota: None,
         };
         let now = SystemTime::now();
-        assert!(l.check("a", &p, now).allowed());
-        assert!(l.check("a", &p, now).allowed());
-        let d = l.check("a", &p, now);
+        assert!(l.check("a", &p, 1, now).allowed());
+        assert!(l.check("a", &p, 1, now).allowed());
+        let d = l.check("a", &p, 1, now);
         assert_eq!(d.refused, Some(Refusal::Rate));
         assert!(d.retry_after() > Duration::from_secs(20));
-        assert!(l.check("b", &p, now).allowed(), "clients are independent");
+        assert!(
+            l.check("b", &p, 1, now).allowed(),
+            "clients are independent"
+        );
 
         let q = Policy {
             rate: None,
@@ -118,14 +129,46 @@ mod tests {
                 per: crate::Period::Day,
             }),
         };
-        assert!(l.check("c", &q, now).allowed());
-        let d = l.check("c", &q, now);
+        assert!(l.check("c", &q, 1, now).allowed());
+        let d = l.check("c", &q, 1, now);
         assert_eq!(d.refused, Some(Refusal::Quota));
         assert_eq!(d.quota.unwrap().remaining, 0);
         // The next day starts afresh.
         assert!(l
-            .check("c", &q, now + Duration::from_secs(86_400))
+            .check("c", &q, 1, now + Duration::from_secs(86_400))
             .allowed());
+    }
+
+    #[test]
+    fn a_request_costs_its_pairs_all_or_nothing() {
+        let l = LocalLimits::new(10);
+        let q = Policy {
+            rate: None,
+            quota: Some(Quota {
+                requests: 3,
+                per: crate::Period::Day,
+            }),
+        };
+        let now = SystemTime::now();
+        let d = l.check("a", &q, 32, now);
+        assert_eq!(d.refused, Some(Refusal::Quota), "32 pairs against 3");
+        assert_eq!(d.quota.unwrap().remaining, 3, "nothing taken");
+        assert!(l.check("a", &q, 0, now).allowed(), "a look costs nothing");
+        assert_eq!(l.check("a", &q, 2, now).quota.unwrap().remaining, 1);
+        assert_eq!(l.check("a", &q, 2, now).refused, Some(Refusal::Quota));
+        assert!(l.check("a", &q, 1, now).allowed());
+        assert_eq!(l.check("a", &q, 0, now).refused, Some(Refusal::Quota));
+        let r = Policy {
+            rate: Some(Rate {
+                requests: 10,
+                per: Duration::from_secs(60),
+            }),
+            quota: None,
+        };
+        assert!(l.check("b", &r, 8, now).allowed());
+        let d = l.check("b", &r, 8, now);
+        assert_eq!(d.refused, Some(Refusal::Rate));
+        assert_eq!(d.rate.unwrap().remaining, 2);
     }
 
     #[test]
@@ -139,7 +182,7 @@ mod tests {
             quota: None,
         };
         for i in 0..10_000 {
-            l.check(&format!("ip:{i}"), &p, SystemTime::now());
+            l.check(&format!("ip:{i}"), &p, 1, SystemTime::now());
         }
         assert!(l.clients.lock().unwrap().len() <= 100);
     }

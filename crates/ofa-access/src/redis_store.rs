@@ -17,12 +17,15 @@ const TIMEOUT: Duration = Duration::from_millis(250);
 
 const SCRIPT: &str = r"
 -- KEYS[1]: the client's bucket, KEYS[2]: its quota counter for this period.
--- ARGV: bucket capacity (0: no rate), refill period in ms, quota (0: none), counter TTL in s.
+-- ARGV: bucket capacity (0: no rate), refill period in ms, quota (0: none), counter TTL in s,
+-- units to count (0: only look; at least one unit must be left).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cap = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local quota = tonumber(ARGV[3])
+local cost = tonumber(ARGV[5])
+local need = math.max(cost, 1)
 local tokens = cap
 if cap > 0 then
   local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -33,14 +36,14 @@ end
 local used = 0
 if quota > 0 then used = tonumber(redis.call('GET', KEYS[2]) or '0') end
 local rate_ok = 1
-if cap > 0 and tokens < 1 then rate_ok = 0 end
+if cap > 0 and tokens < need then rate_ok = 0 end
 local quota_ok = 1
-if quota > 0 and used >= quota then quota_ok = 0 end
-if rate_ok == 1 and quota_ok == 1 then
-  if cap > 0 then tokens = tokens - 1 end
+if quota > 0 and used + need > quota then quota_ok = 0 end
+if rate_ok == 1 and quota_ok == 1 and cost > 0 then
+  if cap > 0 then tokens = tokens - cost end
   if quota > 0 then
-    used = redis.call('INCR', KEYS[2])
-    if used == 1 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+    used = redis.call('INCRBY', KEYS[2], cost)
+    if used == cost then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
   end
 end
 if cap > 0 then
@@ -60,8 +63,15 @@ pub(crate) struct RedisLimits {
 
 impl RedisLimits {
     pub fn new(url: &str, prefix: &str) -> Result<Self, AccessError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| AccessError::Backend(format!("LIMITS_BACKEND {url:?}: {e}")))?;
+        // The URL may hold a password: errors show it masked, and the client's own message
+        // (which may quote the URL) is scrubbed of it.
+        let client = redis::Client::open(url).map_err(|e| {
+            AccessError::Backend(format!(
+                "LIMITS_BACKEND {}: {}",
+                crate::secret::masked_url(url),
+                crate::secret::scrub(url, &e.to_string())
+            ))
+        })?;
         Ok(Self {
             client,
             conn: Mutex::new(None),
@@ -93,6 +103,7 @@ impl RedisLimits {
         &self,
         client: &str,
         policy: &Policy,
+        cost: u64,
         now: SystemTime,
     ) -> Result<Decision, AccessError> {
         let (period, left) = match policy.quota {
@@ -106,7 +117,8 @@ impl RedisLimits {
             .arg(policy.rate.map_or(1, |r| r.per.as_millis() as u64))
             .arg(policy.quota.map_or(0, |q| q.requests))
             // Kept a day past the period's end: the name carries the period anyway.
-            .arg(left.as_secs() + 86_400);
+            .arg(left.as_secs() + 86_400)
+            .arg(cost);
         // A connection made before Redis restarted fails once; a fresh one is tried at once.
         let mut attempt = 0;
         let (rate_ok, quota_ok, tokens, used): (i64, i64, String, u64) = loop {

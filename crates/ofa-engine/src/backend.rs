@@ -10,11 +10,14 @@ use ofa_model::{Entailment, OfaError, Prepared, Scores};
 
 /// One image–sentence pair as a front end received it. Pairs of one request that carry the
 /// same image are decoded once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Pair {
     pub image: Bytes,
     pub text: String,
     pub premise: Option<String>,
+    /// Pairs of different scopes never share cached image features (one per consumer, so
+    /// one cannot learn from cache hits whether another sent an image); 0 for all alike.
+    pub cache_scope: u64,
 }
 
 pub trait Backend: Send + Sync + 'static {

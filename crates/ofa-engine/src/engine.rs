@@ -264,10 +264,12 @@ impl Engine {
                 premise: pair.premise,
                 slot,
             };
-            match groups.iter_mut().find(|g| g.image == pair.image) {
+            let same = |g: &&mut Group| g.image == pair.image && g.cache_scope == pair.cache_scope;
+            match groups.iter_mut().find(same) {
                 Some(g) => g.members.push(member),
                 None => groups.push(Group {
                     image: pair.image,
+                    cache_scope: pair.cache_scope,
                     members: vec![member],
                 }),
             }
@@ -347,6 +349,7 @@ impl Engine {
             pixels: self
                 .backend
                 .prepare_image(&pair.image, self.config.max_image_pixels)?,
+            cache_scope: pair.cache_scope,
         })
     }
 

@@ -17,6 +17,7 @@ use crate::{Backend, EngineError, Scored};
 /// The pairs of one request that carry the same image.
 pub(crate) struct Group {
     pub(crate) image: Bytes,
+    pub(crate) cache_scope: u64,
     pub(crate) members: Vec<Member>,
 }
 
@@ -45,7 +46,11 @@ impl Lane {
         admitted: Instant,
         deadline: Instant,
     ) -> Vec<(usize, Result<Scored, EngineError>)> {
-        let Group { image, members } = group;
+        let Group {
+            image,
+            cache_scope,
+            members,
+        } = group;
         let pixels =
             match tokio::time::timeout_at(deadline.into(), self.prepare(image, deadline)).await {
                 Ok(Ok(p)) if Instant::now() < deadline => Ok(p),
@@ -71,7 +76,11 @@ impl Lane {
             };
             let (reply, rx) = oneshot::channel();
             let job = Job {
-                prepared: Prepared { source, pixels },
+                prepared: Prepared {
+                    source,
+                    pixels,
+                    cache_scope,
+                },
                 deadline,
                 admitted,
                 preprocessed: Instant::now(),

@@ -147,6 +147,7 @@ fn pair(text: &str) -> Pair {
         image: format!("image of {text}").into_bytes().into(),
         text: text.into(),
         premise: None,
+        cache_scope: 0,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_access::{KeyStore, Limits, Policy, Quota, Rate, TrustedProxies};
+use ofa_access::{ForwardedHeader, KeyStore, Limits, Policy, Quota, Rate, TrustedProxies};
 use ofa_server::access::AccessConfig;
 
 /// Clients whose limits one process tracks at most (memory stays bounded under address floods).
@@ -42,12 +42,25 @@ pub struct AccessArgs {
     /// X-Forwarded-For / Forwarded and consumer headers are believed.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     trusted_proxies: String,
+    /// The forwarding header TRUSTED_PROXIES write the client's address to:
+    /// x-forwarded-for or forwarded (RFC 7239); the other is never believed.
+    #[arg(long, env = "FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    forwarded_header: String,
+    /// Failed authentications (wrong key, wrong gateway secret) allowed per client address:
+    /// N/second, N/minute or N/hour, then 429 until the bucket refills; "off" disables.
+    #[arg(long, env = "AUTH_FAILURE_LIMIT", default_value = "10/minute")]
+    auth_failure_limit: String,
+    /// Whose images share cached ResNet features (IMAGE_CACHE_MB): "consumer" keeps each
+    /// consumer's apart (no consumer learns from cache hits what another sent; the same image
+    /// from two consumers runs the ResNet twice), "global" shares them.
+    #[arg(long, env = "IMAGE_CACHE_SCOPE", default_value = "consumer")]
+    image_cache_scope: String,
     /// A secret the gateway sends in X-Gateway-Secret, trusted from any address.
     #[arg(long, env = "GATEWAY_SECRET", hide_env_values = true)]
     gateway_secret: Option<String>,
-    /// Where limits are counted: unset for each process on its own, or redis://host:port[/db]
-    /// to share them across replicas.
-    #[arg(long, env = "LIMITS_BACKEND")]
+    /// Where limits are counted: unset for each process on its own, or
+    /// redis://[:password@]host:port[/db] to share them across replicas.
+    #[arg(long, env = "LIMITS_BACKEND", hide_env_values = true)]
     limits_backend: Option<String>,
     /// Prefix of the keys in the shared store (one per deployment sharing a Redis).
     #[arg(long, env = "LIMITS_PREFIX", default_value = "ofa-entail")]
@@ -85,6 +98,16 @@ impl AccessArgs {
             .transpose()
             .context("CONSUMER_HEADER is not a header name")?;
         let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
+        let forwarded_header = ForwardedHeader::parse(&self.forwarded_header)?;
+        let cache_per_consumer = match self.image_cache_scope.trim() {
+            "consumer" => true,
+            "global" => false,
+            other => anyhow::bail!("IMAGE_CACHE_SCOPE must be consumer or global, got {other:?}"),
+        };
+        let auth_failures = (!off(&self.auth_failure_limit))
+            .then(|| self.auth_failure_limit.parse::<Rate>())
+            .transpose()
+            .context("AUTH_FAILURE_LIMIT")?;
         let gateway_secret = self.gateway_secret.clone().filter(|s| !s.is_empty());
         anyhow::ensure!(
             consumer_header.is_some() || gateway_secret.is_none(),
@@ -105,6 +128,9 @@ impl AccessArgs {
             defaults: Policy { rate, quota },
             consumer_header,
             trusted_proxies,
+            forwarded_header,
+            auth_failures,
+            cache_per_consumer,
             gateway_secret,
             limits: Arc::new(limits),
             key_poll,

@@ -14,7 +14,7 @@ use ofa_engine::{Drain, Engine, EngineMetrics};
 use ofa_jobs::{Job, JobResult, Runner};
 use ofa_model::Entailment;
 
-use crate::job_args::ImageArgs;
+use crate::job_args::{ImageArgs, JobSizeArgs};
 use crate::job_lines::{Input, Line};
 use crate::model_source::ModelArgs;
 use crate::progress::Progress;
@@ -39,14 +39,17 @@ pub struct BatchArgs {
     delivery_limit: u32,
     #[command(flatten)]
     images: ImageArgs,
+    #[command(flatten)]
+    job_size: JobSizeArgs,
 }
 
 pub fn run(args: BatchArgs) -> Result<()> {
     let input = Input::open(&args.file)?;
+    let max_job_bytes = args.job_size.bytes()?;
     let done = results_file::finished(&args.out)?;
     // First pass: how many jobs are left, for the progress bar.
     let mut left = 0usize;
-    for line in input.jobs()? {
+    for line in input.jobs(max_job_bytes)? {
         if let Line::Job { job, .. } = line? {
             left += usize::from(!done.contains(&job.id));
         }
@@ -77,7 +80,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
         .enable_all()
         .build()?;
     // Second pass: chunks of new jobs, with transient failures going round again first.
-    let mut lines = input.jobs()?;
+    let mut lines = input.jobs(max_job_bytes)?;
     let mut retries: VecDeque<(Job, u32)> = VecDeque::new();
     loop {
         let mut take: Vec<(Job, u32)> = retries.drain(..chunk.min(retries.len())).collect();

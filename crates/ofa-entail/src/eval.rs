@@ -115,6 +115,7 @@ async fn score(
                         image: bytes.into(),
                         text: e.hypothesis.clone(),
                         premise: e.premise.clone(),
+                        cache_scope: 0,
                     });
                 }
                 Err(err) => slots.push(Err(format!("{}: {err}", e.image.display()))),

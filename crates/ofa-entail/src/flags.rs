@@ -23,7 +23,8 @@ pub fn parse_bytes(name: &str, s: &str) -> Result<usize> {
         .trim()
         .parse()
         .with_context(|| format!("{name} {s:?} is not a size"))?;
-    Ok(n * mult)
+    n.checked_mul(mult)
+        .with_context(|| format!("{name} {s:?} is too large"))
 }
 
 /// A non-negative number of seconds, named in the error when it is not.
@@ -32,7 +33,7 @@ pub fn seconds(name: &str, v: f64) -> Result<Duration> {
         v.is_finite() && v >= 0.0,
         "{name} must be a non-negative number of seconds, got {v}"
     );
-    Ok(Duration::from_secs_f64(v))
+    Duration::try_from_secs_f64(v).with_context(|| format!("{name} {v} s is too long"))
 }
 
 /// The JSON (or text) event log on stdout, and in `LOG_PATH` when set.

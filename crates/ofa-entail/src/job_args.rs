@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use ofa_engine::EngineConfig;
+use ofa_fetch::AllowList;
 use ofa_jobs::{Fetcher, ImageSettings};
 use ofa_model::image::DEFAULT_MAX_PIXELS;
 use ofa_queue::{Address, AmqpConfig, QueueNames, RabbitMq};
@@ -17,13 +18,15 @@ pub struct ImageArgs {
     /// Directory that `image_path` is relative to; unset, paths are refused.
     #[arg(long, env = "IMAGE_ROOT")]
     pub image_root: Option<PathBuf>,
-    /// Comma-separated hosts `image_url` may name; empty: any.
+    /// Comma-separated `host[:port]`, `*.domain[:port]` or CIDR entries `image_url` must match
+    /// (a port-less entry admits 80 and 443); empty: any URL whose addresses are all public.
+    /// Internal addresses are fetched only when an entry re-admits them (README).
     #[arg(long, env = "IMAGE_URL_ALLOW", default_value = "")]
     pub image_url_allow: String,
     /// Largest image in bytes, from any source (suffixes KB, MB).
     #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
     pub payload_limit: String,
-    /// Seconds to connect to an image URL, and for its whole download.
+    /// Seconds one image fetch may take: a URL with its redirects and download, or a file.
     #[arg(long, env = "IMAGE_URL_TIMEOUT", default_value_t = 30.0)]
     pub image_url_timeout: f64,
     #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
@@ -34,19 +37,11 @@ pub struct ImageArgs {
 
 impl ImageArgs {
     pub fn fetcher(&self) -> Result<Fetcher> {
-        let timeout = Duration::from_secs_f64(self.image_url_timeout.max(0.0));
         Ok(Fetcher::new(ImageSettings {
             root: self.image_root.clone(),
-            url_allow: self
-                .image_url_allow
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            url_allow: AllowList::parse(&self.image_url_allow)?,
             max_bytes: crate::flags::parse_bytes("PAYLOAD_LIMIT", &self.payload_limit)?,
-            connect_timeout: timeout,
-            read_timeout: timeout,
+            timeout: crate::flags::seconds("IMAGE_URL_TIMEOUT", self.image_url_timeout)?,
             max_redirects: 5,
         })?)
     }
@@ -72,6 +67,24 @@ impl ImageArgs {
             preprocess_memory: 768 << 20,
             fault_injection: false,
         }
+    }
+}
+
+/// The longest job line or message (`batch`, `submit`, `worker`).
+#[derive(Args, Debug)]
+pub struct JobSizeArgs {
+    /// Longest job, in bytes (suffixes KB, MB): a longer line is reported by number and
+    /// skipped without being held whole; a longer message is dead-lettered. Room for an inline
+    /// image at PAYLOAD_LIMIT in base64.
+    #[arg(long, env = "MAX_JOB_BYTES", default_value = "16MB")]
+    pub max_job_bytes: String,
+}
+
+impl JobSizeArgs {
+    pub fn bytes(&self) -> Result<usize> {
+        let n = crate::flags::parse_bytes("MAX_JOB_BYTES", &self.max_job_bytes)?;
+        anyhow::ensure!(n > 0, "MAX_JOB_BYTES must be at least 1 byte");
+        Ok(n)
     }
 }
 

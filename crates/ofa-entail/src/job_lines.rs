@@ -1,6 +1,7 @@
 //! A JSONL file of jobs, streamed: `batch` and `submit` read it twice (count, then run or
 //! publish), holding one line and the ids at a time, so millions of jobs with inline images fit
-//! in little memory. stdin cannot be read twice and is read into memory.
+//! in little memory; a line over `MAX_JOB_BYTES` is skipped as it is read, never held whole.
+//! stdin cannot be read twice and is read into memory.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
@@ -16,8 +17,15 @@ pub enum Input {
 }
 
 pub enum Line {
-    Job { job: Job, body: Vec<u8> },
-    Skipped { number: usize, problem: String },
+    Job {
+        number: usize,
+        job: Job,
+        body: Vec<u8>,
+    },
+    Skipped {
+        number: usize,
+        problem: String,
+    },
 }
 
 impl Input {
@@ -32,8 +40,9 @@ impl Input {
         })
     }
 
-    /// Every non-blank line: a job (parsed, and as it was written) or a line skipped and why.
-    pub fn jobs(&self) -> Result<impl Iterator<Item = Result<Line>> + '_> {
+    /// Every non-blank line: a job (parsed, and as it was written) or a line skipped and why
+    /// (not a job, a repeated id, longer than `max_bytes`).
+    pub fn jobs(&self, max_bytes: usize) -> Result<impl Iterator<Item = Result<Line>> + '_> {
         let reader: Box<dyn BufRead + '_> = match self {
             Input::File(p) => Box::new(BufReader::with_capacity(
                 1 << 20,
@@ -42,12 +51,17 @@ impl Input {
             Input::Memory(b) => Box::new(&b[..]),
         };
         let mut seen = HashSet::new();
-        Ok(reader
-            .split(b'\n')
+        Ok(BoundedLines { reader, max_bytes }
             .enumerate()
             .filter_map(move |(n, line)| {
                 let mut line = match line {
-                    Ok(l) => l,
+                    Ok(Bounded::Line(l)) => l,
+                    Ok(Bounded::TooLong(len)) => return Some(Ok(Line::Skipped {
+                        number: n + 1,
+                        problem: format!(
+                            "{len} bytes or more, longer than MAX_JOB_BYTES ({max_bytes}), skipped"
+                        ),
+                    })),
                     Err(e) => return Some(Err(e.into())),
                 };
                 let end = line.trim_ascii_end().len();
@@ -67,9 +81,102 @@ impl Input {
                     Ok(job) if !seen.insert(job.id.clone()) => {
                         skipped(format!("duplicate id {:?}, skipped", job.id))
                     }
-                    Ok(job) => Some(Ok(Line::Job { job, body: line })),
+                    Ok(job) => Some(Ok(Line::Job {
+                        number: n + 1,
+                        job,
+                        body: line,
+                    })),
                     Err(e) => skipped(format!("not a job: {e}")),
                 }
             }))
+    }
+}
+
+/// A line as read: whole, or only its length once it passed the limit.
+enum Bounded {
+    Line(Vec<u8>),
+    TooLong(usize),
+}
+
+/// Lines of at most `max_bytes`: a longer one is read past, not kept, so one huge line costs
+/// no more memory than the limit.
+struct BoundedLines<R> {
+    reader: R,
+    max_bytes: usize,
+}
+
+impl<R: BufRead> Iterator for BoundedLines<R> {
+    type Item = std::io::Result<Bounded>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = Vec::new();
+        let mut len = 0usize;
+        let mut any = false;
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            if buf.is_empty() {
+                break;
+            }
+            any = true;
+            let (take, end) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            if len + take <= self.max_bytes {
+                line.extend_from_slice(&buf[..take]);
+            } else {
+                line = Vec::new();
+            }
+            len += take;
+            self.reader.consume(take + usize::from(end));
+            if end {
+                break;
+            }
+        }
+        if !any {
+            return None;
+        }
+        Some(Ok(if len > self.max_bytes {
+            Bounded::TooLong(len)
+        } else {
+            Bounded::Line(line)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_by_number_and_the_rest_read() {
+        let long = format!(
+            r#"{{"id": "b", "text": "{}", "image": "aGk="}}"#,
+            "x".repeat(500)
+        );
+        let text = format!(
+            "{}\n{long}\n\n{}\n",
+            r#"{"id": "a", "text": "t", "image": "aGk="}"#,
+            r#"{"id": "c", "text": "t", "image": "aGk="}"#
+        );
+        let input = Input::Memory(text.into_bytes());
+        let lines: Vec<Line> = input.jobs(100).unwrap().map(Result::unwrap).collect();
+        assert_eq!(lines.len(), 3);
+        assert!(matches!(&lines[0], Line::Job { job, .. } if job.id == "a"));
+        match &lines[1] {
+            Line::Skipped { number, problem } => {
+                assert_eq!(*number, 2);
+                assert!(problem.contains("MAX_JOB_BYTES"), "{problem}");
+            }
+            _ => panic!("the long line is skipped"),
+        }
+        assert!(matches!(&lines[2], Line::Job { job, .. } if job.id == "c"));
+        // A last line without a newline is still a line.
+        let input = Input::Memory(br#"{"id": "z", "text": "t", "image": "aGk="}"#.to_vec());
+        assert_eq!(input.jobs(100).unwrap().count(), 1);
     }
 }

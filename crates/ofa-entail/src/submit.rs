@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use ofa_queue::Submitter;
 
-use crate::job_args::AmqpArgs;
+use crate::job_args::{AmqpArgs, JobSizeArgs};
 use crate::job_lines::{Input, Line};
 use crate::progress::Progress;
 
@@ -21,14 +21,33 @@ pub struct SubmitArgs {
     strict: bool,
     #[command(flatten)]
     amqp: AmqpArgs,
+    #[command(flatten)]
+    job_size: JobSizeArgs,
+}
+
+/// A line as `submit` takes it: a job to publish, or a problem to report. A job whose id
+/// cannot be published is a problem here (`batch` answers it with an error result instead).
+fn checked(line: Line) -> Line {
+    match line {
+        Line::Job { number, job, body } => match ofa_jobs::job::check_id(&job.id) {
+            // Named by line number only: the id itself may be what is wrong with it.
+            Err(problem) => Line::Skipped {
+                number,
+                problem: format!("{problem}, skipped"),
+            },
+            Ok(()) => Line::Job { number, job, body },
+        },
+        other => other,
+    }
 }
 
 pub fn run(args: SubmitArgs) -> Result<()> {
     let input = Input::open(&args.file)?;
+    let max_job_bytes = args.job_size.bytes()?;
     // First pass: count for the progress bar; with --strict, refuse before publishing.
     let (mut total, mut bad) = (0usize, 0usize);
-    for line in input.jobs()? {
-        match line? {
+    for line in input.jobs(max_job_bytes)? {
+        match checked(line?) {
             Line::Job { .. } => total += 1,
             Line::Skipped { number, problem } => {
                 bad += 1;
@@ -47,9 +66,9 @@ pub fn run(args: SubmitArgs) -> Result<()> {
         let mut submitter = Submitter::open(&broker).await?;
         let mut progress = Progress::new(total, "jobs published");
         let mut confirmed = 0;
-        for line in input.jobs()? {
-            match line? {
-                Line::Job { job, body } => {
+        for line in input.jobs(max_job_bytes)? {
+            match checked(line?) {
+                Line::Job { job, body, .. } => {
                     let now = submitter.send(&job.id, &body).await?;
                     progress.tick((now - confirmed) as usize);
                     confirmed = now;

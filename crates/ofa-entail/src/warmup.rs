@@ -92,6 +92,7 @@ fn pair_with(text: String) -> Pair {
         image: image().into(),
         text,
         premise: None,
+        cache_scope: 0,
     }
 }
 

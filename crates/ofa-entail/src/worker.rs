@@ -14,7 +14,7 @@ use ofa_queue::health::{self, Health};
 use ofa_queue::{Broker, Worker, WorkerConfig, WorkerMetrics};
 
 use crate::flags::seconds;
-use crate::job_args::{AmqpArgs, ImageArgs};
+use crate::job_args::{AmqpArgs, ImageArgs, JobSizeArgs};
 use crate::model_source::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -25,6 +25,8 @@ pub struct WorkerArgs {
     amqp: AmqpArgs,
     #[command(flatten)]
     images: ImageArgs,
+    #[command(flatten)]
+    job_size: JobSizeArgs,
     #[command(flatten)]
     device: crate::device::DeviceArgs,
     /// Most pairs in one forward pass.
@@ -81,6 +83,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         reconnect_max: Duration::from_secs(30),
         shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", args.shutdown_timeout)?,
         depth_interval: Duration::from_secs(15),
+        max_job_bytes: args.job_size.bytes()?,
         model_id: args.model.model_id.clone(),
         model_revision: args.model.revision.clone(),
     };

@@ -37,7 +37,11 @@ fn mixed_jobs_are_each_answered_once_as_predict_would() {
     let jobs = dir.join("jobs.jsonl");
     std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
     let out = dir.join("results.jsonl");
-    let run = batch(&jobs, &out).output().unwrap();
+    let allow = host.trim_start_matches("http://");
+    let run = batch(&jobs, &out)
+        .env("IMAGE_URL_ALLOW", allow)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(
@@ -56,7 +60,10 @@ fn mixed_jobs_are_each_answered_once_as_predict_would() {
     );
 
     // Run again: everything is answered already.
-    let again = batch(&jobs, &out).output().unwrap();
+    let again = batch(&jobs, &out)
+        .env("IMAGE_URL_ALLOW", allow)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("9 already answered"));
     assert_eq!(results(&out).len(), 9);
 }

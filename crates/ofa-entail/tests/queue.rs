@@ -248,7 +248,12 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
     // Another producer's message that is not a job at all.
     publish_raw(&rabbit, "ofa.jobs", b"\x00\x01 definitely not JSON");
 
-    let worker = Worker::start(&rabbit, &dir, &[("DELIVERY_LIMIT", "3")]);
+    let allow = host.trim_start_matches("http://");
+    let worker = Worker::start(
+        &rabbit,
+        &dir,
+        &[("DELIVERY_LIMIT", "3"), ("IMAGE_URL_ALLOW", allow)],
+    );
     let out = dir.join("results.jsonl");
     let col = collect(&rabbit, &out, 8, 60);
     assert!(col.status.success(), "{}", text(&col));

@@ -47,6 +47,17 @@ impl Job {
             }
             None => return Err(NotAJob("no \"id\"".into())),
         };
+        if let Err(why) = check_id(&id) {
+            // Answered as an error under the id as given (JSON carries any string), so the
+            // caller learns which line was wrong; never published as a message id.
+            return Ok(Job {
+                id,
+                text: None,
+                premise: None,
+                image: Err(Failure::input("invalid_job_id", why)),
+                meta: None,
+            });
+        }
         let text = string(&mut o, "text");
         let premise = string(&mut o, "premise");
         let meta = o.remove("meta");
@@ -77,6 +88,24 @@ impl Job {
             meta,
         })
     }
+}
+
+/// Longest job id: what AMQP's message-id property holds, and plenty for a key.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// A job id is at most [`MAX_ID_BYTES`] bytes with no control characters (no line breaks to
+/// forge a log line or a results-file line with).
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "\"id\" has {} bytes, more than {MAX_ID_BYTES}",
+            id.len()
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("\"id\" contains a control character".into());
+    }
+    Ok(())
 }
 
 /// A string field; any other JSON type reads as absent and is reported by the caller's checks.
@@ -113,5 +142,19 @@ mod tests {
         assert_eq!(two.image.unwrap_err().error_type, "invalid_job");
         let none = Job::parse(br#"{"id": "c", "text": "x"}"#).unwrap();
         assert_eq!(none.image.unwrap_err().error_type, "missing_image");
+        let long = format!(
+            r#"{{"id": "{}", "text": "x", "image": "aGk="}}"#,
+            "a".repeat(300)
+        );
+        let j = Job::parse(long.as_bytes()).unwrap();
+        assert_eq!(j.id.len(), 300, "the id as given, for the error result");
+        assert_eq!(j.image.unwrap_err().error_type, "invalid_job_id");
+        let broken = Job::parse(br#"{"id": "a\nevent=forged", "text": "x", "image": "aGk="}"#);
+        assert_eq!(
+            broken.unwrap().image.unwrap_err().error_type,
+            "invalid_job_id"
+        );
+        assert!(check_id(&"é".repeat(127)).is_ok());
+        assert!(check_id(&"é".repeat(128)).is_err(), "bytes, not characters");
     }
 }

@@ -40,13 +40,6 @@ impl Runner {
             (0..jobs.len()).map(|_| None).collect();
         let mut tasks = JoinSet::new();
         for (i, job) in jobs.iter().enumerate() {
-            let Some(text) = job.text.clone() else {
-                fetched[i] = Some(Err(Failure::input(
-                    "missing_text",
-                    "the job has no \"text\"",
-                )));
-                continue;
-            };
             let source = match &job.image {
                 Ok(s) => s.clone(),
                 Err(f) => {
@@ -54,15 +47,23 @@ impl Runner {
                     continue;
                 }
             };
+            let Some(text) = job.text.clone() else {
+                fetched[i] = Some(Err(Failure::input(
+                    "missing_text",
+                    "the job has no \"text\"",
+                )));
+                continue;
+            };
             let (fetcher, premise) = (self.fetcher.clone(), job.premise.clone());
             tasks.spawn(async move {
                 let t = Instant::now();
-                let got = fetcher.fetch(&source).await.map(|image| {
+                let got = fetcher.fetch(&source, deadline).await.map(|image| {
                     (
                         Pair {
                             image,
                             text,
                             premise,
+                            cache_scope: 0,
                         },
                         t.elapsed(),
                     )

@@ -36,10 +36,9 @@ fn engine(cooldown: Duration) -> Arc<Engine> {
 fn runner(engine: &Arc<Engine>, timeout: Duration) -> Runner {
     let fetcher = Fetcher::new(ImageSettings {
         root: Some(fixtures().join("golden/images")),
-        url_allow: Vec::new(),
+        url_allow: Default::default(),
         max_bytes: 8 << 20,
-        connect_timeout: Duration::from_secs(2),
-        read_timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(2),
         max_redirects: 0,
     })
     .unwrap();
@@ -59,6 +58,7 @@ fn pair(text: &str) -> Pair {
             .into(),
         text: text.into(),
         premise: None,
+        cache_scope: 0,
     }
 }
 

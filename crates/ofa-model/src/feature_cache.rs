@@ -1,7 +1,7 @@
 //! Image features kept across batches, least recently used out, within a byte budget: the
 //! common "one product photo, many claims" pattern runs the ResNet once. Keyed by the SHA-256
 //! of the resized pixels the ResNet reads, so a hit is exactly the tensor a recomputation
-//! would give.
+//! would give, and of the caller's scope, so scopes never see each other's entries.
 
 use std::collections::HashMap;
 
@@ -10,8 +10,11 @@ use sha2::{Digest, Sha256};
 
 pub type Key = [u8; 32];
 
-pub fn key(pixels: &[u8]) -> Key {
-    Sha256::digest(pixels).into()
+pub fn key(scope: u64, pixels: &[u8]) -> Key {
+    let mut h = Sha256::new();
+    h.update(scope.to_le_bytes());
+    h.update(pixels);
+    h.finalize().into()
 }
 
 #[derive(Debug)]
@@ -98,21 +101,25 @@ mod tests {
     #[test]
     fn least_recently_used_goes_first_within_the_budget() {
         let mut c = FeatureCache::new(32); // two 16-byte tensors
-        c.insert(key(b"a"), t(1.0));
-        c.insert(key(b"b"), t(2.0));
-        assert!(c.get(&key(b"a")).is_some()); // b is now the oldest
-        c.insert(key(b"c"), t(3.0));
+        c.insert(key(0, b"a"), t(1.0));
+        c.insert(key(0, b"b"), t(2.0));
+        assert!(c.get(&key(0, b"a")).is_some()); // b is now the oldest
+        c.insert(key(0, b"c"), t(3.0));
         assert_eq!(c.len(), 2);
-        assert!(c.get(&key(b"b")).is_none());
-        let a: Vec<f32> = c.get(&key(b"a")).unwrap().to_vec1().unwrap();
+        assert!(c.get(&key(0, b"b")).is_none());
+        let a: Vec<f32> = c.get(&key(0, b"a")).unwrap().to_vec1().unwrap();
         assert_eq!(a, [1.0; 4]);
         assert_eq!(c.bytes(), 32);
+        assert!(
+            c.get(&key(1, b"a")).is_none(),
+            "another scope's entry is not seen"
+        );
         c.insert(
-            key(b"huge"),
+            key(0, b"huge"),
             Tensor::new(&[0f32; 16], &Device::Cpu).unwrap(),
         );
         assert!(
-            c.get(&key(b"huge")).is_none(),
+            c.get(&key(0, b"huge")).is_none(),
             "larger than the budget: not kept"
         );
     }

@@ -38,6 +38,8 @@ pub struct PairInput<'a> {
 pub struct Prepared {
     pub source: Vec<u32>,
     pub pixels: Arc<[u8]>,
+    /// Cached image features are shared only within one scope (one consumer, say).
+    pub cache_scope: u64,
 }
 
 pub struct Entailment {
@@ -247,6 +249,7 @@ impl Entailment {
         Ok(Prepared {
             source: self.encode_text(input.hypothesis, input.premise)?,
             pixels: self.preprocess_image(input.image, max_pixels)?.into(),
+            cache_scope: 0,
         })
     }
 
@@ -289,7 +292,9 @@ impl Entailment {
                 .iter()
                 .position(|(d, _)| Arc::ptr_eq(&d.pixels, &p.pixels));
             let i = shared.unwrap_or_else(|| {
-                let key = cache.is_some().then(|| feature_cache::key(&p.pixels));
+                let key = cache
+                    .is_some()
+                    .then(|| feature_cache::key(p.cache_scope, &p.pixels));
                 key.and_then(|k| distinct.iter().position(|(_, dk)| *dk == Some(k)))
                     .unwrap_or_else(|| {
                         distinct.push((p, key));

@@ -22,6 +22,7 @@ fn pairs(m: &Entailment, pixels: impl Fn() -> Arc<[u8]>) -> Vec<Prepared> {
         .map(|t| Prepared {
             source: m.encode_text(t, None).unwrap(),
             pixels: pixels(),
+            cache_scope: 0,
         })
         .collect()
 }
@@ -84,6 +85,7 @@ fn the_feature_cache_serves_later_batches_bit_identically() {
     let changed = [Prepared {
         source: cached.encode_text(TEXTS[0], None).unwrap(),
         pixels: other.into(),
+        cache_scope: 0,
     }];
     let (_, r3) = cached
         .score_batch(&changed.iter().collect::<Vec<_>>())

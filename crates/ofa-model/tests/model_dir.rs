@@ -92,6 +92,7 @@ fn another_image_size_is_read_from_configuration_json() {
         .image_tensor(&[&ofa_model::pipeline::Prepared {
             source: vec![0, 2],
             pixels: px.into(),
+            cache_scope: 0,
         }])
         .unwrap();
     assert_eq!(

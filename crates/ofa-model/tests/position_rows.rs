@@ -22,6 +22,7 @@ fn pair(m: &Entailment, text: &str, pixels: &Arc<[u8]>) -> Prepared {
     Prepared {
         source: m.encode_text(text, None).unwrap(),
         pixels: pixels.clone(),
+        cache_scope: 0,
     }
 }
 

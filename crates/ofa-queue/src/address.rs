@@ -30,9 +30,9 @@ impl Address {
                 "scheme must be amqp or amqps, got {scheme:?}"
             )));
         }
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(authority_end);
-        let (shown, secrets) = match authority.rsplit_once('@') {
+        // The user info runs to the last `@`, wherever the first `/` or `?` is: a password
+        // may hold a raw `/`, `?` or `@`, and splitting at the path first would show it.
+        let (shown, secrets, host) = match rest.rsplit_once('@') {
             Some((userinfo, host)) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
                 let mut secrets = vec![userinfo.to_owned()];
@@ -40,11 +40,11 @@ impl Address {
                     secrets.push(password.to_owned());
                     secrets.push(percent_decode(password));
                 }
-                (format!("{scheme}://{user}:***@{host}{path}"), secrets)
+                (format!("{scheme}://{user}:***@{host}"), secrets, host)
             }
-            None => (url.clone(), Vec::new()),
+            None => (url.clone(), Vec::new(), rest),
         };
-        if authority.is_empty() || authority.ends_with('@') {
+        if host.is_empty() || host.starts_with(['/', '?']) {
             return Err(BrokerError::InvalidUrl(format!("no host in {shown}")));
         }
         let mut secrets: Vec<String> = secrets.into_iter().filter(|s| s.len() >= 2).collect();
@@ -111,6 +111,16 @@ mod tests {
         assert!(msg.contains("amqp://ofa:***@rabbit"), "{msg}");
         let plain = Address::parse("amqp://localhost").unwrap();
         assert_eq!(plain.shown(), "amqp://localhost");
+        for (url, password) in [
+            ("amqp://ofa:pa/ss@rabbit:5672/%2f", "pa/ss"),
+            ("amqp://ofa:pa?ss@rabbit", "pa?ss"),
+            ("amqp://ofa:p@ss@rabbit/vh", "p@ss"),
+        ] {
+            let a = Address::parse(url).unwrap();
+            assert!(!a.shown().contains(password), "{}", a.shown());
+            let msg = a.scrub(format!("cannot connect to {url}: {password}"));
+            assert!(!msg.contains(password), "{msg}");
+        }
         for bad in ["localhost:5672", "http://h/", "amqp://", "amqp://u:p@/x"] {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }

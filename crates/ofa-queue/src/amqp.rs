@@ -245,7 +245,9 @@ impl Publisher {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
-        if let Some(id) = id {
+        // The property is an AMQP short string: an id that is not a valid job id (too long,
+        // control characters) travels only in the body.
+        if let Some(id) = id.filter(|id| ofa_jobs::job::check_id(id).is_ok()) {
             props = props.with_message_id(id.into());
         }
         if let Some(reason) = reason {

@@ -170,6 +170,7 @@ mod tests {
             image: b"img".to_vec().into(),
             text: "a".into(),
             premise: None,
+            cache_scope: 0,
         };
         let deadline = || Instant::now() + Duration::from_secs(5);
         // A failed job opens the breaker: unready work, but alive.

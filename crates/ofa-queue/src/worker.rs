@@ -3,11 +3,14 @@
 //! backoff when the broker goes away; on stop, finishes what it holds and closes cleanly.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ofa_jobs::{Job, JobResult, Runner};
+use futures_util::FutureExt;
+use ofa_jobs::outcome::Timings;
+use ofa_jobs::{Failure, Job, JobResult, Runner};
 use ofa_server::logging::Logger;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -35,6 +38,8 @@ pub struct WorkerConfig {
     pub reconnect_max: Duration,
     /// After a stop: how long to finish what is held before closing anyway.
     pub shutdown_timeout: Duration,
+    /// Longest job message; a longer one is dead-lettered unread (`MAX_JOB_BYTES`).
+    pub max_job_bytes: usize,
     /// How often to read the queues' depths for the metrics.
     pub depth_interval: Duration,
     pub model_id: String,
@@ -132,7 +137,10 @@ impl<B: Broker> Worker<B> {
                     got = source.next() => match got {
                         Some(Ok(first)) => {
                             let (chunk, lost) = self.gather(&mut source, first).await;
-                            self.metrics.in_flight.fetch_add(chunk.len() as i64, Ordering::Relaxed);
+                            let chunk = chunk
+                                .into_iter()
+                                .map(|r| (r, Held::new(&self.metrics)))
+                                .collect();
                             tasks.spawn(handle_chunk(chunk, Arc::new(Context {
                                 sink: sink.clone(),
                                 runner: self.runner.clone(),
@@ -229,6 +237,23 @@ impl<B: Broker> Worker<B> {
     }
 }
 
+/// One received message in the in-flight gauge until this is dropped, however its handling
+/// ends (a panic included), so the gauge cannot leak.
+struct Held(Arc<WorkerMetrics>);
+
+impl Held {
+    fn new(metrics: &Arc<WorkerMetrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Held(metrics.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn backoff(failures: u32, max: Duration) -> Duration {
     let exp = Duration::from_millis(250) * 2u32.saturating_pow(failures.min(16));
     exp.min(max)
@@ -244,26 +269,38 @@ struct Context<K> {
     stopping: watch::Receiver<bool>,
 }
 
-async fn handle_chunk<S: Settle, K: ResultSink>(chunk: Vec<Received<S>>, ctx: Arc<Context<K>>) {
+async fn handle_chunk<S: Settle, K: ResultSink>(
+    chunk: Vec<(Received<S>, Held)>,
+    ctx: Arc<Context<K>>,
+) {
     let Context {
         runner,
         metrics,
         log,
+        config,
         ..
     } = &*ctx;
     let mut jobs = Vec::with_capacity(chunk.len());
     let mut held = Vec::with_capacity(chunk.len());
     let mut settles = JoinSet::new();
-    for r in chunk {
-        match Job::parse(&r.body) {
+    for (r, guard) in chunk {
+        let parsed = if r.body.len() > config.max_job_bytes {
+            Err(format!(
+                "the job has {} bytes, more than MAX_JOB_BYTES ({})",
+                r.body.len(),
+                config.max_job_bytes
+            ))
+        } else {
+            Job::parse(&r.body).map_err(|e| format!("not a job: {e}"))
+        };
+        match parsed {
             Ok(job) => {
                 jobs.push(job);
-                held.push((r.settle, r.delivery));
+                held.push((r.settle, r.delivery, guard));
             }
-            Err(e) => {
+            Err(reason) => {
                 let (metrics, log) = (metrics.clone(), log.clone());
                 settles.spawn(async move {
-                    let reason = format!("not a job: {e}");
                     match r.settle.dead_letter(r.body, &reason).await {
                         Ok(()) => {
                             metrics.record(Outcome::DeadLettered);
@@ -271,20 +308,54 @@ async fn handle_chunk<S: Settle, K: ResultSink>(chunk: Vec<Received<S>>, ctx: Ar
                         }
                         Err(e) => log.event("job_not_settled", &[("error", e.to_string().into())]),
                     }
-                    metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    drop(guard);
                 });
             }
         }
     }
+    let keys: Vec<(String, Option<serde_json::Value>)> = jobs
+        .iter()
+        .map(|j| (j.id.clone(), j.meta.clone()))
+        .collect();
     let results = if jobs.is_empty() {
         Vec::new()
     } else {
-        runner.run(jobs, ctx.stopping.clone()).await
+        // A panic while running the chunk must still settle every message it holds: each job
+        // goes back as a transient failure (retried, then dead-lettered at the limit).
+        match AssertUnwindSafe(runner.run(jobs, ctx.stopping.clone()))
+            .catch_unwind()
+            .await
+        {
+            Ok(results) => results,
+            Err(panic) => {
+                let message = panic_text(&*panic);
+                log.event("chunk_panicked", &[("error", message.as_str().into())]);
+                keys.into_iter()
+                    .map(|(id, meta)| JobResult {
+                        id,
+                        meta,
+                        outcome: Err(Failure::transient(
+                            "internal",
+                            format!("the worker failed while running this job: {message}"),
+                        )),
+                        timings: Timings::default(),
+                    })
+                    .collect()
+            }
+        }
     };
-    for (result, (settle, delivery)) in results.into_iter().zip(held) {
-        settles.spawn(finish(result, settle, delivery, ctx.clone()));
+    for (result, (settle, delivery, guard)) in results.into_iter().zip(held) {
+        settles.spawn(finish(result, settle, delivery, guard, ctx.clone()));
     }
     while settles.join_next().await.is_some() {}
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// One job's end: publish and ack, or hand back for redelivery.
@@ -292,6 +363,7 @@ async fn finish<S: Settle, K: ResultSink>(
     result: JobResult,
     settle: S,
     delivery: u32,
+    _held: Held,
     ctx: Arc<Context<K>>,
 ) {
     let Context {
@@ -339,7 +411,6 @@ async fn finish<S: Settle, K: ResultSink>(
         } else {
             Outcome::Retried
         });
-        metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     let ok = result.outcome.is_ok();
@@ -375,5 +446,4 @@ async fn finish<S: Settle, K: ResultSink>(
             );
         }
     }
-    metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
 }

@@ -5,8 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderMap, HeaderName};
-use ofa_access::{Consumer, KeyStore, Limits, Policy, Reload, TrustedProxies};
+use std::sync::Mutex;
+
+use axum::http::{header, Extensions, HeaderMap, HeaderName};
+use ofa_access::{
+    Consumer, Decision, ForwardedHeader, KeyStore, Limits, Policy, Rate, Refusal, Reload,
+    TrustedProxies,
+};
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorType};
@@ -23,6 +28,13 @@ pub struct AccessConfig {
     pub consumer_header: Option<HeaderName>,
     /// Peers whose forwarding and consumer headers are believed.
     pub trusted_proxies: TrustedProxies,
+    /// The one forwarding header those peers write (`FORWARDED_HEADER`).
+    pub forwarded_header: ForwardedHeader,
+    /// Failed authentications allowed per client address (`AUTH_FAILURE_LIMIT`); `None`: off.
+    pub auth_failures: Option<Rate>,
+    /// Each consumer's images get cached features of their own (`IMAGE_CACHE_SCOPE=consumer`),
+    /// so no consumer can tell from cache hits what another sent.
+    pub cache_per_consumer: bool,
     /// Also believed: a request carrying this in `X-Gateway-Secret`.
     pub gateway_secret: Option<String>,
     pub limits: Arc<Limits>,
@@ -37,6 +49,9 @@ impl std::fmt::Debug for AccessConfig {
             .field("defaults", &self.defaults)
             .field("consumer_header", &self.consumer_header)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
+            .field("auth_failures", &self.auth_failures)
+            .field("cache_per_consumer", &self.cache_per_consumer)
             .field("gateway_secret", &self.gateway_secret.as_ref().map(|_| "…"))
             .field("limits", &self.limits.backend())
             .finish()
@@ -76,11 +91,22 @@ impl Caller {
 }
 
 impl AccessConfig {
-    /// The client address: the peer's, or what a trusted proxy says it forwarded for.
+    /// The client address: the peer's, or what a trusted proxy says it forwarded for, from
+    /// every line of the forwarding header in order.
     pub fn client_ip(&self, peer: SocketAddr, h: &HeaderMap) -> IpAddr {
-        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+        let lines: Vec<Option<&str>> = h
+            .get_all(self.forwarded_header.name())
+            .iter()
+            .map(|v| v.to_str().ok())
+            .collect();
         self.trusted_proxies
-            .client_ip(peer.ip(), text("forwarded"), text("x-forwarded-for"))
+            .client_ip(peer.ip(), self.forwarded_header, &lines)
+    }
+
+    /// Whether authentication can fail here at all: keys are required, or a gateway names
+    /// consumers.
+    pub fn authenticates(&self) -> bool {
+        self.consumer_header.is_some() || !self.keys.current().is_empty()
     }
 
     /// Identifies the caller (at `client_ip`, from [`AccessConfig::client_ip`]), or refuses:
@@ -150,6 +176,89 @@ impl AccessConfig {
         ofa_access::consumers::check_name(name)
             .map_err(|e| ApiError::new(ErrorType::Unauthorized, format!("{header}: {e}")))?;
         Ok(Some(name.to_owned()))
+    }
+}
+
+/// Where an inference handler's charge for its pairs lands, so the response's limit headers
+/// show the standing after it. The middleware charges one unit as a request arrives; a
+/// handler charges the rest once it has counted the pairs.
+#[derive(Debug, Clone, Default)]
+pub struct LimitSlot(pub Arc<Mutex<Option<Decision>>>);
+
+/// The image-feature cache scope of a request's pairs: its consumer's own when the cache is
+/// per consumer, else the one shared scope (0).
+pub fn cache_scope(access: &AccessConfig, request: &Extensions) -> u64 {
+    let consumer = request
+        .get::<Caller>()
+        .and_then(|c| c.consumer.as_ref())
+        .filter(|_| access.cache_per_consumer);
+    match consumer {
+        Some(c) => {
+            let d = ofa_access::consumers::digest(&c.name);
+            // Never 0, the shared scope.
+            u64::from_le_bytes(d[..8].try_into().expect("8 bytes")).max(1)
+        }
+        None => 0,
+    }
+}
+
+/// The refusal's error: 429 with `Retry-After`, and the limit in the message.
+pub fn refusal_error(decision: &Decision) -> Option<ApiError> {
+    let refusal = decision.refused?;
+    let (kind, message) = match refusal {
+        Refusal::Rate => (
+            ErrorType::RateLimited,
+            format!(
+                "rate limit of {} pairs exceeded",
+                decision.rate.map_or(0, |w| w.limit)
+            ),
+        ),
+        Refusal::Quota => (
+            ErrorType::QuotaExceeded,
+            format!(
+                "quota of {} pairs for this period used up ({} left)",
+                decision.quota.map_or(0, |w| w.limit),
+                decision.quota.map_or(0, |w| w.remaining)
+            ),
+        ),
+    };
+    Some(ApiError::new(kind, message).retry_after(decision.retry_after()))
+}
+
+/// Counts a request's pairs against its caller's rate and quota, the one unit charged on
+/// arrival included: all of the rest, or none and a 429.
+pub async fn charge_pairs(
+    access: &AccessConfig,
+    request: &Extensions,
+    pairs: usize,
+) -> Result<(), ApiError> {
+    let (Some(caller), Some(slot)) = (request.get::<Caller>(), request.get::<LimitSlot>()) else {
+        return Ok(());
+    };
+    let policy = caller.policy(&access.defaults);
+    let extra = pairs.saturating_sub(1) as u64;
+    if extra == 0 || (policy.rate.is_none() && policy.quota.is_none()) {
+        return Ok(());
+    }
+    if let Some(rate) = policy.rate.filter(|r| u64::from(r.requests) < pairs as u64) {
+        // It could never pass: waiting would not help, so say how to fit.
+        return Err(ApiError::new(
+            ErrorType::RateLimited,
+            format!(
+                "the request has {pairs} pairs, more than the rate limit allows at once ({}); send smaller requests",
+                rate.requests
+            ),
+        )
+        .retry_after(rate.per));
+    }
+    let (decision, _) = access
+        .limits
+        .check(&caller.limit_key(), &policy, extra)
+        .await;
+    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision);
+    match refusal_error(&decision) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

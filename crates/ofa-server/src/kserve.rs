@@ -104,6 +104,13 @@ async fn run(state: AppState, name: String, req: Request) -> Result<Response, Ap
     let request = kserve_tensor::decode(&upload.parts.headers, &upload.body)?;
     drop(upload.body);
     parse::check_batch_len(request.images.len(), state.config.max_batch_items)?;
+    crate::access::charge_pairs(
+        &state.config.access,
+        &upload.parts.extensions,
+        request.images.len(),
+    )
+    .await?;
+    let scope = crate::access::cache_scope(&state.config.access, &upload.parts.extensions);
     let mut premises = request.premises.map(Vec::into_iter);
     let pairs: Vec<Pair> = request
         .images
@@ -113,6 +120,7 @@ async fn run(state: AppState, name: String, req: Request) -> Result<Response, Ap
             image: image.into(),
             text,
             premise: premises.as_mut().and_then(Iterator::next),
+            cache_scope: scope,
         })
         .collect();
     let _in_flight = state.enter()?;

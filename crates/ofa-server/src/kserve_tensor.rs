@@ -39,6 +39,7 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<InferRequest, ApiError
             })?,
         None => body.len(),
     };
+    crate::parse::bounded_json(&body[..json_len])?;
     let request: Value = serde_json::from_slice(&body[..json_len]).map_err(|e| {
         ApiError::new(
             ErrorType::InvalidJson,

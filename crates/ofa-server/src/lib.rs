@@ -8,6 +8,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod http_metrics;
+pub mod json_shape;
 mod kserve;
 pub mod kserve_tensor;
 pub mod logging;

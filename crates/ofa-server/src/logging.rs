@@ -43,14 +43,7 @@ impl Logger {
     fn write(&self, m: &Map<String, Value>) {
         let line = match self.format {
             LogFormat::Json => Value::Object(m.clone()).to_string(),
-            LogFormat::Text => m
-                .iter()
-                .map(|(k, v)| match v {
-                    Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
+            LogFormat::Text => text_line(m),
         };
         {
             let mut out = std::io::stdout().lock();
@@ -61,6 +54,26 @@ impl Logger {
             let _ = writeln!(f, "{}", Value::Object(m.clone()));
         }
     }
+}
+
+/// `key=value` pairs; a string value that could be read as more than one value (spaces, `=`,
+/// quotes, line breaks or other control characters, or nothing) is quoted and escaped as a JSON
+/// string, so a client's header cannot forge a field or start a line.
+fn text_line(m: &Map<String, Value>) -> String {
+    m.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) if plain(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn plain(s: &str) -> bool {
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '=' || c == '"' || c == '\\')
 }
 
 /// UTC timestamp, RFC 3339 with milliseconds, without a date-time dependency.
@@ -78,4 +91,24 @@ pub fn now_rfc3339() -> String {
         rem % 60,
         d.subsec_millis()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_values_cannot_forge_fields_or_lines() {
+        let mut m = Map::new();
+        m.insert("event".into(), "request".into());
+        m.insert("request_id".into(), "abc consumer=admin status=200".into());
+        m.insert("id".into(), "a\nevent=forged".into());
+        m.insert("status".into(), 200.into());
+        let line = text_line(&m);
+        assert_eq!(
+            line,
+            r#"event=request request_id="abc consumer=admin status=200" id="a\nevent=forged" status=200"#
+        );
+        assert!(!line.contains('\n'));
+    }
 }

@@ -11,11 +11,11 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use ofa_access::{BackendChange, Decision, Refusal};
+use ofa_access::{BackendChange, Decision, Policy};
 use opentelemetry::KeyValue;
 use serde_json::Value;
 
-use crate::access::{Caller, ClientIp};
+use crate::access::{refusal_error, Caller, ClientIp, LimitSlot};
 use crate::error::{ApiError, ErrorType};
 use crate::timings::Timings;
 use crate::{parse, trace, AppState};
@@ -136,7 +136,7 @@ pub async fn catch_panic(State(state): State<AppState>, req: Request, next: Next
 pub async fn guard_inference(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let limit = state.config.payload_limit;
@@ -148,13 +148,43 @@ pub async fn guard_inference(
         .extensions()
         .get::<ClientIp>()
         .map_or_else(|| access.client_ip(peer, req.headers()), |c| c.0);
+    // Guessing keys or the gateway secret: failures are limited per client address, and an
+    // address over its limit is refused before its credentials are even compared.
+    let guard = access
+        .auth_failures
+        .filter(|_| access.authenticates())
+        .map(|rate| {
+            (
+                format!("auth-failures:{client_ip}"),
+                Policy {
+                    rate: Some(rate),
+                    quota: None,
+                },
+            )
+        });
+    if let Some((key, policy)) = &guard {
+        let (d, _) = access.limits.check(key, policy, 0).await;
+        if !d.allowed() {
+            return ApiError::new(
+                ErrorType::RateLimited,
+                "too many failed authentications from this address",
+            )
+            .retry_after(d.retry_after())
+            .into_response();
+        }
+    }
     let caller = match access.identify(peer, client_ip, req.headers()) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            if let Some((key, policy)) = &guard {
+                access.limits.check(key, policy, 1).await;
+            }
+            return e.into_response();
+        }
     };
     let (decision, change) = access
         .limits
-        .check(&caller.limit_key(), &caller.policy(&access.defaults))
+        .check(&caller.limit_key(), &caller.policy(&access.defaults), 1)
         .await;
     match change {
         Some(BackendChange::Down(error)) => state.log.event(
@@ -171,31 +201,22 @@ pub async fn guard_inference(
         ),
         None => {}
     }
-    let mut resp = match decision.refused {
-        Some(refusal) => {
-            let (kind, message) = match refusal {
-                Refusal::Rate => (
-                    ErrorType::RateLimited,
-                    format!(
-                        "rate limit of {} requests exceeded",
-                        decision.rate.map_or(0, |w| w.limit)
-                    ),
-                ),
-                Refusal::Quota => (
-                    ErrorType::QuotaExceeded,
-                    format!(
-                        "quota of {} requests for this period used up",
-                        decision.quota.map_or(0, |w| w.limit)
-                    ),
-                ),
-            };
-            ApiError::new(kind, message)
-                .retry_after(decision.retry_after())
-                .into_response()
+    let slot = LimitSlot::default();
+    let mut resp = match refusal_error(&decision) {
+        Some(e) => e.into_response(),
+        None => {
+            req.extensions_mut().insert(caller.clone());
+            req.extensions_mut().insert(slot.clone());
+            next.run(req).await
         }
-        None => next.run(req).await,
     };
-    add_limit_headers(resp.headers_mut(), &decision);
+    // The handler's charge for the rest of the pairs, when it made one, is the latest word.
+    let latest = slot
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or(decision);
+    add_limit_headers(resp.headers_mut(), &latest);
     resp.extensions_mut().insert(caller);
     resp
 }

@@ -131,12 +131,32 @@ impl JsonPair {
             image: decode_base64(&image, "\"image\"")?.into(),
             text,
             premise: self.premise,
+            cache_scope: 0,
         })
     }
 }
 
 fn invalid_json(e: serde_json::Error) -> ApiError {
     ApiError::new(ErrorType::InvalidJson, format!("invalid JSON body: {e}"))
+}
+
+/// Measures a JSON body before it is parsed into anything: more than
+/// [`MAX_JSON_VALUES`](crate::json_shape::MAX_JSON_VALUES) values is refused, so what parsing
+/// builds stays a small multiple of the body.
+pub fn bounded_json(body: &[u8]) -> Result<(), ApiError> {
+    let shape = crate::json_shape::measure(body).map_err(invalid_json)?;
+    check_values(&shape)
+}
+
+fn check_values(shape: &crate::json_shape::Shape) -> Result<(), ApiError> {
+    let max = crate::json_shape::MAX_JSON_VALUES;
+    if shape.values > max {
+        return Err(ApiError::new(
+            ErrorType::InvalidJson,
+            format!("the JSON body holds more than {max} values"),
+        ));
+    }
+    Ok(())
 }
 
 /// `/predict`: multipart (`image` file, `text`, `premise`) or JSON with a base64 image.
@@ -193,6 +213,7 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
         text: text
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing form field \"text\""))?,
         premise,
+        cache_scope: 0,
     })
 }
 
@@ -223,6 +244,10 @@ pub fn batch(parts: &Parts, body: &[u8], max_items: usize) -> Result<Vec<Pair>, 
             "expected application/json: a list of {\"image\", \"text\", \"premise\"}",
         ));
     }
+    // Counted before anything is built: a body of many tiny items is refused by its count.
+    let shape = crate::json_shape::measure(body).map_err(invalid_json)?;
+    check_batch_len(shape.longest_list, max_items)?;
+    check_values(&shape)?;
     let v: Value = serde_json::from_slice(body).map_err(invalid_json)?;
     let items = match v {
         Value::Array(items) => items,

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::access::{cache_scope, charge_pairs};
 use crate::answer::Answer;
 use crate::error::ApiError;
 use crate::timings::Timings;
@@ -19,7 +20,9 @@ pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Resp
     let engine = state.loaded_engine()?;
     let upload = parse::read_body(req, &state, deadline).await?;
     let _upload = upload.permit;
-    let pair = parse::pair(upload.parts, upload.body).await?;
+    let scope = cache_scope(&state.config.access, &upload.parts.extensions);
+    let mut pair = parse::pair(upload.parts, upload.body).await?;
+    pair.cache_scope = scope;
     let _in_flight = state.enter()?;
     let scored = engine.run_one(pair, deadline).await?;
     let timings = Timings::slowest([&scored]);
@@ -39,8 +42,11 @@ pub async fn predict_batch(
     let engine = state.loaded_engine()?;
     let upload = parse::read_body(req, &state, deadline).await?;
     let _upload = upload.permit;
-    let pairs = parse::batch(&upload.parts, &upload.body, state.config.max_batch_items)?;
+    let mut pairs = parse::batch(&upload.parts, &upload.body, state.config.max_batch_items)?;
     drop(upload.body);
+    let scope = cache_scope(&state.config.access, &upload.parts.extensions);
+    pairs.iter_mut().for_each(|p| p.cache_scope = scope);
+    charge_pairs(&state.config.access, &upload.parts.extensions, pairs.len()).await?;
     let _in_flight = state.enter()?;
     let scored = engine.run_all(pairs, deadline).await?;
     let timings = Timings::slowest(&scored);

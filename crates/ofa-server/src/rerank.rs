@@ -82,6 +82,7 @@ impl RerankRequest {
                     image: image.clone(),
                     text,
                     premise: premise.clone(),
+                    cache_scope: 0,
                 })
                 .collect(),
             (None, texts, Some(text), images) if texts.is_empty() && !images.is_empty() => images
@@ -90,6 +91,7 @@ impl RerankRequest {
                     image,
                     text: text.clone(),
                     premise: premise.clone(),
+                    cache_scope: 0,
                 })
                 .collect(),
             _ => {
@@ -127,6 +129,7 @@ struct JsonRerank {
 pub async fn parse_request(parts: Parts, body: Bytes) -> Result<RerankRequest, ApiError> {
     let ct = content_type(&parts);
     if ct.starts_with("application/json") {
+        parse::bounded_json(&body)?;
         let j: JsonRerank = serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(ErrorType::InvalidJson, format!("invalid JSON body: {e}"))
         })?;
@@ -236,12 +239,16 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
     let engine = state.loaded_engine()?;
     let upload = parse::read_body(req, &state, deadline).await?;
     let _upload = upload.permit;
+    let extensions = upload.parts.extensions.clone();
     let request = parse_request(upload.parts, upload.body).await?;
     let answers: Vec<String> = state
         .model_info()
         .and_then(|i| serde_json::from_value(i["answers"].clone()).ok())
         .unwrap_or_default();
-    let (pairs, ranking) = request.into_pairs(state.config.max_rerank_candidates, &answers)?;
+    let (mut pairs, ranking) = request.into_pairs(state.config.max_rerank_candidates, &answers)?;
+    let scope = crate::access::cache_scope(&state.config.access, &extensions);
+    pairs.iter_mut().for_each(|p| p.cache_scope = scope);
+    crate::access::charge_pairs(&state.config.access, &extensions, pairs.len()).await?;
     let _in_flight = state.enter()?;
     let mut results = engine.run_each(pairs, deadline).await?;
     // When every candidate failed, the request failed: answer with the first one's error.

@@ -122,6 +122,7 @@ pub fn prepare_with(m: &Entailment, case: &Value) -> ofa_model::Prepared {
             .preprocess_image(&image_bytes(case), u64::MAX)
             .unwrap()
             .into(),
+        cache_scope: 0,
     }
 }
 
