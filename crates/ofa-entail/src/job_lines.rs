@@ -56,12 +56,14 @@ impl Input {
             .filter_map(move |(n, line)| {
                 let mut line = match line {
                     Ok(Bounded::Line(l)) => l,
-                    Ok(Bounded::TooLong(len)) => return Some(Ok(Line::Skipped {
-                        number: n + 1,
-                        problem: format!(
+                    Ok(Bounded::TooLong(len)) => {
+                        return Some(Ok(Line::Skipped {
+                            number: n + 1,
+                            problem: format!(
                             "{len} bytes or more, longer than MAX_JOB_BYTES ({max_bytes}), skipped"
                         ),
-                    })),
+                        }))
+                    }
                     Err(e) => return Some(Err(e.into())),
                 };
                 let end = line.trim_ascii_end().len();

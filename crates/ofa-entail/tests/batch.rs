@@ -113,3 +113,171 @@ fn a_killed_run_resumes_and_answers_every_job_exactly_once() {
     assert_eq!(ids.len(), n, "every id exactly once");
     assert!(all.iter().all(|v| v["status"] == "ok"));
 }
+
+/// An image host that counts every connection it accepts and answers each with the photo.
+fn counting_host() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let body = image("grace_hopper.jpg");
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(&body);
+        }
+    });
+    (port, count)
+}
+
+/// The red team's job-side attacks, each answered by a job's own error and nothing more:
+/// internal addresses in every spelling (never connected to by default, and only on the allowed
+/// port when allowed), a FIFO under `IMAGE_ROOT`, an inline image over `PAYLOAD_LIMIT`, a
+/// 300-byte id, and a line over `MAX_JOB_BYTES` (reported by number, the rest still run).
+#[test]
+fn hostile_jobs_get_their_own_errors_and_reach_nothing() {
+    let (port, connections) = counting_host();
+    let (other_port, other_connections) = counting_host();
+    let dir = scratch("hostile");
+    let root = dir.join("images");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::copy(
+        fixtures().join("golden/images/tiny_8x8.png"),
+        root.join("ok.png"),
+    )
+    .unwrap();
+    let fifo = root.join("pipe.png");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let b64 = |b: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    let spellings = [
+        format!("http://127.0.0.1:{port}/a.jpg"),
+        format!("http://2130706433:{port}/a.jpg"),
+        format!("http://0177.0.0.1:{port}/a.jpg"),
+        format!("http://0x7f.1:{port}/a.jpg"),
+        format!("http://127.1:{port}/a.jpg"),
+        format!("http://0:{port}/a.jpg"),
+        format!("http://[::ffff:127.0.0.1]:{port}/a.jpg"),
+        format!("http://localhost:{port}/a.jpg"),
+        format!("http://user:pass@127.0.0.1:{port}/a.jpg"),
+    ];
+    let mut lines: Vec<String> = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            json!({"id": format!("spelling-{i}"), "text": WOMAN, "image_url": u}).to_string()
+        })
+        .collect();
+    lines.push(json!({"id": "fifo", "text": "x", "image_path": "pipe.png"}).to_string());
+    lines.push(json!({"id": "path-ok", "text": "x", "image_path": "ok.png"}).to_string());
+    lines.push(
+        json!({"id": "huge-inline", "text": "x", "image": b64(&vec![7u8; 5 << 20])}).to_string(),
+    );
+    lines.push(json!({"id": "a".repeat(300), "text": "x", "image_path": "ok.png"}).to_string());
+    lines.push(json!({"id": "line\nbreak", "text": "x", "image_path": "ok.png"}).to_string());
+    let jobs = dir.join("jobs.jsonl");
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+
+    let out = dir.join("default.jsonl");
+    let t = Instant::now();
+    let run = batch(&jobs, &out)
+        .env("IMAGE_ROOT", &root)
+        .env("PAYLOAD_LIMIT", "100KB")
+        .env("MAX_JOB_BYTES", "1MB")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "nothing stalled the run"
+    );
+    assert!(
+        stderr.contains("line 12:") && stderr.contains("MAX_JOB_BYTES"),
+        "the 7 MB line is reported by number: {stderr}"
+    );
+    let got = results_by_id(&out);
+    for i in 0..spellings.len() {
+        let r = &got[&format!("spelling-{i}")];
+        assert_eq!(
+            r["error_type"], "image_url_forbidden",
+            "{}: {r}",
+            spellings[i]
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing connected");
+    assert_eq!(
+        got["fifo"]["error_type"], "image_path_refused",
+        "{}",
+        got["fifo"]
+    );
+    assert_eq!(got["path-ok"]["status"], "ok");
+    assert!(
+        !got.contains_key("huge-inline"),
+        "over MAX_JOB_BYTES: never run"
+    );
+    let long_id = "a".repeat(300);
+    assert_eq!(got[&long_id]["error_type"], "invalid_job_id");
+    assert_eq!(got["line\nbreak"]["error_type"], "invalid_job_id");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count(),
+        got.len(),
+        "a line break in an id cannot start a results line"
+    );
+
+    // The inline image fits MAX_JOB_BYTES but not PAYLOAD_LIMIT: refused before decoding.
+    let inline = dir.join("inline.jsonl");
+    std::fs::write(&inline, lines[11].clone() + "\n").unwrap();
+    let out = dir.join("inline-results.jsonl");
+    let run = batch(&inline, &out)
+        .env("PAYLOAD_LIMIT", "100KB")
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let got = results_by_id(&out);
+    assert_eq!(got["huge-inline"]["error_type"], "payload_too_large");
+
+    // Allowed on purpose: reachable, and only on the allowed port.
+    let allowed = dir.join("allowed.jsonl");
+    std::fs::write(
+        &allowed,
+        [
+            json!({"id": "allowed", "text": WOMAN, "image_url": format!("http://127.0.0.1:{port}/a.jpg")}),
+            json!({"id": "other-port", "text": WOMAN, "image_url": format!("http://127.0.0.1:{other_port}/a.jpg")}),
+        ]
+        .map(|j| j.to_string())
+        .join("\n"),
+    )
+    .unwrap();
+    let out = dir.join("allowed-results.jsonl");
+    let run = batch(&allowed, &out)
+        .env("IMAGE_URL_ALLOW", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let got = results_by_id(&out);
+    assert_eq!(got["allowed"]["status"], "ok", "{}", got["allowed"]);
+    assert_eq!(got["other-port"]["error_type"], "image_url_forbidden");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    assert_eq!(other_connections.load(Ordering::SeqCst), 0);
+}

@@ -353,21 +353,175 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
                 .status(),
             200
         );
+        // A client's own `Forwarded` is not the header our proxy writes: it is ignored, and
+        // the proxy's own address (no forwarding header) is the client.
         assert_eq!(
             predict(&c, &s, &[("forwarded", "for=203.0.113.5")])
                 .await
                 .status(),
-            429
+            200
+        );
+        // Two header lines are one list: the client's own line first, the proxy's after it.
+        assert_eq!(
+            predict(
+                &c,
+                &s,
+                &[
+                    ("x-forwarded-for", "9.9.9.9"),
+                    ("x-forwarded-for", "203.0.113.6")
+                ]
+            )
+            .await
+            .status(),
+            429,
+            "the hop the proxy appended counts, not the client's line"
         );
         let lines = s.log_lines_once(|l| {
             let requests = events(l, "request");
-            requests.iter().filter(|r| r["route"] == "/predict").count() >= 3
+            requests.iter().filter(|r| r["route"] == "/predict").count() >= 4
         });
         let ips: Vec<String> = events(&lines, "request")
             .iter()
             .filter(|l| l["route"] == "/predict")
             .filter_map(|l| l["client_ip"].as_str().map(str::to_owned))
             .collect();
-        assert_eq!(ips, ["203.0.113.5", "203.0.113.6", "203.0.113.5"]);
+        assert_eq!(
+            ips,
+            ["203.0.113.5", "203.0.113.6", "127.0.0.1", "203.0.113.6"]
+        );
     }
+    {
+        // A proxy that writes RFC 7239 `Forwarded`: then `X-Forwarded-For` is the client's.
+        let s = Server::start(&[
+            ("RATE_LIMIT", "1/minute"),
+            ("TRUSTED_PROXIES", "127.0.0.0/8"),
+            ("FORWARDED_HEADER", "forwarded"),
+        ]);
+        let both = [
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=203.0.113.7"),
+        ];
+        assert_eq!(predict(&c, &s, &both).await.status(), 200);
+        assert_eq!(
+            predict(&c, &s, &[("forwarded", "for=\"203.0.113.7:1234\"")])
+                .await
+                .status(),
+            429
+        );
+        assert_eq!(
+            predict(&c, &s, &[("x-forwarded-for", "6.6.6.6")])
+                .await
+                .status(),
+            200,
+            "X-Forwarded-For is not believed: the proxy itself is the client"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guessing_keys_ends_in_429s_and_a_key_with_a_hash_is_refused() {
+    let tmp = temp_dir("guess");
+    let keys = tmp.path().join("keys");
+    std::fs::write(&keys, "acme right-key quota=1000/day\n").unwrap();
+    let s = Server::start(&[
+        ("API_KEYS_FILE", keys.to_str().unwrap()),
+        ("RATE_LIMIT", "off"),
+        ("AUTH_FAILURE_LIMIT", "10/minute"),
+    ]);
+    let c = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..50 {
+        let key = format!("wrong-{i}");
+        let r = predict(&c, &s, &[("authorization", &format!("Bearer {key}"))]).await;
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses[..10].iter().all(|&st| st == 401), "{statuses:?}");
+    assert!(statuses[10..].iter().all(|&st| st == 429), "{statuses:?}");
+    let r = predict(&c, &s, &[("authorization", "Bearer right-key")]).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the address is locked out, the right key too"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed authentications"),
+        "{body}"
+    );
+    drop(s);
+
+    // `#` inside a key: refused with its line number rather than cut short at the `#`.
+    std::fs::write(&keys, "ok k1\nacme ab#cdef0123456789\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .arg("serve")
+        .env("MODEL_DIR", common::fixtures().join("tiny_ofa_ve"))
+        .env("API_KEYS_FILE", &keys)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 2") && stderr.contains("'#'"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quotas_and_rates_count_pairs_not_requests() {
+    let tmp = temp_dir("pairs");
+    let keys = tmp.path().join("keys");
+    std::fs::write(&keys, "acme k1 quota=3/day\nbeta k2 rate=40/minute\n").unwrap();
+    let s = Server::start(&[
+        ("API_KEYS_FILE", keys.to_str().unwrap()),
+        ("RATE_LIMIT", "off"),
+    ]);
+    let c = reqwest::Client::new();
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"))
+    };
+    let batch = |n: usize| {
+        Value::Array(
+            (0..n)
+                .map(|i| serde_json::json!({"image": b64, "text": format!("claim {i}")}))
+                .collect(),
+        )
+    };
+    let post = |key: &'static str, body: Value| {
+        c.post(s.url("/predict/batch"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    // 32 pairs against a quota of 3: refused whole, and the quota says what is left.
+    let r = post("k1", batch(32)).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let left = |r: &reqwest::Response| -> u64 {
+        r.headers()["x-quota-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        left(&r),
+        2,
+        "the request's first unit was counted on arrival"
+    );
+    let r = post("k1", batch(2)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(left(&r), 0);
+    assert_eq!(post("k1", batch(1)).await.unwrap().status(), 429);
+    // A rate counts pairs too: 32 of a 40-pair bucket, then 9 more do not fit.
+    let r = post("k2", batch(32)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining"].to_str().unwrap(), "8");
+    assert_eq!(post("k2", batch(9)).await.unwrap().status(), 429);
 }

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use axum::http::{header, Extensions, HeaderMap, HeaderName};
 use ofa_access::{
-    Consumer, Decision, ForwardedHeader, KeyStore, Limits, Policy, Rate, Refusal, Reload,
-    TrustedProxies,
+    BackendChange, Consumer, Decision, ForwardedHeader, KeyStore, Limits, Policy, Rate, Refusal,
+    Reload, TrustedProxies,
 };
 use subtle::ConstantTimeEq;
 
@@ -183,7 +183,14 @@ impl AccessConfig {
 /// show the standing after it. The middleware charges one unit as a request arrives; a
 /// handler charges the rest once it has counted the pairs.
 #[derive(Debug, Clone, Default)]
-pub struct LimitSlot(pub Arc<Mutex<Option<Decision>>>);
+pub struct LimitSlot(pub Arc<Mutex<Charged>>);
+
+/// The handler's charge: its decision, and the shared store's change of state if it saw one.
+#[derive(Debug, Clone, Default)]
+pub struct Charged {
+    pub decision: Option<Decision>,
+    pub change: Option<BackendChange>,
+}
 
 /// The image-feature cache scope of a request's pairs: its consumer's own when the cache is
 /// per consumer, else the one shared scope (0).
@@ -251,11 +258,14 @@ pub async fn charge_pairs(
         )
         .retry_after(rate.per));
     }
-    let (decision, _) = access
+    let (decision, change) = access
         .limits
         .check(&caller.limit_key(), &policy, extra)
         .await;
-    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(decision);
+    *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = Charged {
+        decision: Some(decision),
+        change,
+    };
     match refusal_error(&decision) {
         Some(e) => Err(e),
         None => Ok(()),

@@ -163,7 +163,8 @@ pub async fn guard_inference(
             )
         });
     if let Some((key, policy)) = &guard {
-        let (d, _) = access.limits.check(key, policy, 0).await;
+        let (d, change) = access.limits.check(key, policy, 0).await;
+        note_backend(&state, change);
         if !d.allowed() {
             return ApiError::new(
                 ErrorType::RateLimited,
@@ -177,7 +178,8 @@ pub async fn guard_inference(
         Ok(c) => c,
         Err(e) => {
             if let Some((key, policy)) = &guard {
-                access.limits.check(key, policy, 1).await;
+                let (_, change) = access.limits.check(key, policy, 1).await;
+                note_backend(&state, change);
             }
             return e.into_response();
         }
@@ -186,21 +188,7 @@ pub async fn guard_inference(
         .limits
         .check(&caller.limit_key(), &caller.policy(&access.defaults), 1)
         .await;
-    match change {
-        Some(BackendChange::Down(error)) => state.log.event(
-            "limits_backend_down",
-            &[
-                ("backend", access.limits.backend().into()),
-                ("error", error.into()),
-                ("fallback", "per-pod limits".into()),
-            ],
-        ),
-        Some(BackendChange::Up) => state.log.event(
-            "limits_backend_up",
-            &[("backend", access.limits.backend().into())],
-        ),
-        None => {}
-    }
+    note_backend(&state, change);
     let slot = LimitSlot::default();
     let mut resp = match refusal_error(&decision) {
         Some(e) => e.into_response(),
@@ -211,14 +199,31 @@ pub async fn guard_inference(
         }
     };
     // The handler's charge for the rest of the pairs, when it made one, is the latest word.
-    let latest = slot
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .unwrap_or(decision);
+    let charged = std::mem::take(&mut *slot.0.lock().unwrap_or_else(|p| p.into_inner()));
+    note_backend(&state, charged.change);
+    let latest = charged.decision.unwrap_or(decision);
     add_limit_headers(resp.headers_mut(), &latest);
     resp.extensions_mut().insert(caller);
     resp
+}
+
+/// The shared limits store went away or came back, as any check found: one log line.
+fn note_backend(state: &AppState, change: Option<BackendChange>) {
+    let backend = state.config.access.limits.backend();
+    match change {
+        Some(BackendChange::Down(error)) => state.log.event(
+            "limits_backend_down",
+            &[
+                ("backend", backend.into()),
+                ("error", error.into()),
+                ("fallback", "per-pod limits".into()),
+            ],
+        ),
+        Some(BackendChange::Up) => state
+            .log
+            .event("limits_backend_up", &[("backend", backend.into())]),
+        None => {}
+    }
 }
 
 fn add_limit_headers(h: &mut HeaderMap, d: &Decision) {
