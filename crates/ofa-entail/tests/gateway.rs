@@ -525,3 +525,65 @@ async fn quotas_and_rates_count_pairs_not_requests() {
     assert_eq!(r.headers()["x-ratelimit-remaining"].to_str().unwrap(), "8");
     assert_eq!(post("k2", batch(9)).await.unwrap().status(), 429);
 }
+
+/// With consumers, cached image features are each consumer's own: one consumer's request
+/// never hits what another sent, so `/metrics` cannot tell it what others sent. Shared only
+/// when the operator says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_image_cache_is_kept_per_consumer() {
+    let c = reqwest::Client::new();
+    for (scope, hits_from_another) in [("consumer", 0.0), ("global", 1.0)] {
+        let s = Server::start(&[
+            ("API_KEYS", "key-a,key-b"),
+            ("IMAGE_CACHE_MB", "16"),
+            ("IMAGE_CACHE_SCOPE", scope),
+        ]);
+        let hits = || metric(&c, &s, "ofa_image_cache_hits_total");
+        let send = |key: &'static str| {
+            c.post(s.url("/predict"))
+                .bearer_auth(key)
+                .multipart(form(image("grace_hopper.jpg"), "a woman."))
+                .send()
+        };
+        assert_eq!(send("key-a").await.unwrap().status(), 200);
+        assert_eq!(hits().await, 0.0);
+        assert_eq!(send("key-b").await.unwrap().status(), 200);
+        assert_eq!(hits().await, hits_from_another, "IMAGE_CACHE_SCOPE={scope}");
+        assert_eq!(send("key-b").await.unwrap().status(), 200);
+        assert_eq!(
+            hits().await,
+            hits_from_another + 1.0,
+            "a consumer's own image is still a hit"
+        );
+    }
+}
+
+/// The shared limits store's password: not in `--help`, not in a start-up error.
+#[test]
+fn the_limits_backends_password_is_never_printed() {
+    let url = "redis://:s3cr/et-pw@[bad-host";
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .args(["serve", "--help"])
+        .env("LIMITS_BACKEND", url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("LIMITS_BACKEND"), "{text}");
+    assert!(!text.contains("s3cr") && !text.contains("et-pw"), "{text}");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .arg("serve")
+        .env("MODEL_DIR", common::fixtures().join("tiny_ofa_ve"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("LIMITS_BACKEND", url)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(all.contains("LIMITS_BACKEND"), "{all}");
+    assert!(!all.contains("s3cr") && !all.contains("et-pw"), "{all}");
+}

@@ -406,3 +406,111 @@ async fn a_panic_in_a_handler_is_that_requests_500() {
         "{metrics}"
     );
 }
+
+/// JSON made of many tiny values (a 10 MB `[{},{},…]`, a 10 MB list of empty texts, a 10 MB
+/// KServe data list) is counted before anything is built from it: refused, and the process's
+/// peak memory grows by a small multiple of the body, not by the hundreds of megabytes the
+/// parsed values would take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tiny_json_values_cost_a_small_multiple_of_the_body() {
+    let s = Server::start(&[("PAYLOAD_LIMIT", "12MB")]);
+    let c = reqwest::Client::new();
+    let before = peak_rss(s.pid());
+    let ten_mb = 10 << 20;
+    let list = |item: &str| {
+        let n = ten_mb / (item.len() + 1);
+        format!("[{}{item}]", format!("{item},").repeat(n - 1))
+    };
+    let small = base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"));
+    let cases = [
+        ("/predict/batch", list("{}"), 413, "batch_too_large"),
+        (
+            "/rerank",
+            format!(r#"{{"image": "{small}", "texts": {}}}"#, list(r#""""#)),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v2/models/ofa-entail/infer",
+            format!(
+                r#"{{"inputs": [{{"name": "text", "datatype": "BYTES", "shape": [1], "data": {}}}]}}"#,
+                list("0")
+            ),
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (route, body, status, kind) in cases {
+        assert!(body.len() > 9 << 20);
+        let r = c
+            .post(s.url(route))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{route}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error_type"], kind, "{route}: {v}");
+    }
+    let growth = peak_rss(s.pid()).saturating_sub(before);
+    assert!(
+        growth < 6 * ten_mb as u64,
+        "peak resident memory grew {} MB for 10 MB bodies",
+        growth >> 20
+    );
+    assert_eq!(blocking_status(&s.url("/healthz")).unwrap(), 200);
+}
+
+/// `LOG_FORMAT=text` quotes and escapes what a client sent: a request id cannot add fields.
+#[test]
+fn text_logs_cannot_be_forged_through_a_header() {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
+        .arg("serve")
+        .env("MODEL_DIR", fixtures().join("tiny_ofa_ve"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    while blocking_status(&format!("{base}/readyz")).ok() != Some(200) {
+        assert!(t.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: abc consumer=admin status=200\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let (_, response) = until_closed(&mut c);
+    assert_eq!(status_of(&response), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<String> = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("event=request") && l.contains("abc"))
+        .unwrap_or_else(|| panic!("no request line: {lines:?}"));
+    assert!(
+        line.contains(r#"request_id="abc consumer=admin status=200""#),
+        "{line}"
+    );
+    let rest = line.replace(r#"request_id="abc consumer=admin status=200""#, "");
+    assert!(!rest.contains("consumer="), "{line}");
+    assert_eq!(rest.matches("status=").count(), 1, "{line}");
+}

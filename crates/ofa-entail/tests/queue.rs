@@ -329,6 +329,58 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
     }
 }
 
+/// A producer's hostile messages, published raw past `submit`'s checks: a 300-byte id and an
+/// id with a line break (each answered with its own error, the worker unharmed), and a message
+/// over `MAX_JOB_BYTES` (dead-lettered unread). Every message is settled and the in-flight
+/// gauge comes back to zero.
+#[test]
+fn hostile_messages_are_settled_without_harm() {
+    let rabbit = Rabbit::start("hostile");
+    let dir = scratch("queue-hostile");
+    let long_id = "x".repeat(300);
+    let job = |id: &str| {
+        serde_json::json!({"id": id, "text": "a small square.", "image_path": "tiny_8x8.png"})
+            .to_string()
+    };
+    // The worker declares the queues; a raw publish to a queue that does not exist is lost.
+    let worker = Worker::start(&rabbit, &dir, &[("MAX_JOB_BYTES", "100KB")]);
+    publish_raw(&rabbit, "ofa.jobs", job(&long_id).as_bytes());
+    publish_raw(&rabbit, "ofa.jobs", job("two\nlines").as_bytes());
+    let huge = format!(
+        r#"{{"id": "huge", "text": "x", "image": "{}"}}"#,
+        "A".repeat(300_000)
+    );
+    publish_raw(&rabbit, "ofa.jobs", huge.as_bytes());
+    publish_raw(&rabbit, "ofa.jobs", job("fine").as_bytes());
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, 3, 60);
+    assert!(col.status.success(), "{}", text(&col));
+    let got = results_by_id(&out);
+    assert_eq!(got[&long_id]["error_type"], "invalid_job_id", "{:?}", got);
+    assert_eq!(got["two\nlines"]["error_type"], "invalid_job_id");
+    assert_eq!(got["fine"]["status"], "ok");
+    let dead = drain_queue(&rabbit, "ofa.jobs.dead", 1);
+    assert_eq!(dead.len(), 1);
+    assert!(String::from_utf8_lossy(&dead[0].0).contains("\"huge\""));
+    let reason = match dead[0].1.inner().get("x-ofa-dead-letter-reason") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no reason: {other:?}"),
+    };
+    assert!(reason.contains("MAX_JOB_BYTES"), "{reason}");
+    let t = Instant::now();
+    while worker.metric("ofa_jobs_in_flight") != 0.0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the gauge leaked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(worker.get("/healthz").0, 200);
+    let log = worker.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("lines")),
+        "an id's line break started no log line: {log}"
+    );
+}
+
 #[test]
 fn a_worker_killed_mid_run_loses_nothing() {
     let rabbit = Rabbit::start("sigkill");
@@ -509,7 +561,45 @@ fn submit_and_collect_report_bad_input_and_unmet_expectations() {
         text(&loose)
     );
 
-    // A wrong password: a clear error, and neither password in it.
+    // An id that cannot be published (AMQP's message id holds 255 bytes) is reported by line.
+    let long = dir.join("long-id.jsonl");
+    std::fs::write(
+        &long,
+        format!(
+            "{{\"id\": \"{}\", \"text\": \"x\", \"image_path\": \"tiny_8x8.png\"}}\n",
+            "y".repeat(300)
+        ),
+    )
+    .unwrap();
+    let sub = submit(&rabbit, &long, &[]);
+    assert!(sub.status.success(), "{}", text(&sub));
+    assert!(
+        text(&sub).contains("line 1: \"id\" has 300 bytes"),
+        "{}",
+        text(&sub)
+    );
+    assert!(text(&sub).contains("published 0 jobs"), "{}", text(&sub));
+
+    // Wrong passwords, one with the characters a naive URL split stops at: a clear error,
+    // and no password in it.
+    for wrong in ["wrong-pw-Kx7-not-shown", "wr/ong?pw-Kx7@not-shown"] {
+        let bad = bin()
+            .arg("submit")
+            .arg(&jobs)
+            .env(
+                "AMQP_URL",
+                format!("amqp://ofa-test:{wrong}@127.0.0.1:{}/%2f", rabbit.port),
+            )
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        let msg = text(&bad);
+        assert!(msg.contains("amqp://ofa-test:***@"), "{msg}");
+        for part in wrong.split(['/', '?', '@']) {
+            assert!(!msg.contains(part), "{part} leaked: {msg}");
+        }
+        assert!(!msg.contains(PASSWORD), "{msg}");
+    }
     let wrong = "wrong-pw-Kx7-not-shown";
     let bad = bin()
         .arg("submit")
