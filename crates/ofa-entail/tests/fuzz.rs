@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const TARGETS: [&str; 4] = [
+const TARGETS: [&str; 5] = [
     "image_preprocess",
     "text_tokenize",
     "request_body",
     "kserve_binary",
+    "url_policy",
 ];
 
 fn repo() -> PathBuf {
