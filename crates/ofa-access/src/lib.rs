@@ -4,6 +4,7 @@
 //! every replica through Redis. Knows nothing of HTTP routing; front ends translate.
 
 pub mod consumers;
+mod decision;
 mod error;
 pub mod keystore;
 pub mod limits;
@@ -14,8 +15,9 @@ mod redis_store;
 pub mod secret;
 
 pub use consumers::{Consumer, Consumers};
+pub use decision::{Decision, Policy, Refusal, Window};
 pub use error::AccessError;
 pub use keystore::{KeyStore, Reload};
-pub use limits::{BackendChange, Decision, Limits, Policy, Refusal, Window};
+pub use limits::{BackendChange, Limits};
 pub use proxies::{ForwardedHeader, TrustedProxies};
 pub use rate::{Period, Quota, Rate};

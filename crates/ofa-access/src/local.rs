@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
-use crate::limits::{quota_window, rate_window, refusal, Decision, Policy};
+use crate::decision::{quota_window, rate_window, refusal, Decision, Policy};
 use crate::rate::window;
 
 struct Entry {

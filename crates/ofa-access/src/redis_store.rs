@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::limits::{quota_window, rate_window, refusal, Decision, Policy};
+use crate::decision::{quota_window, rate_window, refusal, Decision, Policy};
 use crate::rate::window;
 use crate::AccessError;
 

@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::admission::Admission;
+use crate::inference_thread::{Job, Worker};
 use crate::lane::{memory_units, Group, Lane, Member};
-use crate::worker::{Job, Worker};
 use crate::{
     Backend, Breaker, BreakerEvent, BreakerState, Drain, EngineConfig, EngineError, EngineMetrics,
     Pair, Scored,

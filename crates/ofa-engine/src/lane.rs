@@ -11,7 +11,7 @@ use ofa_model::Prepared;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::admission::Slot;
-use crate::worker::Job;
+use crate::inference_thread::Job;
 use crate::{Backend, EngineError, Scored};
 
 /// The pairs of one request that carry the same image.

@@ -11,10 +11,10 @@ pub mod config;
 pub mod drain;
 pub mod engine;
 pub mod error;
+mod inference_thread;
 mod lane;
 pub mod metrics;
 pub mod prom;
-mod worker;
 
 pub use backend::{Backend, Pair};
 pub use breaker::{Breaker, BreakerEvent, BreakerState};
@@ -22,5 +22,5 @@ pub use config::EngineConfig;
 pub use drain::Drain;
 pub use engine::{Engine, Refused};
 pub use error::EngineError;
+pub use inference_thread::Scored;
 pub use metrics::EngineMetrics;
-pub use worker::Scored;

@@ -135,6 +135,8 @@ impl CustomOp3 for FusedAttention<'_> {
                     let valid = if bias.causal { i + 1 } else { lk };
                     softmax_row(&scores[r * lk..(r + 1) * lk], mask, valid, row);
                 }
+                // SAFETY: `probs` and `v` are in-bounds views by the shapes checked above, and
+                // the rows this task writes in the output belong to it alone (`OutPtr`).
                 unsafe {
                     gemm::gemm(
                         rows,

@@ -8,6 +8,7 @@ pub(crate) struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint parts only (each user's own invariant), so sharing the base
 // between threads races on nothing.
 unsafe impl Send for OutPtr {}
+// SAFETY: as for `Send`: a shared base pointer is only ever written through at disjoint parts.
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {

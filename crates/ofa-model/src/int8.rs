@@ -227,6 +227,8 @@ mod tests {
                         let (plain, fast) = q
                             .with_packed(|p| {
                                 let plain = block_sums_generic(&xq, p, block, r0, tile);
+                                // SAFETY: the CPU has VNNI (checked above) and the block and rows
+                                // are within the packed weights and the quantised input.
                                 let fast = unsafe {
                                     crate::int8_vnni::block_sums(&xq, p, block, r0, tile)
                                 };

@@ -16,10 +16,10 @@ pub use broker::{Broker, JobSource, Received, ResultSink, Settle};
 pub use error::BrokerError;
 pub mod health;
 pub mod metrics;
-pub mod worker;
+pub mod worker_loop;
 
 pub use metrics::{Outcome, WorkerMetrics};
-pub use worker::{Worker, WorkerConfig};
+pub use worker_loop::{Worker, WorkerConfig};
 pub mod collect;
 pub mod submit;
 

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::FutureExt;
 use ofa_jobs::outcome::Timings;
 use ofa_jobs::{Failure, Job, JobResult, Runner};
@@ -77,7 +78,7 @@ impl<B: Broker> Worker<B> {
     pub async fn run(self, stop: impl Future<Output = ()> + Send) -> Result<(), BrokerError> {
         tokio::pin!(stop);
         let (stopping_tx, stopping) = watch::channel(false);
-        let mut failures = 0u32;
+        let mut delays = reconnect_delays(self.config.reconnect_max);
         let mut sessions = 0u64;
         loop {
             // A broker that accepts the connection but never answers (still booting, queues
@@ -93,8 +94,7 @@ impl<B: Broker> Worker<B> {
                 Ok(s) => s,
                 Err(e @ BrokerError::Mismatch { .. }) => return Err(e),
                 Err(e) => {
-                    failures += 1;
-                    let wait = backoff(failures, self.config.reconnect_max);
+                    let wait = delays.next().unwrap_or(self.config.reconnect_max);
                     self.log.event(
                         "broker_unavailable",
                         &[
@@ -108,7 +108,7 @@ impl<B: Broker> Worker<B> {
                     }
                 }
             };
-            failures = 0;
+            delays = reconnect_delays(self.config.reconnect_max);
             sessions += 1;
             if sessions > 1 {
                 self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -192,8 +192,7 @@ impl<B: Broker> Worker<B> {
             // again. Nothing is acked twice: settling consumes each message.
             tasks.detach_all();
             self.metrics.connected.store(false, Ordering::Relaxed);
-            failures += 1;
-            let wait = backoff(failures, self.config.reconnect_max);
+            let wait = delays.next().unwrap_or(self.config.reconnect_max);
             tokio::select! {
                 _ = &mut stop => break,
                 _ = tokio::time::sleep(wait) => {}
@@ -254,9 +253,16 @@ impl Drop for Held {
     }
 }
 
-fn backoff(failures: u32, max: Duration) -> Duration {
-    let exp = Duration::from_millis(250) * 2u32.saturating_pow(failures.min(16));
-    exp.min(max)
+/// Waits between reconnect attempts: doubling from half a second up to `max`, each with random
+/// jitter, so the workers a broker restart disconnected all at once (KEDA scales them by the
+/// dozen) do not all come back in the same instant.
+fn reconnect_delays(max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500).min(max))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// What a chunk's jobs need to finish: where results go, the engine, and the worker's state.
@@ -445,5 +451,24 @@ async fn finish<S: Settle, K: ResultSink>(
                 ],
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_grow_to_the_cap_with_jitter() {
+        let max = Duration::from_secs(30);
+        let a: Vec<Duration> = reconnect_delays(max).take(12).collect();
+        let b: Vec<Duration> = reconnect_delays(max).take(12).collect();
+        assert!(
+            a[0] >= Duration::from_millis(500) && a[0] < Duration::from_secs(2),
+            "{a:?}"
+        );
+        assert!(a.iter().all(|d| *d <= max * 2), "{a:?}");
+        assert!(a[11] >= max, "the cap is reached: {a:?}");
+        assert_ne!(a, b, "two workers do not wait alike");
     }
 }
