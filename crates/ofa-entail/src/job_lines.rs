@@ -60,8 +60,8 @@ impl Input {
                         return Some(Ok(Line::Skipped {
                             number: n + 1,
                             problem: format!(
-                            "{len} bytes or more, longer than MAX_JOB_BYTES ({max_bytes}), skipped"
-                        ),
+                                "{len} bytes, longer than MAX_JOB_BYTES ({max_bytes}), skipped"
+                            ),
                         }))
                     }
                     Err(e) => return Some(Err(e.into())),

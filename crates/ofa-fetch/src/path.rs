@@ -20,7 +20,7 @@ pub async fn read_under(
     let rel = rel.to_owned();
     tokio::task::spawn_blocking(move || read_blocking(&root, &rel, max_bytes))
         .await
-        .map_err(|e| FetchError::NotFound(format!("image_path: {e}")))?
+        .map_err(|e| FetchError::NotFound(format!("image_path: the read did not finish: {e}")))?
 }
 
 fn refused(m: String) -> FetchError {

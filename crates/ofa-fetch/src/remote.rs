@@ -32,7 +32,7 @@ pub struct UrlFetcher {
 }
 
 impl UrlFetcher {
-    pub fn new(settings: UrlSettings) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: UrlSettings) -> Result<Self, ClientError> {
         let allow = Arc::new(settings.allow);
         let max = settings.max_redirects;
         let policy_allow = allow.clone();
@@ -58,7 +58,8 @@ impl UrlFetcher {
             .redirect(redirects)
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
-            .build()?;
+            .build()
+            .map_err(|e| ClientError(e.to_string()))?;
         Ok(UrlFetcher {
             allow,
             client,
@@ -121,6 +122,11 @@ impl UrlFetcher {
         Ok(body.into())
     }
 }
+
+/// The HTTP client could not be set up (its TLS roots, say): a start-up error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the image URL client: {0}")]
+pub struct ClientError(String);
 
 #[derive(Debug, thiserror::Error)]
 #[error("more than {0} redirects")]

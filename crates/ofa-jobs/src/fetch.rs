@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ofa_fetch::{AllowList, FetchError, UrlFetcher, UrlSettings};
+use ofa_fetch::{AllowList, ClientError, FetchError, UrlFetcher, UrlSettings};
 
 use crate::job::ImageSource;
 use crate::outcome::Failure;
@@ -44,7 +44,7 @@ impl From<FetchError> for Failure {
 }
 
 impl Fetcher {
-    pub fn new(settings: ImageSettings) -> Result<Fetcher, reqwest::Error> {
+    pub fn new(settings: ImageSettings) -> Result<Fetcher, ClientError> {
         let urls = UrlFetcher::new(UrlSettings {
             allow: settings.url_allow,
             max_bytes: settings.max_bytes,

@@ -2,10 +2,8 @@
 //! identified by an API key, or an anonymous client address; and the limits that apply.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::sync::Mutex;
 
 use axum::http::{header, Extensions, HeaderMap, HeaderName};
 use ofa_access::{
