@@ -114,44 +114,16 @@ fn a_killed_run_resumes_and_answers_every_job_exactly_once() {
     assert!(all.iter().all(|v| v["status"] == "ok"));
 }
 
-/// An image host that counts every connection it accepts and answers each with the photo.
-fn counting_host() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::io::{BufRead, BufReader};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            seen.fetch_add(1, Ordering::SeqCst);
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let body = image("grace_hopper.jpg");
-            let mut s = stream;
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(&body);
-        }
-    });
-    (port, count)
-}
-
 /// The red team's job-side attacks, each answered by a job's own error and nothing more:
 /// internal addresses in every spelling (never connected to by default, and only on the allowed
 /// port when allowed), a FIFO under `IMAGE_ROOT`, an inline image over `PAYLOAD_LIMIT`, a
 /// 300-byte id, and a line over `MAX_JOB_BYTES` (reported by number, the rest still run).
 #[test]
 fn hostile_jobs_get_their_own_errors_and_reach_nothing() {
-    let (port, connections) = counting_host();
-    let (other_port, other_connections) = counting_host();
+    let port_of = |base: &str| base.rsplit(':').next().unwrap().to_owned();
+    let (base, _, connections) = image_host_counting();
+    let (other_base, _, other_connections) = image_host_counting();
+    let (port, other_port) = (port_of(&base), port_of(&other_base));
     let dir = scratch("hostile");
     let root = dir.join("images");
     std::fs::create_dir(&root).unwrap();
@@ -171,15 +143,15 @@ fn hostile_jobs_get_their_own_errors_and_reach_nothing() {
         base64::engine::general_purpose::STANDARD.encode(b)
     };
     let spellings = [
-        format!("http://127.0.0.1:{port}/a.jpg"),
-        format!("http://2130706433:{port}/a.jpg"),
-        format!("http://0177.0.0.1:{port}/a.jpg"),
-        format!("http://0x7f.1:{port}/a.jpg"),
-        format!("http://127.1:{port}/a.jpg"),
-        format!("http://0:{port}/a.jpg"),
-        format!("http://[::ffff:127.0.0.1]:{port}/a.jpg"),
-        format!("http://localhost:{port}/a.jpg"),
-        format!("http://user:pass@127.0.0.1:{port}/a.jpg"),
+        format!("http://127.0.0.1:{port}/grace.jpg"),
+        format!("http://2130706433:{port}/grace.jpg"),
+        format!("http://0177.0.0.1:{port}/grace.jpg"),
+        format!("http://0x7f.1:{port}/grace.jpg"),
+        format!("http://127.1:{port}/grace.jpg"),
+        format!("http://0:{port}/grace.jpg"),
+        format!("http://[::ffff:127.0.0.1]:{port}/grace.jpg"),
+        format!("http://localhost:{port}/grace.jpg"),
+        format!("http://user:pass@127.0.0.1:{port}/grace.jpg"),
     ];
     let mut lines: Vec<String> = spellings
         .iter()
@@ -262,8 +234,8 @@ fn hostile_jobs_get_their_own_errors_and_reach_nothing() {
     std::fs::write(
         &allowed,
         [
-            json!({"id": "allowed", "text": WOMAN, "image_url": format!("http://127.0.0.1:{port}/a.jpg")}),
-            json!({"id": "other-port", "text": WOMAN, "image_url": format!("http://127.0.0.1:{other_port}/a.jpg")}),
+            json!({"id": "allowed", "text": WOMAN, "image_url": format!("http://127.0.0.1:{port}/grace.jpg")}),
+            json!({"id": "other-port", "text": WOMAN, "image_url": format!("http://127.0.0.1:{other_port}/grace.jpg")}),
         ]
         .map(|j| j.to_string())
         .join("\n"),

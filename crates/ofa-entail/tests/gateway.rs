@@ -426,7 +426,7 @@ async fn guessing_keys_ends_in_429s_and_a_key_with_a_hash_is_refused() {
     let s = Server::start(&[
         ("API_KEYS_FILE", keys.to_str().unwrap()),
         ("RATE_LIMIT", "off"),
-        ("AUTH_FAILURE_LIMIT", "10/minute"),
+        ("AUTH_FAILURE_LIMIT", "10/hour"),
     ]);
     let c = reqwest::Client::new();
     let mut statuses = Vec::new();
@@ -476,7 +476,7 @@ async fn guessing_keys_ends_in_429s_and_a_key_with_a_hash_is_refused() {
 async fn quotas_and_rates_count_pairs_not_requests() {
     let tmp = temp_dir("pairs");
     let keys = tmp.path().join("keys");
-    std::fs::write(&keys, "acme k1 quota=3/day\nbeta k2 rate=40/minute\n").unwrap();
+    std::fs::write(&keys, "acme k1 quota=3/day\nbeta k2 rate=40/hour\n").unwrap();
     let s = Server::start(&[
         ("API_KEYS_FILE", keys.to_str().unwrap()),
         ("RATE_LIMIT", "off"),

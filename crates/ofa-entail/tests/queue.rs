@@ -594,27 +594,13 @@ fn submit_and_collect_report_bad_input_and_unmet_expectations() {
             .unwrap();
         assert!(!bad.status.success());
         let msg = text(&bad);
-        assert!(msg.contains("amqp://ofa-test:***@"), "{msg}");
         for part in wrong.split(['/', '?', '@']) {
             assert!(!msg.contains(part), "{part} leaked: {msg}");
         }
+        assert!(
+            msg.contains("cannot connect to the broker at amqp://ofa-test:***@"),
+            "{msg}"
+        );
         assert!(!msg.contains(PASSWORD), "{msg}");
     }
-    let wrong = "wrong-pw-Kx7-not-shown";
-    let bad = bin()
-        .arg("submit")
-        .arg(&jobs)
-        .env(
-            "AMQP_URL",
-            format!("amqp://ofa-test:{wrong}@127.0.0.1:{}/%2f", rabbit.port),
-        )
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    let msg = text(&bad);
-    assert!(
-        msg.contains("cannot connect to the broker at amqp://ofa-test:***@"),
-        "{msg}"
-    );
-    assert!(!msg.contains(wrong) && !msg.contains(PASSWORD), "{msg}");
 }

@@ -4,6 +4,7 @@
 //! would give, and of the caller's scope, so scopes never see each other's entries.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use sha2::{Digest, Sha256};
@@ -15,6 +16,33 @@ pub fn key(scope: u64, pixels: &[u8]) -> Key {
     h.update(scope.to_le_bytes());
     h.update(pixels);
     h.finalize().into()
+}
+
+/// The distinct images among a batch's `(pixels, scope)`: for each, the first pair that holds it
+/// and (when `keyed`) its cache key; and for each pair, the index of its image. Images are
+/// never shared across scopes: within one, a shared pixel buffer is one image without
+/// hashing, and with keys, equal pixels are too.
+pub fn distinct(
+    images: &[(&Arc<[u8]>, u64)],
+    keyed: bool,
+) -> (Vec<(usize, Option<Key>)>, Vec<u32>) {
+    let mut firsts: Vec<(usize, Option<Key>)> = Vec::new();
+    let mut which = Vec::with_capacity(images.len());
+    for (b, (pixels, scope)) in images.iter().enumerate() {
+        let shared = firsts
+            .iter()
+            .position(|(f, _)| Arc::ptr_eq(images[*f].0, pixels) && images[*f].1 == *scope);
+        let i = shared.unwrap_or_else(|| {
+            let key = keyed.then(|| key(*scope, pixels));
+            key.and_then(|k| firsts.iter().position(|(_, fk)| *fk == Some(k)))
+                .unwrap_or_else(|| {
+                    firsts.push((b, key));
+                    firsts.len() - 1
+                })
+        });
+        which.push(i as u32);
+    }
+    (firsts, which)
 }
 
 #[derive(Debug)]
@@ -96,6 +124,26 @@ mod tests {
 
     fn t(v: f32) -> Tensor {
         Tensor::new(&[v; 4], &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn distinct_images_are_shared_buffers_or_equal_pixels_in_one_scope() {
+        let pixels = |p: &[u8]| -> Arc<[u8]> { Arc::from(p) };
+        let (a, a2, b) = (pixels(b"aa"), pixels(b"aa"), pixels(b"bb"));
+        let batch = [(&a, 0), (&a, 0), (&a2, 0), (&b, 0), (&a2, 7)];
+        let (firsts, which) = distinct(&batch, false);
+        assert_eq!(which, [0, 0, 1, 2, 3], "no keys: only shared buffers");
+        assert!(firsts.iter().all(|(_, k)| k.is_none()));
+        let (firsts, which) = distinct(&batch, true);
+        assert_eq!(
+            which,
+            [0, 0, 0, 1, 2],
+            "equal pixels in one scope, not across scopes"
+        );
+        assert_eq!(
+            firsts.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+            [0, 3, 4]
+        );
     }
 
     #[test]

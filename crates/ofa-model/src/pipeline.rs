@@ -285,24 +285,11 @@ impl Entailment {
             .image_cache
             .as_ref()
             .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut distinct: Vec<(&Prepared, Option<feature_cache::Key>)> = Vec::new();
-        let mut which: Vec<u32> = Vec::with_capacity(batch.len());
-        for p in batch {
-            let shared = distinct
-                .iter()
-                .position(|(d, _)| Arc::ptr_eq(&d.pixels, &p.pixels));
-            let i = shared.unwrap_or_else(|| {
-                let key = cache
-                    .is_some()
-                    .then(|| feature_cache::key(p.cache_scope, &p.pixels));
-                key.and_then(|k| distinct.iter().position(|(_, dk)| *dk == Some(k)))
-                    .unwrap_or_else(|| {
-                        distinct.push((p, key));
-                        distinct.len() - 1
-                    })
-            });
-            which.push(i as u32);
-        }
+        let pixels: Vec<(&Arc<[u8]>, u64)> =
+            batch.iter().map(|p| (&p.pixels, p.cache_scope)).collect();
+        let (firsts, which) = feature_cache::distinct(&pixels, cache.is_some());
+        let distinct: Vec<(&Prepared, Option<feature_cache::Key>)> =
+            firsts.into_iter().map(|(b, k)| (batch[b], k)).collect();
         report.images = distinct.len();
         let features = match cache.as_mut() {
             None => {

@@ -38,7 +38,11 @@ impl Address {
                 let mut secrets = vec![userinfo.to_owned()];
                 if !password.is_empty() {
                     secrets.push(password.to_owned());
-                    secrets.push(percent_decode(password));
+                    secrets.push(
+                        percent_encoding::percent_decode_str(password)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    );
                 }
                 (format!("{scheme}://{user}:***@{host}"), secrets, host)
             }
@@ -75,24 +79,6 @@ impl Address {
         }
         s
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod address;
 pub mod amqp;
 pub mod broker;
+mod chunk;
 pub mod error;
 pub mod session;
 
@@ -16,10 +17,12 @@ pub use broker::{Broker, JobSource, Received, ResultSink, Settle};
 pub use error::BrokerError;
 pub mod health;
 pub mod metrics;
+mod worker_config;
 pub mod worker_loop;
 
 pub use metrics::{Outcome, WorkerMetrics};
-pub use worker_loop::{Worker, WorkerConfig};
+pub use worker_config::WorkerConfig;
+pub use worker_loop::Worker;
 pub mod collect;
 pub mod submit;
 

@@ -17,12 +17,21 @@ use super::{fixtures, image};
 
 /// A loopback image host: `/grace.jpg` (200), `/flaky.png` (500, counted), anything else 404.
 pub fn image_host() -> (String, Arc<AtomicUsize>) {
+    let (base, flaky, _) = image_host_counting();
+    (base, flaky)
+}
+
+/// [`image_host`], with its port, also counting every connection it accepts.
+pub fn image_host_counting() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let flaky = Arc::new(AtomicUsize::new(0));
     let count = flaky.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            accepted.fetch_add(1, Ordering::SeqCst);
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut first = String::new();
             let _ = reader.read_line(&mut first);
@@ -50,7 +59,7 @@ pub fn image_host() -> (String, Arc<AtomicUsize>) {
             let _ = s.write_all(&body);
         }
     });
-    (base, flaky)
+    (base, flaky, connections)
 }
 
 /// A test's scratch directory (jobs, results, worker logs): removed when the test passes, kept

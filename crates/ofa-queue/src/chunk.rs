@@ -1,0 +1,226 @@
+//! One chunk of jobs from the broker to its end: parsed (a message that is not a job, or is
+//! over `MAX_JOB_BYTES`, dead-lettered unread), run through the engine together, and each job
+//! settled: its result published and confirmed, then acked; or handed back for redelivery.
+//! Every message received is settled, whatever happens while its chunk runs.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use ofa_jobs::outcome::Timings;
+use ofa_jobs::{Failure, Job, JobResult, Runner};
+use ofa_server::logging::Logger;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::broker::{Received, ResultSink, Settle};
+use crate::metrics::{Outcome, WorkerMetrics};
+use crate::worker_config::WorkerConfig;
+
+/// One received message in the in-flight gauge until this is dropped, however its handling
+/// ends (a panic included), so the gauge cannot leak.
+pub(crate) struct Held(Arc<WorkerMetrics>);
+
+impl Held {
+    pub(crate) fn new(metrics: &Arc<WorkerMetrics>) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Held(metrics.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a chunk's jobs need to finish: where results go, the engine, and the worker's state.
+pub(crate) struct Context<K> {
+    pub(crate) sink: K,
+    pub(crate) runner: Arc<Runner>,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    pub(crate) log: Arc<Logger>,
+    pub(crate) config: Arc<WorkerConfig>,
+    pub(crate) stopping: watch::Receiver<bool>,
+}
+
+pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
+    chunk: Vec<(Received<S>, Held)>,
+    ctx: Arc<Context<K>>,
+) {
+    let Context {
+        runner,
+        metrics,
+        log,
+        config,
+        ..
+    } = &*ctx;
+    let mut jobs = Vec::with_capacity(chunk.len());
+    let mut held = Vec::with_capacity(chunk.len());
+    let mut settles = JoinSet::new();
+    for (r, guard) in chunk {
+        let parsed = if r.body.len() > config.max_job_bytes {
+            Err(format!(
+                "the job has {} bytes, more than MAX_JOB_BYTES ({})",
+                r.body.len(),
+                config.max_job_bytes
+            ))
+        } else {
+            Job::parse(&r.body).map_err(|e| format!("not a job: {e}"))
+        };
+        match parsed {
+            Ok(job) => {
+                jobs.push(job);
+                held.push((r.settle, r.delivery, guard));
+            }
+            Err(reason) => {
+                let (metrics, log) = (metrics.clone(), log.clone());
+                settles.spawn(async move {
+                    match r.settle.dead_letter(r.body, &reason).await {
+                        Ok(()) => {
+                            metrics.record(Outcome::DeadLettered);
+                            log.event("job_dead_lettered", &[("reason", reason.into())]);
+                        }
+                        Err(e) => log.event("job_not_settled", &[("error", e.to_string().into())]),
+                    }
+                    drop(guard);
+                });
+            }
+        }
+    }
+    let keys: Vec<(String, Option<serde_json::Value>)> = jobs
+        .iter()
+        .map(|j| (j.id.clone(), j.meta.clone()))
+        .collect();
+    let results = if jobs.is_empty() {
+        Vec::new()
+    } else {
+        // A panic while running the chunk must still settle every message it holds: each job
+        // goes back as a transient failure (retried, then dead-lettered at the limit).
+        match AssertUnwindSafe(runner.run(jobs, ctx.stopping.clone()))
+            .catch_unwind()
+            .await
+        {
+            Ok(results) => results,
+            Err(panic) => {
+                let message = panic_text(&*panic);
+                log.event("chunk_panicked", &[("error", message.as_str().into())]);
+                keys.into_iter()
+                    .map(|(id, meta)| JobResult {
+                        id,
+                        meta,
+                        outcome: Err(Failure::transient(
+                            "internal",
+                            format!("the worker failed while running this job: {message}"),
+                        )),
+                        timings: Timings::default(),
+                    })
+                    .collect()
+            }
+        }
+    };
+    for (result, (settle, delivery, guard)) in results.into_iter().zip(held) {
+        settles.spawn(finish(result, settle, delivery, guard, ctx.clone()));
+    }
+    while settles.join_next().await.is_some() {}
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// One job's end: publish and ack, or hand back for redelivery.
+async fn finish<S: Settle, K: ResultSink>(
+    result: JobResult,
+    settle: S,
+    delivery: u32,
+    _held: Held,
+    ctx: Arc<Context<K>>,
+) {
+    let Context {
+        sink,
+        metrics,
+        log,
+        config,
+        ..
+    } = &*ctx;
+    let mut stopping = ctx.stopping.clone();
+    if !result.timings.fetch.is_zero() {
+        metrics
+            .fetch_seconds
+            .observe(result.timings.fetch.as_secs_f64());
+    }
+    let id = result.id.clone();
+    if let Some(f) = result.outcome.as_ref().err().filter(|f| f.transient) {
+        let last = delivery >= config.delivery_limit;
+        log.event(
+            if last {
+                "job_dead_lettered"
+            } else {
+                "job_retry"
+            },
+            &[
+                ("id", id.as_str().into()),
+                ("delivery", delivery.into()),
+                ("delivery_limit", config.delivery_limit.into()),
+                ("error_type", f.error_type.as_str().into()),
+                ("error", f.message.as_str().into()),
+            ],
+        );
+        // Not at once: a breaker open or a flaky image host needs time. A stop hands it back
+        // straight away.
+        if !last && !*stopping.borrow() {
+            let wait = (config.retry_delay * delivery).min(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        }
+        let _ = settle.retry().await;
+        metrics.record(if last {
+            Outcome::DeadLettered
+        } else {
+            Outcome::Retried
+        });
+        return;
+    }
+    let ok = result.outcome.is_ok();
+    let body = serde_json::to_vec(&result.to_json(&config.model_id, &config.model_revision))
+        .unwrap_or_default();
+    match sink.publish(&id, body).await {
+        Ok(()) => match settle.ack().await {
+            Ok(()) => metrics.record(if ok { Outcome::Ok } else { Outcome::Error }),
+            // The result is stored; the job comes back and its duplicate is dropped by id.
+            Err(e) => log.event(
+                "job_ack_failed",
+                &[("id", id.as_str().into()), ("error", e.to_string().into())],
+            ),
+        },
+        Err(e) => {
+            log.event(
+                "job_result_unconfirmed",
+                &[("id", id.as_str().into()), ("error", e.to_string().into())],
+            );
+            let _ = settle.retry().await;
+            metrics.record(Outcome::Unconfirmed);
+        }
+    }
+    if !ok {
+        if let Err(f) = &result.outcome {
+            log.event(
+                "job_failed",
+                &[
+                    ("id", id.as_str().into()),
+                    ("error_type", f.error_type.as_str().into()),
+                    ("error", f.message.as_str().into()),
+                ],
+            );
+        }
+    }
+}
