@@ -83,50 +83,25 @@ fn count_and_unit(s: &str, what: &str) -> Result<(u32, String), AccessError> {
     Ok((n, unit.trim().trim_end_matches('s').to_owned()))
 }
 
-/// The calendar period `now` falls in: its name (for storage keys) and the time left in it.
+/// The calendar period `now` falls in (UTC): its name (for storage keys) and the time left in it.
 pub fn window(per: Period, now: SystemTime) -> (String, Duration) {
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let days = (secs / 86_400) as i64;
-    let (y, m, d) = civil_from_days(days);
-    match per {
-        Period::Day => {
-            let end = (days + 1) as u64 * 86_400;
-            (
-                format!("{y:04}-{m:02}-{d:02}"),
-                Duration::from_secs(end - secs),
-            )
-        }
-        Period::Month => {
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            let end = days_from_civil(ny, nm, 1) as u64 * 86_400;
-            (format!("{y:04}-{m:02}"), Duration::from_secs(end - secs))
-        }
-    }
-}
-
-/// Days since 1970-01-01 → (year, month, day) of the Gregorian calendar (Howard Hinnant's
-/// well-known algorithm; also the log lines' timestamps).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let today = jiff::Timestamp::from_second(secs as i64)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let (name, end) = match per {
+        Period::Day => (today.strftime("%Y-%m-%d").to_string(), today.tomorrow()),
+        Period::Month => (
+            today.strftime("%Y-%m").to_string(),
+            today.last_of_month().tomorrow(),
+        ),
+    };
+    let end = end
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map_or(secs, |z| z.timestamp().as_second() as u64);
+    (name, Duration::from_secs(end.saturating_sub(secs)))
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ofa_model::pipeline::BatchReport;
-use ofa_model::{Entailment, OfaError, Prepared, Scores};
+use ofa_api::{BackendError, BatchReport, Prepared, Scores};
 
 /// One image–sentence pair as a front end received it. Pairs of one request that carry the
 /// same image are decoded once.
@@ -23,43 +22,22 @@ pub struct Pair {
 pub trait Backend: Send + Sync + 'static {
     /// Peak memory, in bytes, [`Backend::prepare_image`] may take for this image, judged
     /// cheaply (from its header); refuses what decoding would refuse without decoding.
-    fn preprocess_cost(&self, _image: &[u8], _max_image_pixels: u64) -> Result<u64, OfaError> {
+    fn preprocess_cost(&self, _image: &[u8], _max_image_pixels: u64) -> Result<u64, BackendError> {
         Ok(0)
     }
 
     /// Decodes and resizes one image (CPU work; the engine runs it on its bounded pool).
-    fn prepare_image(&self, image: &[u8], max_image_pixels: u64) -> Result<Arc<[u8]>, OfaError>;
+    fn prepare_image(&self, image: &[u8], max_image_pixels: u64)
+        -> Result<Arc<[u8]>, BackendError>;
 
     /// Token ids of the prompt for a hypothesis and optional premise.
-    fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, OfaError>;
+    fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, BackendError>;
 
     /// Scores a batch in one forward pass, one [`Scores`] per pair in order.
-    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError>;
+    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), BackendError>;
 
     /// `(used, total)` bytes of the accelerator's memory; `None` on the CPU.
     fn device_memory(&self) -> Option<(u64, u64)> {
         None
-    }
-}
-
-impl Backend for Entailment {
-    fn preprocess_cost(&self, image: &[u8], max_image_pixels: u64) -> Result<u64, OfaError> {
-        Entailment::preprocess_cost(self, image, max_image_pixels)
-    }
-
-    fn prepare_image(&self, image: &[u8], max_image_pixels: u64) -> Result<Arc<[u8]>, OfaError> {
-        Ok(self.preprocess_image(image, max_image_pixels)?.into())
-    }
-
-    fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, OfaError> {
-        Entailment::encode_text(self, text, premise)
-    }
-
-    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
-        self.score_batch(batch)
-    }
-
-    fn device_memory(&self) -> Option<(u64, u64)> {
-        ofa_model::gpu::memory(self.device())
     }
 }

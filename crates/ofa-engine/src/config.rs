@@ -42,7 +42,7 @@ impl Default for EngineConfig {
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(60),
             breaker_give_up: 3,
-            max_image_pixels: ofa_model::image::DEFAULT_MAX_PIXELS,
+            max_image_pixels: ofa_api::DEFAULT_MAX_PIXELS,
             max_text_chars: 2000,
             preprocess_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             preprocess_memory: 768 << 20,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ofa_model::Prepared;
+use ofa_api::Prepared;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

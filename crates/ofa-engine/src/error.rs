@@ -1,13 +1,13 @@
 use std::time::Duration;
 
-use ofa_model::OfaError;
+use ofa_api::{BackendError, ErrorType};
 
 /// Why a pair got no scores. Front ends map each kind to their own status codes.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The caller's input is unusable (image, text).
     #[error("{0}")]
-    Input(#[from] OfaError),
+    Input(#[from] BackendError),
     #[error("{0}")]
     InvalidText(String),
     #[error("{items} pairs can never be admitted: the queue holds at most {capacity}")]
@@ -31,48 +31,31 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The kind front ends report: its `error_type` name, status and retry class.
+    pub fn error_type(&self) -> ErrorType {
+        match self {
+            EngineError::Input(e) => e.error_type(),
+            EngineError::InvalidText(_) => ErrorType::InvalidText,
+            EngineError::BatchTooLarge { .. } => ErrorType::BatchTooLarge,
+            EngineError::QueueFull { .. } => ErrorType::QueueFull,
+            EngineError::BreakerOpen { .. } => ErrorType::BreakerOpen,
+            EngineError::DeadlineExceeded => ErrorType::DeadlineExceeded,
+            EngineError::ShuttingDown => ErrorType::ShuttingDown,
+            EngineError::ModelFailure(_) => ErrorType::ModelFailure,
+            EngineError::Internal(_) => ErrorType::Internal,
+        }
+    }
+
     /// A stable machine-readable name for logs, metrics labels and API errors.
     pub fn kind(&self) -> &'static str {
-        match self {
-            EngineError::Input(e) => match e {
-                OfaError::ImageTooLarge { .. } | OfaError::ImageTooCostly(_) => "image_too_large",
-                OfaError::UnsupportedImage(_) => "unsupported_image",
-                OfaError::Image(_) => "invalid_image",
-                OfaError::Text(_) => "invalid_text",
-                _ => "invalid_input",
-            },
-            EngineError::InvalidText(_) => "invalid_text",
-            EngineError::BatchTooLarge { .. } => "batch_too_large",
-            EngineError::QueueFull { .. } => "queue_full",
-            EngineError::BreakerOpen { .. } => "breaker_open",
-            EngineError::DeadlineExceeded => "deadline_exceeded",
-            EngineError::ShuttingDown => "shutting_down",
-            EngineError::ModelFailure(_) => "model_failure",
-            EngineError::Internal(_) => "internal",
-        }
+        self.error_type().as_str()
     }
 
     /// The same error for another pair that shared its cause (pairs of one image).
     pub fn replicate(&self) -> EngineError {
         match self {
-            EngineError::Input(e) => EngineError::Input(match e {
-                OfaError::Image(m) => OfaError::Image(m.clone()),
-                OfaError::UnsupportedImage(m) => OfaError::UnsupportedImage(m.clone()),
-                OfaError::ImageTooCostly(m) => OfaError::ImageTooCostly(m.clone()),
-                OfaError::Text(m) => OfaError::Text(m.clone()),
-                OfaError::ImageTooLarge {
-                    width,
-                    height,
-                    pixels,
-                    limit,
-                } => OfaError::ImageTooLarge {
-                    width: *width,
-                    height: *height,
-                    pixels: *pixels,
-                    limit: *limit,
-                },
-                other => return EngineError::Internal(other.to_string()),
-            }),
+            EngineError::Input(BackendError::Model(m)) => EngineError::Internal(m.clone()),
+            EngineError::Input(e) => EngineError::Input(e.clone()),
             EngineError::InvalidText(m) => EngineError::InvalidText(m.clone()),
             EngineError::BatchTooLarge { items, capacity } => EngineError::BatchTooLarge {
                 items: *items,
@@ -93,6 +76,11 @@ impl EngineError {
             EngineError::ModelFailure(m) => EngineError::ModelFailure(m.clone()),
             EngineError::Internal(m) => EngineError::Internal(m.clone()),
         }
+    }
+
+    /// The shared failure for this error (its kind, message and retry class).
+    pub fn failure(&self) -> ofa_api::Failure {
+        ofa_api::Failure::new(self.error_type(), self.to_string())
     }
 
     pub fn retry_after(&self) -> Option<Duration> {

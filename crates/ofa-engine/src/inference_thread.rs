@@ -10,9 +10,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ofa_model::error::panic_message;
-use ofa_model::pipeline::BatchReport;
-use ofa_model::{Prepared, Scores};
+use ofa_api::panic::panic_message;
+use ofa_api::{BatchReport, Prepared, Scores};
 use tokio::sync::oneshot;
 
 use crate::admission::{Admission, Slot};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use ofa_model::error::panic_message;
-use ofa_model::Prepared;
+use ofa_api::panic::panic_message;
+use ofa_api::Prepared;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::admission::Slot;
@@ -114,7 +114,7 @@ impl Lane {
             .backend
             .preprocess_cost(&image, self.max_image_pixels)?;
         if cost > self.memory_budget {
-            return Err(EngineError::Input(ofa_model::OfaError::ImageTooCostly(format!(
+            return Err(EngineError::Input(ofa_api::BackendError::ImageTooCostly(format!(
                 "preprocessing it needs about {} MB, more than the preprocessing memory budget of {} MB",
                 cost.div_ceil(MB),
                 self.memory_budget / MB

@@ -14,6 +14,8 @@ pub mod error;
 mod inference_thread;
 mod lane;
 pub mod metrics;
+#[cfg(feature = "model")]
+mod ofa_backend;
 pub mod prom;
 
 pub use backend::{Backend, Pair};

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::prom::{self, Histogram, BATCH_BUCKETS, LATENCY_BUCKETS};
 use crate::BreakerState;
-use ofa_model::pipeline::BatchReport;
+use ofa_api::BatchReport;
 
 #[derive(Debug)]
 pub struct EngineMetrics {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use ofa_engine::{
     Backend, BreakerState, Drain, Engine, EngineConfig, EngineError, EngineMetrics, Pair,
 };
-use ofa_model::pipeline::BatchReport;
-use ofa_model::{OfaError, Prepared, Scores};
+
+use ofa_api::{BackendError, BatchReport, Prepared, Scores};
 
 #[derive(Default)]
 struct StandIn {
@@ -45,7 +45,7 @@ fn answers() -> Vec<String> {
 
 impl Backend for StandIn {
     /// `mem:N` images (`mem:N:anything`) say they need N MB.
-    fn preprocess_cost(&self, image: &[u8], _max_pixels: u64) -> Result<u64, OfaError> {
+    fn preprocess_cost(&self, image: &[u8], _max_pixels: u64) -> Result<u64, BackendError> {
         Ok(std::str::from_utf8(image)
             .ok()
             .and_then(|s| s.strip_prefix("mem:"))
@@ -53,7 +53,7 @@ impl Backend for StandIn {
             .map_or(0, |mb| mb << 20))
     }
 
-    fn prepare_image(&self, image: &[u8], _max_pixels: u64) -> Result<Arc<[u8]>, OfaError> {
+    fn prepare_image(&self, image: &[u8], _max_pixels: u64) -> Result<Arc<[u8]>, BackendError> {
         let now = self.preparing.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_preparing.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(
@@ -62,17 +62,17 @@ impl Backend for StandIn {
         self.preparing.fetch_sub(1, Ordering::SeqCst);
         self.prepared.fetch_add(1, Ordering::SeqCst);
         match image {
-            b"bad" => Err(OfaError::Image("corrupt".into())),
+            b"bad" => Err(BackendError::Image("corrupt".into())),
             b"panic" => panic!("decoder bug"),
             _ => Ok(image.into()),
         }
     }
 
-    fn encode_text(&self, text: &str, _premise: Option<&str>) -> Result<Vec<u32>, OfaError> {
+    fn encode_text(&self, text: &str, _premise: Option<&str>) -> Result<Vec<u32>, BackendError> {
         Ok(text.bytes().map(u32::from).collect())
     }
 
-    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
+    fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), BackendError> {
         self.entered.fetch_add(1, Ordering::SeqCst);
         let mut closed = self.gate.lock().unwrap();
         while *closed {
@@ -89,7 +89,7 @@ impl Backend for StandIn {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
-            return Err(OfaError::Text("stand-in failure".into()));
+            return Err(BackendError::Text("stand-in failure".into()));
         }
         // The score of "yes" is the text's length, so answers are traceable to their pair.
         let scores = texts

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment, PairInput};
 
-use ofa_server::answer::Answer;
+use ofa_api::Answer;
 
 use crate::model_source::ModelArgs;
 

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ofa_api::{rank, Ranking};
+use ofa_engine::Pair;
 use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
 use ofa_model::{image::DEFAULT_MAX_PIXELS, Entailment};
-use ofa_server::error::ApiError;
-use ofa_server::rerank::{rank, RerankRequest};
 
 use crate::model_source::ModelArgs;
 
@@ -67,35 +67,34 @@ pub fn run(args: RerankArgs) -> Result<()> {
             std::fs::read(p).with_context(|| format!("cannot read image {}", p.display()))?;
         images.push(bytes::Bytes::from(bytes));
     }
-    let mut request = RerankRequest {
-        premise: args.premise.clone(),
-        label: Some(args.label.clone()),
-        top_k: args.top_k,
-        min_score: Some(args.min_score),
-        ..Default::default()
+    let premise = args.premise.clone();
+    let pair = |image: &bytes::Bytes, text: &str| Pair {
+        image: image.clone(),
+        text: text.to_owned(),
+        premise: premise.clone(),
+        cache_scope: 0,
     };
-    match (images.len(), texts.len()) {
-        (1, n) if n >= 1 => {
-            request.image = images.pop();
-            request.texts = texts;
-        }
-        (n, 1) if n > 1 => {
-            request.text = texts.pop();
-            request.images = images;
-        }
+    let pairs: Vec<Pair> = match (images.as_slice(), texts.as_slice()) {
+        ([image], texts) if !texts.is_empty() => texts.iter().map(|t| pair(image, t)).collect(),
+        (images, [text]) if images.len() > 1 => images.iter().map(|i| pair(i, text)).collect(),
         _ => anyhow::bail!(
             "give one --image with one or more sentences, or several --image with one --text"
         ),
-    }
+    };
     let (device, precision) = args.device.open_for_cli()?;
     let dir = args.model.resolve_blocking()?;
     let pipeline = args
         .device
         .configure_for_one_pass(Entailment::load_with(&dir, &device, precision)?)?;
     let answers = pipeline.answers().to_vec();
-    let (pairs, ranking) = request
-        .into_pairs(usize::MAX, &answers)
-        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let ranking = Ranking::new(
+        Some(args.label.clone()),
+        args.top_k,
+        Some(args.min_score),
+        &answers,
+        usize::MAX,
+    )
+    .map_err(anyhow::Error::msg)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let config = EngineConfig {
         max_batch_size: args.max_batch_size.max(1),
@@ -124,7 +123,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
     let (body, _) = rank(
         results
             .into_iter()
-            .map(|r| r.map(|s| s.scores).map_err(ApiError::from))
+            .map(|r| r.map(|s| s.scores).map_err(|e| e.failure()))
             .collect(),
         &ranking,
     );

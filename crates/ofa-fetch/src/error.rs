@@ -1,6 +1,8 @@
 //! Why an image could not be had, in classes the front ends map to their error types: the
 //! caller's own fault (never worth a retry) or the source's passing trouble (worth one).
 
+use ofa_api::{ErrorType, Failure};
+
 /// A sentence for the caller in each case; none distinguishes a closed port from an open one
 /// or a silent host from a slow one, so a fetch cannot be used to scan a network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,16 +34,27 @@ pub enum FetchError {
 
 impl FetchError {
     /// The `error_type` results and responses carry.
-    pub fn error_type(&self) -> &'static str {
+    pub fn error_type(&self) -> ErrorType {
         match self {
-            FetchError::Forbidden(_) => "image_url_forbidden",
-            FetchError::InvalidUrl(_) => "invalid_image_url",
-            FetchError::Unreachable(_) | FetchError::TimedOut(_) => "image_fetch_failed",
-            FetchError::Status { .. } if self.is_transient() => "image_fetch_failed",
-            FetchError::Status { .. } | FetchError::TooManyRedirects(_) => "image_url_failed",
-            FetchError::TooLarge(_) => "payload_too_large",
-            FetchError::PathRefused(_) => "image_path_refused",
-            FetchError::NotFound(_) => "image_not_found",
+            FetchError::Forbidden(_) => ErrorType::ImageUrlForbidden,
+            FetchError::InvalidUrl(_) => ErrorType::InvalidImageUrl,
+            FetchError::Unreachable(_) | FetchError::TimedOut(_) => ErrorType::ImageFetchFailed,
+            FetchError::Status { .. } if self.is_transient() => ErrorType::ImageFetchFailed,
+            FetchError::Status { .. } | FetchError::TooManyRedirects(_) => {
+                ErrorType::ImageUrlFailed
+            }
+            FetchError::TooLarge(_) => ErrorType::PayloadTooLarge,
+            FetchError::PathRefused(_) => ErrorType::ImagePathRefused,
+            FetchError::NotFound(_) => ErrorType::ImageNotFound,
+        }
+    }
+
+    /// The shared failure: the kind, this sentence, and whether another try may help.
+    pub fn failure(&self) -> Failure {
+        Failure {
+            kind: self.error_type(),
+            message: self.to_string(),
+            transient: self.is_transient(),
         }
     }
 

@@ -95,7 +95,7 @@ async fn by_default_no_spelling_of_loopback_is_connected_to() {
         format!("http://user:pass@127.0.0.1:{p}/ok.png"),
     ] {
         let e = f.get(&url, soon()).await.unwrap_err();
-        assert_eq!(e.error_type(), "image_url_forbidden", "{url}: {e}");
+        assert_eq!(e.error_type().as_str(), "image_url_forbidden", "{url}: {e}");
         assert!(!e.is_transient());
     }
     assert_eq!(s.connections.load(Ordering::SeqCst), 0, "nothing connected");
@@ -115,14 +115,14 @@ async fn an_allowed_server_is_reached_only_on_its_port() {
         .get(&format!("http://127.0.0.1:{}/ok.png", other.port), soon())
         .await
         .unwrap_err();
-    assert_eq!(e.error_type(), "image_url_forbidden", "{e}");
+    assert_eq!(e.error_type().as_str(), "image_url_forbidden", "{e}");
     assert_eq!(other.connections.load(Ordering::SeqCst), 0);
     // A name that resolves there is not the listed address.
     let e = f
         .get(&format!("http://localhost:{}/ok.png", s.port), soon())
         .await
         .unwrap_err();
-    assert_eq!(e.error_type(), "image_url_forbidden", "{e}");
+    assert_eq!(e.error_type().as_str(), "image_url_forbidden", "{e}");
     assert_eq!(s.connections.load(Ordering::SeqCst), 1);
 }
 
@@ -147,7 +147,7 @@ async fn a_redirect_to_a_forbidden_address_is_refused_before_it_is_followed() {
         allowed.port, target.port
     );
     let e = f.get(&url, soon()).await.unwrap_err();
-    assert_eq!(e.error_type(), "image_url_forbidden", "{e}");
+    assert_eq!(e.error_type().as_str(), "image_url_forbidden", "{e}");
     assert!(e.to_string().contains("redirect"), "{e}");
     assert_eq!(target.connections.load(Ordering::SeqCst), 0);
     // A redirect within what is allowed is followed, and counted.
@@ -160,7 +160,7 @@ async fn a_redirect_to_a_forbidden_address_is_refused_before_it_is_followed() {
         .get(&format!("http://127.0.0.1:{}/loop", allowed.port), soon())
         .await
         .unwrap_err();
-    assert_eq!(e.error_type(), "image_url_failed", "{e}");
+    assert_eq!(e.error_type().as_str(), "image_url_failed", "{e}");
     assert!(e.to_string().contains("more than 3 redirects"), "{e}");
 }
 
@@ -181,12 +181,12 @@ async fn failures_are_classified_without_telling_ports_apart() {
         .get(&format!("http://127.0.0.1:{}/nope", s.port), soon())
         .await
         .unwrap_err();
-    assert_eq!(gone.error_type(), "image_url_failed");
+    assert_eq!(gone.error_type().as_str(), "image_url_failed");
     let refused = f
         .get(&format!("http://127.0.0.1:{closed}/x"), soon())
         .await
         .unwrap_err();
-    assert_eq!(refused.error_type(), "image_fetch_failed");
+    assert_eq!(refused.error_type().as_str(), "image_fetch_failed");
     assert!(refused.is_transient());
     let text = refused.to_string();
     assert!(!text.to_lowercase().contains("refused"), "{text}");
@@ -200,9 +200,9 @@ async fn failures_are_classified_without_telling_ports_apart() {
         .unwrap_err();
     assert!(!e.to_string().contains("secret"), "{e}");
     let e = f.get("not a url", soon()).await.unwrap_err();
-    assert_eq!(e.error_type(), "invalid_image_url");
+    assert_eq!(e.error_type().as_str(), "invalid_image_url");
     let e = f.get("ftp://example.com/a.png", soon()).await.unwrap_err();
-    assert_eq!(e.error_type(), "image_url_forbidden");
+    assert_eq!(e.error_type().as_str(), "image_url_forbidden");
 }
 
 #[tokio::test]
@@ -225,7 +225,7 @@ async fn a_silent_server_is_bounded_by_the_deadline() {
         .await
         .unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert_eq!(e.error_type(), "image_fetch_failed", "{e}");
+    assert_eq!(e.error_type().as_str(), "image_fetch_failed", "{e}");
     held.join().unwrap();
 }
 
@@ -251,18 +251,18 @@ async fn only_regular_files_under_the_root_are_read() {
     let t = Instant::now();
     for p in ["pipe.png", "link-to-pipe.png"] {
         let e = read_under(root, p, 1024).await.unwrap_err();
-        assert_eq!(e.error_type(), "image_path_refused", "{p}: {e}");
+        assert_eq!(e.error_type().as_str(), "image_path_refused", "{p}: {e}");
         assert!(e.to_string().contains("not a regular file"), "{e}");
     }
     assert!(t.elapsed() < Duration::from_secs(2), "no FIFO blocks");
     for p in ["zero.png", "../x.png", "/etc/hostname"] {
         let e = read_under(root, p, 1024).await.unwrap_err();
-        assert_eq!(e.error_type(), "image_path_refused", "{p}: {e}");
+        assert_eq!(e.error_type().as_str(), "image_path_refused", "{p}: {e}");
     }
     let e = read_under(root, "big.png", 1024).await.unwrap_err();
-    assert_eq!(e.error_type(), "payload_too_large");
+    assert_eq!(e.error_type().as_str(), "payload_too_large");
     let e = read_under(root, "missing.png", 1024).await.unwrap_err();
-    assert_eq!(e.error_type(), "image_not_found");
+    assert_eq!(e.error_type().as_str(), "image_not_found");
     let e = read_under(None, "a.png", 1024).await.unwrap_err();
-    assert_eq!(e.error_type(), "image_path_refused");
+    assert_eq!(e.error_type().as_str(), "image_path_refused");
 }

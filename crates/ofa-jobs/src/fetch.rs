@@ -9,7 +9,7 @@ use bytes::Bytes;
 use ofa_fetch::{AllowList, ClientError, FetchError, UrlFetcher, UrlSettings};
 
 use crate::job::ImageSource;
-use crate::outcome::Failure;
+use ofa_api::{ErrorType, Failure};
 
 #[derive(Debug, Clone)]
 pub struct ImageSettings {
@@ -33,16 +33,6 @@ pub struct Fetcher {
     urls: UrlFetcher,
 }
 
-impl From<FetchError> for Failure {
-    fn from(e: FetchError) -> Self {
-        Failure {
-            error_type: e.error_type().into(),
-            transient: e.is_transient(),
-            message: e.to_string(),
-        }
-    }
-}
-
 impl Fetcher {
     pub fn new(settings: ImageSettings) -> Result<Fetcher, ClientError> {
         let urls = UrlFetcher::new(UrlSettings {
@@ -64,15 +54,15 @@ impl Fetcher {
         let until = deadline.min(Instant::now() + self.timeout);
         match source {
             ImageSource::Inline(b64) => self.inline(b64),
-            ImageSource::Url(u) => Ok(self.urls.get(u, until).await?),
+            ImageSource::Url(u) => self.urls.get(u, until).await.map_err(|e| e.failure()),
             ImageSource::Path(p) => {
                 let read = ofa_fetch::read_under(self.root.as_deref(), p, self.max_bytes);
                 match tokio::time::timeout_at(until.into(), read).await {
-                    Ok(got) => Ok(got?),
+                    Ok(got) => got.map_err(|e| e.failure()),
                     Err(_) => Err(FetchError::TimedOut(format!(
                         "image_path {p:?} could not be read in time"
                     ))
-                    .into()),
+                    .failure()),
                 }
             }
         }
@@ -83,19 +73,18 @@ impl Fetcher {
         let data = b64.split_once(";base64,").map_or(b64, |(_, d)| d);
         let at_least = data.bytes().filter(|b| !b.is_ascii_whitespace()).count() / 4 * 3;
         if at_least > self.max_bytes + 3 {
-            return Err(Failure::input(
-                "payload_too_large",
+            return Err(Failure::new(
+                ErrorType::PayloadTooLarge,
                 format!(
                     "the inline image has about {at_least} bytes, more than the limit of {}",
                     self.max_bytes
                 ),
             ));
         }
-        let bytes = ofa_server::parse::decode_base64(b64, "\"image\"")
-            .map_err(|e| Failure::input(e.kind.as_str(), e.message))?;
+        let bytes = ofa_api::base64::decode(b64, "\"image\"")?;
         if bytes.len() > self.max_bytes {
-            return Err(Failure::input(
-                "payload_too_large",
+            return Err(Failure::new(
+                ErrorType::PayloadTooLarge,
                 format!(
                     "the inline image has {} bytes, more than the limit of {}",
                     bytes.len(),

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::outcome::Failure;
+use ofa_api::{ErrorType, Failure};
 
 /// Where a job's image comes from: exactly one per job.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +54,7 @@ impl Job {
                 id,
                 text: None,
                 premise: None,
-                image: Err(Failure::input("invalid_job_id", why)),
+                image: Err(Failure::new(ErrorType::InvalidJobId, why)),
                 meta: None,
             });
         }
@@ -71,12 +71,12 @@ impl Job {
         .collect();
         let image = match <[ImageSource; 1]>::try_from(sources) {
             Ok([one]) => Ok(one),
-            Err(v) if v.is_empty() => Err(Failure::input(
-                "missing_image",
+            Err(v) if v.is_empty() => Err(Failure::new(
+                ErrorType::MissingImage,
                 "the job has no image source (image, image_url or image_path)",
             )),
-            Err(_) => Err(Failure::input(
-                "invalid_job",
+            Err(_) => Err(Failure::new(
+                ErrorType::InvalidJob,
                 "the job has more than one image source (image, image_url, image_path)",
             )),
         };
@@ -139,19 +139,19 @@ mod tests {
         let two =
             Job::parse(br#"{"id": "b", "text": "x", "image": "aGk=", "image_path": "a.png"}"#)
                 .unwrap();
-        assert_eq!(two.image.unwrap_err().error_type, "invalid_job");
+        assert_eq!(two.image.unwrap_err().kind.as_str(), "invalid_job");
         let none = Job::parse(br#"{"id": "c", "text": "x"}"#).unwrap();
-        assert_eq!(none.image.unwrap_err().error_type, "missing_image");
+        assert_eq!(none.image.unwrap_err().kind.as_str(), "missing_image");
         let long = format!(
             r#"{{"id": "{}", "text": "x", "image": "aGk="}}"#,
             "a".repeat(300)
         );
         let j = Job::parse(long.as_bytes()).unwrap();
         assert_eq!(j.id.len(), 300, "the id as given, for the error result");
-        assert_eq!(j.image.unwrap_err().error_type, "invalid_job_id");
+        assert_eq!(j.image.unwrap_err().kind.as_str(), "invalid_job_id");
         let broken = Job::parse(br#"{"id": "a\nevent=forged", "text": "x", "image": "aGk="}"#);
         assert_eq!(
-            broken.unwrap().image.unwrap_err().error_type,
+            broken.unwrap().image.unwrap_err().kind.as_str(),
             "invalid_job_id"
         );
         assert!(check_id(&"é".repeat(127)).is_ok());

@@ -1,59 +1,13 @@
-//! What a job comes to: scores, or a failure of one of two classes. An input failure will
+//! What a job comes to: scores, or a [`Failure`] of one of two classes. An input failure will
 //! never succeed and becomes an error result; a transient one is retried (by redelivery, or by
-//! the file runner) up to the delivery limit.
+//! the file runner) up to the delivery limit. The kinds and classes are `ofa_api`'s, shared
+//! with the HTTP service.
 
 use std::time::Duration;
 
-use ofa_engine::EngineError;
-use ofa_model::Scores;
-use ofa_server::answer::Answer;
-use ofa_server::error::ErrorType;
+pub use ofa_api::Failure;
+use ofa_api::{Answer, Scores};
 use serde_json::{json, Map, Value};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// The HTTP service's error types, plus the job-only ones (`invalid_job`,
-    /// `image_url_refused`, `image_url_failed`, `image_path_refused`, `image_not_found`).
-    pub error_type: String,
-    pub message: String,
-    pub transient: bool,
-}
-
-impl Failure {
-    pub fn input(error_type: &str, message: impl Into<String>) -> Self {
-        Failure {
-            error_type: error_type.into(),
-            message: message.into(),
-            transient: false,
-        }
-    }
-
-    pub fn transient(error_type: &str, message: impl Into<String>) -> Self {
-        Failure {
-            error_type: error_type.into(),
-            message: message.into(),
-            transient: true,
-        }
-    }
-
-    /// The engine's refusals and failures: the model, the breaker, the queue and time are
-    /// transient; the input's own faults (and bugs, which a retry would repeat) are not.
-    pub fn from_engine(e: &EngineError) -> Self {
-        let transient = matches!(
-            e,
-            EngineError::ModelFailure(_)
-                | EngineError::BreakerOpen { .. }
-                | EngineError::QueueFull { .. }
-                | EngineError::DeadlineExceeded
-                | EngineError::ShuttingDown
-        );
-        Failure {
-            error_type: ErrorType::of(e).as_str().into(),
-            message: e.to_string(),
-            transient,
-        }
-    }
-}
 
 /// Where a job's time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -95,7 +49,7 @@ impl JobResult {
             Err(f) => {
                 o.insert("status".into(), "error".into());
                 o.insert("error".into(), f.message.clone().into());
-                o.insert("error_type".into(), f.error_type.clone().into());
+                o.insert("error_type".into(), f.kind.as_str().into());
             }
         }
         o.insert("model_id".into(), model_id.into());

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ofa_api::{ErrorType, Scores};
 use ofa_engine::{Engine, EngineError, Pair, Scored};
-use ofa_model::Scores;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -48,8 +48,8 @@ impl Runner {
                 }
             };
             let Some(text) = job.text.clone() else {
-                fetched[i] = Some(Err(Failure::input(
-                    "missing_text",
+                fetched[i] = Some(Err(Failure::new(
+                    ErrorType::MissingText,
                     "the job has no \"text\"",
                 )));
                 continue;
@@ -86,7 +86,10 @@ impl Runner {
                 Some(Err(e)) => out[i] = Some((Err(e), Timings::default())),
                 None => {
                     out[i] = Some((
-                        Err(Failure::transient("internal", "the image fetch stopped")),
+                        Err(Failure::transient(
+                            ErrorType::Internal,
+                            "the image fetch stopped",
+                        )),
                         Timings::default(),
                     ))
                 }
@@ -186,7 +189,7 @@ fn answer(
         ),
         Err(e) => (
             i,
-            Err(Failure::from_engine(&e)),
+            Err(e.failure()),
             Timings {
                 fetch,
                 ..Timings::default()

@@ -123,7 +123,7 @@ async fn a_refusal_that_outlasts_the_chunk_deadline_is_a_transient_failure_at_on
         .run(vec![job("a")], stop)
         .await;
     let failure = results[0].outcome.as_ref().unwrap_err();
-    assert_eq!(failure.error_type, "breaker_open");
+    assert_eq!(failure.kind.as_str(), "breaker_open");
     assert!(failure.transient, "handed back for redelivery");
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
 }

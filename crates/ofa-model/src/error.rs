@@ -84,11 +84,27 @@ impl OfaError {
     }
 }
 
-/// The message a caught panic carried (`panic!` with a literal or a formatted string).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic without a message".into())
+/// The engine's view of a model error: input faults keep their kind, the rest is the model's.
+impl From<OfaError> for ofa_api::BackendError {
+    fn from(e: OfaError) -> Self {
+        use ofa_api::BackendError as B;
+        match e {
+            OfaError::Image(m) => B::Image(m),
+            OfaError::UnsupportedImage(m) => B::UnsupportedImage(m),
+            OfaError::ImageTooLarge {
+                width,
+                height,
+                pixels,
+                limit,
+            } => B::ImageTooLarge {
+                width,
+                height,
+                pixels,
+                limit,
+            },
+            OfaError::ImageTooCostly(m) => B::ImageTooCostly(m),
+            OfaError::Text(m) => B::Text(m),
+            other => B::Model(other.to_string()),
+        }
+    }
 }

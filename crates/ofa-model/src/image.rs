@@ -9,8 +9,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use crate::error::{OfaError, Result};
 use crate::resize::resize_rgb;
 
-/// Pillow's default decompression-bomb error threshold (2 × 89,478,485 pixels).
-pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
+pub use ofa_api::DEFAULT_MAX_PIXELS;
 
 /// Decodes an encoded image (JPEG, PNG, GIF, WebP, BMP, TIFF) to 8-bit RGB the way
 /// `ImageOps.exif_transpose(Image.open(f)).convert('RGB')` does.
@@ -291,7 +290,7 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
         Ok(Err(e)) => Err(OfaError::Image(format!("corrupt or truncated image: {e}"))),
         Err(panic) => Err(OfaError::Image(format!(
             "corrupt or truncated image: {}",
-            crate::error::panic_message(&*panic)
+            ofa_api::panic::panic_message(&*panic)
         ))),
     }
 }

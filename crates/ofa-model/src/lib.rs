@@ -5,7 +5,6 @@
 //! candidate answers with one encoder pass and one decoder pass per batch.
 
 pub mod attention_cpu;
-pub mod batch_report;
 pub mod bias;
 pub mod bottleneck;
 pub mod buckets;
@@ -46,7 +45,6 @@ pub mod linear_cpu;
 pub mod model;
 pub mod model_dir;
 pub mod norm;
-pub mod output;
 pub mod padding;
 pub mod pipeline;
 pub mod pixel_tensor;
@@ -71,8 +69,7 @@ pub use config::OfaConfig;
 pub use error::{OfaError, Result};
 pub use layout_tuning::LayoutTuning;
 pub use model_dir::ModelDir;
-pub use output::Scores;
-pub use pipeline::{Entailment, PairInput, Prepared, StageTimes};
+pub use pipeline::{BatchReport, Entailment, PairInput, Prepared, Scores, StageTimes};
 pub use precision::Precision;
 pub use resnet::ResNetLayout;
 pub use runtime::RuntimeConfig;

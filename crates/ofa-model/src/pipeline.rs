@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+pub use ofa_api::{BatchReport, Prepared, Scores, StageTimes};
 
-pub use crate::batch_report::{BatchReport, StageTimes};
 use crate::config::OfaConfig;
 use crate::error::{OfaError, Result};
 use crate::feature_cache::{self, FeatureCache};
@@ -16,7 +16,6 @@ use crate::files::CONFIG_FILE;
 use crate::image::{decode_for_resize, resize_square};
 use crate::model::OfaModel;
 use crate::model_dir::ModelDir;
-use crate::output::Scores;
 use crate::padding::padded;
 use crate::precision::Precision;
 use crate::resnet::ResNetLayout;
@@ -30,16 +29,6 @@ pub struct PairInput<'a> {
     pub image: &'a [u8],
     pub hypothesis: &'a str,
     pub premise: Option<&'a str>,
-}
-
-/// A preprocessed pair: source token ids (with BOS/EOS) and the resized uint8 RGB image (HWC).
-/// Pairs of one image share its pixels: a batch runs the ResNet once per distinct buffer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prepared {
-    pub source: Vec<u32>,
-    pub pixels: Arc<[u8]>,
-    /// Cached image features are shared only within one scope (one consumer, say).
-    pub cache_scope: u64,
 }
 
 pub struct Entailment {

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use ofa_api::logging::Logger;
+use ofa_api::panic::panic_message;
+use ofa_api::ErrorType;
 use ofa_jobs::outcome::Timings;
 use ofa_jobs::{Failure, Job, JobResult, Runner};
-use ofa_server::logging::Logger;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -105,14 +107,14 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
         {
             Ok(results) => results,
             Err(panic) => {
-                let message = panic_text(&*panic);
+                let message = panic_message(&*panic);
                 log.event("chunk_panicked", &[("error", message.as_str().into())]);
                 keys.into_iter()
                     .map(|(id, meta)| JobResult {
                         id,
                         meta,
                         outcome: Err(Failure::transient(
-                            "internal",
+                            ErrorType::Internal,
                             format!("the worker failed while running this job: {message}"),
                         )),
                         timings: Timings::default(),
@@ -125,14 +127,6 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
         settles.spawn(finish(result, settle, delivery, guard, ctx.clone()));
     }
     while settles.join_next().await.is_some() {}
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
 }
 
 /// One job's end: publish and ack, or hand back for redelivery.
@@ -169,7 +163,7 @@ async fn finish<S: Settle, K: ResultSink>(
                 ("id", id.as_str().into()),
                 ("delivery", delivery.into()),
                 ("delivery_limit", config.delivery_limit.into()),
-                ("error_type", f.error_type.as_str().into()),
+                ("error_type", f.kind.as_str().into()),
                 ("error", f.message.as_str().into()),
             ],
         );
@@ -217,7 +211,7 @@ async fn finish<S: Settle, K: ResultSink>(
                 "job_failed",
                 &[
                     ("id", id.as_str().into()),
-                    ("error_type", f.error_type.as_str().into()),
+                    ("error_type", f.kind.as_str().into()),
                     ("error", f.message.as_str().into()),
                 ],
             );

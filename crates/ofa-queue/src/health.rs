@@ -109,9 +109,8 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Health) -> std::io
 mod tests {
     use std::time::{Duration, Instant};
 
+    use ofa_api::{BackendError, BatchReport, Prepared, Scores};
     use ofa_engine::{Backend, EngineConfig, Pair};
-    use ofa_model::pipeline::BatchReport;
-    use ofa_model::{OfaError, Prepared, Scores};
 
     use super::*;
 
@@ -119,16 +118,16 @@ mod tests {
     struct Broken;
 
     impl Backend for Broken {
-        fn prepare_image(&self, image: &[u8], _: u64) -> Result<Arc<[u8]>, OfaError> {
+        fn prepare_image(&self, image: &[u8], _: u64) -> Result<Arc<[u8]>, BackendError> {
             Ok(image.into())
         }
 
-        fn encode_text(&self, text: &str, _: Option<&str>) -> Result<Vec<u32>, OfaError> {
+        fn encode_text(&self, text: &str, _: Option<&str>) -> Result<Vec<u32>, BackendError> {
             Ok(text.bytes().map(u32::from).collect())
         }
 
-        fn score(&self, _: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), OfaError> {
-            Err(OfaError::Text("broken".into()))
+        fn score(&self, _: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), BackendError> {
+            Err(BackendError::Text("broken".into()))
         }
     }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use ofa_api::logging::Logger;
 use ofa_jobs::Runner;
-use ofa_server::logging::Logger;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 

@@ -190,7 +190,7 @@ async fn serve_conn(
                 Ok(Ok(resp)) => resp,
                 Ok(Err(never)) => match never {},
                 Err(panic) => {
-                    let message = ofa_model::error::panic_message(&*panic);
+                    let message = ofa_api::panic::panic_message(&*panic);
                     log.event("request_panicked", &[("error", message.into())]);
                     ApiError::new(ErrorType::Internal, "internal error").into_response()
                 }

@@ -11,11 +11,11 @@ use axum::Json;
 use ofa_engine::Pair;
 use serde_json::{json, Value};
 
-use crate::answer::Answer;
 use crate::error::{ApiError, ErrorType};
 use crate::probes::status_for;
 use crate::timings::Timings;
 use crate::{kserve_tensor, parse, predict, AppState};
+use ofa_api::Answer;
 
 pub const MODEL_NAME: &str = "ofa-entail";
 

@@ -122,7 +122,7 @@ pub async fn catch_panic(State(state): State<AppState>, req: Request, next: Next
     match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(resp) => resp,
         Err(panic) => {
-            let message = ofa_model::error::panic_message(&*panic);
+            let message = ofa_api::panic::panic_message(&*panic);
             state
                 .log
                 .event("request_panicked", &[("error", message.into())]);

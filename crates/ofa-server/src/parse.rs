@@ -7,7 +7,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use base64::Engine as _;
 use http_body_util::BodyExt;
 use ofa_engine::Pair;
 use serde::Deserialize;
@@ -93,19 +92,9 @@ pub async fn read_body(
     }
 }
 
-/// Base64 as clients write it: with or without a `data:...;base64,` prefix, and with the line
-/// breaks and spaces that `base64 FILE` and PEM-style wrapping put in.
+/// Base64 as clients write it (see [`ofa_api::base64::decode`]), as an API error.
 pub fn decode_base64(s: &str, what: &str) -> Result<Vec<u8>, ApiError> {
-    let b64 = s.split_once(";base64,").map_or(s, |(_, d)| d);
-    let compact: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(&compact)
-        .map_err(|e| {
-            ApiError::new(
-                ErrorType::InvalidBase64,
-                format!("{what} is not valid base64: {e}"),
-            )
-        })
+    Ok(ofa_api::base64::decode(s, what)?)
 }
 
 /// One pair as JSON clients send it.

@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::access::{cache_scope, charge_pairs};
-use crate::answer::Answer;
 use crate::error::ApiError;
 use crate::timings::Timings;
 use crate::{parse, AppState};
+use ofa_api::Answer;
 
 pub async fn predict(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let start = Instant::now();

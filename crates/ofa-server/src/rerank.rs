@@ -1,7 +1,8 @@
 //! `POST /rerank`: one image against many sentences, or one sentence against many images —
 //! the candidates a vector search returned — ranked by the probability of one answer (`yes`
 //! by default). Candidates are admitted together like a batch; a bad candidate gets its own
-//! error entry and the others are still ranked. The ranking itself is shared with the CLI.
+//! error entry and the others are still ranked. The ranking itself is `ofa_api`'s, shared with
+//! the CLI.
 
 use std::time::Instant;
 
@@ -10,12 +11,10 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::Json;
+use ofa_api::{rank, Ranking};
 use ofa_engine::Pair;
-use ofa_model::Scores;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use crate::answer::Answer;
 use crate::error::{ApiError, ErrorType};
 use crate::parse::{content_type, decode_base64, utf8_field};
 use crate::timings::Timings;
@@ -34,14 +33,6 @@ pub struct RerankRequest {
     pub min_score: Option<f32>,
 }
 
-/// How to rank: which answer's probability, how many results, from which score up.
-#[derive(Debug, Clone)]
-pub struct Ranking {
-    pub label: String,
-    pub top_k: Option<usize>,
-    pub min_score: f32,
-}
-
 const RERANK_FIELDS: &str = "image, texts, text, images, premise, label, top_k, min_score";
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -56,24 +47,14 @@ impl RerankRequest {
         max_candidates: usize,
         answers: &[String],
     ) -> Result<(Vec<Pair>, Ranking), ApiError> {
-        let label = self.label.unwrap_or_else(|| "yes".into()).to_lowercase();
-        if !answers.contains(&label) {
-            return Err(invalid(format!(
-                "label {label:?} is not one of the model's answers {answers:?}"
-            )));
-        }
-        if self.top_k == Some(0) {
-            return Err(invalid("top_k must be at least 1"));
-        }
-        if self.top_k.is_some_and(|k| k > max_candidates) {
-            return Err(invalid(format!(
-                "top_k must be at most {max_candidates} (MAX_RERANK_CANDIDATES)"
-            )));
-        }
-        let min_score = self.min_score.unwrap_or(0.0);
-        if !(0.0..=1.0).contains(&min_score) {
-            return Err(invalid("min_score must be a probability, from 0 to 1"));
-        }
+        let ranking = Ranking::new(
+            self.label,
+            self.top_k,
+            self.min_score,
+            answers,
+            max_candidates,
+        )
+        .map_err(invalid)?;
         let premise = self.premise;
         let pairs: Vec<Pair> = match (self.image, self.texts, self.text, self.images) {
             (Some(image), texts, None, images) if !texts.is_empty() && images.is_empty() => texts
@@ -102,14 +83,7 @@ impl RerankRequest {
         };
         parse::check_batch_len(pairs.len(), max_candidates)
             .map_err(|e| ApiError::new(e.kind, format!("{}: too many candidates", e.message)))?;
-        Ok((
-            pairs,
-            Ranking {
-                label,
-                top_k: self.top_k,
-                min_score,
-            },
-        ))
+        Ok((pairs, ranking))
     }
 }
 
@@ -194,45 +168,6 @@ async fn multipart_request(parts: Parts, body: Bytes) -> Result<RerankRequest, A
     Ok(r)
 }
 
-/// `{"results": [...]}`: ranked candidates best first (ties by position), those under
-/// `min_score` left out, at most `top_k`; then every failed candidate with its error. Also
-/// the kinds of the failures, for the refusal counter.
-pub fn rank(results: Vec<Result<Scores, ApiError>>, ranking: &Ranking) -> (Value, Vec<ErrorType>) {
-    let mut ranked: Vec<(usize, f32, Value)> = Vec::new();
-    let mut failed = Vec::new();
-    let mut kinds = Vec::new();
-    for (index, r) in results.into_iter().enumerate() {
-        match r {
-            Ok(scores) => {
-                let at = scores.answers.iter().position(|a| *a == ranking.label);
-                let score = at.map_or(0.0, |i| scores.probs[i]);
-                if score < ranking.min_score {
-                    continue;
-                }
-                let a = Answer::from_scores(&scores);
-                ranked.push((
-                    index,
-                    score,
-                    json!({"index": index, "score": score, "label": a.label, "details": a.details, "scores": a.scores}),
-                ));
-            }
-            Err(e) => {
-                kinds.push(e.kind);
-                failed.push(
-                    json!({"index": index, "error": e.message, "error_type": e.kind.as_str()}),
-                );
-            }
-        }
-    }
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    if let Some(k) = ranking.top_k {
-        ranked.truncate(k);
-    }
-    let mut results: Vec<Value> = ranked.into_iter().map(|(_, _, v)| v).collect();
-    results.extend(failed);
-    (json!({ "results": results }), kinds)
-}
-
 pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let start = Instant::now();
     let deadline = start + state.config.request_timeout;
@@ -259,7 +194,7 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
     let (body, failed) = rank(
         results
             .into_iter()
-            .map(|r| r.map(|s| s.scores).map_err(ApiError::from))
+            .map(|r| r.map(|s| s.scores).map_err(|e| e.failure()))
             .collect(),
         &ranking,
     );
@@ -272,38 +207,6 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scores(yes: f32) -> Scores {
-        let answers: Vec<String> = ["no", "yes", "maybe"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        Scores::from_logits(&answers, &[0.0, yes, 0.0])
-    }
-
-    #[test]
-    fn best_first_then_filtered_then_cut_then_errors() {
-        let results = vec![
-            Ok(scores(1.0)),
-            Err(ApiError::new(ErrorType::InvalidImage, "corrupt")),
-            Ok(scores(3.0)),
-            Ok(scores(-2.0)),
-            Ok(scores(3.0)),
-        ];
-        let ranking = Ranking {
-            label: "yes".into(),
-            top_k: Some(2),
-            min_score: 0.1,
-        };
-        let (v, kinds) = rank(results, &ranking);
-        let r = v["results"].as_array().unwrap();
-        let idx: Vec<u64> = r.iter().map(|x| x["index"].as_u64().unwrap()).collect();
-        assert_eq!(idx, [2, 4, 1], "ties keep request order; the error last");
-        assert_eq!(r[2]["error_type"], "invalid_image");
-        assert_eq!(kinds, [ErrorType::InvalidImage]);
-        assert!(r[0]["score"].as_f64().unwrap() > 0.8);
-        assert_eq!(r[0]["label"], "Yes");
-    }
 
     #[test]
     fn exactly_one_form_and_known_labels() {

@@ -1,7 +1,7 @@
 //! The `/predict` answer, the shape existing clients read: `details` in the order yes, no,
 //! maybe (other answers after, in the model's order); `result` indexes it; `label` capitalised.
 
-use ofa_model::Scores;
+use crate::Scores;
 use serde::Serialize;
 
 /// Order of `details` for the three SNLI-VE answers.

@@ -1,4 +1,16 @@
-//! What a batched scoring call reports besides its scores: stage times and the feature cache.
+//! What goes into a batched scoring call and what it reports besides its scores.
+
+use std::sync::Arc;
+
+/// A preprocessed pair: source token ids (with BOS/EOS) and the resized uint8 RGB image (HWC).
+/// Pairs of one image share its pixels: a batch runs the ResNet once per distinct buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub source: Vec<u32>,
+    pub pixels: Arc<[u8]>,
+    /// Cached image features are shared only within one scope (one consumer, say).
+    pub cache_scope: u64,
+}
 
 /// What one batched call did besides scoring.
 #[derive(Debug, Clone, Copy, Default)]

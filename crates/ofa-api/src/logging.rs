@@ -76,21 +76,9 @@ fn plain(s: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || c == '=' || c == '"' || c == '\\')
 }
 
-/// UTC timestamp, RFC 3339 with milliseconds, without a date-time dependency.
+/// UTC timestamp, RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = ofa_access::rate::civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    format!("{:.3}", jiff::Timestamp::now())
 }
 
 #[cfg(test)]
@@ -110,5 +98,14 @@ mod tests {
             r#"event=request request_id="abc consumer=admin status=200" id="a\nevent=forged" status=200"#
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds() {
+        let ts = now_rfc3339();
+        assert_eq!(ts.len(), "2026-12-06T15:09:13.123Z".len(), "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
+        let parsed: jiff::Timestamp = ts.parse().unwrap();
+        assert!((jiff::Timestamp::now().as_millisecond() - parsed.as_millisecond()).abs() < 60_000);
     }
 }

@@ -31,6 +31,14 @@ impl Scores {
             argmax,
         }
     }
+
+    /// The probability of one answer (`None` when the model has no such answer).
+    pub fn prob_of(&self, answer: &str) -> Option<f32> {
+        self.answers
+            .iter()
+            .position(|a| a == answer)
+            .map(|i| self.probs[i])
+    }
 }
 
 fn log_softmax(z: &[f32]) -> Vec<f32> {
@@ -56,5 +64,7 @@ mod tests {
         let answers: Vec<String> = ["no", "yes"].iter().map(|s| s.to_string()).collect();
         let s = Scores::from_logits(&answers, &[1.0, 1.0]);
         assert_eq!(s.argmax, 0);
+        assert_eq!(s.prob_of("yes"), Some(0.5));
+        assert_eq!(s.prob_of("maybe"), None);
     }
 }
