@@ -1,35 +1,12 @@
-//! `ofa-entail`: does this image support this sentence? Command-line entry point.
-
-mod access_args;
-mod batch;
-mod bench;
-mod bench_profile;
-mod breaker_log;
-mod collect;
-mod convert;
-mod device;
-mod download;
-mod eval;
-mod eval_data;
-mod eval_report;
-mod flags;
-mod job_args;
-mod job_lines;
-mod log_progress;
-mod model_source;
-mod otel;
-mod predict;
-mod progress;
-mod rerank;
-mod results_file;
-mod serve;
-mod submit;
-mod warmup;
-mod worker;
+//! `ofa-entail`: does this image support this sentence? Command-line entry point: parses the
+//! subcommand and hands it to the library's command.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ofa_entail::commands::{
+    batch, bench, collect, convert, download, eval, predict, rerank, serve, submit, worker,
+};
 
 #[derive(Parser)]
 #[command(
@@ -104,7 +81,7 @@ fn main() -> ExitCode {
 fn quiet_libjpeg_unwinds() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !ofa_model::image::in_libjpeg() {
+        if !ofa_model::in_libjpeg() {
             previous(info);
         }
     }));

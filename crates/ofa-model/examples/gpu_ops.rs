@@ -54,7 +54,7 @@ fn main() -> candle_core::Result<()> {
     time(&dev, "linear as one 2d matmul", mm, 0.0, || {
         x2.matmul(&w.t().unwrap()).unwrap();
     });
-    let ours = ofa_model::linear::linear(
+    let ours = ofa_model::internal::network::linear::linear(
         d,
         d,
         candle_nn::VarBuilder::from_tensors(
@@ -102,7 +102,7 @@ fn main() -> candle_core::Result<()> {
         candle_nn::ops::softmax_last_dim(&s).unwrap();
     });
     time(&dev, "ofa: scale+bias+softmax fused", 0.0, 2.0 * sb, || {
-        ofa_model::cuda_ops::attention_probs(&s, &bb, None, 0.125).unwrap();
+        ofa_model::internal::cuda::ops::attention_probs(&s, &bb, None, 0.125).unwrap();
     });
     time(&dev, "probs.v", att, 0.0, || {
         s.matmul(&k).unwrap();
@@ -118,7 +118,7 @@ fn main() -> candle_core::Result<()> {
     });
     let qb = r(&[d]);
     time(&dev, "ofa: split heads + bias fused", 0.0, 2.0 * xb, || {
-        ofa_model::cuda_heads::split_heads(&x, Some(&qb), h).unwrap();
+        ofa_model::internal::cuda::heads::split_heads(&x, Some(&qb), h).unwrap();
     });
     let heads = r(&[b, h, l, 64]);
     let c_attn = r(&[h]);
@@ -128,7 +128,7 @@ fn main() -> candle_core::Result<()> {
         0.0,
         2.0 * xb,
         || {
-            ofa_model::cuda_heads::merge_heads(&heads, Some(&c_attn)).unwrap();
+            ofa_model::internal::cuda::heads::merge_heads(&heads, Some(&c_attn)).unwrap();
         },
     );
     let ln = candle_nn::LayerNorm::new(r(&[d]), r(&[d]), 1e-5);
@@ -160,8 +160,16 @@ fn main() -> candle_core::Result<()> {
         0.0,
         8.0 * xb,
         || {
-            ofa_model::cuda_norm::norm_rows(&big, Some(&pb4), true, &w4v, &b4v, 1e-5, None)
-                .unwrap();
+            ofa_model::internal::cuda::norm::norm_rows(
+                &big,
+                Some(&pb4),
+                true,
+                &w4v,
+                &b4v,
+                1e-5,
+                None,
+            )
+            .unwrap();
         },
     );
     let (wd, bd) = (r(&[d]), r(&[d]));
@@ -171,7 +179,8 @@ fn main() -> candle_core::Result<()> {
         0.0,
         3.0 * xb,
         || {
-            ofa_model::cuda_norm::norm_rows(&x, None, false, &wd, &bd, 1e-5, Some(&x)).unwrap();
+            ofa_model::internal::cuda::norm::norm_rows(&x, None, false, &wd, &bd, 1e-5, Some(&x))
+                .unwrap();
         },
     );
     let img = r(&[b, 64, 120, 120]);
@@ -186,7 +195,7 @@ fn main() -> candle_core::Result<()> {
         conv,
         0.0,
         || {
-            ofa_model::conv::conv2d(&img, &k3, 1, 1).unwrap();
+            ofa_model::internal::network::conv::conv2d(&img, &k3, 1, 1).unwrap();
         },
     );
     let img256 = r(&[b, 256, 120, 120]);
@@ -251,7 +260,7 @@ fn main() -> candle_core::Result<()> {
         2.0 * (b * 900 * 256 * 256 * 9) as f64,
         0.0,
         || {
-            ofa_model::resnet_nhwc::im2col_nhwc(&s3_nhwc, 3, 1, 1)
+            ofa_model::internal::network::resnet_nhwc::im2col_nhwc(&s3_nhwc, 3, 1, 1)
                 .unwrap()
                 .matmul(&w33_cols)
                 .unwrap();
@@ -265,7 +274,7 @@ fn main() -> candle_core::Result<()> {
         conv,
         0.0,
         || {
-            ofa_model::resnet_nhwc::im2col_nhwc(&s1_nhwc, 3, 1, 1)
+            ofa_model::internal::network::resnet_nhwc::im2col_nhwc(&s1_nhwc, 3, 1, 1)
                 .unwrap()
                 .matmul(&w120_cols)
                 .unwrap();
@@ -277,7 +286,7 @@ fn main() -> candle_core::Result<()> {
         0.0,
         10.0 * (b * 14400 * 64) as f64 * es,
         || {
-            ofa_model::resnet_nhwc::im2col_nhwc(&s1_nhwc, 3, 1, 1).unwrap();
+            ofa_model::internal::network::resnet_nhwc::im2col_nhwc(&s1_nhwc, 3, 1, 1).unwrap();
         },
     );
     let s3n = r(&[b, 256, 30, 30]);
@@ -289,7 +298,7 @@ fn main() -> candle_core::Result<()> {
         c33,
         0.0,
         || {
-            ofa_model::conv::conv2d(&s3n, &k33, 1, 1).unwrap();
+            ofa_model::internal::network::conv::conv2d(&s3n, &k33, 1, 1).unwrap();
         },
     );
     let cb = r(&[256]);
@@ -310,7 +319,7 @@ fn main() -> candle_core::Result<()> {
         },
     );
     time(&dev, "ofa: bias+residual+relu fused", 0.0, 3.0 * ib, || {
-        ofa_model::conv::bias_act(&img256, &cb, Some(&img256), true).unwrap();
+        ofa_model::internal::network::conv::bias_act(&img256, &cb, Some(&img256), true).unwrap();
     });
     // A whole bottleneck block (1×1, 3×3, 1×1 with the shortcut, each with its epilogue) as
     // the GPU ran it before (NCHW) and runs it now (channels-last): the third stage's shape (36
@@ -342,10 +351,10 @@ fn main() -> candle_core::Result<()> {
             flops,
             0.0,
             || {
-                let act = ofa_model::conv::bias_act;
+                let act = ofa_model::internal::network::conv::bias_act;
                 let h = act(&one_by_one(&w1, &x), &b1, None, true).unwrap();
                 let h = act(
-                    &ofa_model::conv::conv2d(&h, &w2, 1, 1).unwrap(),
+                    &ofa_model::internal::network::conv::conv2d(&h, &w2, 1, 1).unwrap(),
                     &b2,
                     None,
                     true,
@@ -353,7 +362,7 @@ fn main() -> candle_core::Result<()> {
                 act(&one_by_one(&w3, &h.unwrap()), &b3, Some(&x), true).unwrap();
             },
         );
-        let conv = ofa_model::resnet_nhwc::ConvNhwc::new;
+        let conv = ofa_model::internal::network::resnet_nhwc::ConvNhwc::new;
         let (c1, c2, c3) = (
             conv(&w1, &b1, 1, 0)?,
             conv(&w2, &b2, 1, 1)?,
@@ -389,7 +398,7 @@ fn main() -> candle_core::Result<()> {
         2.0 * (b * 64 * 240 * 240 * 3 * 49) as f64,
         0.0,
         || {
-            ofa_model::conv::conv2d(&stem, &k7, 2, 3).unwrap();
+            ofa_model::internal::network::conv::conv2d(&stem, &k7, 2, 3).unwrap();
         },
     );
     let p = r(&[b, 64, 242, 242]);

@@ -5,9 +5,9 @@ use sha2::Digest;
 fn main() {
     for path in std::env::args().skip(1) {
         let bytes = std::fs::read(&path).expect("readable file");
-        match ofa_model::image::decode_rgb(&bytes, u64::MAX) {
+        match ofa_model::internal::preprocess::image::decode_rgb(&bytes, u64::MAX) {
             Ok(rgb) => {
-                let px = ofa_model::image::resize_square(&rgb, 480);
+                let px = ofa_model::internal::preprocess::image::resize_square(&rgb, 480);
                 let hex: String = sha2::Sha256::digest(&px)
                     .iter()
                     .map(|b| format!("{b:02x}"))

@@ -36,19 +36,19 @@ fn main() -> candle_core::Result<()> {
             &format!("ours: linear+bias 916x{k} -> {n}"),
             2.0 * 916. * k as f64 * n as f64,
             || {
-                ofa_model::linear_cpu::linear(&x, &w, Some(&b)).unwrap();
+                ofa_model::internal::cpu::linear::linear(&x, &w, Some(&b)).unwrap();
             },
         );
     }
     for (rows, k, n) in [(916, 1024, 4096), (916, 4096, 1024), (15, 1024, 4096)] {
         let x: Vec<f32> = Tensor::randn(0f32, 1., rows * k, &d)?.to_vec1()?;
         let w: Vec<f32> = Tensor::randn(0f32, 1., n * k, &d)?.to_vec1()?;
-        let q = ofa_model::int8_quant::Int8Weights::quantize(&w, n, k);
+        let q = ofa_model::internal::cpu::int8::quant::Int8Weights::quantize(&w, n, k);
         time(
             &format!("int8: linear {rows}x{k} -> {n}"),
             2.0 * rows as f64 * k as f64 * n as f64,
             || {
-                ofa_model::int8::linear(&x, &q, None).unwrap();
+                ofa_model::internal::cpu::int8::linear::linear(&x, &q, None).unwrap();
             },
         );
     }
@@ -79,7 +79,7 @@ fn main() -> candle_core::Result<()> {
         "ours: 15 rows x1024 -> 4096",
         2.0 * 15. * 1024. * 4096.,
         || {
-            ofa_model::linear_cpu::linear(&few, &w, None).unwrap();
+            ofa_model::internal::cpu::linear::linear(&few, &w, None).unwrap();
         },
     );
     let q = Tensor::randn(0f32, 1., (1, 16, 916, 64), &d)?;
@@ -101,7 +101,7 @@ fn main() -> candle_core::Result<()> {
         Tensor::randn(0f32, 1., (1, 916, 1024), &d)?,
         Tensor::randn(0f32, 1., (1, 916, 1024), &d)?,
     );
-    let bias = ofa_model::softmax::AttnBias {
+    let bias = ofa_model::internal::cpu::softmax::AttnBias {
         abs: &abs,
         heads: 16,
         lq: 916,
@@ -113,28 +113,30 @@ fn main() -> candle_core::Result<()> {
         "fused attention 16 heads 916x916x64",
         4.0 * 16. * 916. * 916. * 64.,
         || {
-            ofa_model::attention_cpu::fused_attention(&q3, &k3, &v3, &bias, None, &[1.0; 16])
-                .unwrap();
+            ofa_model::internal::cpu::attention::fused_attention(
+                &q3, &k3, &v3, &bias, None, &[1.0; 16],
+            )
+            .unwrap();
         },
     );
     // With the encoder's relative-position blocks (900 image tokens, 16 text tokens).
     let rel_img: Vec<f32> = vec![0.1; 6892 * 16];
     let rel_txt: Vec<f32> = vec![0.1; 511 * 16];
-    let img_idx = ofa_model::buckets::image_buckets(30, 30, 42);
-    let txt_idx = ofa_model::buckets::token_buckets(16, 256);
-    let rel_bias = ofa_model::softmax::AttnBias {
+    let img_idx = ofa_model::internal::network::buckets::image_buckets(30, 30, 42);
+    let txt_idx = ofa_model::internal::network::buckets::token_buckets(16, 256);
+    let rel_bias = ofa_model::internal::cpu::softmax::AttnBias {
         abs: &abs,
         heads: 16,
         lq: 916,
         lk: 916,
         blocks: vec![
-            ofa_model::bias::RelBlock {
+            ofa_model::internal::cpu::bias::RelBlock {
                 table: &rel_img,
                 index: &img_idx,
                 offset: 0,
                 size: 900,
             },
-            ofa_model::bias::RelBlock {
+            ofa_model::internal::cpu::bias::RelBlock {
                 table: &rel_txt,
                 index: &txt_idx,
                 offset: 900,
@@ -147,8 +149,10 @@ fn main() -> candle_core::Result<()> {
         "fused attention, relative blocks",
         4.0 * 16. * 916. * 916. * 64.,
         || {
-            ofa_model::attention_cpu::fused_attention(&q3, &k3, &v3, &rel_bias, None, &[1.0; 16])
-                .unwrap();
+            ofa_model::internal::cpu::attention::fused_attention(
+                &q3, &k3, &v3, &rel_bias, None, &[1.0; 16],
+            )
+            .unwrap();
         },
     );
     time("broadcast_add 16x916x916", 16. * 916. * 916., || {
@@ -159,27 +163,27 @@ fn main() -> candle_core::Result<()> {
         h.gelu_erf().unwrap();
     });
     time("ours: gelu_erf 916x4096", 916. * 4096., || {
-        ofa_model::gelu::gelu_erf(&h).unwrap();
+        ofa_model::internal::cpu::gelu::gelu_erf(&h).unwrap();
     });
     let abs: Vec<f32> = vec![0.5; 16 * 916 * 916];
     let table: Vec<f32> = vec![0.1; 6892 * 16];
-    let idx = ofa_model::buckets::image_buckets(30, 30, 42);
+    let idx = ofa_model::internal::network::buckets::image_buckets(30, 30, 42);
     let ttab: Vec<f32> = vec![0.1; 511 * 16];
-    let tidx = ofa_model::buckets::token_buckets(16, 256);
+    let tidx = ofa_model::internal::network::buckets::token_buckets(16, 256);
     time("layer_bias 16x916x916", 16. * 916. * 916., || {
-        ofa_model::bias::layer_bias(
+        ofa_model::internal::cpu::bias::layer_bias(
             &abs,
             16,
             916,
             916,
             &[
-                ofa_model::bias::RelBlock {
+                ofa_model::internal::cpu::bias::RelBlock {
                     table: &table,
                     index: &idx,
                     offset: 0,
                     size: 900,
                 },
-                ofa_model::bias::RelBlock {
+                ofa_model::internal::cpu::bias::RelBlock {
                     table: &ttab,
                     index: &tidx,
                     offset: 900,
@@ -213,7 +217,7 @@ fn main() -> candle_core::Result<()> {
         "im2col-gemm conv3x3 64ch 120x120",
         2.0 * 64. * 64. * 9. * 14400.,
         || {
-            ofa_model::conv::conv2d(&img, &kk, 1, 1).unwrap();
+            ofa_model::internal::network::conv::conv2d(&img, &kk, 1, 1).unwrap();
         },
     );
     let img = Tensor::randn(0f32, 1., (1, 256, 30, 30), &d)?;
@@ -225,7 +229,7 @@ fn main() -> candle_core::Result<()> {
         "im2col-gemm conv3x3 256ch 30x30",
         2.0 * 256. * 256. * 9. * 900.,
         || {
-            ofa_model::conv::conv2d(&img, &kk, 1, 1).unwrap();
+            ofa_model::internal::network::conv::conv2d(&img, &kk, 1, 1).unwrap();
         },
     );
     Ok(())

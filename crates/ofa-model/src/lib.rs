@@ -4,75 +4,68 @@
 //! image and a sentence into tensors exactly as the reference pipeline does, and scores the
 //! candidate answers with one encoder pass and one decoder pass per batch.
 
-pub mod attention_cpu;
-pub mod bias;
-pub mod bottleneck;
-pub mod buckets;
-pub mod config;
-pub mod conv;
-pub mod conv3x3;
-#[cfg(feature = "cuda")]
-pub mod cuda_heads;
-#[cfg(feature = "cuda")]
-pub mod cuda_nhwc;
-#[cfg(feature = "cuda")]
-pub mod cuda_norm;
-#[cfg(feature = "cuda")]
-pub mod cuda_ops;
-#[cfg(feature = "cuda")]
-pub mod cuda_pixels;
-pub mod decoder;
-mod disjoint;
-pub mod encoder;
-pub mod epilogue;
-pub mod error;
-pub mod feature_cache;
-pub mod files;
-pub mod folded_attention;
-pub mod gelu;
-pub mod gpu;
-pub mod graph_check;
-pub mod heads;
-pub mod image;
-pub mod int8;
-pub mod int8_quant;
-pub mod int8_vnni;
-pub mod kernels;
-pub mod layers;
-pub mod layout_tuning;
-pub mod linear;
-pub mod linear_cpu;
-pub mod model;
-pub mod model_dir;
-pub mod norm;
-pub mod padding;
-pub mod pipeline;
-pub mod pixel_tensor;
-pub mod position_cache;
-pub mod precision;
+// The rooms: where a change goes. Their modules are public only through `internal`.
+mod cpu;
+mod cuda;
+mod error;
+mod load;
+mod network;
+mod preprocess;
 pub mod profile;
-pub mod random;
-pub mod resize;
-mod resize_rows;
-pub mod resnet;
-pub mod resnet_int8;
-pub mod resnet_nhwc;
-pub mod runtime;
-pub mod softmax;
-pub mod stage_graphs;
-pub mod text;
-pub mod tokenizer;
-pub mod weights;
+mod scoring;
 
 pub use candle_core::{Device, DeviceLocation};
-pub use config::OfaConfig;
+pub use cuda::gpu;
+pub use cuda::graphs::GraphSummary;
+pub use cuda::layout_tuning::LayoutTuning;
 pub use error::{OfaError, Result};
-pub use layout_tuning::LayoutTuning;
-pub use model_dir::ModelDir;
-pub use pipeline::{BatchReport, Entailment, PairInput, Prepared, Scores, StageTimes};
-pub use precision::Precision;
-pub use resnet::ResNetLayout;
-pub use runtime::RuntimeConfig;
+pub use load::config::OfaConfig;
+pub use load::model_dir::{ModelDir, WeightsFile};
+pub use load::precision::Precision;
+pub use load::random;
+pub use load::runtime::RuntimeConfig;
+pub use load::weights::convert_pytorch_to_safetensors;
+pub use network::resnet::ResNetLayout;
+pub use ofa_api::DEFAULT_MAX_PIXELS;
+pub use preprocess::image::in_libjpeg;
+pub use scoring::pipeline::{BatchReport, Entailment, PairInput, Prepared, Scores, StageTimes};
+
+/// The building blocks and kernels behind the public API, reachable for this crate's tests,
+/// examples and benchmarks (and the fuzz targets). Not a stable interface: anything here may
+/// change with the implementation.
+#[doc(hidden)]
+pub mod internal {
+    pub mod cpu {
+        pub use crate::cpu::{
+            attention, bias, conv3x3, folded_attention, gelu, int8, linear, norm, softmax,
+        };
+    }
+
+    pub mod cuda {
+        pub use crate::cuda::{gpu, graph_check, graphs, layout_tuning};
+        #[cfg(feature = "cuda")]
+        pub use crate::cuda::{heads, nhwc, norm, ops, pixels};
+    }
+
+    pub mod load {
+        pub use crate::load::{config, files, model_dir, precision, random, runtime, weights};
+    }
+
+    pub mod network {
+        pub use crate::network::{
+            bottleneck, buckets, conv, decoder, encoder, epilogue, heads, kernels, layers, linear,
+            model, position_cache, resnet, resnet_nhwc,
+        };
+    }
+
+    pub mod scoring {
+        pub use crate::scoring::{feature_cache, pipeline};
+    }
+
+    pub mod preprocess {
+        pub use crate::preprocess::{image, padding, pixel_tensor, resize, text, tokenizer};
+    }
+}
 
 /// Largest absolute difference between two tensors of one shape (the kernels' tests).
 #[cfg(test)]

@@ -53,7 +53,9 @@ fn channels_last_im2col_gives_candles_convolution() {
         for (dtype, name) in DTYPES {
             let x = values(&[b, h, w, c], 2.0, 14, dtype);
             let wt = values(&[5, c, k, k], 1.0, 15, dtype);
-            let want_cols = ofa_model::resnet_nhwc::im2col_nhwc_generic(&x, k, s, p).unwrap();
+            let want_cols =
+                ofa_model::internal::network::resnet_nhwc::im2col_nhwc_generic(&x, k, s, p)
+                    .unwrap();
             let want = x
                 .permute((0, 3, 1, 2))
                 .unwrap()

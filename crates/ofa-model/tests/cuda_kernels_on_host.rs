@@ -275,7 +275,12 @@ fn normalize_pixels_is_the_cpus_normalisation_bit_for_bit() {
             .chunks_exact(plane * 3)
             .flat_map(|img| {
                 let mut planes = vec![0f32; plane * 3];
-                ofa_model::pixel_tensor::normalize_chw_into(img, &mut planes, mean, std);
+                ofa_model::internal::preprocess::pixel_tensor::normalize_chw_into(
+                    img,
+                    &mut planes,
+                    mean,
+                    std,
+                );
                 planes
             })
             .collect();

@@ -13,9 +13,9 @@ fn folded_attention_matches_the_goldens_and_the_unfolded_model() {
     let prepared: Vec<Prepared> = cases().iter().map(|c| prepare_with(&model, c)).collect();
     let refs: Vec<&Prepared> = prepared.iter().collect();
     let (plain, _) = model.score_batch(&refs).unwrap();
-    ofa_model::kernels::force_folded(true);
+    ofa_model::internal::network::kernels::force_folded(true);
     let (folded, _) = model.score_batch(&refs).unwrap();
-    ofa_model::kernels::force_folded(false);
+    ofa_model::internal::network::kernels::force_folded(false);
     for ((case, f), p) in cases().iter().zip(&folded).zip(&plain) {
         let want: Vec<f32> = serde_json::from_value(case["scores"]["softmax"].clone()).unwrap();
         for (k, w) in want.iter().enumerate() {

@@ -24,7 +24,7 @@ fn assert_goldens(what: &str, cases: &[serde_json::Value], got: &[Scores]) {
 
 #[test]
 fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
-    ofa_model::kernels::force_generic(true);
+    ofa_model::internal::network::kernels::force_generic(true);
     let f32_model = Entailment::load(tiny_dir(), device()).unwrap();
     let prepared: Vec<Prepared> = cases()
         .iter()
@@ -61,7 +61,7 @@ fn generic_kernels_match_the_goldens_and_half_precisions_stay_close() {
 /// timed on the model's own ResNet, the faster kept, and the answers unchanged.
 #[test]
 fn the_tuned_resnet_layout_is_the_faster_and_matches_the_goldens() {
-    ofa_model::kernels::force_generic(true);
+    ofa_model::internal::network::kernels::force_generic(true);
     let model = Entailment::load(tiny_dir(), device())
         .unwrap()
         .with_tuned_resnet_layout(1)
@@ -88,7 +88,7 @@ fn the_tuned_resnet_layout_is_the_faster_and_matches_the_goldens() {
 /// `--resnet-layout`), converted there and back, still match the goldens.
 #[test]
 fn both_resnet_layouts_match_the_goldens() {
-    ofa_model::kernels::force_generic(true);
+    ofa_model::internal::network::kernels::force_generic(true);
     let mut model = Entailment::load(tiny_dir(), device()).unwrap();
     assert_eq!(model.model().resnet_layout(), ResNetLayout::ChannelsLast);
     for layout in [ResNetLayout::ChannelsFirst, ResNetLayout::ChannelsLast] {

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::{IndexOp, Tensor};
 use common::*;
-use ofa_model::pipeline::Prepared;
+use ofa_model::Prepared;
 
 fn prepare(case: &serde_json::Value) -> Prepared {
     prepare_with(tiny(), case)
@@ -36,7 +36,7 @@ fn prompts_and_input_ids_are_identical() {
 fn decoded_and_resized_images_are_identical() {
     for case in cases() {
         let bytes = image_bytes(case);
-        let rgb = ofa_model::image::decode_rgb(&bytes, u64::MAX).unwrap();
+        let rgb = ofa_model::internal::preprocess::image::decode_rgb(&bytes, u64::MAX).unwrap();
         let size = case["image"]["decoded_rgb_size_wh"].clone();
         assert_eq!(
             serde_json::json!([rgb.width(), rgb.height()]),
@@ -68,7 +68,8 @@ fn jpeg_decoding_matches_libjpeg_turbo_pixels() {
         let Some(want) = g.get("decoded_rgb_u8_hwc") else {
             continue;
         };
-        let rgb = ofa_model::image::decode_rgb(&image_bytes(case), u64::MAX).unwrap();
+        let rgb = ofa_model::internal::preprocess::image::decode_rgb(&image_bytes(case), u64::MAX)
+            .unwrap();
         let want: Vec<u8> = want.flatten_all().unwrap().to_vec1().unwrap();
         let diff = rgb
             .as_raw()
@@ -257,7 +258,7 @@ fn cuda_graphs_replay_what_the_plain_runs_give() {
 fn bucket_tables_match_reference_buffers() {
     let want: serde_json::Value =
         serde_json::from_slice(&std::fs::read(golden().join("buckets.json")).unwrap()).unwrap();
-    let table: Vec<u8> = ofa_model::buckets::token_buckets(1024, 256)
+    let table: Vec<u8> = ofa_model::internal::network::buckets::token_buckets(1024, 256)
         .iter()
         .flat_map(|&v| (v as i64).to_le_bytes())
         .collect();
@@ -271,13 +272,15 @@ fn bucket_tables_match_reference_buffers() {
 
 #[test]
 fn both_weight_formats_load_identical_tensors() {
-    use ofa_model::model_dir::WeightsFile;
-    let st = ofa_model::weights::load(&WeightsFile::Safetensors(
+    use ofa_model::WeightsFile;
+    let st = ofa_model::internal::load::weights::load(&WeightsFile::Safetensors(
         tiny_dir().join("model.safetensors"),
     ))
     .unwrap();
-    let pt = ofa_model::weights::load(&WeightsFile::Pytorch(tiny_dir().join("pytorch_model.bin")))
-        .unwrap();
+    let pt = ofa_model::internal::load::weights::load(&WeightsFile::Pytorch(
+        tiny_dir().join("pytorch_model.bin"),
+    ))
+    .unwrap();
     let mut names: Vec<&String> = st.keys().collect();
     names.sort();
     let mut pnames: Vec<&String> = pt.keys().collect();

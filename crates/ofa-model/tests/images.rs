@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use image::{DynamicImage, ImageFormat, RgbImage};
-use ofa_model::image::decode_rgb;
+use ofa_model::internal::preprocess::image::decode_rgb;
 use ofa_model::OfaError;
 
 fn astronaut() -> RgbImage {
@@ -144,7 +144,7 @@ fn pixel_limit_stops_decompression_bombs_before_decoding() {
     // A 20000x20000 PNG header with almost no data: refused from the header alone.
     let img = DynamicImage::ImageLuma8(image::GrayImage::new(20_000, 20_000));
     let bytes = encode(&img, ImageFormat::Png);
-    match decode_rgb(&bytes, ofa_model::image::DEFAULT_MAX_PIXELS) {
+    match decode_rgb(&bytes, ofa_model::DEFAULT_MAX_PIXELS) {
         Err(OfaError::ImageTooLarge { pixels, .. }) => assert_eq!(pixels, 400_000_000),
         other => panic!("expected ImageTooLarge, got {other:?}"),
     }
@@ -166,7 +166,7 @@ fn formats_and_modes_beyond_the_goldens_match_pillow() {
             want["size"],
             "{name}"
         );
-        let resized = ofa_model::image::resize_square(&rgb, 480);
+        let resized = ofa_model::internal::preprocess::image::resize_square(&rgb, 480);
         assert_eq!(
             sha256_hex(&resized),
             want["resized_sha256"].as_str().unwrap(),
@@ -196,7 +196,7 @@ fn peak_rss() -> u64 {
 #[test]
 fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory() {
     let m = tiny();
-    let limit = ofa_model::image::DEFAULT_MAX_PIXELS;
+    let limit = ofa_model::DEFAULT_MAX_PIXELS;
     // Ruinous shapes: refused before any pixel is decoded, naming the bound they pass.
     for (name, bound) in [
         ("tall_1x100000000_1bit.png", "multiply-adds"),

@@ -50,18 +50,22 @@ fn int8_stays_close_and_keeps_every_clear_label() {
 
 #[test]
 fn both_checkpoint_formats_are_quantised_as_they_are_read() {
-    use ofa_model::model_dir::WeightsFile;
+    use ofa_model::WeightsFile;
     for file in [
         WeightsFile::Safetensors(tiny_dir().join("model.safetensors")),
         WeightsFile::Pytorch(tiny_dir().join("pytorch_model.bin")),
     ] {
-        let t = ofa_model::weights::load_with(&file, ofa_model::linear::DenseForm::Int8).unwrap();
+        let t = ofa_model::internal::load::weights::load_with(
+            &file,
+            ofa_model::internal::network::linear::DenseForm::Int8,
+        )
+        .unwrap();
         let name = "encoder.layers.0.fc1.weight";
         assert!(!t.contains_key(name), "{file:?}: f32 {name} kept");
         assert_eq!(t[&format!("{name}_int8")].dtype(), candle_core::DType::U8);
         assert!(t.contains_key(&format!("{name}_int8_scale")));
         // Everything else stays f32: embeddings, the ResNet, layer norms, biases.
-        let f32_model = ofa_model::weights::load(&file).unwrap();
+        let f32_model = ofa_model::internal::load::weights::load(&file).unwrap();
         let quantised = f32_model.keys().filter(|n| !t.contains_key(*n)).count();
         assert_eq!(quantised, t.len() - f32_model.len(), "{file:?}");
         assert!(quantised > 0);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use ofa_model::model_dir::WeightsFile;
+use ofa_model::WeightsFile;
 use ofa_model::{Entailment, OfaError, PairInput};
 use serde_json::Value;
 
@@ -40,7 +40,7 @@ fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
 }
 
 fn tensors() -> HashMap<String, Tensor> {
-    ofa_model::weights::load(&WeightsFile::Safetensors(
+    ofa_model::internal::load::weights::load(&WeightsFile::Safetensors(
         tiny_dir().join("model.safetensors"),
     ))
     .unwrap()
@@ -89,7 +89,7 @@ fn another_image_size_is_read_from_configuration_json() {
     let px = m.preprocess_image(&grace(), u64::MAX).unwrap();
     assert_eq!(px.len(), 256 * 256 * 3);
     let images = m
-        .image_tensor(&[&ofa_model::pipeline::Prepared {
+        .image_tensor(&[&ofa_model::Prepared {
             source: vec![0, 2],
             pixels: px.into(),
             cache_scope: 0,
@@ -342,7 +342,7 @@ fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
     let dir = scratch("convert");
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     let bin_only = probs(&Entailment::load(dir.path(), &Device::Cpu).unwrap());
-    let (path, n) = ofa_model::weights::convert_pytorch_to_safetensors(dir.path()).unwrap();
+    let (path, n) = ofa_model::convert_pytorch_to_safetensors(dir.path()).unwrap();
     assert_eq!(path, dir.path().join("model.safetensors"));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -387,7 +387,7 @@ fn convert_round_trips_and_a_stale_conversion_is_not_trusted() {
         ofa_model::ModelDir::pick_weights(dir.path()).unwrap(),
         WeightsFile::Pytorch(dir.path().join("pytorch_model.bin"))
     );
-    ofa_model::weights::convert_pytorch_to_safetensors(dir.path()).unwrap();
+    ofa_model::convert_pytorch_to_safetensors(dir.path()).unwrap();
     assert_eq!(
         ofa_model::ModelDir::pick_weights(dir.path()).unwrap(),
         WeightsFile::Safetensors(path.clone())

@@ -16,7 +16,7 @@ fn calls(ops: &[OpTime], stage: &str, op: &str) -> u64 {
 
 #[test]
 fn every_layer_and_convolution_is_timed_under_its_stage() {
-    ofa_model::kernels::force_generic(true);
+    ofa_model::internal::network::kernels::force_generic(true);
     let config = OfaConfig::from_file(&tiny_dir().join("config.json")).unwrap();
     let [s1, s2, s3] = config.resnet_layers().unwrap();
     let blocks = (s1 + s2 + s3) as u64;

@@ -1,0 +1,5 @@
+//! Scoring: the end-to-end pipeline (`Entailment`: prepare, batch, forward, answer
+//! probabilities) and the image-feature cache it keeps across batches.
+
+pub mod feature_cache;
+pub mod pipeline;
