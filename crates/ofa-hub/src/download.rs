@@ -98,15 +98,6 @@ fn content_range(v: &str) -> Option<(Option<u64>, Option<u64>)> {
     Some((start, total))
 }
 
-/// Exponential backoff as urllib3's `Retry(backoff_factor=1)`: 0, 2, 4, 8, 16 s.
-fn backoff(failures: u32) -> Duration {
-    if failures <= 1 {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(1u64 << (failures - 1).min(16))
-    }
-}
-
 pub struct FileJob<'a> {
     pub client: &'a HubClient,
     pub cfg: &'a HubConfig,
@@ -152,6 +143,8 @@ impl FileJob<'_> {
         }
         let deadline = Instant::now() + self.cfg.file_timeout;
         let (mut transient, mut checksum, mut size) = (0u32, 0u32, 0u32);
+        // urllib3's `Retry(backoff_factor=1)` as the Python client: at once, then 2, 4, 8 s …
+        let mut backoff = crate::backoff::delays(Duration::from_secs(2), self.cfg.retry_max_delay);
         loop {
             let (error, delay) = match self.attempt().await {
                 Ok(n) => return Ok(Outcome::Downloaded(n)),
@@ -179,7 +172,12 @@ impl FileJob<'_> {
                             last: e.to_string(),
                         });
                     }
-                    (e, after.unwrap_or_else(|| backoff(transient)))
+                    let wait = if transient == 1 {
+                        Duration::ZERO
+                    } else {
+                        backoff.next().unwrap_or(self.cfg.retry_max_delay)
+                    };
+                    (e, after.unwrap_or(wait))
                 }
             };
             let delay = delay.min(self.cfg.retry_max_delay);
@@ -361,14 +359,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_range_and_backoff() {
+    fn content_ranges_are_read() {
         assert_eq!(
             content_range("bytes 10-19/100"),
             Some((Some(10), Some(100)))
         );
         assert_eq!(content_range("bytes */100"), Some((None, Some(100))));
         assert_eq!(content_range("items 1-2/3"), None);
-        let delays: Vec<u64> = (1..=5).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(delays, [0, 2, 4, 8, 16]);
     }
 }

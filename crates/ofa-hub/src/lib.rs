@@ -2,6 +2,7 @@
 //! resume, retries and SHA-256 verification, and caches it in the layout the Python client
 //! shares. Knows nothing of the model it fetches.
 
+mod backoff;
 pub mod cache;
 mod client;
 pub mod config;

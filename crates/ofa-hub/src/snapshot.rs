@@ -145,7 +145,8 @@ fn from_cache(
 }
 
 /// The listing, retried on 429, 5xx and network errors after a first failure, with backoff
-/// 0.5, 1, 2, 4, 8 s (the Python client's API adapter: factor 0.5) unless `Retry-After` says.
+/// from 0.5 s, doubling (the Python client's API adapter: factor 0.5), with jitter, unless
+/// `Retry-After` says.
 async fn list_with_retries(
     client: &HubClient,
     cfg: &HubConfig,
@@ -155,10 +156,12 @@ async fn list_with_retries(
     first: CallError,
 ) -> Result<Listing, HubError> {
     let mut last = first;
-    for failures in 1..=cfg.max_retries {
+    let mut backoff = crate::backoff::delays(Duration::from_millis(500), cfg.retry_max_delay);
+    for _ in 0..cfg.max_retries {
         let delay = last
             .retry_after
-            .unwrap_or(Duration::from_millis(250 << failures.min(10)))
+            .or_else(|| backoff.next())
+            .unwrap_or(cfg.retry_max_delay)
             .min(cfg.retry_max_delay);
         progress.event(Event::Retry {
             path: "file listing",

@@ -1,4 +1,5 @@
-//! Flag values every command parses the same way: sizes with suffixes and seconds.
+//! Flag values every command parses the same way: sizes with suffixes and seconds, overflow
+//! refused as an error.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,24 +8,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use ofa_server::logging::{LogFormat, Logger};
 
-/// A size in bytes: `10MB`, `768M`, `1GB`, `512KB` or plain bytes.
+/// A size in bytes: `10MB`, `768M`, `1GB`, `512KB`, `1.5 GiB` or plain bytes; the units are
+/// binary (`MB` is 2^20), as they always were here. Too large for this machine is an error.
 pub fn parse_bytes(name: &str, s: &str) -> Result<usize> {
-    let t = s.trim().to_ascii_uppercase();
-    let (num, mult) = if let Some(n) = t.strip_suffix("GB").or_else(|| t.strip_suffix('G')) {
-        (n, 1 << 30)
-    } else if let Some(n) = t.strip_suffix("MB").or_else(|| t.strip_suffix('M')) {
-        (n, 1 << 20)
-    } else if let Some(n) = t.strip_suffix("KB").or_else(|| t.strip_suffix('K')) {
-        (n, 1 << 10)
-    } else {
-        (t.strip_suffix('B').unwrap_or(&t), 1)
-    };
-    let n: usize = num
-        .trim()
-        .parse()
+    let n = parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
         .with_context(|| format!("{name} {s:?} is not a size"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("{name} {s:?} is too large"))
+    usize::try_from(n).with_context(|| format!("{name} {s:?} is too large"))
 }
 
 /// A non-negative number of seconds, named in the error when it is not.
@@ -46,4 +37,30 @@ pub fn logger(format: &str, path: Option<&Path>) -> Result<Arc<Logger>> {
     Ok(Arc::new(
         Logger::new(format, path).context("cannot open LOG_PATH")?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_binary_and_overflow_is_an_error() {
+        assert_eq!(parse_bytes("X", "10MB").unwrap(), 10 << 20);
+        assert_eq!(parse_bytes("X", "768m").unwrap(), 768 << 20);
+        assert_eq!(parse_bytes("X", "1GB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("X", "512KB").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("X", "4096").unwrap(), 4096);
+        let e = parse_bytes("PAYLOAD_LIMIT", "17179869184G").unwrap_err();
+        assert!(format!("{e:#}").contains("PAYLOAD_LIMIT"), "{e:#}");
+        assert!(parse_bytes("X", "ten MB").is_err());
+        assert!(parse_bytes("X", "-1MB").is_err());
+    }
+
+    #[test]
+    fn seconds_must_be_finite_non_negative_and_representable() {
+        assert_eq!(seconds("X", 1.5).unwrap(), Duration::from_millis(1500));
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e30] {
+            assert!(seconds("TIMEOUT", bad).is_err(), "{bad}");
+        }
+    }
 }

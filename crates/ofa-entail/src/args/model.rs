@@ -1,14 +1,14 @@
 //! Which model directory to load: `--model-dir` when given, else the ModelScope id at a revision,
 //! from the cache or downloaded into it.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
+use crate::args::flags::seconds;
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_hub::{Event, HubConfig, Progress, RepoId, Snapshot, Source};
+use ofa_hub::{HubConfig, Progress, RepoId, Snapshot, Source};
+
+pub use crate::observe::download::Reporter;
 
 pub const DEFAULT_MODEL_ID: &str = "iic/ofa_visual-entailment_snli-ve_large_en";
 
@@ -104,12 +104,8 @@ pub struct HubArgs {
     pub lock_timeout: f64,
 }
 
-fn secs(v: f64) -> Duration {
-    Duration::from_secs_f64(if v.is_finite() && v >= 0.0 { v } else { 0.0 })
-}
-
 impl HubArgs {
-    pub fn config(&self) -> HubConfig {
+    pub fn config(&self) -> Result<HubConfig> {
         let cache_dir = self
             .cache_dir
             .clone()
@@ -137,12 +133,18 @@ impl HubArgs {
         cfg.offline = self.offline || self.hf_hub_offline;
         cfg.verify = self.verify;
         cfg.max_retries = self.max_retries;
-        cfg.retry_max_delay = secs(self.retry_max_delay);
-        cfg.connect_timeout = secs(self.connect_timeout);
-        cfg.read_timeout = secs(self.read_timeout);
-        cfg.file_timeout = secs(self.file_timeout);
-        cfg.lock_timeout = secs(self.lock_timeout);
-        cfg
+        cfg.retry_max_delay = seconds(
+            "MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS",
+            self.retry_max_delay,
+        )?;
+        cfg.connect_timeout = seconds("MODELSCOPE_API_CONNECT_TIMEOUT", self.connect_timeout)?;
+        cfg.read_timeout = seconds("MODELSCOPE_DOWNLOAD_TIMEOUT", self.read_timeout)?;
+        cfg.file_timeout = seconds("MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT", self.file_timeout)?;
+        cfg.lock_timeout = seconds(
+            "MODELSCOPE_DOWNLOAD_FILE_LOCK_TIMEOUT_SECONDS",
+            self.lock_timeout,
+        )?;
+        Ok(cfg)
     }
 }
 
@@ -194,7 +196,7 @@ pub async fn fetch(
     progress: &dyn Progress,
 ) -> Result<Snapshot> {
     let repo: RepoId = id.parse()?;
-    let cfg = hub.config();
+    let cfg = hub.config()?;
     ofa_hub::fetch(&cfg, &repo, revision, progress)
         .await
         .with_context(|| format!("cannot get model {id}@{revision}"))
@@ -208,132 +210,5 @@ pub fn describe_source(s: &Source) -> String {
             format!("downloaded {files} file(s), {:.1} MB", *bytes as f64 / 1e6)
         }
         Source::CacheFallback => "hub unreachable; using the cached copy".into(),
-    }
-}
-
-/// Progress on stderr: a redrawn bar on a terminal, plain lines otherwise (logs, CI, pods).
-pub struct Reporter {
-    bar: bool,
-    state: Mutex<BarState>,
-}
-
-struct BarState {
-    path: String,
-    size: Option<u64>,
-    done: u64,
-    /// Where this attempt started (resumed bytes do not count towards the rate).
-    from: u64,
-    started: Instant,
-    last_draw: Instant,
-}
-
-impl Reporter {
-    pub fn stderr() -> Reporter {
-        Reporter {
-            bar: std::io::stderr().is_terminal(),
-            state: Mutex::new(BarState {
-                path: String::new(),
-                size: None,
-                done: 0,
-                from: 0,
-                started: Instant::now(),
-                last_draw: Instant::now(),
-            }),
-        }
-    }
-
-    fn line(&self, msg: &str) {
-        let mut err = std::io::stderr().lock();
-        if self.bar {
-            let _ = write!(err, "\r\x1b[2K");
-        }
-        let _ = writeln!(err, "{msg}");
-    }
-}
-
-/// A size in the unit that reads best.
-fn mb(n: u64) -> String {
-    match n {
-        0..1_000 => format!("{n} B"),
-        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
-        _ => format!("{:.2} GB", n as f64 / 1e9),
-    }
-}
-
-impl Progress for Reporter {
-    fn event(&self, event: Event<'_>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            Event::Listed { files, bytes } => {
-                self.line(&format!("listing: {files} file(s), {}", mb(bytes)))
-            }
-            Event::Cached { path, hashed } => self.line(&format!(
-                "{path}: cached, {}",
-                if hashed {
-                    "sha256 verified"
-                } else {
-                    "unchanged since its verified download"
-                }
-            )),
-            Event::Waiting { path } => self.line(&format!(
-                "{path}: another process is downloading it; waiting for its lock"
-            )),
-            Event::Start { path, size, from } => {
-                *s = BarState {
-                    path: path.to_string(),
-                    size,
-                    done: from,
-                    from,
-                    started: Instant::now(),
-                    last_draw: Instant::now() - Duration::from_secs(60),
-                };
-                let total = size.map(mb).unwrap_or_else(|| "unknown size".into());
-                if from > 0 {
-                    self.line(&format!("{path}: resuming at {} of {total}", mb(from)));
-                } else {
-                    self.line(&format!("{path}: downloading {total}"));
-                }
-            }
-            Event::Bytes { n, .. } => {
-                s.done += n;
-                let every = if self.bar { 100 } else { 5000 };
-                if s.last_draw.elapsed() >= Duration::from_millis(every) {
-                    s.last_draw = Instant::now();
-                    let secs = s.started.elapsed().as_secs_f64().max(1e-3);
-                    let rate = (s.done - s.from) as f64 / secs;
-                    let detail = match s.size.filter(|t| *t > 0) {
-                        Some(t) => {
-                            let eta = t.saturating_sub(s.done) as f64 / rate.max(1.0);
-                            format!(
-                                "{:5.1}% {} / {}, {}/s, {eta:.0} s left",
-                                100.0 * s.done as f64 / t as f64,
-                                mb(s.done),
-                                mb(t),
-                                mb(rate as u64)
-                            )
-                        }
-                        None => format!("{}, {}/s", mb(s.done), mb(rate as u64)),
-                    };
-                    let msg = format!("{}: {detail}", s.path);
-                    if self.bar {
-                        let _ = write!(std::io::stderr().lock(), "\r\x1b[2K{msg}");
-                    } else {
-                        self.line(&msg);
-                    }
-                }
-            }
-            Event::Done { path, bytes } => {
-                self.line(&format!("{path}: {} done, sha256 verified", mb(bytes)))
-            }
-            // The error names the file already.
-            Event::Retry { error, delay, .. } => self.line(&format!(
-                "{error}; retrying in {:.1} s",
-                delay.as_secs_f64()
-            )),
-            Event::UsingCache { error } => {
-                self.line(&format!("hub unreachable ({error}); using the cached copy"))
-            }
-        }
     }
 }
