@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use ofa_api::logging::Logger;
 use ofa_api::panic::panic_message;
 use ofa_api::ErrorType;
 use ofa_jobs::outcome::Timings;
@@ -43,7 +42,6 @@ pub(crate) struct Context<K> {
     pub(crate) sink: K,
     pub(crate) runner: Arc<Runner>,
     pub(crate) metrics: Arc<WorkerMetrics>,
-    pub(crate) log: Arc<Logger>,
     pub(crate) config: Arc<WorkerConfig>,
     pub(crate) stopping: watch::Receiver<bool>,
 }
@@ -55,7 +53,6 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
     let Context {
         runner,
         metrics,
-        log,
         config,
         ..
     } = &*ctx;
@@ -78,14 +75,14 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
                 held.push((r.settle, r.delivery, guard));
             }
             Err(reason) => {
-                let (metrics, log) = (metrics.clone(), log.clone());
+                let metrics = metrics.clone();
                 settles.spawn(async move {
                     match r.settle.dead_letter(r.body, &reason).await {
                         Ok(()) => {
                             metrics.record(Outcome::DeadLettered);
-                            log.event("job_dead_lettered", &[("reason", reason.into())]);
+                            tracing::warn!(reason, "job_dead_lettered");
                         }
-                        Err(e) => log.event("job_not_settled", &[("error", e.to_string().into())]),
+                        Err(e) => tracing::warn!(error = %e, "job_not_settled"),
                     }
                     drop(guard);
                 });
@@ -108,7 +105,7 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
             Ok(results) => results,
             Err(panic) => {
                 let message = panic_message(&*panic);
-                log.event("chunk_panicked", &[("error", message.as_str().into())]);
+                tracing::error!(error = message.as_str(), "chunk_panicked");
                 keys.into_iter()
                     .map(|(id, meta)| JobResult {
                         id,
@@ -140,7 +137,6 @@ async fn finish<S: Settle, K: ResultSink>(
     let Context {
         sink,
         metrics,
-        log,
         config,
         ..
     } = &*ctx;
@@ -153,19 +149,18 @@ async fn finish<S: Settle, K: ResultSink>(
     let id = result.id.clone();
     if let Some(f) = result.outcome.as_ref().err().filter(|f| f.transient) {
         let last = delivery >= config.delivery_limit;
-        log.event(
+        tracing::info!(
+            id = id.as_str(),
+            delivery,
+            delivery_limit = config.delivery_limit,
+            error_type = f.kind.as_str(),
+            error = f.message.as_str(),
+            "{}",
             if last {
                 "job_dead_lettered"
             } else {
                 "job_retry"
-            },
-            &[
-                ("id", id.as_str().into()),
-                ("delivery", delivery.into()),
-                ("delivery_limit", config.delivery_limit.into()),
-                ("error_type", f.kind.as_str().into()),
-                ("error", f.message.as_str().into()),
-            ],
+            }
         );
         // Not at once: a breaker open or a flaky image host needs time. A stop hands it back
         // straight away.
@@ -191,29 +186,21 @@ async fn finish<S: Settle, K: ResultSink>(
         Ok(()) => match settle.ack().await {
             Ok(()) => metrics.record(if ok { Outcome::Ok } else { Outcome::Error }),
             // The result is stored; the job comes back and its duplicate is dropped by id.
-            Err(e) => log.event(
-                "job_ack_failed",
-                &[("id", id.as_str().into()), ("error", e.to_string().into())],
-            ),
+            Err(e) => tracing::warn!(id = id.as_str(), error = %e, "job_ack_failed"),
         },
         Err(e) => {
-            log.event(
-                "job_result_unconfirmed",
-                &[("id", id.as_str().into()), ("error", e.to_string().into())],
-            );
+            tracing::warn!(id = id.as_str(), error = %e, "job_result_unconfirmed");
             let _ = settle.retry().await;
             metrics.record(Outcome::Unconfirmed);
         }
     }
     if !ok {
         if let Err(f) = &result.outcome {
-            log.event(
-                "job_failed",
-                &[
-                    ("id", id.as_str().into()),
-                    ("error_type", f.kind.as_str().into()),
-                    ("error", f.message.as_str().into()),
-                ],
+            tracing::info!(
+                id = id.as_str(),
+                error_type = f.kind.as_str(),
+                error = f.message.as_str(),
+                "job_failed"
             );
         }
     }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use ofa_api::logging::Logger;
 use ofa_jobs::Runner;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -26,7 +25,6 @@ pub struct Worker<B: Broker> {
     broker: B,
     runner: Arc<Runner>,
     metrics: Arc<WorkerMetrics>,
-    log: Arc<Logger>,
     config: Arc<WorkerConfig>,
 }
 
@@ -35,14 +33,12 @@ impl<B: Broker> Worker<B> {
         broker: B,
         runner: Arc<Runner>,
         metrics: Arc<WorkerMetrics>,
-        log: Arc<Logger>,
         config: WorkerConfig,
     ) -> Self {
         Worker {
             broker,
             runner,
             metrics,
-            log,
             config: Arc::new(config),
         }
     }
@@ -70,13 +66,7 @@ impl<B: Broker> Worker<B> {
                 Err(e @ BrokerError::Mismatch { .. }) => return Err(e),
                 Err(e) => {
                     let wait = delays.next().unwrap_or(self.config.reconnect_max);
-                    self.log.event(
-                        "broker_unavailable",
-                        &[
-                            ("error", e.to_string().into()),
-                            ("retry_in_s", wait.as_secs_f64().into()),
-                        ],
-                    );
+                    tracing::warn!(error = %e, retry_in_s = wait.as_secs_f64(), "broker_unavailable");
                     tokio::select! {
                         _ = &mut stop => break,
                         _ = tokio::time::sleep(wait) => continue,
@@ -89,12 +79,10 @@ impl<B: Broker> Worker<B> {
                 self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             self.metrics.connected.store(true, Ordering::Relaxed);
-            self.log.event(
-                "broker_connected",
-                &[
-                    ("broker", self.broker.describe().into()),
-                    ("prefetch", self.config.prefetch.into()),
-                ],
+            tracing::info!(
+                broker = self.broker.describe(),
+                prefetch = self.config.prefetch,
+                "broker_connected"
             );
             let mut tasks = JoinSet::new();
             let mut depth_tick = tokio::time::interval(self.config.depth_interval);
@@ -120,7 +108,6 @@ impl<B: Broker> Worker<B> {
                                 sink: sink.clone(),
                                 runner: self.runner.clone(),
                                 metrics: self.metrics.clone(),
-                                log: self.log.clone(),
                                 config: self.config.clone(),
                                 stopping: stopping.clone(),
                             })));
@@ -144,19 +131,15 @@ impl<B: Broker> Worker<B> {
                 let _ = stopping_tx.send(true);
                 source.stop().await;
                 let held = self.metrics.in_flight.load(Ordering::Relaxed);
-                self.log
-                    .event("worker_draining", &[("jobs_held", held.into())]);
+                tracing::info!(jobs_held = held, "worker_draining");
                 let all = async { while tasks.join_next().await.is_some() {} };
                 if tokio::time::timeout(self.config.shutdown_timeout, all)
                     .await
                     .is_err()
                 {
-                    self.log.event(
-                        "worker_drain_timeout",
-                        &[(
-                            "jobs_left_to_broker",
-                            self.metrics.in_flight.load(Ordering::Relaxed).into(),
-                        )],
+                    tracing::warn!(
+                        jobs_left_to_broker = self.metrics.in_flight.load(Ordering::Relaxed),
+                        "worker_drain_timeout"
                     );
                 }
                 source.close().await;
@@ -174,17 +157,14 @@ impl<B: Broker> Worker<B> {
             }
         }
         self.metrics.connected.store(false, Ordering::Relaxed);
-        self.log.event("worker_stopped", &[]);
+        tracing::info!("worker_stopped");
         Ok(())
     }
 
     fn lost(&self, error: Option<String>) {
-        self.log.event(
-            "broker_connection_lost",
-            &[(
-                "error",
-                error.unwrap_or_else(|| "consumer cancelled".into()).into(),
-            )],
+        tracing::warn!(
+            error = error.unwrap_or_else(|| "consumer cancelled".into()),
+            "broker_connection_lost"
         );
     }
 

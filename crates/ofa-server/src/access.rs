@@ -13,7 +13,6 @@ use ofa_access::{
 use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, ErrorType};
-use crate::logging::Logger;
 
 /// The binary builds this from flags and the environment.
 #[derive(Clone)]
@@ -290,7 +289,7 @@ fn api_key(h: &HeaderMap) -> Option<String> {
 
 /// Reloads the key file when it changes or on SIGHUP; a file that no longer parses is
 /// logged and the keys in force stay.
-pub async fn watch_keys(keys: Arc<KeyStore>, poll: Duration, log: Arc<Logger>) {
+pub async fn watch_keys(keys: Arc<KeyStore>, poll: Duration) {
     if keys.path().is_none() {
         return;
     }
@@ -316,11 +315,11 @@ pub async fn watch_keys(keys: Arc<KeyStore>, poll: Duration, log: Arc<Logger>) {
         let outcome = tokio::task::spawn_blocking(move || k.reload()).await;
         match outcome {
             Ok(Ok(Reload::Reloaded { consumers })) => {
-                log.event("keys_reloaded", &[("consumers", consumers.into())])
+                tracing::info!(consumers, "keys_reloaded")
             }
             Ok(Ok(Reload::Unchanged)) => {}
-            Ok(Err(e)) => log.event("keys_reload_failed", &[("error", e.to_string().into())]),
-            Err(e) => log.event("keys_reload_failed", &[("error", e.to_string().into())]),
+            Ok(Err(e)) => tracing::warn!(error = %e, "keys_reload_failed"),
+            Err(e) => tracing::warn!(error = %e, "keys_reload_failed"),
         }
     }
 }

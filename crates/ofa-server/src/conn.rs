@@ -25,7 +25,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::error::{ApiError, ErrorType};
-use crate::logging::Logger;
 
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
@@ -121,7 +120,6 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
-    log: Arc<Logger>,
     stop: impl Future<Output = ()>,
 ) {
     let registry = Arc::new(Registry::default());
@@ -135,7 +133,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors (EMFILE) or a transient error: pause instead of
                     // spinning; closing connections free descriptors meanwhile.
-                    log.event("accept_failed", &[("error", e.to_string().into())]);
+                    tracing::info!(error = %e, "accept_failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -146,15 +144,14 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (app, limits, registry, closing, log) = (
+        let (app, limits, registry, closing) = (
             app.clone(),
             limits.clone(),
             registry.clone(),
             closing.clone(),
-            log.clone(),
         );
         tokio::spawn(async move {
-            serve_conn(stream, peer, app, &limits, conn, closing, log).await;
+            serve_conn(stream, peer, app, &limits, conn, closing).await;
             registry.close(id);
         });
     }
@@ -172,7 +169,6 @@ async fn serve_conn(
     limits: &ConnLimits,
     conn: Arc<Conn>,
     mut closing: watch::Receiver<bool>,
-    log: Arc<Logger>,
 ) {
     let on_conn = conn.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -180,7 +176,6 @@ async fn serve_conn(
         let busy = Busy(on_conn.clone());
         req.extensions_mut().insert(ConnectInfo(peer));
         let mut app = app.clone();
-        let log = log.clone();
         async move {
             let _busy = busy;
             let handled = AssertUnwindSafe(tower_service::Service::call(&mut app, req))
@@ -191,7 +186,7 @@ async fn serve_conn(
                 Ok(Err(never)) => match never {},
                 Err(panic) => {
                     let message = ofa_api::panic::panic_message(&*panic);
-                    log.event("request_panicked", &[("error", message.into())]);
+                    tracing::error!(error = message, "request_panicked");
                     ApiError::new(ErrorType::Internal, "internal error").into_response()
                 }
             })

@@ -7,7 +7,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::{ApiError, ErrorType};
-use crate::middleware::{catch_panic, guard_inference, track};
+use crate::middleware::{
+    access_log, catch_panic, client_address, guard_inference, request_id, request_metrics, span,
+};
 use crate::{assets, kserve, predict, probes, rerank, AppState};
 
 pub fn router(state: AppState) -> Router {
@@ -45,8 +47,19 @@ pub fn router(state: AppState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(state.clone(), catch_panic))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        // Outermost last: the id first, then the log, the metrics and the span around the rest.
+        .layer(middleware::from_fn(catch_panic))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_address,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), span))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_metrics,
+        ))
+        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 

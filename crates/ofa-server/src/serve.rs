@@ -17,26 +17,16 @@ pub async fn serve(
     let watcher = tokio::spawn(crate::access::watch_keys(
         access.keys.clone(),
         access.key_poll,
-        state.log.clone(),
     ));
     let cfg = state.config.clone();
     let drain_state = state.clone();
     let stop = async move {
         shutdown.await;
         drain_state.drain.begin();
-        drain_state.log.event(
-            "draining",
-            &[("drain_delay_s", cfg.drain_delay.as_secs_f64().into())],
-        );
+        tracing::info!(drain_delay_s = cfg.drain_delay.as_secs_f64(), "draining");
         tokio::time::sleep(cfg.drain_delay).await;
     };
-    let served = crate::conn::serve(
-        listener,
-        app,
-        state.config.connections.clone(),
-        state.log.clone(),
-        stop,
-    );
+    let served = crate::conn::serve(listener, app, state.config.connections.clone(), stop);
     // The shutdown timeout bounds the whole drain, not just the wait for the signal.
     let timeout_state = state.clone();
     tokio::select! {
@@ -45,7 +35,7 @@ pub async fn serve(
             timeout_state.drain.started().await;
             tokio::time::sleep(timeout_state.config.shutdown_timeout + timeout_state.config.drain_delay).await;
         } => {
-            timeout_state.log.event("shutdown_timeout", &[]);
+            tracing::warn!("shutdown_timeout");
         }
     }
     watcher.abort();
@@ -54,9 +44,7 @@ pub async fn serve(
         let finished = tokio::task::spawn_blocking(move || engine.shutdown(left))
             .await
             .unwrap_or(false);
-        state
-            .log
-            .event("stopped", &[("queue_finished", finished.into())]);
+        tracing::info!(queue_finished = finished, "stopped");
     }
     Ok(())
 }

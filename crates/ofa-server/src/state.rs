@@ -7,7 +7,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, ErrorType};
 use crate::http_metrics::HttpMetrics;
-use crate::logging::Logger;
 use crate::ServerConfig;
 
 /// Shared by every handler. The engine arrives once the model has loaded and warmed up: the
@@ -18,7 +17,6 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub engine_metrics: Arc<EngineMetrics>,
     pub http_metrics: Arc<HttpMetrics>,
-    pub log: Arc<Logger>,
     pub drain: Arc<Drain>,
 }
 
@@ -32,7 +30,6 @@ impl AppState {
     pub fn new(
         config: ServerConfig,
         engine_metrics: Arc<EngineMetrics>,
-        log: Arc<Logger>,
         drain: Arc<Drain>,
     ) -> Self {
         Self {
@@ -43,7 +40,6 @@ impl AppState {
             config: Arc::new(config),
             engine_metrics,
             http_metrics: Arc::new(HttpMetrics::default()),
-            log,
             drain,
         }
     }

@@ -2,11 +2,10 @@
 //! refused as an error.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ofa_server::logging::{LogFormat, Logger};
+use ofa_api::logging::{LogFormat, LogGuard, LogSettings};
 
 /// A size in bytes: `10MB`, `768M`, `1GB`, `512KB`, `1.5 GiB` or plain bytes; the units are
 /// binary (`MB` is 2^20), as they always were here. Too large for this machine is an error.
@@ -27,16 +26,19 @@ pub fn seconds(name: &str, v: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("{name} {v} s is too long"))
 }
 
-/// The JSON (or text) event log on stdout, and in `LOG_PATH` when set.
-pub fn logger(format: &str, path: Option<&Path>) -> Result<Arc<Logger>> {
+/// The event log for the process: JSON (or text) lines on stdout, JSON lines in `LOG_PATH`
+/// when set, events filtered by `RUST_LOG`-style directives. Keep the guard until the end.
+pub fn logger(format: &str, path: Option<&Path>, filter: &str) -> Result<LogGuard> {
     let format = match format {
         "json" => LogFormat::Json,
         "text" => LogFormat::Text,
         other => anyhow::bail!("LOG_FORMAT must be json or text, got {other:?}"),
     };
-    Ok(Arc::new(
-        Logger::new(format, path).context("cannot open LOG_PATH")?,
-    ))
+    Ok(ofa_api::logging::init(&LogSettings {
+        format,
+        path: path.map(Path::to_path_buf),
+        filter: filter.to_owned(),
+    })?)
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ pub fn run(args: BatchArgs) -> Result<()> {
             .engine_config(args.max_batch_size, chunk, Duration::from_secs(5)),
         Arc::new(EngineMetrics::default()),
         Arc::new(Drain::default()),
-        None,
+        false,
     );
     let fetcher = args.images.fetcher()?;
     let runner = Runner::new(engine, fetcher, Duration::from_secs(3600));

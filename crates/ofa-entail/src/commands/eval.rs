@@ -103,7 +103,7 @@ async fn score(
         },
         Arc::new(EngineMetrics::default()),
         Arc::new(Drain::default()),
-        None,
+        false,
     );
     let mut progress = Progress::new(examples.len(), "pairs");
     let started = Instant::now();

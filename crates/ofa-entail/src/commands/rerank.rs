@@ -116,7 +116,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
         config,
         Arc::new(EngineMetrics::default()),
         Arc::new(Drain::default()),
-        None,
+        false,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,7 +10,6 @@ use ofa_engine::{Drain, EngineConfig, EngineMetrics};
 use ofa_model::DEFAULT_MAX_PIXELS;
 use ofa_server::conn::ConnLimits;
 use ofa_server::{AppState, ServerConfig};
-use serde_json::Value;
 
 use crate::args::flags::{parse_bytes, seconds};
 use crate::args::model::ModelArgs;
@@ -30,6 +29,9 @@ pub struct ServeArgs {
     /// json or text (stdout; the file is always JSON).
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Which events are logged: a level (`info`, `warn`) or `RUST_LOG`-style directives.
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
     #[command(flatten)]
     device: crate::args::device::DeviceArgs,
     /// Most inference requests handled at once, counted once their body has arrived (429
@@ -115,7 +117,8 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let log = crate::args::flags::logger(&args.log_format, args.log_path.as_deref())?;
+    let _log =
+        crate::args::flags::logger(&args.log_format, args.log_path.as_deref(), &args.log_filter)?;
     let access = args.access.config()?;
     let tracing = crate::observe::otel::provider()?;
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
@@ -187,15 +190,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let local = listener.local_addr()?;
         let metrics = Arc::new(EngineMetrics::default());
         let drain = Arc::new(Drain::default());
-        let state = AppState::new(server_cfg, metrics.clone(), log.clone(), drain.clone());
-        log.event(
-            "starting",
-            &[
-                ("listen", local.to_string().into()),
-                ("model", args.model.describe().into()),
-                ("version", env!("CARGO_PKG_VERSION").into()),
-            ],
-        );
+        let state = AppState::new(server_cfg, metrics.clone(), drain.clone());
+        tracing::info!(listen = %local, model = args.model.describe(), version = env!("CARGO_PKG_VERSION"), "starting");
         let server = tokio::spawn(ofa_server::serve(
             listener,
             state.clone(),
@@ -209,7 +205,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         let Loaded {
             pipeline, device, ..
-        } = startup::load_for_service(&args.model, &settings, &metrics, &log).await?;
+        } = startup::load_for_service(&args.model, &settings, &metrics).await?;
         let model_info = serde_json::json!({
             "device": crate::args::device::name(&device),
             "precision": pipeline.precision(),
@@ -226,30 +222,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
             engine_cfg,
             metrics.clone(),
             drain,
-            Some(&log),
+            true,
         );
-        startup::warm_up(&engine, &pipeline, args.max_batch_size, args.warmup, &log).await?;
+        startup::warm_up(&engine, &pipeline, args.max_batch_size, args.warmup).await?;
         if args.warmup {
             let graphs = pipeline.model().cuda_graphs();
             if graphs.max_batch > 0 && !device.is_cpu() {
-                log.event(
-                    "cuda_graphs",
-                    &[
-                        ("recorded", graphs.recorded.into()),
-                        ("checks", serde_json::json!(graphs.checks)),
-                        ("plain", serde_json::json!(graphs.plain)),
-                    ],
-                );
+                tracing::info!(recorded = graphs.recorded, json.checks = %serde_json::json!(graphs.checks), json.plain = %serde_json::json!(graphs.plain), "cuda_graphs");
             }
         }
         state.set_engine(engine, model_info);
-        log.event("ready", &[("listen", Value::from(local.to_string()))]);
+        tracing::info!(listen = %local, "ready");
         server.await??;
         if let Some(provider) = tracing {
             // Spans still buffered are sent before the process ends.
             let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
         }
-        log.event("exit", &[]);
+        tracing::info!("exit");
         Ok(())
     })
 }

@@ -44,6 +44,9 @@ pub struct WorkerArgs {
     /// json or text.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Which events are logged: a level (`info`, `warn`) or `RUST_LOG`-style directives.
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
     /// Also append JSON log lines to this file.
     #[arg(long, env = "LOG_PATH")]
     log_path: Option<PathBuf>,
@@ -65,7 +68,8 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> Result<()> {
-    let log = crate::args::flags::logger(&args.log_format, args.log_path.as_deref())?;
+    let _log =
+        crate::args::flags::logger(&args.log_format, args.log_path.as_deref(), &args.log_filter)?;
     anyhow::ensure!(args.max_batch_size > 0, "MAX_BATCH_SIZE must be at least 1");
     let broker = args.amqp.broker("worker")?;
     let fetcher = args.images.fetcher()?;
@@ -112,23 +116,14 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             fault_route: args.fault_injection,
         };
         tokio::spawn(health::serve(listener, health));
-        log.event(
-            "starting",
-            &[
-                ("metrics", local.to_string().into()),
-                ("broker", broker.describe().into()),
-                ("jobs_queue", args.amqp.jobs_queue.clone().into()),
-                ("model", args.model.describe().into()),
-                ("version", env!("CARGO_PKG_VERSION").into()),
-            ],
-        );
+        tracing::info!(metrics = %local, broker = broker.describe(), jobs_queue = %args.amqp.jobs_queue, model = args.model.describe(), version = env!("CARGO_PKG_VERSION"), "starting");
         let settings = ModelSettings {
             device: args.device.clone(),
             runs: Runs::Batches(args.max_batch_size),
             image_cache_bytes: 0,
         };
         let Loaded { pipeline, .. } =
-            startup::load_for_service(&args.model, &settings, &engine_metrics, &log).await?;
+            startup::load_for_service(&args.model, &settings, &engine_metrics).await?;
         // Every job held may be queued in the engine at once.
         let engine_config = EngineConfig {
             fault_injection: args.fault_injection,
@@ -143,25 +138,24 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             engine_config,
             engine_metrics,
             drain.clone(),
-            Some(&log),
+            true,
         );
         let _ = model_slot.set(engine.clone());
         // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
-        startup::warm_up(&engine, &pipeline, args.max_batch_size, true, &log).await?;
+        startup::warm_up(&engine, &pipeline, args.max_batch_size, true).await?;
         let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));
         let stop = {
             let drain = drain.clone();
-            let log = log.clone();
             async move {
                 ofa_server::shutdown_signal().await;
-                log.event("stopping", &[]);
+                tracing::info!("stopping");
                 drain.begin();
             }
         };
-        Worker::new(broker, runner, worker_metrics, log.clone(), config)
+        Worker::new(broker, runner, worker_metrics, config)
             .run(stop)
             .await?;
-        log.event("exit", &[]);
+        tracing::info!("exit");
         Ok(())
     })
 }

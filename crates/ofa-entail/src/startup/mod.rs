@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use ofa_api::logging::Logger;
 use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
 use ofa_model::{Device, Entailment, Precision};
 use serde_json::json;
@@ -77,25 +76,22 @@ pub async fn load_for_service(
     model: &ModelArgs,
     settings: &ModelSettings,
     metrics: &EngineMetrics,
-    log: &Arc<Logger>,
 ) -> Result<Loaded> {
     let (device, precision, warning) = match settings.device.open() {
         Ok(opened) => opened,
         Err(e) => {
-            log.event("device_unavailable", &[("error", format!("{e:#}").into())]);
+            tracing::error!(error = %format!("{e:#}"), "device_unavailable");
             return Err(e);
         }
     };
     if let Some(detail) = warning {
-        log.event(
-            "gpu_unavailable",
-            &[
-                ("gpu_device", settings.device.gpu_device.clone().into()),
-                ("detail", detail.into()),
-            ],
+        tracing::warn!(
+            gpu_device = settings.device.gpu_device.as_deref(),
+            detail,
+            "gpu_unavailable"
         );
     }
-    let dir = log_progress::resolve(model, log).await?;
+    let dir = log_progress::resolve(model).await?;
     let t = Instant::now();
     let loaded = {
         let (dir, device, settings) = (dir.clone(), device.clone(), settings.clone());
@@ -104,29 +100,13 @@ pub async fn load_for_service(
     let pipeline = match loaded {
         Ok(p) => p,
         Err(e) => {
-            log.event(
-                "model_load_failed",
-                &[
-                    ("model_dir", dir.display().to_string().into()),
-                    ("error", e.to_string().into()),
-                ],
-            );
+            tracing::error!(model_dir = %dir.display(), error = %e, "model_load_failed");
             return Err(anyhow::Error::new(e).context("cannot load the model"));
         }
     };
     let load_s = t.elapsed().as_secs_f64();
     metrics.set_model_loaded(load_s);
-    log.event(
-        "model_loaded",
-        &[
-            ("seconds", load_s.into()),
-            ("device", name(&device).into()),
-            (
-                "resnet_layout_tuning",
-                json!(pipeline.model().resnet_layout_tuning()),
-            ),
-        ],
-    );
+    tracing::info!(seconds = load_s, device = name(&device), json.resnet_layout_tuning = %json!(pipeline.model().resnet_layout_tuning()), "model_loaded");
     Ok(Loaded {
         pipeline: Arc::new(pipeline),
         device,
@@ -134,17 +114,17 @@ pub async fn load_for_service(
     })
 }
 
-/// The engine over `pipeline`; with a log, its breaker's transitions are logged.
+/// The engine over `pipeline`; for a service, its breaker's transitions are logged.
 pub fn start_engine(
     pipeline: Arc<Entailment>,
     config: EngineConfig,
     metrics: Arc<EngineMetrics>,
     drain: Arc<Drain>,
-    log: Option<&Arc<Logger>>,
+    log_breaker: bool,
 ) -> Arc<Engine> {
     let engine = Arc::new(Engine::start(pipeline, config, metrics, drain));
-    if let Some(log) = log {
-        breaker_log::spawn(&engine, log.clone());
+    if log_breaker {
+        breaker_log::spawn(&engine);
     }
     engine
 }
@@ -156,10 +136,9 @@ pub async fn warm_up(
     pipeline: &Entailment,
     max_batch: usize,
     full: bool,
-    log: &Logger,
 ) -> Result<()> {
     if full {
-        warmup::run(engine, pipeline, max_batch, log).await
+        warmup::run(engine, pipeline, max_batch).await
     } else {
         warmup::probe_only(engine)
     }

@@ -10,16 +10,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ofa_engine::{Engine, Pair};
 use ofa_model::{Device, Entailment};
-use ofa_server::logging::Logger;
 
 /// Warms `engine`, which runs `pipeline`, up for batches of at most `max_batch`, off the async
 /// runtime, and logs `warmed_up` with the time it took.
-pub async fn run(
-    engine: &Arc<Engine>,
-    pipeline: &Entailment,
-    max_batch: usize,
-    log: &Logger,
-) -> Result<()> {
+pub async fn run(engine: &Arc<Engine>, pipeline: &Entailment, max_batch: usize) -> Result<()> {
     let t = Instant::now();
     let sizes = batch_sizes(pipeline.device(), max_batch);
     // With CUDA graphs each text width a batch pads to is a shape of its own: the next widths
@@ -44,12 +38,10 @@ pub async fn run(
     })
     .await?
     .context("warm-up failed")?;
-    log.event(
-        "warmed_up",
-        &[
-            ("seconds", t.elapsed().as_secs_f64().into()),
-            ("text_widths", widths.into()),
-        ],
+    tracing::info!(
+        seconds = t.elapsed().as_secs_f64(),
+        text_widths = widths,
+        "warmed_up"
     );
     Ok(())
 }
