@@ -248,96 +248,15 @@ async fn expect_error(r: reqwest::Response, status: u16, kind: &str) {
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
 }
 
+/// Bad input in general is tested in process (`ofa-server`'s `tests/router.rs`); what needs a
+/// real connection is here: an upload over `PAYLOAD_LIMIT` sent the way users send it (curl
+/// announces the size and waits for the go-ahead, so it reads the 413 instead of writing into
+/// a closed connection), after which the service is still healthy and correct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
-    let s = Server::start(&[
-        ("PAYLOAD_LIMIT", "2MB"),
-        ("MAX_IMAGE_PIXELS", "310000"),
-        ("MAX_TEXT_CHARS", "100"),
-    ]);
+async fn an_upload_over_the_payload_limit_gets_413_before_it_is_sent() {
+    let s = Server::start(&[("PAYLOAD_LIMIT", "2MB")]);
     let c = reqwest::Client::new();
     let url = s.url("/predict");
-    let jpeg = image("grace_hopper.jpg");
-    let only_text = reqwest::multipart::Form::new().text("text", "x");
-    expect_error(
-        c.post(&url).multipart(only_text).send().await.unwrap(),
-        400,
-        "missing_image",
-    )
-    .await;
-    let only_image = reqwest::multipart::Form::new()
-        .part("image", reqwest::multipart::Part::bytes(jpeg.clone()));
-    expect_error(
-        c.post(&url).multipart(only_image).send().await.unwrap(),
-        400,
-        "missing_text",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .multipart(form(jpeg.clone(), "   "))
-            .send()
-            .await
-            .unwrap(),
-        422,
-        "invalid_text",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .multipart(form(jpeg.clone(), &"word ".repeat(30)))
-            .send()
-            .await
-            .unwrap(),
-        422,
-        "invalid_text",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .multipart(form(jpeg[..jpeg.len() / 2].to_vec(), "x"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_image",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .multipart(form(image("no_time_for_that_tiny.gif")[..40].to_vec(), "x"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_image",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .multipart(form(b"just some text".to_vec(), "x"))
-            .send()
-            .await
-            .unwrap(),
-        415,
-        "unsupported_image",
-    )
-    .await;
-    let big = {
-        let mut out = std::io::Cursor::new(Vec::new());
-        image::GrayImage::new(600, 600)
-            .write_to(&mut out, image::ImageFormat::Png)
-            .unwrap();
-        out.into_inner()
-    };
-    expect_error(
-        c.post(&url).multipart(form(big, "x")).send().await.unwrap(),
-        413,
-        "image_too_large",
-    )
-    .await;
-    // Over PAYLOAD_LIMIT, sent the way users send it (curl announces the size and waits for
-    // the go-ahead, so it reads the 413 instead of writing into a closed connection).
     let big_file_guard = common::temp_file("ofa-big-", ".bin");
     let big_file = big_file_guard.path().to_path_buf();
     std::fs::write(&big_file, vec![7u8; 3 << 20]).unwrap();
@@ -361,99 +280,17 @@ async fn bad_input_gets_a_specific_4xx_and_never_harms_the_service() {
         serde_json::from_str::<Value>(body).unwrap()["error_type"],
         "payload_too_large"
     );
-    expect_error(
-        c.post(&url)
-            .header("content-type", "text/plain")
-            .body("hello")
-            .send()
-            .await
-            .unwrap(),
-        415,
-        "unsupported_content_type",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_json",
-    )
-    .await;
-    expect_error(
-        c.post(&url)
-            .json(&serde_json::json!({"image": "@@@not base64@@@", "text": "x"}))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_base64",
-    )
-    .await;
-    let bad_utf8 = reqwest::multipart::Form::new()
-        .part("image", reqwest::multipart::Part::bytes(jpeg.clone()))
-        .part(
-            "text",
-            reqwest::multipart::Part::bytes(vec![0xff, 0xfe, 0x41]),
-        );
-    expect_error(
-        c.post(&url).multipart(bad_utf8).send().await.unwrap(),
-        400,
-        "invalid_utf8",
-    )
-    .await;
-    expect_error(
-        c.post(s.url("/predict/batch"))
-            .json(&serde_json::json!([]))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "empty_batch",
-    )
-    .await;
-    let tiny = base64::engine::general_purpose::STANDARD.encode(image("tiny_8x8.png"));
-    let many: Vec<Value> = (0..33)
-        .map(|_| serde_json::json!({"image": tiny, "text": "x"}))
-        .collect();
-    expect_error(
-        c.post(s.url("/predict/batch"))
-            .json(&many)
-            .send()
-            .await
-            .unwrap(),
-        413,
-        "batch_too_large",
-    )
-    .await;
-    let one_bad = serde_json::json!([{"image": tiny, "text": "x"}, {"image": tiny}]);
-    let r = c
-        .post(s.url("/predict/batch"))
-        .json(&one_bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert!(v["error"].as_str().unwrap().starts_with("item 1:"), "{v}");
-
-    // Still healthy and correct afterwards.
     let r = c
         .post(&url)
-        .multipart(form(jpeg, "a woman in a military uniform."))
+        .multipart(form(
+            image("grace_hopper.jpg"),
+            "a woman in a military uniform.",
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(get_status(&c, s.url("/readyz")).await, 200);
-    let m = metrics_text(&c, &s).await;
-    assert!(
-        m.contains("ofa_rejections_total{reason=\"invalid_image\"} 2"),
-        "{m}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]

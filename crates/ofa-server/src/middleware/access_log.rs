@@ -16,12 +16,13 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = super::route(&req);
     let method = req.method().to_string();
+    let id = req.extensions().get::<RequestId>().cloned();
     let resp = next.run(req).await;
     let x = resp.extensions();
     let timings = x.get::<Timings>();
     let trace = x.get::<TraceIds>();
     tracing::info!(
-        request_id = x.get::<RequestId>().map(|r| r.0.as_str()),
+        request_id = id.as_ref().map(|r| r.0.as_str()),
         method,
         route,
         status = resp.status().as_u16(),

@@ -1,5 +1,5 @@
 //! The request id: the client's `x-request-id` when it is usable, else a new one; in the
-//! request's extensions for the other layers and echoed on the response.
+//! request's extensions for the inner layers and echoed on the response.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,7 +24,6 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    resp.extensions_mut().insert(RequestId(id));
     resp
 }
 
