@@ -190,3 +190,117 @@ pub fn text(report: &Value) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(line: usize, label: usize) -> Example {
+        Example {
+            line,
+            id: Some(format!("e{line}")),
+            image: "x.png".into(),
+            hypothesis: "h".into(),
+            premise: None,
+            label,
+        }
+    }
+
+    fn run(precision: &str, outcomes: Vec<Result<Vec<f32>, String>>) -> Run {
+        Run {
+            precision: precision.into(),
+            device: "cpu".into(),
+            answers: vec!["yes".into(), "no".into(), "maybe".into()],
+            outcomes,
+            seconds: 2.0,
+        }
+    }
+
+    #[test]
+    fn accuracy_and_confusion_count_scored_examples_only() {
+        let examples = [example(1, 0), example(2, 1), example(3, 2), example(4, 0)];
+        let r = run(
+            "f32",
+            vec![
+                Ok(vec![0.7, 0.2, 0.1]),
+                Ok(vec![0.6, 0.3, 0.1]),
+                Ok(vec![0.1, 0.2, 0.7]),
+                Err("corrupt".into()),
+            ],
+        );
+        let j = r.json(&examples);
+        assert_eq!(
+            (j["scored"].as_u64(), j["correct"].as_u64()),
+            (Some(3), Some(2))
+        );
+        assert!((j["accuracy"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(j["confusion"], json!([[1, 0, 0], [1, 0, 0], [0, 0, 1]]));
+        assert_eq!(
+            j["errors"],
+            json!([{"line": 4, "id": "e4", "error": "corrupt"}])
+        );
+        assert_eq!(j["pairs_per_second"], 2.0);
+        let nothing = run("f32", vec![Err("x".into())]).json(&examples[..1]);
+        assert!(
+            nothing["accuracy"].is_null(),
+            "no accuracy from nothing scored"
+        );
+    }
+
+    #[test]
+    fn agreement_names_each_label_change_with_its_margin() {
+        let examples = [example(1, 0), example(2, 0), example(3, 0)];
+        let a = run(
+            "f32",
+            vec![
+                Ok(vec![0.5, 0.45, 0.05]),
+                Ok(vec![0.9, 0.05, 0.05]),
+                Err("x".into()),
+            ],
+        );
+        let b = run(
+            "int8",
+            vec![
+                Ok(vec![0.44, 0.51, 0.05]),
+                Ok(vec![0.88, 0.07, 0.05]),
+                Ok(vec![1.0, 0.0, 0.0]),
+            ],
+        );
+        let g = agreement(&a, &b, &examples);
+        assert_eq!(
+            (g["compared"].as_u64(), g["same_label"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(g["agreement"], 0.5);
+        let change = &g["label_changes"][0];
+        assert_eq!(
+            (change["from"].as_str(), change["to"].as_str()),
+            (Some("yes"), Some("no"))
+        );
+        assert!(
+            (change["margin"].as_f64().unwrap() - 0.05).abs() < 1e-6,
+            "{change}"
+        );
+        assert!((g["max_probability_difference"].as_f64().unwrap() - 0.06).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_text_report_shows_accuracy_and_the_matrix() {
+        let examples = [example(1, 0), example(2, 1)];
+        let r = run(
+            "f32",
+            vec![Ok(vec![0.7, 0.2, 0.1]), Ok(vec![0.1, 0.8, 0.1])],
+        );
+        let report = json!({"runs": [r.json(&examples)]});
+        let t = text(&report);
+        assert!(
+            t.starts_with("f32 on cpu: 2 of 2 examples scored, accuracy 100.00% (2/2)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("confusion (rows: label, columns: predicted)"),
+            "{t}"
+        );
+        assert!(t.contains("     yes      no   maybe"), "{t}");
+    }
+}
