@@ -33,7 +33,17 @@ fn image(name: &str) -> Vec<u8> {
 
 /// The service as `serve` builds it, with these limits, on the tiny model.
 fn service(payload_limit: usize, max_image_pixels: u64, max_text_chars: usize) -> AppState {
-    let access = AccessConfig {
+    service_with(payload_limit, max_image_pixels, max_text_chars, |_| {})
+}
+
+/// [`service`], with its access control set by `access` (keys, limits).
+fn service_with(
+    payload_limit: usize,
+    max_image_pixels: u64,
+    max_text_chars: usize,
+    access: impl FnOnce(&mut AccessConfig),
+) -> AppState {
+    let mut open = AccessConfig {
         keys: Arc::new(KeyStore::open(None, &[]).unwrap()),
         defaults: Policy::default(),
         consumer_header: None,
@@ -45,6 +55,7 @@ fn service(payload_limit: usize, max_image_pixels: u64, max_text_chars: usize) -
         limits: Arc::new(Limits::in_memory(1000)),
         key_poll: Duration::from_secs(3600),
     };
+    access(&mut open);
     let config = ServerConfig {
         request_timeout: Duration::from_secs(30),
         payload_limit,
@@ -53,7 +64,7 @@ fn service(payload_limit: usize, max_image_pixels: u64, max_text_chars: usize) -
         max_batch_items: 32,
         max_rerank_candidates: 64,
         max_concurrency: None,
-        access,
+        access: open,
         drain_delay: Duration::ZERO,
         shutdown_timeout: Duration::from_secs(5),
         connections: ConnLimits {
@@ -420,4 +431,100 @@ async fn each_request_is_one_log_line_with_what_every_layer_learned() {
         "anonymous: no consumer field"
     );
     assert!(line["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_required_and_each_has_its_own_rate() {
+    let state = service_with(2 << 20, 310_000, 100, |a| {
+        a.keys = Arc::new(KeyStore::open(None, &["k1".into(), "k2".into()]).unwrap());
+        a.defaults = Policy {
+            rate: Some("3/minute".parse().unwrap()),
+            quota: None,
+        };
+    });
+    let img = image("tiny_8x8.png");
+    let predict = |auth: Option<(&'static str, &str)>| {
+        let mut req = multipart(&[("image", &img), ("text", b"x")]);
+        if let Some((name, value)) = auth {
+            req.headers_mut().insert(name, value.parse().unwrap());
+        }
+        req
+    };
+    let send = |req| {
+        let state = state.clone();
+        async move { router(state).oneshot(req).await.unwrap() }
+    };
+    let r = send(predict(None)).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = send(predict(Some(("authorization", "Bearer wrong")))).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Health and metrics stay open.
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(
+            send(request("GET", path, None, vec![])).await.status(),
+            StatusCode::OK
+        );
+    }
+    for i in 0..3 {
+        let r = send(predict(Some(("authorization", "Bearer k1")))).await;
+        assert_eq!(r.status(), StatusCode::OK, "request {i}");
+        assert_eq!(
+            r.headers()["x-ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
+    }
+    let r = send(predict(Some(("authorization", "Bearer k1")))).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.headers().contains_key("retry-after") && r.headers().contains_key("x-ratelimit-limit")
+    );
+    // Limits are per key: the other key still has its own budget.
+    let r = send(predict(Some(("x-api-key", "k2")))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contract_lists_the_routes_and_the_pages_load_nothing_external() {
+    let state = service(2 << 20, 310_000, 100);
+    let (status, body) = call(&state, request("GET", "/openapi.json", None, vec![])).await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(spec["openapi"], "3.0.3");
+    let paths = spec["paths"].as_object().unwrap();
+    for p in [
+        "/predict",
+        "/predict/batch",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/info",
+        "/v2/models/{name}/infer",
+    ] {
+        assert!(paths.contains_key(p), "{p} undocumented");
+    }
+    // Every documented GET route exists.
+    for (path, item) in paths {
+        if item.get("get").is_some() {
+            let concrete = path.replace("{name}", "ofa-entail");
+            let (status, _) = call(&state, request("GET", &concrete, None, vec![])).await;
+            assert_eq!(status, StatusCode::OK, "GET {concrete}");
+        }
+    }
+    for page in ["/", "/docs"] {
+        let resp = router(state.clone())
+            .oneshot(request("GET", page, None, vec![]))
+            .await
+            .unwrap();
+        let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/html"), "{page}: {ct}");
+        let html = resp.into_body().collect().await.unwrap().to_bytes();
+        let html = String::from_utf8_lossy(&html).to_lowercase();
+        for attr in ["src=\"http", "href=\"http", "src='http", "@import", "cdn"] {
+            assert!(
+                !html.contains(attr),
+                "{page} loads an external asset ({attr})"
+            );
+        }
+    }
 }
