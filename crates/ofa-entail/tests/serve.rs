@@ -689,6 +689,153 @@ async fn metrics_pass_promtool() {
     );
 }
 
+/// The W3C WebDriver protocol over HTTP, enough to drive the page in Chromium.
+struct WebDriver {
+    child: Child,
+    base: String,
+    session: String,
+    client: reqwest::Client,
+    /// Chromium's profile, removed after chromedriver is stopped (fields drop after `drop`).
+    _profile: tempfile::TempDir,
+}
+
+impl WebDriver {
+    async fn start() -> WebDriver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian packages chromium and chromium-driver; .ci/run installs them)");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{base}/status")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::Builder::new()
+            .prefix("ofa-chromium-")
+            .tempdir()
+            .unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=900,1000", format!("--user-data-dir={}", profile.path().display())]}}}});
+        let v: Value = client
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        WebDriver {
+            child,
+            base,
+            session,
+            client,
+            _profile: profile,
+        }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = self.client.request(method.clone(), url);
+        // Commands without parameters carry no body: chromedriver rejects `null`.
+        let req = if body.is_null() { req } else { req.json(&body) };
+        let r = req.send().await.unwrap();
+        let v: Value = r.json().await.unwrap();
+        if v["value"].get("error").is_some() {
+            eprintln!("webdriver {path}: {}", v["value"]);
+        }
+        v["value"].clone()
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{css}: {v}"))
+            .to_owned()
+    }
+
+    /// Loads `page`, picks `file` in `#image`, types `text` in `#text` and clicks `#submit`.
+    async fn submit_form(&self, page: &str, file: &std::path::Path, text: &str) {
+        let post = reqwest::Method::POST;
+        self.cmd(post.clone(), "/url", serde_json::json!({"url": page}))
+            .await;
+        let path = file.canonicalize().unwrap().display().to_string();
+        for (css, value) in [("#image", path.as_str()), ("#text", text)] {
+            let e = self.find(css).await;
+            self.cmd(
+                post.clone(),
+                &format!("/element/{e}/value"),
+                serde_json::json!({"text": value}),
+            )
+            .await;
+        }
+        let button = self.find("#submit").await;
+        self.cmd(
+            post,
+            &format!("/element/{button}/click"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+
+    /// The element's text once it is non-empty (up to 10 s), else "".
+    async fn wait_for_text(&self, css: &str) -> String {
+        for _ in 0..100 {
+            let t = self.text(css).await;
+            if !t.is_empty() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        String::new()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        self.cmd(
+            reqwest::Method::GET,
+            &format!("/element/{e}/text"),
+            Value::Null,
+        )
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_web_page_works_in_chromium() {
     let s = Server::start(&[]);
