@@ -10,7 +10,6 @@ pub mod http_metrics;
 pub mod json_shape;
 mod kserve;
 pub mod kserve_tensor;
-pub use ofa_api::logging;
 mod middleware;
 mod openapi;
 pub mod parse;
