@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use ofa_model::internal::preprocess::text::build_prompt;
-use ofa_model::internal::preprocess::tokenizer::Tokenizer;
+use ofa_preprocess::text::build_prompt;
+use ofa_preprocess::tokenizer::Tokenizer;
 
 fn tokenizer() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();

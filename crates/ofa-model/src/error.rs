@@ -84,6 +84,45 @@ impl OfaError {
     }
 }
 
+/// Preprocessing's errors are the model's, message for message.
+impl From<ofa_preprocess::PreprocessError> for OfaError {
+    fn from(e: ofa_preprocess::PreprocessError) -> Self {
+        use ofa_preprocess::PreprocessError as P;
+        match e {
+            P::MissingFile { path } => OfaError::MissingFile { path },
+            P::Io { path, source } => OfaError::Io { path, source },
+            P::Json { path, source } => OfaError::Json { path, source },
+            P::Unsupported {
+                file,
+                option,
+                value,
+                why,
+            } => OfaError::Unsupported {
+                file,
+                option,
+                value,
+                why,
+            },
+            P::Tokenizer { file, message } => OfaError::Tokenizer { file, message },
+            P::Image(m) => OfaError::Image(m),
+            P::UnsupportedImage(m) => OfaError::UnsupportedImage(m),
+            P::ImageTooLarge {
+                width,
+                height,
+                pixels,
+                limit,
+            } => OfaError::ImageTooLarge {
+                width,
+                height,
+                pixels,
+                limit,
+            },
+            P::ImageTooCostly(m) => OfaError::ImageTooCostly(m),
+            P::Text(m) => OfaError::Text(m),
+        }
+    }
+}
+
 /// The engine's view of a model error: input faults keep their kind, the rest is the model's.
 impl From<OfaError> for ofa_api::BackendError {
     fn from(e: OfaError) -> Self {

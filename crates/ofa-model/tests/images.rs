@@ -109,7 +109,7 @@ fn exif_orientation_is_applied() {
 }
 
 fn assert_err(bytes: &[u8], want: &str) {
-    match decode_rgb(bytes, 1_000_000_000) {
+    match decode_rgb(bytes, 1_000_000_000).map_err(OfaError::from) {
         Ok(_) => panic!("expected an error containing {want:?}"),
         Err(e) => {
             assert!(e.is_input_error(), "{e}");
@@ -144,7 +144,7 @@ fn pixel_limit_stops_decompression_bombs_before_decoding() {
     // A 20000x20000 PNG header with almost no data: refused from the header alone.
     let img = DynamicImage::ImageLuma8(image::GrayImage::new(20_000, 20_000));
     let bytes = encode(&img, ImageFormat::Png);
-    match decode_rgb(&bytes, ofa_model::DEFAULT_MAX_PIXELS) {
+    match decode_rgb(&bytes, ofa_model::DEFAULT_MAX_PIXELS).map_err(OfaError::from) {
         Err(OfaError::ImageTooLarge { pixels, .. }) => assert_eq!(pixels, 400_000_000),
         other => panic!("expected ImageTooLarge, got {other:?}"),
     }

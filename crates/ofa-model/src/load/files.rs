@@ -8,8 +8,7 @@ use crate::error::{OfaError, Result};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const CONFIGURATION_FILE: &str = "configuration.json";
-pub const VOCAB_FILE: &str = "vocab.json";
-pub const MERGES_FILE: &str = "merges.txt";
+pub use ofa_preprocess::tokenizer::{MERGES_FILE, VOCAB_FILE};
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 pub const PYTORCH_FILE: &str = "pytorch_model.bin";
 

@@ -231,7 +231,11 @@ impl Entailment {
 
     /// Peak memory preprocessing this image may take, from its header alone.
     pub fn preprocess_cost(&self, bytes: &[u8], max_pixels: u64) -> Result<u64> {
-        crate::preprocess::image::decode_cost(bytes, max_pixels, self.runtime.patch_image_size)
+        Ok(crate::preprocess::image::decode_cost(
+            bytes,
+            max_pixels,
+            self.runtime.patch_image_size,
+        )?)
     }
 
     pub fn prepare(&self, input: &PairInput<'_>, max_pixels: u64) -> Result<Prepared> {

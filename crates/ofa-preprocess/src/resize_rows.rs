@@ -1,4 +1,4 @@
-//! The row kernels of [`crate::preprocess::resize`]: one output row of each pass, in 22-bit fixed point as
+//! The row kernels of [`crate::resize`]: one output row of each pass, in 22-bit fixed point as
 //! Pillow computes it. Integer sums in any order equal Pillow's, so the vector kernels give the
 //! same bytes as the plain ones.
 

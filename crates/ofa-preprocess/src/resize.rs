@@ -7,7 +7,7 @@
 //! dimensions alone, before anything is decoded or allocated, whether a resize stays within
 //! fixed bounds of work and memory.
 
-use crate::preprocess::resize_rows::{horizontal_row, vertical_row, Spread, PRECISION_BITS};
+use crate::resize_rows::{horizontal_row, vertical_row, Spread, PRECISION_BITS};
 
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
@@ -140,7 +140,7 @@ pub fn resize_rgb(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u
 unsafe fn resize_avx512(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u8> {
     resize_with(src, w, h, ow, oh, |s, sp, wide, out| {
         // SAFETY: this function runs only where AVX-512F is present.
-        unsafe { crate::preprocess::resize_rows::horizontal_row_avx512(s, sp, wide, out) }
+        unsafe { crate::resize_rows::horizontal_row_avx512(s, sp, wide, out) }
     })
 }
 
@@ -149,7 +149,7 @@ unsafe fn resize_avx512(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) ->
 unsafe fn resize_avx2(src: &[u8], w: usize, h: usize, ow: usize, oh: usize) -> Vec<u8> {
     resize_with(src, w, h, ow, oh, |s, sp, wide, out| {
         // SAFETY: this function runs only where AVX2 is present.
-        unsafe { crate::preprocess::resize_rows::horizontal_row_avx2(s, sp, wide, out) }
+        unsafe { crate::resize_rows::horizontal_row_avx2(s, sp, wide, out) }
     })
 }
 

@@ -6,8 +6,8 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
-use crate::error::{OfaError, Result};
-use crate::preprocess::resize::resize_rgb;
+use crate::error::{PreprocessError, Result};
+use crate::resize::resize_rgb;
 
 pub use ofa_api::DEFAULT_MAX_PIXELS;
 
@@ -18,7 +18,7 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
 }
 
 /// Decodes for a `size`×`size` resize: refuses, from the header alone, an image whose resize
-/// would pass the bounds of [`crate::preprocess::resize::check_cost`].
+/// would pass the bounds of [`crate::resize::check_cost`].
 pub fn decode_for_resize(bytes: &[u8], max_pixels: u64, size: usize) -> Result<RgbImage> {
     decode_checked(bytes, max_pixels, Some(size))
 }
@@ -67,7 +67,7 @@ impl Header {
         let s = size as u64;
         let resize = u64::from(h) * s * 3
             + s * s * 3
-            + crate::preprocess::resize::table_bytes(w as usize, h as usize, size, size);
+            + crate::resize::table_bytes(w as usize, h as usize, size, size);
         decoded + rotated + rgb + resize
     }
 
@@ -90,17 +90,17 @@ fn open(
     size: Option<usize>,
 ) -> Result<(ImageFormat, Box<dyn ImageDecoder + '_>, Header)> {
     if bytes.is_empty() {
-        return Err(OfaError::Image("empty image data".into()));
+        return Err(PreprocessError::Image("empty image data".into()));
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| OfaError::Image(e.to_string()))?;
+        .map_err(|e| PreprocessError::Image(e.to_string()))?;
     // The decoders' own allocations (and their metadata's) are held to the same budget.
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(MAX_DECODED_BYTES_PER_PIXEL));
     reader.limits(limits);
     let format = reader.format().ok_or_else(|| {
-        OfaError::UnsupportedImage("not a JPEG, PNG, GIF, WebP, BMP or TIFF file".into())
+        PreprocessError::UnsupportedImage("not a JPEG, PNG, GIF, WebP, BMP or TIFF file".into())
     })?;
     if !matches!(
         format,
@@ -111,13 +111,13 @@ fn open(
             | ImageFormat::Bmp
             | ImageFormat::Tiff
     ) {
-        return Err(OfaError::UnsupportedImage(format!("{format:?}")));
+        return Err(PreprocessError::UnsupportedImage(format!("{format:?}")));
     }
     let mut decoder = reader.into_decoder().map_err(map_image_error)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
-        return Err(OfaError::ImageTooLarge {
+        return Err(PreprocessError::ImageTooLarge {
             width,
             height,
             pixels,
@@ -125,13 +125,13 @@ fn open(
         });
     }
     if pixels == 0 {
-        return Err(OfaError::Image(format!(
+        return Err(PreprocessError::Image(format!(
             "image has no pixels ({width}x{height})"
         )));
     }
     let budget = max_pixels.saturating_mul(MAX_DECODED_BYTES_PER_PIXEL);
     if decoder.total_bytes() > budget {
-        return Err(OfaError::ImageTooCostly(format!(
+        return Err(PreprocessError::ImageTooCostly(format!(
             "a {width}x{height} image of {:?} decodes to {} bytes, more than the limit of {budget} (4 bytes per allowed pixel)",
             decoder.color_type(),
             decoder.total_bytes()
@@ -147,8 +147,8 @@ fn open(
     };
     if let Some(size) = size {
         let (w, h) = header.upright();
-        crate::preprocess::resize::check_cost(w as usize, h as usize, size, size)
-            .map_err(OfaError::ImageTooCostly)?;
+        crate::resize::check_cost(w as usize, h as usize, size, size)
+            .map_err(PreprocessError::ImageTooCostly)?;
     }
     Ok((format, Box::new(decoder), header))
 }
@@ -170,13 +170,13 @@ fn decode_checked(bytes: &[u8], max_pixels: u64, size: Option<usize>) -> Result<
     Ok(to_rgb_like_pillow(img))
 }
 
-fn map_image_error(e: image::ImageError) -> OfaError {
+fn map_image_error(e: image::ImageError) -> PreprocessError {
     match e {
-        image::ImageError::Unsupported(u) => OfaError::UnsupportedImage(u.to_string()),
+        image::ImageError::Unsupported(u) => PreprocessError::UnsupportedImage(u.to_string()),
         image::ImageError::Limits(l) => {
-            OfaError::Image(format!("image exceeds decoder limits: {l}"))
+            PreprocessError::Image(format!("image exceeds decoder limits: {l}"))
         }
-        other => OfaError::Image(format!("corrupt or truncated image: {other}")),
+        other => PreprocessError::Image(format!("corrupt or truncated image: {other}")),
     }
 }
 
@@ -243,7 +243,7 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     match (sos, eoi) {
         (Some(s), Some(e)) if e > s => {}
         _ => {
-            return Err(OfaError::Image(
+            return Err(PreprocessError::Image(
                 "corrupt or truncated image: JPEG data ends before its end-of-image marker".into(),
             ))
         }
@@ -287,8 +287,10 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     IN_LIBJPEG.with(|f| f.set(false));
     match decoded {
         Ok(Ok(img)) => Ok(img),
-        Ok(Err(e)) => Err(OfaError::Image(format!("corrupt or truncated image: {e}"))),
-        Err(panic) => Err(OfaError::Image(format!(
+        Ok(Err(e)) => Err(PreprocessError::Image(format!(
+            "corrupt or truncated image: {e}"
+        ))),
+        Err(panic) => Err(PreprocessError::Image(format!(
             "corrupt or truncated image: {}",
             ofa_api::panic::panic_message(&*panic)
         ))),
@@ -336,20 +338,20 @@ fn gif_first_frame(bytes: &[u8]) -> Result<DynamicImage> {
     opts.set_color_output(gif::ColorOutput::Indexed);
     let mut dec = opts
         .read_info(Cursor::new(bytes))
-        .map_err(|e| OfaError::Image(format!("corrupt or truncated image: {e}")))?;
+        .map_err(|e| PreprocessError::Image(format!("corrupt or truncated image: {e}")))?;
     let (sw, sh) = (u32::from(dec.width()), u32::from(dec.height()));
     let global = dec.global_palette().map(<[u8]>::to_vec);
     let background = dec.bg_color();
     let frame = dec
         .read_next_frame()
-        .map_err(|e| OfaError::Image(format!("corrupt or truncated image: {e}")))?
-        .ok_or_else(|| OfaError::Image("GIF has no frames".into()))?
+        .map_err(|e| PreprocessError::Image(format!("corrupt or truncated image: {e}")))?
+        .ok_or_else(|| PreprocessError::Image("GIF has no frames".into()))?
         .clone();
     let palette = frame
         .palette
         .clone()
         .or(global)
-        .ok_or_else(|| OfaError::Image("GIF frame has no palette".into()))?;
+        .ok_or_else(|| PreprocessError::Image("GIF frame has no palette".into()))?;
     let fill = frame
         .transparent
         .map(usize::from)

@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The BART vocabulary and merges, as a ModelScope model directory names them.
+pub const VOCAB_FILE: &str = "vocab.json";
+pub const MERGES_FILE: &str = "merges.txt";
+
 use fancy_regex::Regex;
 
-use crate::error::{OfaError, Result};
-use crate::load::files::{MERGES_FILE, VOCAB_FILE};
-use crate::preprocess::text::py_isspace;
+use crate::error::{PreprocessError, Result};
+use crate::text::py_isspace;
 
 pub const BOS_ID: u32 = 0;
 pub const PAD_ID: u32 = 1;
@@ -64,14 +67,15 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let vocab_path = dir.join(VOCAB_FILE);
         let merges_path = dir.join(MERGES_FILE);
-        let vocab_bytes = std::fs::read(&vocab_path).map_err(|e| OfaError::io(&vocab_path, e))?;
+        let vocab_bytes =
+            std::fs::read(&vocab_path).map_err(|e| PreprocessError::io(&vocab_path, e))?;
         let vocab: HashMap<String, u32> =
-            serde_json::from_slice(&vocab_bytes).map_err(|source| OfaError::Json {
+            serde_json::from_slice(&vocab_bytes).map_err(|source| PreprocessError::Json {
                 path: vocab_path.clone(),
                 source,
             })?;
-        let merges_text =
-            std::fs::read_to_string(&merges_path).map_err(|e| OfaError::io(&merges_path, e))?;
+        let merges_text = std::fs::read_to_string(&merges_path)
+            .map_err(|e| PreprocessError::io(&merges_path, e))?;
         Self::new(vocab, &merges_text, &vocab_path, &merges_path)
     }
 
@@ -79,7 +83,7 @@ impl Tokenizer {
     pub fn from_bytes(vocab_json: &[u8], merges_txt: &str, dir: &Path) -> Result<Self> {
         let vocab_path = dir.join(VOCAB_FILE);
         let vocab: HashMap<String, u32> =
-            serde_json::from_slice(vocab_json).map_err(|source| OfaError::Json {
+            serde_json::from_slice(vocab_json).map_err(|source| PreprocessError::Json {
                 path: vocab_path.clone(),
                 source,
             })?;
@@ -92,7 +96,7 @@ impl Tokenizer {
         vocab_path: &Path,
         merges_path: &Path,
     ) -> Result<Self> {
-        let tok_err = |file: &Path, message: String| OfaError::Tokenizer {
+        let tok_err = |file: &Path, message: String| PreprocessError::Tokenizer {
             file: file.to_path_buf(),
             message,
         };
@@ -205,7 +209,7 @@ impl Tokenizer {
             .map(
                 |answer| match self.encode(&format!(" {answer}"))?.as_slice() {
                     &[id] => Ok(id),
-                    ids => Err(OfaError::Unsupported {
+                    ids => Err(PreprocessError::Unsupported {
                         file: file.to_path_buf(),
                         option: "answer".into(),
                         value: format!("{answer:?}"),
@@ -254,7 +258,7 @@ impl Tokenizer {
 
     fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
         for m in self.pattern.find_iter(text) {
-            let m = m.map_err(|e| OfaError::Text(format!("tokenizer regex failed: {e}")))?;
+            let m = m.map_err(|e| PreprocessError::Text(format!("tokenizer regex failed: {e}")))?;
             let word: Vec<String> = m
                 .as_str()
                 .bytes()
