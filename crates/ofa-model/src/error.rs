@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use ofa_api::BackendError;
+
 /// Every way loading or running the model can fail. Messages name the file, tensor or input at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum OfaError {
@@ -32,23 +34,9 @@ pub enum OfaError {
     Weights { file: PathBuf, message: String },
     #[error("{file}: tokenizer: {message}")]
     Tokenizer { file: PathBuf, message: String },
-    #[error("image: {0}")]
-    Image(String),
-    #[error("image: unsupported format ({0})")]
-    UnsupportedImage(String),
-    #[error("image: {width}x{height} = {pixels} pixels exceeds the limit of {limit}")]
-    ImageTooLarge {
-        width: u32,
-        height: u32,
-        pixels: u64,
-        limit: u64,
-    },
-    /// An image within the pixel limit whose shape would make preprocessing cost far more than
-    /// its pixel count (extreme aspect ratios): the message names the limit.
-    #[error("image: {0}")]
-    ImageTooCostly(String),
-    #[error("text: {0}")]
-    Text(String),
+    /// The caller's image or text, in the kinds every front end reports.
+    #[error(transparent)]
+    Input(#[from] BackendError),
     #[error("model: produced non-finite scores {0:?}")]
     NonFinite(Vec<f32>),
     #[error("model: {0}")]
@@ -64,14 +52,7 @@ pub type Result<T> = std::result::Result<T, OfaError>;
 impl OfaError {
     /// True when the error comes from the caller's input rather than from the model or its files.
     pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            OfaError::Image(_)
-                | OfaError::UnsupportedImage(_)
-                | OfaError::ImageTooLarge { .. }
-                | OfaError::ImageTooCostly(_)
-                | OfaError::Text(_)
-        )
+        matches!(self, OfaError::Input(b) if b.is_input_error())
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -104,46 +85,17 @@ impl From<ofa_preprocess::PreprocessError> for OfaError {
                 why,
             },
             P::Tokenizer { file, message } => OfaError::Tokenizer { file, message },
-            P::Image(m) => OfaError::Image(m),
-            P::UnsupportedImage(m) => OfaError::UnsupportedImage(m),
-            P::ImageTooLarge {
-                width,
-                height,
-                pixels,
-                limit,
-            } => OfaError::ImageTooLarge {
-                width,
-                height,
-                pixels,
-                limit,
-            },
-            P::ImageTooCostly(m) => OfaError::ImageTooCostly(m),
-            P::Text(m) => OfaError::Text(m),
+            P::Input(b) => OfaError::Input(b),
         }
     }
 }
 
 /// The engine's view of a model error: input faults keep their kind, the rest is the model's.
-impl From<OfaError> for ofa_api::BackendError {
+impl From<OfaError> for BackendError {
     fn from(e: OfaError) -> Self {
-        use ofa_api::BackendError as B;
         match e {
-            OfaError::Image(m) => B::Image(m),
-            OfaError::UnsupportedImage(m) => B::UnsupportedImage(m),
-            OfaError::ImageTooLarge {
-                width,
-                height,
-                pixels,
-                limit,
-            } => B::ImageTooLarge {
-                width,
-                height,
-                pixels,
-                limit,
-            },
-            OfaError::ImageTooCostly(m) => B::ImageTooCostly(m),
-            OfaError::Text(m) => B::Text(m),
-            other => B::Model(other.to_string()),
+            OfaError::Input(b) => b,
+            other => BackendError::Model(other.to_string()),
         }
     }
 }

@@ -145,7 +145,9 @@ fn pixel_limit_stops_decompression_bombs_before_decoding() {
     let img = DynamicImage::ImageLuma8(image::GrayImage::new(20_000, 20_000));
     let bytes = encode(&img, ImageFormat::Png);
     match decode_rgb(&bytes, ofa_model::DEFAULT_MAX_PIXELS).map_err(OfaError::from) {
-        Err(OfaError::ImageTooLarge { pixels, .. }) => assert_eq!(pixels, 400_000_000),
+        Err(OfaError::Input(ofa_api::BackendError::ImageTooLarge { pixels, .. })) => {
+            assert_eq!(pixels, 400_000_000)
+        }
         other => panic!("expected ImageTooLarge, got {other:?}"),
     }
 }
@@ -205,7 +207,9 @@ fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory(
     ] {
         let t = std::time::Instant::now();
         match m.preprocess_image(&bomb(name), limit) {
-            Err(OfaError::ImageTooCostly(msg)) => assert!(msg.contains(bound), "{name}: {msg}"),
+            Err(OfaError::Input(ofa_api::BackendError::ImageTooCostly(msg))) => {
+                assert!(msg.contains(bound), "{name}: {msg}")
+            }
             other => panic!("{name}: {:?}", other.map(|p| p.len())),
         }
         assert!(
@@ -237,12 +241,14 @@ fn decompression_bombs_are_refused_from_the_header_or_decoded_in_bounded_memory(
     for name in ["tall_1x3000000_grey.png", "wide_100000000x1_1bit.png"] {
         assert!(matches!(
             m.preprocess_cost(&bomb(name), limit),
-            Err(OfaError::ImageTooCostly(_))
+            Err(OfaError::Input(ofa_api::BackendError::ImageTooCostly(_)))
         ));
     }
     // Under a lower pixel limit the same files are refused by their header.
     match m.preprocess_image(&bomb("square_13000x13000_1bit.png"), 100_000_000) {
-        Err(OfaError::ImageTooLarge { pixels, .. }) => assert_eq!(pixels, 169_000_000),
+        Err(OfaError::Input(ofa_api::BackendError::ImageTooLarge { pixels, .. })) => {
+            assert_eq!(pixels, 169_000_000)
+        }
         other => panic!("{:?}", other.map(|p| p.len())),
     }
 }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use ofa_api::BackendError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
     #[error("{path}: missing required file")]
@@ -28,23 +30,9 @@ pub enum PreprocessError {
     },
     #[error("{file}: tokenizer: {message}")]
     Tokenizer { file: PathBuf, message: String },
-    #[error("image: {0}")]
-    Image(String),
-    #[error("image: unsupported format ({0})")]
-    UnsupportedImage(String),
-    #[error("image: {width}x{height} = {pixels} pixels exceeds the limit of {limit}")]
-    ImageTooLarge {
-        width: u32,
-        height: u32,
-        pixels: u64,
-        limit: u64,
-    },
-    /// An image within the pixel limit whose shape would make preprocessing cost far more than
-    /// its pixel count (extreme aspect ratios): the message names the limit.
-    #[error("image: {0}")]
-    ImageTooCostly(String),
-    #[error("text: {0}")]
-    Text(String),
+    /// The caller's image or text, in the kinds every front end reports.
+    #[error(transparent)]
+    Input(#[from] BackendError),
 }
 
 pub type Result<T> = std::result::Result<T, PreprocessError>;

@@ -8,6 +8,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{PreprocessError, Result};
 use crate::resize::resize_rgb;
+use ofa_api::BackendError;
 
 pub use ofa_api::DEFAULT_MAX_PIXELS;
 
@@ -90,17 +91,21 @@ fn open(
     size: Option<usize>,
 ) -> Result<(ImageFormat, Box<dyn ImageDecoder + '_>, Header)> {
     if bytes.is_empty() {
-        return Err(PreprocessError::Image("empty image data".into()));
+        return Err(PreprocessError::Input(BackendError::Image(
+            "empty image data".into(),
+        )));
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| PreprocessError::Image(e.to_string()))?;
+        .map_err(|e| PreprocessError::Input(BackendError::Image(e.to_string())))?;
     // The decoders' own allocations (and their metadata's) are held to the same budget.
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(MAX_DECODED_BYTES_PER_PIXEL));
     reader.limits(limits);
     let format = reader.format().ok_or_else(|| {
-        PreprocessError::UnsupportedImage("not a JPEG, PNG, GIF, WebP, BMP or TIFF file".into())
+        PreprocessError::Input(BackendError::UnsupportedImage(
+            "not a JPEG, PNG, GIF, WebP, BMP or TIFF file".into(),
+        ))
     })?;
     if !matches!(
         format,
@@ -111,31 +116,33 @@ fn open(
             | ImageFormat::Bmp
             | ImageFormat::Tiff
     ) {
-        return Err(PreprocessError::UnsupportedImage(format!("{format:?}")));
+        return Err(PreprocessError::Input(BackendError::UnsupportedImage(
+            format!("{format:?}"),
+        )));
     }
     let mut decoder = reader.into_decoder().map_err(map_image_error)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
-        return Err(PreprocessError::ImageTooLarge {
+        return Err(PreprocessError::Input(BackendError::ImageTooLarge {
             width,
             height,
             pixels,
             limit: max_pixels,
-        });
+        }));
     }
     if pixels == 0 {
-        return Err(PreprocessError::Image(format!(
+        return Err(PreprocessError::Input(BackendError::Image(format!(
             "image has no pixels ({width}x{height})"
-        )));
+        ))));
     }
     let budget = max_pixels.saturating_mul(MAX_DECODED_BYTES_PER_PIXEL);
     if decoder.total_bytes() > budget {
-        return Err(PreprocessError::ImageTooCostly(format!(
+        return Err(PreprocessError::Input(BackendError::ImageTooCostly(format!(
             "a {width}x{height} image of {:?} decodes to {} bytes, more than the limit of {budget} (4 bytes per allowed pixel)",
             decoder.color_type(),
             decoder.total_bytes()
-        )));
+        ))));
     }
     let header = Header {
         format,
@@ -148,7 +155,7 @@ fn open(
     if let Some(size) = size {
         let (w, h) = header.upright();
         crate::resize::check_cost(w as usize, h as usize, size, size)
-            .map_err(PreprocessError::ImageTooCostly)?;
+            .map_err(|m| PreprocessError::Input(BackendError::ImageTooCostly(m)))?;
     }
     Ok((format, Box::new(decoder), header))
 }
@@ -172,11 +179,15 @@ fn decode_checked(bytes: &[u8], max_pixels: u64, size: Option<usize>) -> Result<
 
 fn map_image_error(e: image::ImageError) -> PreprocessError {
     match e {
-        image::ImageError::Unsupported(u) => PreprocessError::UnsupportedImage(u.to_string()),
-        image::ImageError::Limits(l) => {
-            PreprocessError::Image(format!("image exceeds decoder limits: {l}"))
+        image::ImageError::Unsupported(u) => {
+            PreprocessError::Input(BackendError::UnsupportedImage(u.to_string()))
         }
-        other => PreprocessError::Image(format!("corrupt or truncated image: {other}")),
+        image::ImageError::Limits(l) => PreprocessError::Input(BackendError::Image(format!(
+            "image exceeds decoder limits: {l}"
+        ))),
+        other => PreprocessError::Input(BackendError::Image(format!(
+            "corrupt or truncated image: {other}"
+        ))),
     }
 }
 
@@ -243,9 +254,9 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     match (sos, eoi) {
         (Some(s), Some(e)) if e > s => {}
         _ => {
-            return Err(PreprocessError::Image(
+            return Err(PreprocessError::Input(BackendError::Image(
                 "corrupt or truncated image: JPEG data ends before its end-of-image marker".into(),
-            ))
+            )))
         }
     }
     use mozjpeg::ColorSpace as Cs;
@@ -287,13 +298,13 @@ fn jpeg_like_pillow(bytes: &[u8]) -> Result<DynamicImage> {
     IN_LIBJPEG.with(|f| f.set(false));
     match decoded {
         Ok(Ok(img)) => Ok(img),
-        Ok(Err(e)) => Err(PreprocessError::Image(format!(
+        Ok(Err(e)) => Err(PreprocessError::Input(BackendError::Image(format!(
             "corrupt or truncated image: {e}"
-        ))),
-        Err(panic) => Err(PreprocessError::Image(format!(
+        )))),
+        Err(panic) => Err(PreprocessError::Input(BackendError::Image(format!(
             "corrupt or truncated image: {}",
             ofa_api::panic::panic_message(&*panic)
-        ))),
+        )))),
     }
 }
 
@@ -336,22 +347,26 @@ fn cmyk_to_rgb(inverted: &[u8]) -> Vec<u8> {
 fn gif_first_frame(bytes: &[u8]) -> Result<DynamicImage> {
     let mut opts = gif::DecodeOptions::new();
     opts.set_color_output(gif::ColorOutput::Indexed);
-    let mut dec = opts
-        .read_info(Cursor::new(bytes))
-        .map_err(|e| PreprocessError::Image(format!("corrupt or truncated image: {e}")))?;
+    let mut dec = opts.read_info(Cursor::new(bytes)).map_err(|e| {
+        PreprocessError::Input(BackendError::Image(format!(
+            "corrupt or truncated image: {e}"
+        )))
+    })?;
     let (sw, sh) = (u32::from(dec.width()), u32::from(dec.height()));
     let global = dec.global_palette().map(<[u8]>::to_vec);
     let background = dec.bg_color();
     let frame = dec
         .read_next_frame()
-        .map_err(|e| PreprocessError::Image(format!("corrupt or truncated image: {e}")))?
-        .ok_or_else(|| PreprocessError::Image("GIF has no frames".into()))?
+        .map_err(|e| {
+            PreprocessError::Input(BackendError::Image(format!(
+                "corrupt or truncated image: {e}"
+            )))
+        })?
+        .ok_or_else(|| PreprocessError::Input(BackendError::Image("GIF has no frames".into())))?
         .clone();
-    let palette = frame
-        .palette
-        .clone()
-        .or(global)
-        .ok_or_else(|| PreprocessError::Image("GIF frame has no palette".into()))?;
+    let palette = frame.palette.clone().or(global).ok_or_else(|| {
+        PreprocessError::Input(BackendError::Image("GIF frame has no palette".into()))
+    })?;
     let fill = frame
         .transparent
         .map(usize::from)

@@ -12,6 +12,7 @@ use fancy_regex::Regex;
 
 use crate::error::{PreprocessError, Result};
 use crate::text::py_isspace;
+use ofa_api::BackendError;
 
 pub const BOS_ID: u32 = 0;
 pub const PAD_ID: u32 = 1;
@@ -258,7 +259,9 @@ impl Tokenizer {
 
     fn encode_plain(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
         for m in self.pattern.find_iter(text) {
-            let m = m.map_err(|e| PreprocessError::Text(format!("tokenizer regex failed: {e}")))?;
+            let m = m.map_err(|e| {
+                PreprocessError::Input(BackendError::Text(format!("tokenizer regex failed: {e}")))
+            })?;
             let word: Vec<String> = m
                 .as_str()
                 .bytes()

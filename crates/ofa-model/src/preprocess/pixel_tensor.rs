@@ -20,10 +20,10 @@ pub fn pixel_tensor(
 ) -> Result<Tensor> {
     let (plane, n) = (size * size, images.len());
     if let Some(p) = images.iter().find(|p| p.len() != plane * 3) {
-        return Err(OfaError::Image(format!(
+        return Err(OfaError::Input(ofa_api::BackendError::Image(format!(
             "prepared image has {} bytes, expected {size}x{size}x3",
             p.len()
-        )));
+        ))));
     }
     #[cfg(feature = "cuda")]
     if device.is_cuda() {

@@ -331,10 +331,10 @@ impl Entailment {
             return Ok((Vec::new(), report));
         }
         if let Some(p) = batch.iter().find(|p| p.source.len() < 2) {
-            return Err(OfaError::Text(format!(
+            return Err(OfaError::Input(ofa_api::BackendError::Text(format!(
                 "source of {} ids lacks BOS/EOS",
                 p.source.len()
-            )));
+            ))));
         }
         let t0 = Instant::now();
         let sources: Vec<&[u32]> = batch.iter().map(|p| p.source.as_slice()).collect();
