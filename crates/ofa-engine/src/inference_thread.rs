@@ -127,7 +127,7 @@ impl Worker {
             Ok(_) => self.breaker.on_success(),
             Err(message) => {
                 self.breaker.on_failure(&message);
-                self.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.batches_failed.inc();
             }
         }
         self.metrics.set_breaker(self.breaker.state());
@@ -162,7 +162,7 @@ impl Worker {
         for mut job in jobs {
             job.slot = None;
             if job.reply.is_closed() {
-                self.metrics.record_rejection("cancelled");
+                self.metrics.record_rejection(crate::metrics::CANCELLED);
             } else if job.deadline <= now {
                 let _ = job.reply.send(Err(EngineError::DeadlineExceeded));
             } else {
@@ -237,7 +237,7 @@ impl Worker {
             }
             Err(message) => {
                 self.breaker.on_failure(&message);
-                self.metrics.batches_failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.batches_failed.inc();
                 for job in jobs {
                     let _ = job
                         .reply

@@ -1,31 +1,36 @@
 //! The engine's metrics: queue, batches, breaker, inference time, model load, and refusals.
 //! Names, types and buckets are documented in the README (dashboards and alerts rely on them).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
 
-use crate::prom::{self, Histogram, BATCH_BUCKETS, LATENCY_BUCKETS};
+use crate::prom::{self, Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, MetricFamily};
+use crate::prom::{Registry, BATCH_BUCKETS, LATENCY_BUCKETS};
 use crate::BreakerState;
-use ofa_api::BatchReport;
+use ofa_api::error_type::Surface;
+use ofa_api::{BatchReport, ErrorType};
+
+/// The refusal reason of a pair whose caller went away before it ran.
+pub const CANCELLED: &str = "cancelled";
 
 #[derive(Debug)]
 pub struct EngineMetrics {
+    registry: Registry,
     pub queue_duration: Histogram,
     pub inference_duration: Histogram,
     pub batch_size: Histogram,
-    /// Pairs admitted and not yet taken by the inference thread.
+    /// Pairs admitted and not yet taken by the inference thread. Admission reads and updates it
+    /// atomically, so it stays an atomic and `/metrics` reads it when scraped.
     pub queue_depth: AtomicI64,
-    pub batches_failed: AtomicU64,
-    breaker_state: AtomicI64,
-    model_loaded: AtomicI64,
-    model_load_seconds: Mutex<f64>,
-    image_cache_hits: AtomicU64,
-    image_cache_misses: AtomicU64,
-    image_cache_bytes: AtomicU64,
+    pub batches_failed: IntCounter,
+    breaker_state: IntGauge,
+    model_loaded: IntGauge,
+    model_load_seconds: Gauge,
+    image_cache_hits: IntCounter,
+    image_cache_misses: IntCounter,
+    image_cache_bytes: IntGauge,
     /// Every front end reports its refusals here too, so one counter covers them all.
-    rejections: Mutex<BTreeMap<String, u64>>,
+    rejections: IntCounterVec,
     /// Reads the accelerator's memory at scrape time (set once the model is loaded).
     device_memory: OnceLock<MemoryProbe>,
 }
@@ -41,35 +46,86 @@ impl std::fmt::Debug for MemoryProbe {
 
 impl Default for EngineMetrics {
     fn default() -> Self {
+        let r = Registry::new();
+        let rejections = prom::counter_vec(
+            &r,
+            "ofa_rejections_total",
+            "Requests refused or failed, by reason.",
+            &["reason"],
+        );
+        // Every reason the service can give starts at 0, so `rate()` and `increase()` see the
+        // first refusal and an alert's family exists before anything went wrong.
+        for reason in ErrorType::on(Surface::Http)
+            .map(ErrorType::as_str)
+            .chain([CANCELLED])
+        {
+            rejections.with_label_values(&[reason]);
+        }
         Self {
-            queue_duration: Histogram::new(&LATENCY_BUCKETS),
-            inference_duration: Histogram::new(&LATENCY_BUCKETS),
-            batch_size: Histogram::new(&BATCH_BUCKETS),
+            queue_duration: prom::histogram(
+                &r,
+                "ofa_queue_duration_seconds",
+                "Time an admitted pair waited for the inference thread.",
+                &LATENCY_BUCKETS,
+            ),
+            inference_duration: prom::histogram(
+                &r,
+                "ofa_inference_duration_seconds",
+                "Time of the batched forward pass a pair ran in.",
+                &LATENCY_BUCKETS,
+            ),
+            batch_size: prom::histogram(
+                &r,
+                "ofa_batch_size",
+                "Pairs per forward pass.",
+                &BATCH_BUCKETS,
+            ),
             queue_depth: AtomicI64::new(0),
-            batches_failed: AtomicU64::new(0),
-            breaker_state: AtomicI64::new(0),
-            model_loaded: AtomicI64::new(0),
-            model_load_seconds: Mutex::new(0.0),
-            image_cache_hits: AtomicU64::new(0),
-            image_cache_misses: AtomicU64::new(0),
-            image_cache_bytes: AtomicU64::new(0),
-            rejections: Mutex::default(),
+            batches_failed: prom::counter(
+                &r,
+                "ofa_batches_failed_total",
+                "Forward passes that failed (errors or panics).",
+            ),
+            breaker_state: prom::gauge(
+                &r,
+                "ofa_breaker_state",
+                "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+            ),
+            model_loaded: prom::gauge(&r, "ofa_model_loaded", "1 once the model is loaded."),
+            model_load_seconds: prom::float_gauge(
+                &r,
+                "ofa_model_load_seconds",
+                "Time the model took to load.",
+            ),
+            image_cache_hits: prom::counter(
+                &r,
+                "ofa_image_cache_hits_total",
+                "Distinct images of a batch whose ResNet features came from the feature cache.",
+            ),
+            image_cache_misses: prom::counter(
+                &r,
+                "ofa_image_cache_misses_total",
+                "Distinct images of a batch run through the ResNet (every image when the cache is off).",
+            ),
+            image_cache_bytes: prom::gauge(
+                &r,
+                "ofa_image_cache_bytes",
+                "Bytes of image features the cache holds.",
+            ),
+            rejections,
             device_memory: OnceLock::new(),
+            registry: r,
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl EngineMetrics {
     pub fn record_rejection(&self, reason: &str) {
-        *lock(&self.rejections).entry(reason.to_owned()).or_default() += 1;
+        self.rejections.with_label_values(&[reason]).inc();
     }
 
     pub fn rejections(&self, reason: &str) -> u64 {
-        lock(&self.rejections).get(reason).copied().unwrap_or(0)
+        self.rejections.with_label_values(&[reason]).get()
     }
 
     pub(crate) fn set_device_memory(&self, probe: MemoryProbe) {
@@ -77,118 +133,38 @@ impl EngineMetrics {
     }
 
     pub fn set_model_loaded(&self, seconds: f64) {
-        *lock(&self.model_load_seconds) = seconds;
-        self.model_loaded.store(1, Ordering::Relaxed);
+        self.model_load_seconds.set(seconds);
+        self.model_loaded.set(1);
     }
 
     /// One batch's images: distinct ones taken from the feature cache or run through the ResNet.
     pub(crate) fn record_images(&self, report: &BatchReport) {
-        self.image_cache_hits
-            .fetch_add(report.cache_hits as u64, Ordering::Relaxed);
-        self.image_cache_misses.fetch_add(
-            (report.images - report.cache_hits) as u64,
-            Ordering::Relaxed,
-        );
+        self.image_cache_hits.inc_by(report.cache_hits as u64);
+        self.image_cache_misses
+            .inc_by((report.images - report.cache_hits) as u64);
         self.image_cache_bytes
-            .store(report.cache_bytes, Ordering::Relaxed);
+            .set(i64::try_from(report.cache_bytes).unwrap_or(i64::MAX));
     }
 
     pub fn image_cache(&self) -> (u64, u64) {
-        (
-            self.image_cache_hits.load(Ordering::Relaxed),
-            self.image_cache_misses.load(Ordering::Relaxed),
-        )
+        (self.image_cache_hits.get(), self.image_cache_misses.get())
     }
 
     pub(crate) fn set_breaker(&self, state: BreakerState) {
-        self.breaker_state
-            .store(i64::from(state.code()), Ordering::Relaxed);
+        self.breaker_state.set(i64::from(state.code()));
     }
 
-    pub fn render(&self, o: &mut String) {
-        prom::render_device_memory(o, self.device_memory.get().and_then(|p| (p.0)()));
-        prom::head(
-            o,
-            "ofa_queue_duration_seconds",
-            "histogram",
-            "Time an admitted pair waited for the inference thread.",
-        );
-        self.queue_duration
-            .render(o, "ofa_queue_duration_seconds", "");
-        prom::head(
-            o,
-            "ofa_inference_duration_seconds",
-            "histogram",
-            "Time of the batched forward pass a pair ran in.",
-        );
-        self.inference_duration
-            .render(o, "ofa_inference_duration_seconds", "");
-        prom::head(o, "ofa_batch_size", "histogram", "Pairs per forward pass.");
-        self.batch_size.render(o, "ofa_batch_size", "");
-        prom::head(
-            o,
-            "ofa_rejections_total",
-            "counter",
-            "Requests refused or failed, by reason.",
-        );
-        for (reason, n) in lock(&self.rejections).iter() {
-            let _ = writeln!(o, "ofa_rejections_total{{reason=\"{reason}\"}} {n}");
-        }
-        prom::single(
-            o,
+    /// The engine's families as scraped now.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        families.push(prom::gauge_now(
             "ofa_queue_depth",
-            "gauge",
             "Pairs admitted and waiting for the inference thread.",
-            self.queue_depth.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_breaker_state",
-            "gauge",
-            "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-            self.breaker_state.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_model_loaded",
-            "gauge",
-            "1 once the model is loaded.",
-            self.model_loaded.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_batches_failed_total",
-            "counter",
-            "Forward passes that failed (errors or panics).",
-            self.batches_failed.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_image_cache_hits_total",
-            "counter",
-            "Distinct images of a batch whose ResNet features came from the feature cache.",
-            self.image_cache_hits.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_image_cache_misses_total",
-            "counter",
-            "Distinct images of a batch run through the ResNet (every image when the cache is off).",
-            self.image_cache_misses.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_image_cache_bytes",
-            "gauge",
-            "Bytes of image features the cache holds.",
-            self.image_cache_bytes.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
-            "ofa_model_load_seconds",
-            "gauge",
-            "Time the model took to load.",
-            *lock(&self.model_load_seconds),
-        );
+            self.queue_depth.load(Ordering::Relaxed) as f64,
+        ));
+        families.extend(prom::device_memory_families(
+            self.device_memory.get().and_then(|p| (p.0)()),
+        ));
+        families
     }
 }

@@ -1,8 +1,13 @@
-//! Prometheus text exposition: the histogram type and the few writers every front end's
-//! `/metrics` shares, so each layer renders its own families the same way.
+//! Prometheus exposition through the `prometheus` crate (label escaping, the text format): the
+//! buckets every layer shares, constructors that register a family, gauges read at scrape
+//! time, and the one encoder each front end's `/metrics` uses.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus::core::Collector;
+pub use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, GaugeVec, HistogramOpts, Opts, TextEncoder};
+pub use prometheus::{
+    Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry,
+};
 
 /// Latency buckets in seconds: sub-millisecond (tiny model) to a minute (OFA-large under load).
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -10,129 +15,153 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 ];
 pub const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+/// What `/metrics` answers with (the text format Prometheus scrapes).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+// Names, help texts and label names are constants of this crate's callers, so registering
+// can only fail on a programming error (a duplicate name): that is a panic at start-up, and
+// every test that builds the metrics would catch it.
+const FIXED: &str = "metric names and labels are fixed and unique";
+
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect(FIXED);
+    registry.register(Box::new(c.clone())).expect(FIXED);
+    c
 }
 
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, v: f64) {
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if v <= *b {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros
-            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Upper bound of the bucket holding quantile `q` (what `histogram_quantile` would say).
-    pub fn quantile(&self, q: f64) -> f64 {
-        let total = self.count();
-        if total == 0 {
-            return 0.0;
-        }
-        let rank = (q * total as f64).ceil() as u64;
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if c.load(Ordering::Relaxed) >= rank {
-                return *b;
-            }
-        }
-        *self.bounds.last().unwrap_or(&0.0)
-    }
-
-    /// The `_bucket`, `_sum` and `_count` lines; `labels` without braces (may be empty).
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let n = self.count();
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(
-            out,
-            "{name}_sum{braces} {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{braces} {n}");
-    }
+pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect(FIXED);
+    registry.register(Box::new(c.clone())).expect(FIXED);
+    c
 }
 
-/// `# HELP` and `# TYPE` lines of one family.
-pub fn head(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect(FIXED);
+    registry.register(Box::new(g.clone())).expect(FIXED);
+    g
 }
 
-/// A family with one unlabelled sample.
-pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    head(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+pub fn float_gauge(registry: &Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::new(name, help).expect(FIXED);
+    registry.register(Box::new(g.clone())).expect(FIXED);
+    g
+}
+
+pub fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect(FIXED);
+    registry.register(Box::new(h.clone())).expect(FIXED);
+    h
+}
+
+pub fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect(FIXED);
+    registry.register(Box::new(h.clone())).expect(FIXED);
+    h
+}
+
+/// A gauge whose value lives elsewhere (an atomic that admission or readiness reads, `/proc`),
+/// read when scraped.
+pub fn gauge_now(name: &str, help: &str, value: f64) -> MetricFamily {
+    let g = Gauge::new(name, help).expect(FIXED);
+    g.set(value);
+    g.collect().remove(0)
+}
+
+/// A labelled gauge read when scraped; `None` with no sample (an empty family is not valid
+/// exposition).
+pub fn gauge_now_by(
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: &[(&str, f64)],
+) -> Option<MetricFamily> {
+    if samples.is_empty() {
+        return None;
+    }
+    let g = GaugeVec::new(Opts::new(name, help), &[label]).expect(FIXED);
+    for (value, v) in samples {
+        g.with_label_values(&[*value]).set(*v);
+    }
+    g.collect().pop()
+}
+
+/// The text format, families sorted by name so the page reads the same whatever layer
+/// contributed them.
+pub fn encode(mut families: Vec<MetricFamily>) -> String {
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = Vec::with_capacity(8192);
+    // Encoding fails only on an empty family or an invalid name; gathered families are neither.
+    let _ = TextEncoder::new().encode(&families, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Upper bound of the bucket holding quantile `q` (what `histogram_quantile` would say).
+pub fn quantile(h: &Histogram, q: f64) -> f64 {
+    let families = h.collect();
+    let Some(metric) = families.first().and_then(|f| f.get_metric().first()) else {
+        return 0.0;
+    };
+    let hist = metric.get_histogram();
+    let total = hist.get_sample_count();
+    if total == 0 {
+        return 0.0;
+    }
+    let rank = (q * total as f64).ceil() as u64;
+    let buckets = hist.get_bucket();
+    buckets
+        .iter()
+        .find(|b| b.cumulative_count() >= rank)
+        .or(buckets.last())
+        .map_or(0.0, |b| b.upper_bound())
 }
 
 /// `process_resident_memory_bytes` and `process_resident_memory_peak_bytes` (Linux).
-pub fn render_process(out: &mut String) {
-    if let Some((rss, peak)) = process_memory() {
-        single(
-            out,
+pub fn process_families() -> Vec<MetricFamily> {
+    let Some((rss, peak)) = process_memory() else {
+        return Vec::new();
+    };
+    vec![
+        gauge_now(
             "process_resident_memory_bytes",
-            "gauge",
             "Resident memory of the process.",
-            rss,
-        );
-        single(
-            out,
+            rss as f64,
+        ),
+        gauge_now(
             "process_resident_memory_peak_bytes",
-            "gauge",
             "Peak resident memory of the process.",
-            peak,
-        );
-    }
+            peak as f64,
+        ),
+    ]
 }
 
 /// `ofa_gpu_memory_used_bytes` and `ofa_gpu_memory_total_bytes`, when the model is on a GPU.
-pub fn render_device_memory(out: &mut String, memory: Option<(u64, u64)>) {
-    if let Some((used, total)) = memory {
-        single(
-            out,
+pub fn device_memory_families(memory: Option<(u64, u64)>) -> Vec<MetricFamily> {
+    let Some((used, total)) = memory else {
+        return Vec::new();
+    };
+    vec![
+        gauge_now(
             "ofa_gpu_memory_used_bytes",
-            "gauge",
             "GPU memory in use (every process on the device, as nvidia-smi counts it).",
-            used,
-        );
-        single(
-            out,
+            used as f64,
+        ),
+        gauge_now(
             "ofa_gpu_memory_total_bytes",
-            "gauge",
             "GPU memory in all.",
-            total,
-        );
-    }
+            total as f64,
+        ),
+    ]
 }
 
 /// `(current, peak)` resident bytes from `/proc/self/status` (Linux).
@@ -156,17 +185,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::new(&BATCH_BUCKETS);
+    fn histogram_buckets_are_cumulative_and_the_quantile_is_a_bound() {
+        let r = Registry::new();
+        let h = histogram(&r, "x", "An x.", &BATCH_BUCKETS);
         for v in [1.0, 3.0, 8.0, 8.0] {
             h.observe(v);
         }
-        let mut s = String::new();
-        h.render(&mut s, "x", "");
+        let s = encode(r.gather());
+        assert!(s.contains("# HELP x An x.\n# TYPE x histogram\n"), "{s}");
         assert!(s.contains("x_bucket{le=\"1\"} 1\n"), "{s}");
         assert!(s.contains("x_bucket{le=\"4\"} 2\n"), "{s}");
         assert!(s.contains("x_bucket{le=\"8\"} 4\n"), "{s}");
         assert!(s.contains("x_bucket{le=\"+Inf\"} 4\n"), "{s}");
-        assert_eq!(h.quantile(0.5), 4.0);
+        assert!(s.contains("x_sum 20\nx_count 4\n"), "{s}");
+        assert_eq!(quantile(&h, 0.5), 4.0);
+        assert_eq!(quantile(&h, 1.0), 8.0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let r = Registry::new();
+        let c = counter_vec(&r, "y_total", "A y.", &["who"]);
+        c.with_label_values(&["a\"b\\c\nd"]).inc();
+        let s = encode(r.gather());
+        assert!(s.contains("y_total{who=\"a\\\"b\\\\c\\nd\"} 1\n"), "{s}");
+    }
+
+    #[test]
+    fn families_come_out_sorted_by_name_and_empty_labelled_gauges_are_left_out() {
+        let mut families = vec![gauge_now("b", "B.", 2.0), gauge_now("a", "A.", 1.5)];
+        assert!(gauge_now_by("c", "C.", "q", &[]).is_none());
+        families.extend(gauge_now_by("d", "D.", "q", &[("x", 3.0)]));
+        let s = encode(families);
+        assert_eq!(
+            s,
+            "# HELP a A.\n# TYPE a gauge\na 1.5\n# HELP b B.\n# TYPE b gauge\nb 2\n\
+             # HELP d D.\n# TYPE d gauge\nd{q=\"x\"} 3\n"
+        );
     }
 }

@@ -236,7 +236,7 @@ async fn what_queues_while_a_batch_runs_goes_into_the_next_batch_together() {
     let mut batches = s.backend.batches();
     batches[1].sort();
     assert_eq!(batches, [vec!["first"], vec!["b", "c", "d"]]);
-    assert_eq!(s.metrics.batch_size.count(), 2);
+    assert_eq!(s.metrics.batch_size.get_sample_count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -332,7 +332,7 @@ async fn the_breaker_opens_after_failed_batches_then_one_probe_closes_it() {
     assert!(!s.engine.is_ready());
     let r = s.engine.run_one(pair("x"), soon(5000)).await;
     assert!(matches!(r, Err(EngineError::BreakerOpen { .. })), "{r:?}");
-    assert_eq!(s.metrics.batches_failed.load(Ordering::SeqCst), 2);
+    assert_eq!(s.metrics.batches_failed.get(), 2);
     tokio::time::sleep(Duration::from_millis(250)).await;
     s.engine.run_one(pair("probe"), soon(5000)).await.unwrap();
     assert_eq!(s.engine.breaker_state(), BreakerState::Closed);
@@ -356,7 +356,7 @@ async fn an_open_breaker_probes_the_model_by_itself_and_gives_up_on_a_model_that
     let why = s.engine.failing().unwrap();
     assert!(why.contains("2 probes"), "{why}");
     assert!(!s.engine.is_ready());
-    assert_eq!(s.metrics.batches_failed.load(Ordering::SeqCst), 4);
+    assert_eq!(s.metrics.batches_failed.get(), 4);
     // The model recovers: the next probe closes the breaker, still without a request.
     until("a probe succeeded", || s.engine.is_ready()).await;
     assert_eq!(s.engine.failing(), None);

@@ -220,7 +220,19 @@ fn jobs_assets_render_validate_and_agree_with_a_running_worker() {
             "{path:?}"
         );
     }
-    let (_, metrics) = get(metrics_port, "/metrics");
+    // The queue depths are exported once the worker has read them from the broker (at once
+    // after connecting, then every 15 s).
+    let metrics = loop {
+        let (_, metrics) = get(metrics_port, "/metrics");
+        if metrics.contains("ofa_broker_queue_messages{") {
+            break metrics;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no queue depths: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let _ = child.kill();
     let _ = child.wait();
     let mut check = Command::new("promtool")

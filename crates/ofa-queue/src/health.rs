@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ofa_engine::{Drain, Engine, EngineMetrics};
+use ofa_engine::{prom, Drain, Engine, EngineMetrics};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -85,17 +85,12 @@ async fn readyz(State(h): State<Health>) -> Response {
 }
 
 async fn metrics(State(h): State<Health>) -> Response {
-    let mut text = String::new();
-    h.worker
-        .render(&mut text, &h.jobs_queue, &h.dead_letter_queue);
-    h.engine.render(&mut text);
-    ofa_engine::prom::render_process(&mut text);
+    let mut families = h.worker.gather(&h.jobs_queue, &h.dead_letter_queue);
+    families.extend(h.engine.gather());
+    families.extend(prom::process_families());
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        prom::encode(families),
     )
         .into_response()
 }

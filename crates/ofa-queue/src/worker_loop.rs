@@ -76,7 +76,7 @@ impl<B: Broker> Worker<B> {
             delays = reconnect_delays(self.config.reconnect_max);
             sessions += 1;
             if sessions > 1 {
-                self.metrics.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.metrics.reconnects.inc();
             }
             self.metrics.connected.store(true, Ordering::Relaxed);
             tracing::info!(

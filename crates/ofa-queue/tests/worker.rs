@@ -244,7 +244,7 @@ async fn a_refused_broker_is_retried_and_a_lost_connection_loses_no_job() {
         assert_eq!(ids.len(), 12, "every job answered");
         assert!(s.dead.is_empty());
     }
-    assert!(w.metrics.reconnects.load(Ordering::Relaxed) >= 1);
+    assert!(w.metrics.reconnects.get() >= 1);
     w.stop().await;
 }
 

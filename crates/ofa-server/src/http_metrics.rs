@@ -1,40 +1,63 @@
 //! The HTTP layer's metrics: requests by route and status, latency by route, requests in
-//! flight, readiness. The engine renders its own families; `/metrics` shows both.
+//! flight, readiness. The engine gathers its own families; `/metrics` shows both.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use ofa_engine::prom::{self, Histogram, LATENCY_BUCKETS};
+use ofa_engine::prom::{
+    self, HistogramVec, IntCounterVec, MetricFamily, Registry, LATENCY_BUCKETS,
+};
+use prometheus::core::Collector;
 
 /// Distinct consumer label values at most.
 pub const MAX_CONSUMER_LABELS: usize = 100;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16, String), u64>>,
+    registry: Registry,
+    requests: IntCounterVec,
     /// Consumer names seen as labels so far; bounded, the rest count as `other`.
-    consumers: Mutex<std::collections::BTreeSet<String>>,
-    request_duration: Mutex<BTreeMap<String, Histogram>>,
-    /// Inference requests between body received and answer.
+    consumers: Mutex<BTreeSet<String>>,
+    request_duration: HistogramVec,
+    /// Inference requests between body received and answer. The in-flight limit reads and
+    /// updates it atomically; `/metrics` reads it when scraped.
     pub in_flight: AtomicI64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let r = Registry::new();
+        Self {
+            requests: prom::counter_vec(
+                &r,
+                "ofa_requests_total",
+                "HTTP requests by route, status code and consumer (no consumer label: anonymous).",
+                &["route", "status", "consumer"],
+            ),
+            consumers: Mutex::default(),
+            request_duration: prom::histogram_vec(
+                &r,
+                "ofa_request_duration_seconds",
+                "Time from request received to response, by route.",
+                &LATENCY_BUCKETS,
+                &["route"],
+            ),
+            in_flight: AtomicI64::new(0),
+            registry: r,
+        }
+    }
 }
 
 impl HttpMetrics {
     /// `consumer`: who called (`None`: anonymous or not identified).
     pub fn record_request(&self, route: &str, status: u16, consumer: Option<&str>, seconds: f64) {
         let label = self.consumer_label(consumer);
-        *lock(&self.requests)
-            .entry((route.to_owned(), status, label))
-            .or_default() += 1;
-        lock(&self.request_duration)
-            .entry(route.to_owned())
-            .or_insert_with(|| Histogram::new(&LATENCY_BUCKETS))
+        self.requests
+            .with_label_values(&[route, &status.to_string(), &label])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
             .observe(seconds);
     }
 
@@ -43,7 +66,7 @@ impl HttpMetrics {
         let Some(name) = consumer else {
             return String::new();
         };
-        let mut seen = lock(&self.consumers);
+        let mut seen = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains(name) || seen.len() < MAX_CONSUMER_LABELS {
             seen.insert(name.to_owned());
             name.to_owned()
@@ -54,56 +77,45 @@ impl HttpMetrics {
 
     /// p95 of a route's total time so far (bucket upper bound), for `/readyz`.
     pub fn latency_p95(&self, route: &str) -> f64 {
-        lock(&self.request_duration)
-            .get(route)
-            .map_or(0.0, |h| h.quantile(0.95))
+        // Looked up among the series recorded, so asking does not create an empty one.
+        let recorded = self.request_duration.collect().into_iter().any(|family| {
+            family
+                .get_metric()
+                .iter()
+                .any(|m| m.get_label().iter().any(|l| l.value() == route))
+        });
+        if !recorded {
+            return 0.0;
+        }
+        prom::quantile(&self.request_duration.with_label_values(&[route]), 0.95)
     }
 
-    pub fn render(&self, o: &mut String, ready: bool) {
-        prom::head(
-            o,
-            "ofa_requests_total",
-            "counter",
-            "HTTP requests by route, status code and consumer (no consumer label: anonymous).",
-        );
-        for ((route, status, consumer), n) in lock(&self.requests).iter() {
-            // Anonymous requests carry no consumer label (the same series to Prometheus).
-            let consumer = if consumer.is_empty() {
-                String::new()
-            } else {
-                format!(",consumer=\"{consumer}\"")
-            };
-            let _ = writeln!(
-                o,
-                "ofa_requests_total{{route=\"{route}\",status=\"{status}\"{consumer}}} {n}"
-            );
+    /// The HTTP layer's families as scraped now.
+    pub fn gather(&self, ready: bool) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        for family in &mut families {
+            // Anonymous requests carry no consumer label rather than an empty one (the same
+            // series to Prometheus, and what the help text and README say).
+            for metric in family.mut_metric() {
+                let labels = metric.take_label();
+                metric.set_label(
+                    labels
+                        .into_iter()
+                        .filter(|l| !l.value().is_empty())
+                        .collect(),
+                );
+            }
         }
-        prom::head(
-            o,
-            "ofa_request_duration_seconds",
-            "histogram",
-            "Time from request received to response, by route.",
-        );
-        for (route, h) in lock(&self.request_duration).iter() {
-            h.render(
-                o,
-                "ofa_request_duration_seconds",
-                &format!("route=\"{route}\""),
-            );
-        }
-        prom::single(
-            o,
+        families.push(prom::gauge_now(
             "ofa_in_flight_requests",
-            "gauge",
             "HTTP inference requests being handled.",
-            self.in_flight.load(Ordering::Relaxed),
-        );
-        prom::single(
-            o,
+            self.in_flight.load(Ordering::Relaxed) as f64,
+        ));
+        families.push(prom::gauge_now(
             "ofa_ready",
-            "gauge",
             "1 when ready: loaded, warmed, breaker closed, not draining.",
-            i64::from(ready),
-        );
+            f64::from(u8::from(ready)),
+        ));
+        families
     }
 }

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use ofa_engine::prom;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -66,23 +67,20 @@ pub fn status_for(ready: bool) -> StatusCode {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = String::with_capacity(8192);
-    state.http_metrics.render(&mut text, state.is_ready());
-    state.engine_metrics.render(&mut text);
+    let mut families = state.http_metrics.gather(state.is_ready());
+    families.extend(state.engine_metrics.gather());
     if let Some(up) = state.config.access.limits.shared_up() {
-        ofa_engine::prom::single(
-            &mut text,
+        families.push(prom::gauge_now(
             "ofa_limits_shared_up",
-            "gauge",
             "1 while the shared limits store (Redis) answers; 0: limits are per pod.",
-            i64::from(up),
-        );
+            f64::from(u8::from(up)),
+        ));
     }
-    ofa_engine::prom::render_process(&mut text);
-    let mut resp = Response::new(Body::from(text));
+    families.extend(prom::process_families());
+    let mut resp = Response::new(Body::from(prom::encode(families)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(prom::CONTENT_TYPE),
     );
     resp
 }
