@@ -149,3 +149,99 @@ async fn a_stop_ends_the_wait_and_hands_the_job_back() {
     let failure = results[0].outcome.as_ref().unwrap_err();
     assert!(failure.transient, "{failure:?}");
 }
+
+/// Counts what a file run reports.
+#[derive(Default)]
+struct Seen {
+    answered: usize,
+    skipped_lines: Vec<usize>,
+}
+
+impl ofa_jobs::files::Progress for Seen {
+    fn answered(&mut self) {
+        self.answered += 1;
+    }
+
+    fn line_skipped(&mut self, number: usize, _problem: &str) {
+        self.skipped_lines.push(number);
+    }
+}
+
+/// A job file through the file runner: answered ids are skipped (a result cut short by a kill
+/// is dropped and its job runs again), lines that are not jobs are reported by number, a
+/// transient failure goes round again, and every job gets one result line.
+#[test]
+fn a_file_run_resumes_retries_and_answers_each_job_once() {
+    use ofa_jobs::files::{FileRun, FileSummary, Input};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let engine = engine(Duration::from_millis(50));
+    let runner = runner(&engine, Duration::from_secs(30));
+    let lines = [
+        r#"{"id": "a", "text": "a man in a suit", "image_path": "camera.png"}"#,
+        r#"{"id": "b", "text": "a man in a suit", "image_path": "nope.png"}"#,
+        r#"not a job"#,
+        r#"{"id": "a", "text": "again", "image_path": "camera.png"}"#,
+        r#"{"id": "c", "text": "a man in a suit", "image_path": "camera.png"}"#,
+        r#"{"id": "d", "text": "a man in a suit", "image_path": "camera.png"}"#,
+    ];
+    let input = Input::Memory(lines.join("\n").into_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    // "c" was answered by an earlier run; "d"'s line was cut short by a kill.
+    std::fs::write(
+        &out,
+        "{\"id\": \"c\", \"answer\": \"yes\"}\n{\"id\": \"d\", \"ans",
+    )
+    .unwrap();
+    let run = FileRun {
+        chunk: 8,
+        delivery_limit: 3,
+        max_job_bytes: 4096,
+        retry_pause: Duration::from_millis(100),
+        model_id: "tiny".into(),
+        revision: "r1".into(),
+    };
+    assert_eq!(run.pending(&input, &out).unwrap(), 3, "a, b and d");
+    // The first batch fails: a and d are transient failures and go round again.
+    assert!(engine.inject_failures(1));
+    let mut seen = Seen::default();
+    let summary = run
+        .run(&runner, runtime.handle(), &input, &out, &mut seen)
+        .unwrap();
+    assert_eq!(
+        summary,
+        FileSummary {
+            ok: 2,
+            errors: 1,
+            skipped: 1,
+            not_jobs: 2
+        }
+    );
+    assert_eq!(seen.answered, 3);
+    assert_eq!(seen.skipped_lines, [3, 4], "not a job; a repeated id");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let results: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["c", "b", "a", "d"], "{text}");
+    assert_eq!(results[1]["error_type"], "image_not_found", "{text}");
+    assert_eq!(results[2]["model_revision"], "r1", "{text}");
+    assert!(results[2]["scores"]["yes"].is_number(), "{text}");
+    // A second run has nothing left to do.
+    assert_eq!(run.pending(&input, &out).unwrap(), 0);
+    let again = run
+        .run(
+            &runner,
+            runtime.handle(),
+            &input,
+            &out,
+            &mut Seen::default(),
+        )
+        .unwrap();
+    assert_eq!((again.ok, again.errors, again.skipped), (0, 0, 4));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+}

@@ -13,7 +13,7 @@ use ofa_queue::Collector;
 
 use crate::args::flags::seconds;
 use crate::args::jobs::AmqpArgs;
-use crate::files::results;
+use ofa_jobs::files::results;
 
 #[derive(Args, Debug)]
 pub struct CollectArgs {

@@ -9,8 +9,8 @@ use clap::Args;
 use ofa_queue::Submitter;
 
 use crate::args::jobs::{AmqpArgs, JobSizeArgs};
-use crate::files::job_lines::{Input, Line};
 use crate::observe::progress::Progress;
+use ofa_jobs::files::{Input, Line};
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use ofa_jobs::Job;
+use super::FileError;
+use crate::Job;
 
 /// The input, readable twice: once to check and count, once to run or publish.
 pub enum Input {
@@ -30,10 +30,13 @@ pub enum Line {
 
 impl Input {
     /// A file, or `-` for stdin.
-    pub fn open(path: &Path) -> Result<Input> {
+    pub fn open(path: &Path) -> Result<Input, FileError> {
         Ok(if path.as_os_str() == "-" {
             let mut text = Vec::new();
-            std::io::stdin().lock().read_to_end(&mut text)?;
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut text)
+                .map_err(|e| FileError::read(path, e))?;
             Input::Memory(text)
         } else {
             Input::File(path.to_owned())
@@ -42,11 +45,18 @@ impl Input {
 
     /// Every non-blank line: a job (parsed, and as it was written) or a line skipped and why
     /// (not a job, a repeated id, longer than `max_bytes`).
-    pub fn jobs(&self, max_bytes: usize) -> Result<impl Iterator<Item = Result<Line>> + '_> {
+    pub fn jobs(
+        &self,
+        max_bytes: usize,
+    ) -> Result<impl Iterator<Item = Result<Line, FileError>> + '_, FileError> {
+        let path = match self {
+            Input::File(p) => p.as_path(),
+            Input::Memory(_) => Path::new("-"),
+        };
         let reader: Box<dyn BufRead + '_> = match self {
             Input::File(p) => Box::new(BufReader::with_capacity(
                 1 << 20,
-                std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?,
+                std::fs::File::open(p).map_err(|e| FileError::read(p, e))?,
             )),
             Input::Memory(b) => Box::new(&b[..]),
         };
@@ -64,7 +74,7 @@ impl Input {
                             ),
                         }))
                     }
-                    Err(e) => return Some(Err(e.into())),
+                    Err(e) => return Some(Err(FileError::read(path, e))),
                 };
                 let end = line.trim_ascii_end().len();
                 line.truncate(end);

@@ -5,12 +5,12 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use super::FileError;
 
 /// Ids that already have a result in `out`, read line by line (the file may hold millions). A
 /// last line cut short by a kill is removed: that job is answered again, and the file stays
 /// one JSON object per line.
-pub fn finished(out: &Path) -> Result<HashSet<String>> {
+pub fn finished(out: &Path) -> Result<HashSet<String>, FileError> {
     let mut done = HashSet::new();
     let Ok(file) = std::fs::File::open(out) else {
         return Ok(done);
@@ -21,7 +21,7 @@ pub fn finished(out: &Path) -> Result<HashSet<String>> {
         line.clear();
         let n = reader
             .read_until(b'\n', &mut line)
-            .with_context(|| format!("cannot read {}", out.display()))?;
+            .map_err(|e| FileError::read(out, e))?;
         if n == 0 || line.last() != Some(&b'\n') {
             break;
         }
@@ -33,19 +33,19 @@ pub fn finished(out: &Path) -> Result<HashSet<String>> {
         }
     }
     if !line.is_empty() {
-        let f = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .open(out)
-            .with_context(|| format!("cannot repair {}", out.display()))?;
-        f.set_len(whole)?;
+            .and_then(|f| f.set_len(whole))
+            .map_err(|e| FileError::write(out, e))?;
     }
     Ok(done)
 }
 
-pub fn open_append(out: &Path) -> Result<std::fs::File> {
+pub fn open_append(out: &Path) -> Result<std::fs::File, FileError> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(out)
-        .with_context(|| format!("cannot open {}", out.display()))
+        .map_err(|e| FileError::write(out, e))
 }
