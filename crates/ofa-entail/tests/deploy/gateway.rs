@@ -10,9 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-mod common;
-
-use common::{env_vars_read_by, form, image, tool, Server};
+use crate::common::{env_vars_read_by, form, image, tool, Server};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -46,7 +44,7 @@ fn custom_resources_validate_against_their_schemas() {
         .filter(|d| CUSTOM.contains(&d["kind"].as_str().unwrap()))
         .collect();
     assert_eq!(custom.len(), 5, "the route, two plugins, two consumers");
-    let file_guard = common::temp_file("ofa-gateway-crs-", ".yaml");
+    let file_guard = crate::common::temp_file("ofa-gateway-crs-", ".yaml");
     let file = file_guard.path().to_path_buf();
     let text: String = custom
         .iter()
@@ -69,7 +67,7 @@ fn custom_resources_validate_against_their_schemas() {
     // The validator does refuse: a misspelt field and a wrong enum value.
     for (from, to) in [("hostnames", "hostname"), ("PathPrefix", "Prefix")] {
         let route = serde_yaml::to_string(find(&docs, "HTTPRoute", "ofa-entail")).unwrap();
-        let bad_guard = common::temp_file("ofa-gateway-bad-", ".yaml");
+        let bad_guard = crate::common::temp_file("ofa-gateway-bad-", ".yaml");
         let bad = bad_guard.path().to_path_buf();
         std::fs::write(&bad, route.replacen(from, to, 1)).unwrap();
         let status = Command::new("python3")

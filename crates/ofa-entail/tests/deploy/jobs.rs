@@ -4,16 +4,14 @@
 //! answer on a real worker connected to a real broker, and the alerts name only metrics it
 //! exports.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rabbit::Rabbit;
-use common::{env_vars_read_by, tool};
+use crate::common::rabbit::Rabbit;
+use crate::common::{env_vars_read_by, tool};
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
@@ -56,7 +54,7 @@ fn jobs_assets_render_validate_and_agree_with_a_running_worker() {
         .stdout,
     )
     .unwrap();
-    common::validate_strictly("jobs", &rendered);
+    crate::common::validate_strictly("jobs", &rendered);
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
@@ -183,7 +181,7 @@ fn jobs_assets_render_validate_and_agree_with_a_running_worker() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
     cmd.arg("worker")
         .arg("--model-dir")
-        .arg(common::fixtures().join("tiny_ofa_ve"))
+        .arg(crate::common::fixtures().join("tiny_ofa_ve"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     for (k, v) in &data {

@@ -2,15 +2,11 @@
 //! environment; the autoscaler's metric; the alert rules (checked by promtool) and dashboard
 //! queries name only metrics `/metrics` exports.
 
-mod common;
-#[path = "../../ofa-hub/tests/fakehub/mod.rs"]
-mod fakehub;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{env_vars_read_by, tool, Server};
+use crate::common::{env_vars_read_by, tool, Server};
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
@@ -139,7 +135,7 @@ fn manifests_agree_with_the_binary_and_the_router() {
     let server = Server::start(&[]);
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let path = container[probe]["httpGet"]["path"].as_str().unwrap();
-        let status = common::blocking_status(&server.url(path)).unwrap();
+        let status = crate::common::blocking_status(&server.url(path)).unwrap();
         assert_eq!(status, 200, "{probe} {path}");
     }
     let metrics_text = http_get(&server.url("/metrics"));
@@ -261,7 +257,7 @@ fn render(overlay: &str) -> String {
 fn overlays_render_and_validate_strictly() {
     for overlay in OVERLAYS {
         let rendered = render(overlay);
-        common::validate_strictly(overlay, &rendered);
+        crate::common::validate_strictly(overlay, &rendered);
         let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&rendered)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
@@ -389,7 +385,7 @@ fn autoscaling_on_queue_depth_scales_up_and_back_down_a_counter_never_does() {
         ("REQUEST_TIMEOUT", "120"),
     ]);
     let url = s.url("/predict");
-    let img = common::image("tiny_8x8.png");
+    let img = crate::common::image("tiny_8x8.png");
     let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Load: 0 clients, then 12 closed-loop clients for 8 s, then 0 again.
@@ -433,7 +429,7 @@ fn autoscaling_on_queue_depth_scales_up_and_back_down_a_counter_never_does() {
                             .args(["-s", "-o", "/dev/null", "-F"])
                             .arg(format!(
                                 "image=@{}",
-                                common::fixtures()
+                                crate::common::fixtures()
                                     .join("golden/images/tiny_8x8.png")
                                     .display()
                             ))
@@ -516,11 +512,11 @@ fn image_builds_from_scratch_and_serves() {
     assert!(mb < 100.0, "image is {mb} MB");
     // The pod's path: the image's `download` fills /models from the hub, the server loads
     // it from there offline.
-    let hub = fakehub::FakeHub::start(&common::fixtures().join("tiny_ofa_ve"));
+    let hub = crate::fakehub::FakeHub::start(&crate::common::fixtures().join("tiny_ofa_ve"));
     let run = tool(
         Command::new("bash")
             .arg(deploy().join("image/run-check.sh"))
-            .args(["ofa-entail:citest", "18191", &hub.url, fakehub::TINY]),
+            .args(["ofa-entail:citest", "18191", &hub.url, crate::fakehub::TINY]),
         "running the image",
     );
     assert!(
@@ -610,7 +606,7 @@ fn rendered_manifests_parse_into_typed_kubernetes_objects() {
                 }
                 "ServiceMonitor" => {} // a Prometheus Operator CRD: no typed model in k8s-openapi
                 // The gateway's custom resources: checked against their own schemas in
-                // deploy_gateway.rs.
+                // gateway.rs.
                 "HTTPRoute" | "KongPlugin" | "KongConsumer" => {}
                 other => panic!("{overlay}: unexpected kind {other}"),
             }
@@ -636,7 +632,7 @@ fn typed<T: serde::de::DeserializeOwned>(v: &serde_yaml::Value, what: &str) -> T
 /// command and environment load it from there with no request to the hub.
 #[test]
 fn init_container_then_server_run_as_the_manifests_say() {
-    let hub = fakehub::FakeHub::start(&common::fixtures().join("tiny_ofa_ve"));
+    let hub = crate::fakehub::FakeHub::start(&crate::common::fixtures().join("tiny_ofa_ve"));
     let base = yaml("kubernetes/base/deployment.yaml").remove(0);
     let config = yaml("kubernetes/base/configmap.yaml").remove(0);
     let pod = &base["spec"]["template"]["spec"];
@@ -660,7 +656,7 @@ fn init_container_then_server_run_as_the_manifests_say() {
             }
         }
         for (k, v) in [
-            ("MODEL_ID", fakehub::TINY),
+            ("MODEL_ID", crate::fakehub::TINY),
             ("MODEL_CACHE", cache_s.as_str()),
             ("MODELSCOPE_ENDPOINT", hub.url.as_str()),
             ("HOST", "127.0.0.1"),
@@ -704,7 +700,7 @@ fn init_container_then_server_run_as_the_manifests_say() {
     assert_eq!(started["source"], "offline, from the cache");
     assert_eq!(started["model_dir"], snapshot.display().to_string());
     assert_eq!(
-        common::blocking_status(&server.url("/readyz")).unwrap(),
+        crate::common::blocking_status(&server.url("/readyz")).unwrap(),
         200
     );
     drop(server);
