@@ -94,16 +94,17 @@ error_types! {
     // Ours.
     ModelFailure => "model_failure", 500, transient, Http;
     Internal => "internal", 500, permanent, Http;
-    // Bulk jobs: the job line or message, and the image it names by path or URL.
+    // An image named by URL (the routes' JSON bodies and bulk jobs).
+    InvalidImageUrl => "invalid_image_url", 400, permanent, Http;
+    /// The URL policy refused the URL or an address it led to; nothing was connected to.
+    ImageUrlForbidden => "image_url_forbidden", 403, permanent, Http;
+    /// No connection, no answer in time, a 5xx or 429: the source may recover.
+    ImageFetchFailed => "image_fetch_failed", 502, transient, Http;
+    /// The source answered with a client error (or too many redirects): it will again.
+    ImageUrlFailed => "image_url_failed", 502, permanent, Http;
+    // Bulk jobs: the job line or message, and the image it names by path.
     InvalidJob => "invalid_job", 400, permanent, Jobs;
     InvalidJobId => "invalid_job_id", 400, permanent, Jobs;
-    InvalidImageUrl => "invalid_image_url", 400, permanent, Jobs;
-    /// The URL policy refused the URL or an address it led to; nothing was connected to.
-    ImageUrlForbidden => "image_url_forbidden", 403, permanent, Jobs;
-    /// No connection, no answer in time, a 5xx or 429: the source may recover.
-    ImageFetchFailed => "image_fetch_failed", 502, transient, Jobs;
-    /// The source answered with a client error (or too many redirects): it will again.
-    ImageUrlFailed => "image_url_failed", 502, permanent, Jobs;
     ImagePathRefused => "image_path_refused", 403, permanent, Jobs;
     ImageNotFound => "image_not_found", 404, permanent, Jobs;
 }

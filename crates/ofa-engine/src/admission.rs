@@ -93,6 +93,13 @@ impl Admission {
         Some(Duration::from_secs_f64(per_batch * (ahead + 1.5)))
     }
 
+    /// Expected time until `pairs` more pairs, behind those waiting now, have their answers.
+    pub fn expected_time(&self, pairs: usize) -> Option<Duration> {
+        let per_batch = self.per_batch()?;
+        let batches = (self.waiting() + pairs).div_ceil(self.max_batch) as f64;
+        Some(Duration::from_secs_f64(per_batch * (batches + 0.5)))
+    }
+
     /// Roughly how long a full queue takes to drain.
     fn retry_hint(&self) -> Duration {
         let per_batch = self.per_batch().unwrap_or(0.0);

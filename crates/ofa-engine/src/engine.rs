@@ -136,6 +136,13 @@ impl Engine {
         self.admission.waiting()
     }
 
+    /// About how long `pairs` more pairs would take to be answered behind what is queued now,
+    /// once a batch has been timed (`None` before): for a caller that will send them in
+    /// several rounds to refuse up front what could only miss its deadline.
+    pub fn expected_time(&self, pairs: usize) -> Option<Duration> {
+        self.admission.expected_time(pairs)
+    }
+
     /// Why the model is taken for broken, when it is: the breaker's probes failed
     /// [`EngineConfig::breaker_give_up`] times in a row. Liveness should fail then: a model
     /// that fails every batch, probes included, for several cool-downs (a GPU whose context an

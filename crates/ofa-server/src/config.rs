@@ -15,8 +15,14 @@ pub struct ServerConfig {
     pub max_text_chars: usize,
     /// Most items in one `/predict/batch` or KServe request.
     pub max_batch_items: usize,
-    /// Most candidates in one `/rerank` request.
+    /// Fetches images named by URL in JSON bodies, under its address policy
+    /// (`IMAGE_URL_ALLOW`); `None`: images are taken inline only.
+    pub image_urls: Option<ofa_fetch::UrlFetcher>,
+    /// Most candidates in one `/rerank` request, and the most of any rerank request scored at
+    /// once (a chunk).
     pub max_rerank_candidates: usize,
+    /// Most documents in one `/v1/rerank` or `/v2/rerank` request, scored chunk by chunk.
+    pub max_rerank_documents: usize,
     /// Most inference requests handled at once, counted from a complete body (429 beyond);
     /// `None`: the engine's queue bounds it.
     pub max_concurrency: Option<usize>,

@@ -1,12 +1,12 @@
-//! The HTTP layer's metrics: requests by route and status, latency by route, requests in
-//! flight, readiness. The engine gathers its own families; `/metrics` shows both.
+//! The HTTP layer's metrics: requests by route and status, latency by route, image URL
+//! fetches, requests in flight, readiness. The engine gathers its own families; `/metrics` shows both.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use ofa_engine::prom::{
-    self, HistogramVec, IntCounterVec, MetricFamily, Registry, LATENCY_BUCKETS,
+    self, Histogram, HistogramVec, IntCounterVec, MetricFamily, Registry, LATENCY_BUCKETS,
 };
 use prometheus::core::Collector;
 
@@ -20,6 +20,7 @@ pub struct HttpMetrics {
     /// Consumer names seen as labels so far; bounded, the rest count as `other`.
     consumers: Mutex<BTreeSet<String>>,
     request_duration: HistogramVec,
+    image_url_fetch: Histogram,
     /// Inference requests between body received and answer. The in-flight limit reads and
     /// updates it atomically; `/metrics` reads it when scraped.
     pub in_flight: AtomicI64,
@@ -43,6 +44,12 @@ impl Default for HttpMetrics {
                 &LATENCY_BUCKETS,
                 &["route"],
             ),
+            image_url_fetch: prom::histogram(
+                &r,
+                "ofa_image_url_fetch_seconds",
+                "Time a request spent fetching the images it named by URL.",
+                &LATENCY_BUCKETS,
+            ),
             in_flight: AtomicI64::new(0),
             registry: r,
         }
@@ -59,6 +66,11 @@ impl HttpMetrics {
         self.request_duration
             .with_label_values(&[route])
             .observe(seconds);
+    }
+
+    /// One request's image fetches (all of them, from the first start to the last end).
+    pub fn record_fetch(&self, seconds: f64) {
+        self.image_url_fetch.observe(seconds);
     }
 
     /// At most [`MAX_CONSUMER_LABELS`] distinct names: a gateway may name any number.

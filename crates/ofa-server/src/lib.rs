@@ -3,10 +3,12 @@
 
 pub mod access;
 mod assets;
+mod candidates;
 pub mod config;
 pub mod conn;
 pub mod error;
 pub mod http_metrics;
+pub mod images;
 pub mod json_shape;
 mod kserve;
 pub mod kserve_tensor;
@@ -16,6 +18,7 @@ pub mod parse;
 mod predict;
 mod probes;
 pub mod rerank;
+mod rerank_compat;
 pub mod router;
 mod serve;
 pub mod state;

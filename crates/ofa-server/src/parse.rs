@@ -1,5 +1,6 @@
 //! Request bodies: read within the payload limit and the body deadline, then parsed by
-//! content type into the engine's [`Pair`]s. Every failure is a specific [`ApiError`].
+//! content type into pairs whose images may still be URLs to fetch. Every failure is a
+//! specific [`ApiError`].
 
 use std::time::Instant;
 
@@ -8,12 +9,12 @@ use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use http_body_util::BodyExt;
-use ofa_engine::Pair;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::{ApiError, ErrorType};
+use crate::images::{ImageRef, PendingPair};
 use crate::AppState;
 
 pub fn content_type(parts: &Parts) -> String {
@@ -109,18 +110,20 @@ pub struct JsonPair {
 }
 
 impl JsonPair {
-    fn into_pair(self) -> Result<Pair, ApiError> {
-        let image = self
-            .image
-            .ok_or_else(|| ApiError::new(ErrorType::MissingImage, "missing \"image\" (base64)"))?;
+    fn into_pair(self) -> Result<PendingPair, ApiError> {
+        let image = self.image.ok_or_else(|| {
+            ApiError::new(
+                ErrorType::MissingImage,
+                "missing \"image\" (base64, a data URI or an http(s) URL)",
+            )
+        })?;
         let text = self
             .text
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing \"text\""))?;
-        Ok(Pair {
-            image: decode_base64(&image, "\"image\"")?.into(),
+        Ok(PendingPair {
+            image: ImageRef::parse(&image, "\"image\"")?,
             text,
             premise: self.premise,
-            cache_scope: 0,
         })
     }
 }
@@ -148,8 +151,9 @@ fn check_values(shape: &crate::json_shape::Shape) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `/predict`: multipart (`image` file, `text`, `premise`) or JSON with a base64 image.
-pub async fn pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
+/// `/predict`: multipart (`image` file, `text`, `premise`) or JSON with an image in base64, a
+/// data URI or a URL.
+pub async fn pair(parts: Parts, body: Bytes) -> Result<PendingPair, ApiError> {
     let ct = content_type(&parts);
     if ct.starts_with("multipart/form-data") {
         multipart_pair(parts, body).await
@@ -182,7 +186,7 @@ pub async fn multipart_fields(parts: Parts, body: Bytes) -> Result<Vec<(String, 
     Ok(fields)
 }
 
-async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
+async fn multipart_pair(parts: Parts, body: Bytes) -> Result<PendingPair, ApiError> {
     let (mut image, mut text, mut premise) = (None, None, None);
     for (name, bytes) in multipart_fields(parts, body).await? {
         match name.as_str() {
@@ -192,17 +196,16 @@ async fn multipart_pair(parts: Parts, body: Bytes) -> Result<Pair, ApiError> {
             other => return Err(unknown_field(other, "image, text, premise")),
         }
     }
-    Ok(Pair {
-        image: image.ok_or_else(|| {
+    Ok(PendingPair {
+        image: ImageRef::Inline(image.ok_or_else(|| {
             ApiError::new(
                 ErrorType::MissingImage,
                 "missing form field \"image\" (the image file)",
             )
-        })?,
+        })?),
         text: text
             .ok_or_else(|| ApiError::new(ErrorType::MissingText, "missing form field \"text\""))?,
         premise,
-        cache_scope: 0,
     })
 }
 
@@ -226,7 +229,7 @@ pub fn utf8_field(name: &str, bytes: Bytes) -> Result<String, ApiError> {
 }
 
 /// `/predict/batch`: a JSON list of pairs (or `{"items": [...]}`), at most `max_items`.
-pub fn batch(parts: &Parts, body: &[u8], max_items: usize) -> Result<Vec<Pair>, ApiError> {
+pub fn batch(parts: &Parts, body: &[u8], max_items: usize) -> Result<Vec<PendingPair>, ApiError> {
     if !content_type(parts).starts_with("application/json") {
         return Err(ApiError::new(
             ErrorType::UnsupportedContentType,

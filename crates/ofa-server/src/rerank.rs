@@ -12,21 +12,21 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::Json;
 use ofa_api::{rank, Ranking};
-use ofa_engine::Pair;
 use serde::Deserialize;
 
 use crate::error::{ApiError, ErrorType};
-use crate::parse::{content_type, decode_base64, utf8_field};
+use crate::images::{ImageRef, PendingPair};
+use crate::parse::{content_type, utf8_field};
 use crate::timings::Timings;
-use crate::{parse, predict, AppState};
+use crate::{candidates, parse, predict, AppState};
 
 /// A rerank request as received: exactly one of `image` + `texts` or `text` + `images`.
 #[derive(Debug, Default)]
 pub struct RerankRequest {
-    pub image: Option<Bytes>,
+    pub image: Option<ImageRef>,
     pub texts: Vec<String>,
     pub text: Option<String>,
-    pub images: Vec<Bytes>,
+    pub images: Vec<ImageRef>,
     pub premise: Option<String>,
     pub label: Option<String>,
     pub top_k: Option<usize>,
@@ -46,7 +46,7 @@ impl RerankRequest {
         self,
         max_candidates: usize,
         answers: &[String],
-    ) -> Result<(Vec<Pair>, Ranking), ApiError> {
+    ) -> Result<(Vec<PendingPair>, Ranking), ApiError> {
         let ranking = Ranking::new(
             self.label,
             self.top_k,
@@ -56,23 +56,21 @@ impl RerankRequest {
         )
         .map_err(invalid)?;
         let premise = self.premise;
-        let pairs: Vec<Pair> = match (self.image, self.texts, self.text, self.images) {
+        let pairs: Vec<PendingPair> = match (self.image, self.texts, self.text, self.images) {
             (Some(image), texts, None, images) if !texts.is_empty() && images.is_empty() => texts
                 .into_iter()
-                .map(|text| Pair {
+                .map(|text| PendingPair {
                     image: image.clone(),
                     text,
                     premise: premise.clone(),
-                    cache_scope: 0,
                 })
                 .collect(),
             (None, texts, Some(text), images) if texts.is_empty() && !images.is_empty() => images
                 .into_iter()
-                .map(|image| Pair {
+                .map(|image| PendingPair {
                     image,
                     text: text.clone(),
                     premise: premise.clone(),
-                    cache_scope: 0,
                 })
                 .collect(),
             _ => {
@@ -109,15 +107,14 @@ pub async fn parse_request(parts: Parts, body: Bytes) -> Result<RerankRequest, A
         })?;
         let image = j
             .image
-            .map(|s| decode_base64(&s, "\"image\""))
-            .transpose()?
-            .map(Bytes::from);
+            .map(|s| ImageRef::parse(&s, "\"image\""))
+            .transpose()?;
         let images = j
             .images
             .unwrap_or_default()
             .iter()
             .enumerate()
-            .map(|(i, s)| decode_base64(s, &format!("\"images\"[{i}]")).map(Bytes::from))
+            .map(|(i, s)| ImageRef::parse(s, &format!("\"images\"[{i}]")))
             .collect::<Result<_, _>>()?;
         Ok(RerankRequest {
             image,
@@ -148,8 +145,8 @@ async fn multipart_request(parts: Parts, body: Bytes) -> Result<RerankRequest, A
                 .map_err(|_| invalid(format!("form field {name:?} must be a number, got {s:?}")))
         };
         match name.as_str() {
-            "image" => r.image = Some(bytes),
-            "images" => r.images.push(bytes),
+            "image" => r.image = Some(ImageRef::Inline(bytes)),
+            "images" => r.images.push(ImageRef::Inline(bytes)),
             "texts" => r.texts.push(utf8_field(&name, bytes)?),
             "text" => r.text = Some(utf8_field(&name, bytes)?),
             "premise" => r.premise = Some(utf8_field(&name, bytes)?),
@@ -180,22 +177,20 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
         .model_info()
         .and_then(|i| serde_json::from_value(i["answers"].clone()).ok())
         .unwrap_or_default();
-    let (mut pairs, ranking) = request.into_pairs(state.config.max_rerank_candidates, &answers)?;
+    let (pending, ranking) = request.into_pairs(state.config.max_rerank_candidates, &answers)?;
     let scope = crate::access::cache_scope(&state.config.access, &extensions);
-    pairs.iter_mut().for_each(|p| p.cache_scope = scope);
-    crate::access::charge_pairs(&state.config.access, &extensions, pairs.len()).await?;
+    crate::access::charge_pairs(&state.config.access, &extensions, pending.len()).await?;
     let _in_flight = state.enter()?;
-    let mut results = engine.run_each(pairs, deadline).await?;
-    // When every candidate failed, the request failed: answer with the first one's error.
-    if results.iter().all(Result::is_err) {
-        return Err(results.swap_remove(0).map(|_| ()).unwrap_err().into());
+    let mut scoring = candidates::score(&state, &engine, pending, scope, deadline).await?;
+    // When every candidate failed, the request failed: answer with that error.
+    if let Some(e) = scoring.all_failed() {
+        return Err(e);
     }
-    let timings = Timings::slowest(results.iter().flatten());
+    let results = scoring.results;
+    let mut timings = Timings::slowest(results.iter().flatten());
+    timings.fetch = scoring.fetch;
     let (body, failed) = rank(
-        results
-            .into_iter()
-            .map(|r| r.map(|s| s.scores).map_err(|e| e.failure()))
-            .collect(),
+        results.into_iter().map(|r| r.map(|s| s.scores)).collect(),
         &ranking,
     );
     for kind in failed {
@@ -215,22 +210,18 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let ok = RerankRequest {
-            image: Some(Bytes::from_static(b"x")),
+            image: Some(ImageRef::Inline(Bytes::from_static(b"x"))),
             texts: vec!["a".into(), "b".into()],
             ..Default::default()
         };
         let (pairs, r) = ok.into_pairs(64, &answers).unwrap();
         assert_eq!((pairs.len(), r.label.as_str()), (2, "yes"));
-        assert_eq!(
-            pairs[0].image.as_ptr(),
-            pairs[1].image.as_ptr(),
-            "one image, shared"
-        );
+        assert_eq!(pairs[0].image, pairs[1].image, "one image for every text");
         let both = RerankRequest {
-            image: Some(Bytes::from_static(b"x")),
+            image: Some(ImageRef::Inline(Bytes::from_static(b"x"))),
             texts: vec!["a".into()],
             text: Some("t".into()),
-            images: vec![Bytes::from_static(b"y")],
+            images: vec![ImageRef::Inline(Bytes::from_static(b"y"))],
             ..Default::default()
         };
         assert_eq!(
@@ -239,7 +230,7 @@ mod tests {
         );
         let label = RerankRequest {
             text: Some("t".into()),
-            images: vec![Bytes::from_static(b"y")],
+            images: vec![ImageRef::Inline(Bytes::from_static(b"y"))],
             label: Some("perhaps".into()),
             ..Default::default()
         };
@@ -250,7 +241,7 @@ mod tests {
             .contains("perhaps"));
         let many = RerankRequest {
             text: Some("t".into()),
-            images: vec![Bytes::from_static(b"y"); 3],
+            images: vec![ImageRef::Inline(Bytes::from_static(b"y")); 3],
             ..Default::default()
         };
         assert_eq!(

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ErrorType};
 use crate::middleware::{
     access_log, catch_panic, client_address, guard_inference, request_id, request_metrics, span,
 };
-use crate::{assets, kserve, predict, probes, rerank, AppState};
+use crate::{assets, kserve, predict, probes, rerank, rerank_compat, AppState};
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.payload_limit;
@@ -18,6 +18,8 @@ pub fn router(state: AppState) -> Router {
         .route("/predict", post(predict::predict))
         .route("/predict/batch", post(predict::predict_batch))
         .route("/rerank", post(rerank::rerank))
+        .route("/v1/rerank", post(rerank_compat::rerank))
+        .route("/v2/rerank", post(rerank_compat::rerank))
         .route("/v2/models/{name}/infer", post(kserve::infer))
         .route(
             "/v2/models/{name}/versions/{version}/infer",

@@ -1,5 +1,5 @@
-//! Where a request's time went: the timing headers and log fields (the slowest pair's queue
-//! wait and forward pass) and the stages its trace shows.
+//! Where a request's time went: the timing headers and log fields (fetching its image URLs,
+//! the slowest pair's queue wait and forward pass) and the stages its trace shows.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,8 @@ use ofa_engine::Scored;
 /// Where an answered pair's time went; handlers put it on the response for the log line.
 #[derive(Debug, Clone)]
 pub struct Timings {
+    /// Fetching the images a request named by URL (zero when it named none).
+    pub fetch: Duration,
     pub queue: Duration,
     pub inference: Duration,
     /// For the request's trace.
@@ -18,6 +20,7 @@ impl Timings {
     /// The longest queue and inference times among a request's pairs, and their stages.
     pub fn slowest<'a>(scored: impl IntoIterator<Item = &'a Scored>) -> Timings {
         let mut t = Timings {
+            fetch: Duration::ZERO,
             queue: Duration::ZERO,
             inference: Duration::ZERO,
             stages: None,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use ofa_engine::{Drain, EngineConfig, EngineMetrics};
+use ofa_fetch::{AllowList, UrlFetcher, UrlSettings};
 use ofa_model::DEFAULT_MAX_PIXELS;
 use ofa_server::conn::ConnLimits;
 use ofa_server::{AppState, ServerConfig};
@@ -50,9 +51,14 @@ pub struct ServeArgs {
     /// Most items in one /predict/batch or KServe request.
     #[arg(long, env = "MAX_BATCH_ITEMS", default_value_t = 32)]
     max_batch_items: usize,
-    /// Most candidates in one /rerank request.
+    /// Most candidates in one /rerank request, and the most of any rerank request scored at
+    /// once.
     #[arg(long, env = "MAX_RERANK_CANDIDATES", default_value_t = 64)]
     max_rerank_candidates: usize,
+    /// Most documents in one /v1/rerank or /v2/rerank request (Cohere's and Jina's shape),
+    /// scored MAX_RERANK_CANDIDATES at a time.
+    #[arg(long, env = "MAX_RERANK_DOCUMENTS", default_value_t = 1000)]
+    max_rerank_documents: usize,
     /// Megabytes of image features kept across requests (least recently used out), so one
     /// photo checked against many sentences runs the ResNet once; 0 = off.
     #[arg(long, env = "IMAGE_CACHE_MB", default_value_t = 0)]
@@ -82,6 +88,16 @@ pub struct ServeArgs {
     /// Largest request body in bytes (suffixes KB, MB accepted).
     #[arg(long, env = "PAYLOAD_LIMIT", default_value = "10MB")]
     payload_limit: String,
+    /// Comma-separated `host[:port]`, `*.domain[:port]` or CIDR entries an image URL in a
+    /// request must match (a port-less entry admits 80 and 443); empty: any URL whose
+    /// addresses are all public. Internal addresses are fetched only when an entry re-admits
+    /// them (README).
+    #[arg(long, env = "IMAGE_URL_ALLOW", default_value = "")]
+    image_url_allow: String,
+    /// Seconds one image URL may take, redirects and download included (the request's
+    /// deadline bounds it too). Its size is bounded by PAYLOAD_LIMIT.
+    #[arg(long, env = "IMAGE_URL_TIMEOUT", default_value_t = 10.0)]
+    image_url_timeout: f64,
     /// Memory all request bodies being read and parsed may hold together (each counts three
     /// times its size); past it, 429.
     #[arg(long, env = "UPLOAD_MEMORY", default_value = "256MB")]
@@ -148,6 +164,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_batch_items: args.max_batch_items,
         max_text_chars: args.max_text_chars,
         max_rerank_candidates: args.max_rerank_candidates,
+        max_rerank_documents: args.max_rerank_documents.max(1),
+        image_urls: Some(UrlFetcher::new(UrlSettings {
+            allow: AllowList::parse(&args.image_url_allow).context("IMAGE_URL_ALLOW")?,
+            max_bytes: parse_bytes("PAYLOAD_LIMIT", &args.payload_limit)?,
+            timeout: seconds("IMAGE_URL_TIMEOUT", args.image_url_timeout)?,
+            max_redirects: 5,
+        })?),
         connections,
         max_concurrency: (args.max_concurrency > 0).then_some(args.max_concurrency),
         access,

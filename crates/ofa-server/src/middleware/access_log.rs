@@ -32,6 +32,9 @@ pub async fn access_log(req: Request, next: Next) -> Response {
             .get::<Caller>()
             .and_then(|c| c.consumer.as_ref())
             .map(|c| c.name.as_str()),
+        fetch_time = timings
+            .filter(|t| !t.fetch.is_zero())
+            .map(|t| t.fetch.as_secs_f64()),
         queue_time = timings.map(|t| t.queue.as_secs_f64()),
         inference_time = timings.map(|t| t.inference.as_secs_f64()),
         trace_id = trace.map(|t| t.trace_id.as_str()),

@@ -38,6 +38,7 @@ pub struct Options {
     pub max_image_pixels: u64,
     pub max_text_chars: usize,
     pub max_rerank_candidates: usize,
+    pub max_rerank_documents: usize,
     /// `IMAGE_CACHE_MB` in bytes (0: off).
     pub image_cache_bytes: u64,
     /// `REQUEST_TIMEOUT`.
@@ -46,6 +47,9 @@ pub struct Options {
     pub max_concurrency: Option<usize>,
     /// Batching, queue and breaker; its pixel and text bounds are the two above.
     pub engine: EngineConfig,
+    /// The URL fetcher (`serve` always has one: public addresses only unless
+    /// `IMAGE_URL_ALLOW` says otherwise).
+    pub image_urls: Option<ofa_fetch::UrlFetcher>,
 }
 
 impl Default for Options {
@@ -55,12 +59,25 @@ impl Default for Options {
             max_image_pixels: 310_000,
             max_text_chars: 100,
             max_rerank_candidates: 64,
+            max_rerank_documents: 1000,
             image_cache_bytes: 0,
             request_timeout: Duration::from_secs(30),
             max_concurrency: None,
             engine: EngineConfig::default(),
+            image_urls: Some(url_fetcher("")),
         }
     }
+}
+
+/// A fetcher as `serve` builds it, with this `IMAGE_URL_ALLOW`.
+pub fn url_fetcher(allow: &str) -> ofa_fetch::UrlFetcher {
+    ofa_fetch::UrlFetcher::new(ofa_fetch::UrlSettings {
+        allow: ofa_fetch::AllowList::parse(allow).unwrap(),
+        max_bytes: 10 << 20,
+        timeout: Duration::from_secs(5),
+        max_redirects: 5,
+    })
+    .unwrap()
 }
 
 /// Open access: no keys, no limits, nobody trusted (what `serve` does with no flags).
@@ -108,6 +125,8 @@ pub fn build(options: Options, access: AccessConfig) -> AppState {
         max_text_chars: options.max_text_chars,
         max_batch_items: 32,
         max_rerank_candidates: options.max_rerank_candidates,
+        max_rerank_documents: options.max_rerank_documents,
+        image_urls: options.image_urls.clone(),
         max_concurrency: options.max_concurrency,
         access,
         drain_delay: Duration::ZERO,

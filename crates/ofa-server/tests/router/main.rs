@@ -10,5 +10,7 @@ mod access;
 mod bad_input;
 mod common;
 mod contract;
+mod images;
 mod load;
 mod rerank;
+mod rerank_compat;
