@@ -126,3 +126,156 @@ async fn the_command_line_and_the_readme_example_rank_like_the_service() {
     let got_ids: Vec<Value> = printed.iter().map(|p| p["id"].clone()).collect();
     assert_eq!(got_ids, want_ids, "{printed:?}");
 }
+
+/// Python's `http.server` over the golden images on a loopback port, stopped on drop.
+struct ImageHost {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl ImageHost {
+    fn start() -> ImageHost {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(fixtures().join("golden/images"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs http.server");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed().as_secs() < 20, "http.server never listened");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ImageHost { child, port }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for ImageHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python(args: &[&str]) -> Vec<Value> {
+    let out = Command::new("python3").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The official `cohere` client (`ClientV2` with our base URL) ranks image URLs served on
+/// loopback, admitted by `IMAGE_URL_ALLOW`, exactly as `/predict` scores each image; a URL the
+/// policy refuses fails alone, last. The search example ranks image URLs from a vector
+/// search's payloads the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cohere_client_and_the_search_example_rank_image_urls_like_predict() {
+    let host = ImageHost::start();
+    let allow = format!("127.0.0.1:{}", host.port);
+    let s = Server::start(&[("IMAGE_URL_ALLOW", allow.as_str())]);
+    let c = reqwest::Client::new();
+    let query = "a woman in a military uniform.";
+    let names = ["chelsea.png", "grace_hopper.jpg", "camera.png"];
+    let mut yes = Vec::new();
+    for n in names {
+        let v: Value = c
+            .post(s.url("/predict"))
+            .json(&json!({"image": b64(&image(n)), "text": query}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        yes.push(v["scores"]["yes"].as_f64().unwrap());
+    }
+    let mut documents: Vec<String> = names.iter().map(|n| host.url(n)).collect();
+    // Another loopback port: not admitted, refused before any connection.
+    documents.push("http://127.0.0.1:9/forbidden.jpg".into());
+    let repo = fixtures().join("..");
+    let example = repo.join("examples/cohere_rerank.py");
+    let mut args = vec![
+        example.to_str().unwrap(),
+        "--server",
+        &s.base,
+        "--query",
+        query,
+    ];
+    args.extend(documents.iter().map(String::as_str));
+    let printed = python(&args);
+    assert_eq!(printed.len(), 4, "{printed:?}");
+    let mut last = f64::INFINITY;
+    for p in &printed[..3] {
+        let i = p["index"].as_u64().unwrap() as usize;
+        let score = p["relevance_score"].as_f64().unwrap();
+        assert!((score - yes[i]).abs() < 1e-5, "{p} vs {}", yes[i]);
+        assert!(score <= last, "best first: {printed:?}");
+        last = score;
+        assert_eq!(p["document"], documents[i]);
+    }
+    assert_eq!(printed[3]["index"], 3, "the refused URL last");
+    assert_eq!(printed[3]["relevance_score"], 0.0);
+
+    // "Search images by text": the hits carry image URLs, the server fetches them.
+    let hits: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": i, "score": 0.9 - i as f64 / 10.0, "payload": {"image_url": host.url(n)}}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("hits.json");
+    std::fs::write(&results, json!({"result": hits}).to_string()).unwrap();
+    let printed = python(&[
+        repo.join("examples/rerank_search_results.py")
+            .to_str()
+            .unwrap(),
+        "--server",
+        &s.base,
+        "--threshold",
+        "0",
+        "--text",
+        query,
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    let mut by_score: Vec<usize> = (0..3).collect();
+    by_score.sort_by(|a, b| yes[*b].total_cmp(&yes[*a]));
+    let ids: Vec<u64> = printed.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+    assert_eq!(
+        ids,
+        by_score.iter().map(|i| *i as u64).collect::<Vec<_>>(),
+        "{printed:?}"
+    );
+    for p in &printed {
+        let i = p["id"].as_u64().unwrap() as usize;
+        assert!(
+            (p["entailment"].as_f64().unwrap() - yes[i]).abs() < 1e-4,
+            "{p}"
+        );
+        assert_eq!(p["image_url"], host.url(names[i]));
+    }
+}
