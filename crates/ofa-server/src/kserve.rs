@@ -8,10 +8,10 @@ use std::time::Instant;
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ofa_engine::Pair;
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, ErrorType};
+use crate::images::{self, PendingPair};
 use crate::probes::status_for;
 use crate::timings::Timings;
 use crate::{kserve_tensor, parse, predict, AppState};
@@ -112,20 +112,25 @@ async fn run(state: AppState, name: String, req: Request) -> Result<Response, Ap
     .await?;
     let scope = crate::access::cache_scope(&state.config.access, &upload.parts.extensions);
     let mut premises = request.premises.map(Vec::into_iter);
-    let pairs: Vec<Pair> = request
+    let pending: Vec<PendingPair> = request
         .images
         .into_iter()
         .zip(request.texts)
-        .map(|(image, text)| Pair {
-            image: image.into(),
+        .map(|(image, text)| PendingPair {
+            image,
             text,
             premise: premises.as_mut().and_then(Iterator::next),
-            cache_scope: scope,
         })
         .collect();
     let _in_flight = state.enter()?;
+    let images::Resolved {
+        pairs,
+        fetch,
+        held: _fetched,
+    } = images::resolve(&state, pending, scope, deadline).await?;
     let scored = engine.run_all(pairs, deadline).await?;
-    let timings = Timings::slowest(&scored);
+    let mut timings = Timings::slowest(&scored);
+    timings.fetch = fetch;
     let (mut probs, mut labels) = (Vec::new(), Vec::new());
     for s in &scored {
         let answer = Answer::from_scores(&s.scores);

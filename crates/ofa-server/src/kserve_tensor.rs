@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ErrorType};
-use crate::parse::decode_base64;
+use crate::images::ImageRef;
 
 pub const BINARY_HEADER: &str = "inference-header-content-length";
 
@@ -15,7 +15,9 @@ pub const BINARY_HEADER: &str = "inference-header-content-length";
 #[derive(Debug)]
 pub struct InferRequest {
     pub id: Option<Value>,
-    pub images: Vec<Vec<u8>>,
+    /// Inline bytes, or URLs to fetch (a JSON element that is an http(s) URL, or a binary
+    /// element that is one: no image file starts with `http://`).
+    pub images: Vec<ImageRef>,
     pub texts: Vec<String>,
     pub premises: Option<Vec<String>>,
 }
@@ -110,11 +112,11 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<InferRequest, ApiError
             .collect()
     };
     let images = match images {
-        Elements::Raw(v) => v,
+        Elements::Raw(v) => v.into_iter().map(raw_image).collect(),
         Elements::Json(v) => v
             .iter()
             .enumerate()
-            .map(|(i, s)| decode_base64(s, &format!("image element {i}")))
+            .map(|(i, s)| ImageRef::parse(s, &format!("image element {i}")))
             .collect::<Result<_, _>>()?,
     };
     Ok(InferRequest {
@@ -125,6 +127,20 @@ pub fn decode(headers: &HeaderMap, body: &[u8]) -> Result<InferRequest, ApiError
             .map(|p| utf8(p.into_bytes(), "premise"))
             .transpose()?,
     })
+}
+
+/// A binary element: the image's bytes, or an http(s) URL written as bytes.
+fn raw_image(bytes: Vec<u8>) -> ImageRef {
+    let url = bytes.len() <= 8192
+        && (bytes.starts_with(b"http://") || bytes.starts_with(b"https://"))
+        && !bytes
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control());
+    match String::from_utf8(bytes) {
+        Ok(s) if url => ImageRef::Url(s),
+        Ok(s) => ImageRef::Inline(s.into_bytes().into()),
+        Err(e) => ImageRef::Inline(e.into_bytes().into()),
+    }
 }
 
 /// A BYTES tensor's elements: raw from the binary extension, or strings from JSON.
@@ -270,7 +286,7 @@ mod tests {
         let ok = req(
             serde_json::json!({"inputs": [input("image", [1].into(), img.clone()), input("text", serde_json::json!([1, 1]), text.clone())]}),
         );
-        assert_eq!(ok.unwrap().images, [b"hi".to_vec()]);
+        assert_eq!(ok.unwrap().images, [inline(b"hi")]);
         for bad in [
             serde_json::json!([-5]),
             serde_json::json!([4611686018427387904u64]),
@@ -309,10 +325,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(BINARY_HEADER, json.len().into());
         let r = decode(&h, &body).unwrap();
-        assert_eq!(
-            (r.texts[0].as_str(), r.images[0].as_slice()),
-            ("hi", &b"png"[..])
-        );
+        assert_eq!((r.texts[0].as_str(), &r.images[0]), ("hi", &inline(b"png")));
         let mut trailing = body.clone();
         trailing.push(0);
         assert!(err(decode(&h, &trailing)).contains("follow"));
@@ -324,6 +337,30 @@ mod tests {
         let r = req(
             serde_json::json!({"inputs": [input("image", [1].into(), serde_json::json!(["aG\nk=\n"])), input("text", [1].into(), serde_json::json!(["x"]))]}),
         );
-        assert_eq!(r.unwrap().images, [b"hi".to_vec()]);
+        assert_eq!(r.unwrap().images, [inline(b"hi")]);
+    }
+
+    #[test]
+    fn an_element_may_name_its_image_by_url() {
+        let r = req(
+            serde_json::json!({"inputs": [input("image", [2].into(), serde_json::json!(["https://cdn.example/a.jpg", "aGk="])), input("text", [2].into(), serde_json::json!(["x", "y"]))]}),
+        );
+        assert_eq!(
+            r.unwrap().images,
+            [
+                ImageRef::Url("https://cdn.example/a.jpg".into()),
+                inline(b"hi")
+            ]
+        );
+        assert_eq!(
+            raw_image(b"https://cdn.example/a.jpg".to_vec()),
+            ImageRef::Url("https://cdn.example/a.jpg".into())
+        );
+        assert_eq!(raw_image(b"\x89PNG\r\n".to_vec()), inline(b"\x89PNG\r\n"));
+        assert_eq!(raw_image(b"http://a b".to_vec()), inline(b"http://a b"));
+    }
+
+    fn inline(b: &[u8]) -> ImageRef {
+        ImageRef::Inline(axum::body::Bytes::copy_from_slice(b))
     }
 }

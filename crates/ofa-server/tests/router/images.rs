@@ -116,6 +116,21 @@ async fn an_image_url_or_data_uri_scores_as_the_same_bytes_inline() {
     assert_eq!(status, StatusCode::OK, "{by_uri}");
     assert_eq!(by_uri, inline);
 
+    // KServe's BYTES image elements may be URLs too.
+    let infer = json!({"inputs": [
+        {"name": "image", "datatype": "BYTES", "shape": [2], "data": [images.url("grace_hopper.jpg"), b64(&bytes)]},
+        {"name": "text", "datatype": "BYTES", "shape": [2], "data": [text, text]},
+    ]});
+    let (status, v) = call_json(&state, json_request("/v2/models/ofa-entail/infer", &infer)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let probs = v["outputs"][0]["data"].as_array().unwrap();
+    assert_eq!(probs[..3], probs[3..], "by URL and inline alike: {v}");
+    assert_eq!(
+        images.hits("grace_hopper.jpg"),
+        2,
+        "a second request fetches again"
+    );
+
     // A batch naming one URL three times fetches it once; a missing image names its item.
     let url = images.url("chelsea.png");
     let items: Vec<Value> = (0..3)
