@@ -127,53 +127,6 @@ async fn the_command_line_and_the_readme_example_rank_like_the_service() {
     assert_eq!(got_ids, want_ids, "{printed:?}");
 }
 
-/// Python's `http.server` over the golden images on a loopback port, stopped on drop.
-struct ImageHost {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl ImageHost {
-    fn start() -> ImageHost {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(fixtures().join("golden/images"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 runs http.server");
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed().as_secs() < 20, "http.server never listened");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        ImageHost { child, port }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for ImageHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn python(args: &[&str]) -> Vec<Value> {
     let out = Command::new("python3").args(args).output().unwrap();
     assert!(
@@ -194,7 +147,7 @@ fn python(args: &[&str]) -> Vec<Value> {
 /// search's payloads the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cohere_client_and_the_search_example_rank_image_urls_like_predict() {
-    let host = ImageHost::start();
+    let host = common::image_host::ImageHost::start();
     let allow = format!("127.0.0.1:{}", host.port);
     let s = Server::start(&[("IMAGE_URL_ALLOW", allow.as_str())]);
     let c = reqwest::Client::new();

@@ -759,7 +759,9 @@ impl Drop for WebDriver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_web_page_works_in_chromium() {
-    let s = Server::start(&[]);
+    let host = common::image_host::ImageHost::start();
+    let allow = format!("127.0.0.1:{}", host.port);
+    let s = Server::start(&[("IMAGE_URL_ALLOW", allow.as_str())]);
     let wd = WebDriver::start().await;
     let photo = fixtures().join("golden/images/grace_hopper.jpg");
     wd.submit_form(&s.url("/"), &photo, "a woman in a military uniform.")
@@ -838,6 +840,35 @@ async fn the_web_page_works_in_chromium() {
     );
     let all = wd.text("#ranking").await;
     assert!(sentences.iter().all(|t| all.contains(t)), "{all}");
+    // An image URL pasted instead of a file: the server fetches it, same answer.
+    let post = reqwest::Method::POST;
+    wd.cmd(post.clone(), "/url", serde_json::json!({"url": s.url("/")}))
+        .await;
+    for (css, value) in [
+        ("#image-url", host.url("grace_hopper.jpg")),
+        ("#text", "a woman in a military uniform.".to_owned()),
+    ] {
+        let e = wd.find(css).await;
+        wd.cmd(
+            post.clone(),
+            &format!("/element/{e}/value"),
+            serde_json::json!({"text": value}),
+        )
+        .await;
+    }
+    let button = wd.find("#submit").await;
+    wd.cmd(
+        post,
+        &format!("/element/{button}/click"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        wd.wait_for_text("#answer").await,
+        "Yes (68.9%)",
+        "error shown: {}",
+        wd.text("#error").await
+    );
     // A bad upload shows the server's message, not a blank page.
     let not_an_image = fixtures().join("tiny_ofa_ve/config.json");
     wd.submit_form(&s.url("/"), &not_an_image, "x").await;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod image_host;
 pub mod jobs;
 pub mod rabbit;
 #[path = "../../../ofa-access/tests/common/redis_server.rs"]
