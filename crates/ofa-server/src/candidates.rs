@@ -47,10 +47,12 @@ pub async fn score(
     cache_scope: u64,
     deadline: Instant,
 ) -> Result<Scoring, ApiError> {
+    // At most half the queue: a chunk never fills it, so requests arriving meanwhile are
+    // admitted rather than refused, and run between chunks.
     let chunk = state
         .config
         .max_rerank_candidates
-        .min(engine.config().max_queue)
+        .min(engine.config().max_queue / 2)
         .max(1);
     if pending.len() > chunk {
         if let Some(expected) = engine.expected_time(pending.len()) {

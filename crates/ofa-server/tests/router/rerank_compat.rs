@@ -170,3 +170,83 @@ async fn bad_documents_fail_alone_and_bad_requests_whole() {
         assert_eq!(v["error_type"], kind, "{body}: {v}");
     }
 }
+
+/// A long request is scored chunk by chunk, so a `/predict` sent meanwhile is answered long
+/// before it ends; one that could only miss its deadline is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_requests_leave_room_for_others_and_hopeless_ones_are_refused_up_front() {
+    // Time enough that the long request is never refused up front on a busy machine.
+    let state = build(
+        Options {
+            request_timeout: std::time::Duration::from_secs(300),
+            ..Options::default()
+        },
+        open_access(),
+    );
+    let texts: Vec<String> = (0..400).map(|i| format!("a photo number {i}.")).collect();
+    let query = json!({"image": b64(&image("grace_hopper.jpg"))});
+    let long = {
+        let state = state.clone();
+        let body = json!({"query": query, "documents": texts});
+        tokio::spawn(async move { call_json(&state, json_request("/v1/rerank", &body)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    let (status, v) = call_json(
+        &state,
+        json_request(
+            "/predict",
+            &json!({"image": b64(&image("tiny_8x8.png")), "text": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let short = t.elapsed();
+    let short_done = std::time::Instant::now();
+    let long_finished_first = long.is_finished();
+    let (status, v) = long.await.unwrap();
+    assert!(
+        !long_finished_first,
+        "the short request ({short:?}) waited for the long one, which ended {:?} after it",
+        short_done.elapsed()
+    );
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["results"].as_array().unwrap().len(), 400);
+
+    let hurried = build(
+        Options {
+            request_timeout: std::time::Duration::from_millis(1500),
+            ..Options::default()
+        },
+        open_access(),
+    );
+    // One timed batch first, so the engine knows its pace.
+    let (status, _) = call_json(
+        &hurried,
+        json_request(
+            "/predict",
+            &json!({"image": b64(&image("grace_hopper.jpg")), "text": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let texts: Vec<String> = (0..1000).map(|i| format!("claim {i}.")).collect();
+    let started = std::time::Instant::now();
+    let resp = send(
+        &hurried,
+        json_request("/v1/rerank", &json!({"query": query, "documents": texts})),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(400),
+        "refused at once"
+    );
+    let v: Value = serde_json::from_slice(&body_bytes(resp).await).unwrap();
+    assert_eq!(v["error_type"], "queue_full");
+    assert!(
+        v["error"].as_str().unwrap().contains("1000 candidates"),
+        "{v}"
+    );
+}
