@@ -19,10 +19,17 @@ pub fn document(state: &AppState) -> Value {
         "/components/schemas/Text/maxLength",
         json!(c.max_text_chars),
     );
-    set(
-        "/components/schemas/CompatRerankRequest/properties/documents/maxItems",
-        json!(c.max_rerank_documents),
-    );
+    for side in 0..2 {
+        let at = format!("/components/schemas/CompatRerankRequest/oneOf/{side}/properties");
+        set(
+            &format!("{at}/documents/maxItems"),
+            json!(c.max_rerank_documents),
+        );
+        set(
+            &format!("{at}/top_n/maximum"),
+            json!(c.max_rerank_documents),
+        );
+    }
     let batch =
         "/paths/~1predict~1batch/post/requestBody/content/application~1json/schema/maxItems";
     set(batch, json!(c.max_batch_items));

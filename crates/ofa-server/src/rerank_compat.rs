@@ -71,7 +71,8 @@ struct CompatRequest {
     model: Option<String>,
     query: Item,
     documents: Vec<Item>,
-    top_n: Option<usize>,
+    /// A JSON number of any size: one past `MAX_RERANK_DOCUMENTS` is refused by name.
+    top_n: Option<serde_json::Number>,
     return_documents: Option<bool>,
     /// Ours: which answer's probability is the relevance score.
     label: Option<String>,
@@ -173,8 +174,19 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
         .model_info()
         .and_then(|i| serde_json::from_value(i["answers"].clone()).ok())
         .unwrap_or_default();
+    let top_n = match request.top_n {
+        None => None,
+        Some(n) => match n.as_u64() {
+            Some(n) if n >= 1 && n <= max as u64 => Some(n as usize),
+            _ => {
+                return Err(invalid(format!(
+                    "top_n must be a whole number from 1 to {max} (MAX_RERANK_DOCUMENTS), got {n}"
+                )))
+            }
+        },
+    };
     // Asking for more results than there are documents returns them all, as these APIs do.
-    let top_n = request.top_n.map(|n| n.min(documents.len()));
+    let top_n = top_n.map(|n| n.min(documents.len()));
     let ranking =
         Ranking::new(request.label, top_n, None, &answers, documents.len()).map_err(invalid)?;
     let echoed: Option<Vec<Value>> = request

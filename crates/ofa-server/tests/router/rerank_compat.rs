@@ -164,6 +164,16 @@ async fn bad_documents_fail_alone_and_bad_requests_whole() {
             400,
             "invalid_rerank_request",
         ),
+        (
+            json!({"query": "a", "documents": [images.url("a.png")], "top_n": 4}),
+            400,
+            "invalid_rerank_request",
+        ),
+        (
+            json!({"query": "a", "documents": [images.url("a.png")], "top_n": 1e30}),
+            400,
+            "invalid_rerank_request",
+        ),
     ] {
         let (got, v) = call_json(&small, json_request("/v1/rerank", &body)).await;
         assert_eq!(got.as_u16(), status, "{body}: {v}");
