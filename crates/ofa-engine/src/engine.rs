@@ -45,6 +45,7 @@ pub struct Engine {
     drain: Arc<Drain>,
     preprocess: Arc<Semaphore>,
     memory: Arc<Semaphore>,
+    decoded: Arc<crate::lane::Decoded>,
     /// The warm-up pair, prepared: what the inference thread probes the model with.
     probe: Arc<Mutex<Option<Prepared>>>,
 }
@@ -98,6 +99,7 @@ impl Engine {
         Self {
             backend,
             preprocess: Arc::new(Semaphore::new(config.preprocess_threads.max(1))),
+            decoded: Arc::default(),
             memory: Arc::new(Semaphore::new(
                 memory_units(config.preprocess_memory) as usize
             )),
@@ -258,6 +260,7 @@ impl Engine {
             backend: self.backend.clone(),
             preprocess: self.preprocess.clone(),
             memory: self.memory.clone(),
+            decoded: self.decoded.clone(),
             memory_budget: self.config.preprocess_memory,
             sender,
             max_image_pixels: self.config.max_image_pixels,

@@ -29,11 +29,46 @@ pub(crate) struct Member {
 }
 
 /// What one pair's task needs, cloned out of the engine so the task may outlive the borrow.
+/// The last few images decoded, known by the identity of the caller's buffer (a `Bytes`
+/// cloned, not copied): a caller that sends one image in several calls (a long rerank, chunk
+/// by chunk) has it decoded once, and its pairs keep one pixel buffer, whose ResNet features
+/// the model then computes once too. Holding the caller's `Bytes` keeps its address from being
+/// reused; a few images at most are kept.
+#[derive(Default)]
+pub(crate) struct Decoded(std::sync::Mutex<Vec<DecodedImage>>);
+
+/// The caller's buffer, the pixel bound it was decoded under, and the pixels.
+type DecodedImage = (Bytes, u64, Arc<[u8]>);
+
+/// Images remembered by [`Decoded`].
+const DECODED: usize = 4;
+
+impl Decoded {
+    fn get(&self, image: &Bytes, max_pixels: u64) -> Option<Arc<[u8]>> {
+        let entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .find(|(b, m, _)| {
+                b.as_ptr() == image.as_ptr() && b.len() == image.len() && *m == max_pixels
+            })
+            .map(|(_, _, p)| p.clone())
+    }
+
+    fn insert(&self, image: Bytes, max_pixels: u64, pixels: Arc<[u8]>) {
+        let mut entries = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= DECODED {
+            entries.remove(0);
+        }
+        entries.push((image, max_pixels, pixels));
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Lane {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) preprocess: Arc<Semaphore>,
     pub(crate) memory: Arc<Semaphore>,
+    pub(crate) decoded: Arc<Decoded>,
     pub(crate) memory_budget: u64,
     pub(crate) sender: mpsc::Sender<Job>,
     pub(crate) max_image_pixels: u64,
@@ -51,12 +86,23 @@ impl Lane {
             cache_scope,
             members,
         } = group;
-        let pixels =
-            match tokio::time::timeout_at(deadline.into(), self.prepare(image, deadline)).await {
-                Ok(Ok(p)) if Instant::now() < deadline => Ok(p),
+        let known = self.decoded.get(&image, self.max_image_pixels);
+        let pixels = match known {
+            Some(p) => Ok(p),
+            None => match tokio::time::timeout_at(
+                deadline.into(),
+                self.prepare(image.clone(), deadline),
+            )
+            .await
+            {
+                Ok(Ok(p)) if Instant::now() < deadline => {
+                    self.decoded.insert(image, self.max_image_pixels, p.clone());
+                    Ok(p)
+                }
                 Ok(Ok(_)) | Err(_) => Err(EngineError::DeadlineExceeded),
                 Ok(Err(e)) => Err(e),
-            };
+            },
+        };
         let mut waiting = Vec::with_capacity(members.len());
         let mut out = Vec::with_capacity(members.len());
         for m in members {

@@ -105,7 +105,7 @@ impl Default for EngineMetrics {
             image_cache_misses: prom::counter(
                 &r,
                 "ofa_image_cache_misses_total",
-                "Distinct images of a batch run through the ResNet (every image when the cache is off).",
+                "Distinct images of a batch run through the ResNet (with the cache off, all but a request's image run in a recent batch).",
             ),
             image_cache_bytes: prom::gauge(
                 &r,

@@ -92,3 +92,31 @@ fn the_feature_cache_serves_later_batches_bit_identically() {
         .unwrap();
     assert_eq!((r3.images, r3.cache_hits), (1, 0));
 }
+
+/// Without the cache, a pixel buffer the model has just seen (one request's image, shared by
+/// its pairs in consecutive batches) is not run through the ResNet again; an equal buffer
+/// elsewhere is, as nothing is hashed.
+#[test]
+fn without_the_cache_a_buffer_seen_in_the_last_batch_keeps_its_features() {
+    let plain = Entailment::load(tiny_dir(), &Device::Cpu).unwrap();
+    let px = grace_pixels(&plain);
+    let shared: Arc<[u8]> = px.clone().into();
+    let batch = pairs(&plain, || shared.clone());
+    let (first, r1) = plain
+        .score_batch(&batch.iter().collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!((r1.images, r1.cache_hits), (1, 0));
+    let (second, r2) = plain
+        .score_batch(&batch.iter().collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!((r2.images, r2.cache_hits), (1, 1));
+    assert_eq!(first, second, "bit-identical");
+    let copy = pairs(&plain, || px.clone().into());
+    let (third, r3) = plain.score_batch(&copy.iter().collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        (r3.images, r3.cache_hits),
+        (batch.len(), 0),
+        "a buffer of its own for each pair, none seen before"
+    );
+    assert_eq!(third, first);
+}

@@ -21,7 +21,7 @@ use crate::preprocess::image::{decode_for_resize, resize_square};
 use crate::preprocess::padding::padded;
 use crate::preprocess::text::build_prompt;
 use crate::preprocess::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
-use crate::scoring::feature_cache::{self, FeatureCache};
+use crate::scoring::feature_cache::{self, FeatureCache, RecentFeatures};
 
 /// One image–sentence pair: encoded image bytes, the hypothesis, and an optional premise.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +40,10 @@ pub struct Entailment {
     precision: Precision,
     /// Only the inference thread scores, so this lock is never contended.
     image_cache: Option<Mutex<FeatureCache>>,
+    /// Without the cache: the features of the last few pixel buffers, known by identity (not
+    /// content), so one request's image shared by pairs in consecutive batches runs the ResNet
+    /// once. Same lock discipline as the cache.
+    recent: Mutex<RecentFeatures>,
     /// Wait for the device after each stage, so a GPU's queued work is timed where it runs.
     stage_sync: bool,
     /// Texts are padded to a multiple of this many ids (0: to the batch's longest).
@@ -109,6 +113,7 @@ impl Entailment {
             answer_ids,
             precision: Precision::F32,
             image_cache: None,
+            recent: Mutex::default(),
             stage_sync: false,
             text_bucket: 0,
         })
@@ -286,8 +291,39 @@ impl Entailment {
         report.images = distinct.len();
         let features = match cache.as_mut() {
             None => {
-                let images: Vec<&Prepared> = distinct.iter().map(|(p, _)| *p).collect();
-                self.model.image_features(&self.image_tensor(&images)?)?
+                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                let mut found: Vec<Option<Tensor>> = distinct
+                    .iter()
+                    .map(|(p, _)| recent.get(&p.pixels, p.cache_scope))
+                    .collect();
+                let missing: Vec<usize> = (0..distinct.len())
+                    .filter(|&i| found[i].is_none())
+                    .collect();
+                report.cache_hits = distinct.len() - missing.len();
+                if missing.is_empty() || missing.len() < distinct.len() {
+                    if !missing.is_empty() {
+                        let run: Vec<&Prepared> = missing.iter().map(|&i| distinct[i].0).collect();
+                        let computed = self.model.image_features(&self.image_tensor(&run)?)?;
+                        for (j, &i) in missing.iter().enumerate() {
+                            let one = computed.get(j)?;
+                            recent.insert(&distinct[i].0.pixels, distinct[i].0.cache_scope, &one);
+                            found[i] = Some(one);
+                        }
+                    }
+                    let parts: Vec<Tensor> = found
+                        .into_iter()
+                        .map(|t| t.expect("every image found or computed"))
+                        .collect();
+                    Tensor::stack(&parts, 0)?
+                } else {
+                    // Nothing seen before: one ResNet pass over the batch's images, as always.
+                    let images: Vec<&Prepared> = distinct.iter().map(|(p, _)| *p).collect();
+                    let computed = self.model.image_features(&self.image_tensor(&images)?)?;
+                    for (j, (p, _)) in distinct.iter().enumerate() {
+                        recent.insert(&p.pixels, p.cache_scope, &computed.get(j)?);
+                    }
+                    computed
+                }
             }
             Some(cache) => {
                 let mut found: Vec<Option<Tensor>> = distinct

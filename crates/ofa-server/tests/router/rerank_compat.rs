@@ -66,8 +66,14 @@ async fn an_image_query_ranks_300_text_documents_in_chunks() {
     // Objects and a data URI work as well as plain strings.
     let query = json!({"image": format!("data:image/png;base64,{}", b64(&image("chelsea.png")))});
     let body = json!({"query": query, "documents": texts, "return_documents": true});
+    let misses = metric(&state, "ofa_image_cache_misses_total").await;
     let (status, v) = call_json(&state, json_request("/v1/rerank", &body)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        metric(&state, "ofa_image_cache_misses_total").await - misses,
+        1.0,
+        "the query image runs the ResNet once for the whole request, with no cache configured"
+    );
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 300);
     let mut seen: Vec<u64> = results
