@@ -98,7 +98,9 @@ fn the_feature_cache_serves_later_batches_bit_identically() {
 /// elsewhere is, as nothing is hashed.
 #[test]
 fn without_the_cache_a_buffer_seen_in_the_last_batch_keeps_its_features() {
-    let plain = Entailment::load(tiny_dir(), &Device::Cpu).unwrap();
+    let plain = Entailment::load(tiny_dir(), &Device::Cpu)
+        .unwrap()
+        .with_feature_reuse(true);
     let px = grace_pixels(&plain);
     let shared: Arc<[u8]> = px.clone().into();
     let batch = pairs(&plain, || shared.clone());
@@ -119,4 +121,12 @@ fn without_the_cache_a_buffer_seen_in_the_last_batch_keeps_its_features() {
         "a buffer of its own for each pair, none seen before"
     );
     assert_eq!(third, first);
+    // Off (the default, as a benchmark scores one batch again and again): every batch runs it.
+    let bench = tiny();
+    for _ in 0..2 {
+        let (_, r) = bench
+            .score_batch(&batch.iter().collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!((r.images, r.cache_hits), (1, 0));
+    }
 }

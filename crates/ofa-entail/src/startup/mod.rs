@@ -51,7 +51,10 @@ pub fn load(
         Runs::Once => settings.device.configure_for_one_pass(model)?,
         Runs::Batches(max) => settings.device.configure(model, max)?,
     };
-    Ok(model.with_image_cache(settings.image_cache_bytes))
+    // A request's image shared by pairs in several batches runs the ResNet once.
+    Ok(model
+        .with_image_cache(settings.image_cache_bytes)
+        .with_feature_reuse(true))
 }
 
 /// For the command line: the device (its warning on stderr), the model directory (downloaded

@@ -40,10 +40,10 @@ pub struct Entailment {
     precision: Precision,
     /// Only the inference thread scores, so this lock is never contended.
     image_cache: Option<Mutex<FeatureCache>>,
-    /// Without the cache: the features of the last few pixel buffers, known by identity (not
-    /// content), so one request's image shared by pairs in consecutive batches runs the ResNet
-    /// once. Same lock discipline as the cache.
-    recent: Mutex<RecentFeatures>,
+    /// Without the cache, when on ([`Entailment::with_feature_reuse`]): the features of the
+    /// last few pixel buffers, known by identity (not content), so one request's image shared
+    /// by pairs in consecutive batches runs the ResNet once. Same lock discipline as the cache.
+    recent: Option<Mutex<RecentFeatures>>,
     /// Wait for the device after each stage, so a GPU's queued work is timed where it runs.
     stage_sync: bool,
     /// Texts are padded to a multiple of this many ids (0: to the batch's longest).
@@ -113,7 +113,7 @@ impl Entailment {
             answer_ids,
             precision: Precision::F32,
             image_cache: None,
-            recent: Mutex::default(),
+            recent: None,
             stage_sync: false,
             text_bucket: 0,
         })
@@ -122,6 +122,14 @@ impl Entailment {
     /// Keeps image features across batches, up to `bytes` (least recently used out).
     pub fn with_image_cache(mut self, bytes: u64) -> Self {
         self.image_cache = (bytes > 0).then(|| Mutex::new(FeatureCache::new(bytes)));
+        self
+    }
+
+    /// Reuses the features of a pixel buffer seen in a recent batch (the service's setting: a
+    /// request's image shared by pairs in several batches). Off by default, so that scoring
+    /// the same prepared batch again, as a benchmark or a profile does, runs every stage again.
+    pub fn with_feature_reuse(mut self, on: bool) -> Self {
+        self.recent = on.then(Mutex::default);
         self
     }
 
@@ -289,9 +297,13 @@ impl Entailment {
         let distinct: Vec<(&Prepared, Option<feature_cache::Key>)> =
             firsts.into_iter().map(|(b, k)| (batch[b], k)).collect();
         report.images = distinct.len();
-        let features = match cache.as_mut() {
-            None => {
-                let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let features = match (cache.as_mut(), &self.recent) {
+            (None, None) => {
+                let images: Vec<&Prepared> = distinct.iter().map(|(p, _)| *p).collect();
+                self.model.image_features(&self.image_tensor(&images)?)?
+            }
+            (None, Some(recent)) => {
+                let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
                 let mut found: Vec<Option<Tensor>> = distinct
                     .iter()
                     .map(|(p, _)| recent.get(&p.pixels, p.cache_scope))
@@ -325,7 +337,7 @@ impl Entailment {
                     computed
                 }
             }
-            Some(cache) => {
+            (Some(cache), _) => {
                 let mut found: Vec<Option<Tensor>> = distinct
                     .iter()
                     .map(|(_, k)| k.and_then(|k| cache.get(&k)))

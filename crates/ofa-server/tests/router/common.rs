@@ -147,7 +147,8 @@ pub fn build(options: Options, access: AccessConfig) -> AppState {
     let state = AppState::new(config, metrics.clone(), drain.clone());
     let model = Entailment::load(fixtures().join("tiny_ofa_ve"), &Device::Cpu)
         .unwrap()
-        .with_image_cache(options.image_cache_bytes);
+        .with_image_cache(options.image_cache_bytes)
+        .with_feature_reuse(true);
     let answers = model.answers().to_vec();
     let engine = Engine::start(
         Arc::new(model),
