@@ -19,7 +19,7 @@ pub struct ServerConfig {
     /// (`IMAGE_URL_ALLOW`); `None`: images are taken inline only.
     pub image_urls: Option<ofa_fetch::UrlFetcher>,
     /// Most candidates in one `/rerank` request, and the most of any rerank request scored at
-    /// once (a chunk).
+    /// once (a chunk, which also takes at most half the engine's queue).
     pub max_rerank_candidates: usize,
     /// Most documents in one `/v1/rerank` or `/v2/rerank` request, scored chunk by chunk.
     pub max_rerank_documents: usize,

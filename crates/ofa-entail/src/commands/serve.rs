@@ -56,7 +56,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_RERANK_CANDIDATES", default_value_t = 64)]
     max_rerank_candidates: usize,
     /// Most documents in one /v1/rerank or /v2/rerank request (Cohere's and Jina's shape),
-    /// scored MAX_RERANK_CANDIDATES at a time.
+    /// scored in chunks of MAX_RERANK_CANDIDATES or half of MAX_QUEUE, whichever is smaller.
     #[arg(long, env = "MAX_RERANK_DOCUMENTS", default_value_t = 1000)]
     max_rerank_documents: usize,
     /// Megabytes of image features kept across requests (least recently used out), so one
