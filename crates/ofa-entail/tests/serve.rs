@@ -702,11 +702,18 @@ impl WebDriver {
 
     /// Loads `page`, picks `file` in `#image`, types `text` in `#text` and clicks `#submit`.
     async fn submit_form(&self, page: &str, file: &std::path::Path, text: &str) {
+        let path = file.canonicalize().unwrap().display().to_string();
+        self.fill_and_submit(page, &[("#image", path.as_str()), ("#text", text)])
+            .await;
+    }
+
+    /// Loads `page`, types each value into its field (a file input takes a path) and clicks
+    /// `#submit`.
+    async fn fill_and_submit(&self, page: &str, fields: &[(&str, &str)]) {
         let post = reqwest::Method::POST;
         self.cmd(post.clone(), "/url", serde_json::json!({"url": page}))
             .await;
-        let path = file.canonicalize().unwrap().display().to_string();
-        for (css, value) in [("#image", path.as_str()), ("#text", text)] {
+        for &(css, value) in fields {
             let e = self.find(css).await;
             self.cmd(
                 post.clone(),
@@ -841,26 +848,13 @@ async fn the_web_page_works_in_chromium() {
     let all = wd.text("#ranking").await;
     assert!(sentences.iter().all(|t| all.contains(t)), "{all}");
     // An image URL pasted instead of a file: the server fetches it, same answer.
-    let post = reqwest::Method::POST;
-    wd.cmd(post.clone(), "/url", serde_json::json!({"url": s.url("/")}))
-        .await;
-    for (css, value) in [
-        ("#image-url", host.url("grace_hopper.jpg")),
-        ("#text", "a woman in a military uniform.".to_owned()),
-    ] {
-        let e = wd.find(css).await;
-        wd.cmd(
-            post.clone(),
-            &format!("/element/{e}/value"),
-            serde_json::json!({"text": value}),
-        )
-        .await;
-    }
-    let button = wd.find("#submit").await;
-    wd.cmd(
-        post,
-        &format!("/element/{button}/click"),
-        serde_json::json!({}),
+    let url = host.url("grace_hopper.jpg");
+    wd.fill_and_submit(
+        &s.url("/"),
+        &[
+            ("#image-url", url.as_str()),
+            ("#text", "a woman in a military uniform."),
+        ],
     )
     .await;
     assert_eq!(

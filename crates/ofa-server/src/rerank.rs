@@ -173,10 +173,7 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
     let _upload = upload.permit;
     let extensions = upload.parts.extensions.clone();
     let request = parse_request(upload.parts, upload.body).await?;
-    let answers: Vec<String> = state
-        .model_info()
-        .and_then(|i| serde_json::from_value(i["answers"].clone()).ok())
-        .unwrap_or_default();
+    let answers = state.answers();
     let (pending, ranking) = request.into_pairs(state.config.max_rerank_candidates, &answers)?;
     let scope = crate::access::cache_scope(&state.config.access, &extensions);
     crate::access::charge_pairs(&state.config.access, &extensions, pending.len()).await?;

@@ -170,10 +170,7 @@ pub async fn rerank(State(state): State<AppState>, req: Request) -> Result<Respo
         .enumerate()
         .map(|(i, d)| d.side(&format!("documents[{i}]")))
         .collect::<Result<_, _>>()?;
-    let answers: Vec<String> = state
-        .model_info()
-        .and_then(|i| serde_json::from_value(i["answers"].clone()).ok())
-        .unwrap_or_default();
+    let answers = state.answers();
     let top_n = match request.top_n {
         None => None,
         Some(n) => match n.as_u64() {

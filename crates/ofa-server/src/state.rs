@@ -62,6 +62,13 @@ impl AppState {
         self.inner.engine.get().map(|(_, i)| i)
     }
 
+    /// The model's answers (`yes`, `no`, `maybe`), which a ranking's label must be one of.
+    pub fn answers(&self) -> Vec<String> {
+        self.model_info()
+            .and_then(|i| serde_json::from_value(i["answers"].clone()).ok())
+            .unwrap_or_default()
+    }
+
     /// Ready: model loaded and warmed, breaker closed, not draining.
     pub fn is_ready(&self) -> bool {
         !self.drain.is_draining() && self.engine().is_some_and(|e| e.is_ready())

@@ -2,4 +2,5 @@
 //! probabilities) and the image-feature cache it keeps across batches.
 
 pub mod feature_cache;
+mod features;
 pub mod pipeline;

@@ -2,7 +2,7 @@
 //! answer scoring. Stateless per call, so one instance can serve many threads.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -21,7 +21,7 @@ use crate::preprocess::image::{decode_for_resize, resize_square};
 use crate::preprocess::padding::padded;
 use crate::preprocess::text::build_prompt;
 use crate::preprocess::tokenizer::{Tokenizer, BOS_ID, EOS_ID};
-use crate::scoring::feature_cache::{self, FeatureCache, RecentFeatures};
+use crate::scoring::feature_cache::{FeatureCache, RecentFeatures};
 
 /// One image–sentence pair: encoded image bytes, the hypothesis, and an optional premise.
 #[derive(Debug, Clone, Copy)]
@@ -35,15 +35,15 @@ pub struct Entailment {
     pub config: OfaConfig,
     pub runtime: RuntimeConfig,
     tokenizer: Tokenizer,
-    model: OfaModel,
+    pub(super) model: OfaModel,
     answer_ids: Vec<u32>,
     precision: Precision,
     /// Only the inference thread scores, so this lock is never contended.
-    image_cache: Option<Mutex<FeatureCache>>,
+    pub(super) image_cache: Option<Mutex<FeatureCache>>,
     /// Without the cache, when on ([`Entailment::with_feature_reuse`]): the features of the
     /// last few pixel buffers, known by identity (not content), so one request's image shared
     /// by pairs in consecutive batches runs the ResNet once. Same lock discipline as the cache.
-    recent: Option<Mutex<RecentFeatures>>,
+    pub(super) recent: Option<Mutex<RecentFeatures>>,
     /// Wait for the device after each stage, so a GPU's queued work is timed where it runs.
     stage_sync: bool,
     /// Texts are padded to a multiple of this many ids (0: to the batch's longest).
@@ -281,95 +281,6 @@ impl Entailment {
         );
         let device = self.model.device();
         Ok(padded(rows, pad, self.text_bucket, limit, device)?)
-    }
-
-    /// ResNet features `[B, C, H, W]` of the batch, computed once per distinct image (one
-    /// pixel buffer shared by several pairs, or with the cache on, equal pixels) or taken from
-    /// the cache, and laid out in batch order.
-    fn batch_features(&self, batch: &[&Prepared], report: &mut BatchReport) -> Result<Tensor> {
-        let mut cache = self
-            .image_cache
-            .as_ref()
-            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()));
-        let pixels: Vec<(&Arc<[u8]>, u64)> =
-            batch.iter().map(|p| (&p.pixels, p.cache_scope)).collect();
-        let (firsts, which) = feature_cache::distinct(&pixels, cache.is_some());
-        let distinct: Vec<(&Prepared, Option<feature_cache::Key>)> =
-            firsts.into_iter().map(|(b, k)| (batch[b], k)).collect();
-        report.images = distinct.len();
-        let features = match (cache.as_mut(), &self.recent) {
-            (None, None) => {
-                let images: Vec<&Prepared> = distinct.iter().map(|(p, _)| *p).collect();
-                self.model.image_features(&self.image_tensor(&images)?)?
-            }
-            (None, Some(recent)) => {
-                let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
-                let mut found: Vec<Option<Tensor>> = distinct
-                    .iter()
-                    .map(|(p, _)| recent.get(&p.pixels, p.cache_scope))
-                    .collect();
-                let missing: Vec<usize> = (0..distinct.len())
-                    .filter(|&i| found[i].is_none())
-                    .collect();
-                report.cache_hits = distinct.len() - missing.len();
-                if missing.is_empty() || missing.len() < distinct.len() {
-                    if !missing.is_empty() {
-                        let run: Vec<&Prepared> = missing.iter().map(|&i| distinct[i].0).collect();
-                        let computed = self.model.image_features(&self.image_tensor(&run)?)?;
-                        for (j, &i) in missing.iter().enumerate() {
-                            let one = computed.get(j)?;
-                            recent.insert(&distinct[i].0.pixels, distinct[i].0.cache_scope, &one);
-                            found[i] = Some(one);
-                        }
-                    }
-                    let parts: Vec<Tensor> = found
-                        .into_iter()
-                        .map(|t| t.expect("every image found or computed"))
-                        .collect();
-                    Tensor::stack(&parts, 0)?
-                } else {
-                    // Nothing seen before: one ResNet pass over the batch's images, as always.
-                    let images: Vec<&Prepared> = distinct.iter().map(|(p, _)| *p).collect();
-                    let computed = self.model.image_features(&self.image_tensor(&images)?)?;
-                    for (j, (p, _)) in distinct.iter().enumerate() {
-                        recent.insert(&p.pixels, p.cache_scope, &computed.get(j)?);
-                    }
-                    computed
-                }
-            }
-            (Some(cache), _) => {
-                let mut found: Vec<Option<Tensor>> = distinct
-                    .iter()
-                    .map(|(_, k)| k.and_then(|k| cache.get(&k)))
-                    .collect();
-                let missing: Vec<usize> = (0..distinct.len())
-                    .filter(|&i| found[i].is_none())
-                    .collect();
-                report.cache_hits = distinct.len() - missing.len();
-                if !missing.is_empty() {
-                    let run: Vec<&Prepared> = missing.iter().map(|&i| distinct[i].0).collect();
-                    let computed = self.model.image_features(&self.image_tensor(&run)?)?;
-                    for (j, &i) in missing.iter().enumerate() {
-                        let one = computed.get(j)?;
-                        if let Some(k) = distinct[i].1 {
-                            cache.insert(k, one.clone());
-                        }
-                        found[i] = Some(one);
-                    }
-                }
-                report.cache_bytes = cache.bytes();
-                let parts: Vec<Tensor> = found
-                    .into_iter()
-                    .map(|t| t.expect("every image found or computed"))
-                    .collect();
-                Tensor::stack(&parts, 0)?
-            }
-        };
-        if which.iter().enumerate().all(|(b, &i)| b as u32 == i) {
-            return Ok(features);
-        }
-        let which = Tensor::new(which.as_slice(), self.model.device())?;
-        Ok(features.index_select(&which, 0)?)
     }
 
     /// Scores a batch in one encoder and one decoder pass.
