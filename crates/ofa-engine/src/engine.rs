@@ -292,6 +292,17 @@ impl Engine {
         Ok(tasks)
     }
 
+    /// The model's input for a hypothesis and optional premise, as a pair would be encoded
+    /// (checked the same way): what decides the text's part of a result, so two texts with
+    /// the same ids score alike with the same image.
+    pub fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, EngineError> {
+        self.check_text("text", text)?;
+        if let Some(p) = premise {
+            self.check_text("premise", p)?;
+        }
+        Ok(self.backend.encode_text(text, premise)?)
+    }
+
     fn check_texts(&self, pair: &Pair) -> Result<(), EngineError> {
         self.check_text("text", &pair.text)?;
         if let Some(p) = &pair.premise {

@@ -5,232 +5,14 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::jobs::*;
-use common::rabbit::{free_port, Rabbit, PASSWORD};
-use common::*;
-use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions};
+use common::queue_cli::*;
+use common::rabbit::{Rabbit, PASSWORD};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ofa-entail"))
-}
-
-struct Worker {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Worker {
-    fn start(rabbit: &Rabbit, dir: &Path, env: &[(&str, &str)]) -> Worker {
-        let port = free_port();
-        let log = dir.join(format!("worker-{port}.log"));
-        let mut c = bin();
-        c.arg("worker")
-            .arg("--model-dir")
-            .arg(fixtures().join("tiny_ofa_ve"))
-            .env("AMQP_URL", rabbit.url())
-            .env("METRICS_PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("IMAGE_ROOT", fixtures().join("golden/images"))
-            .env("IMAGE_URL_TIMEOUT", "5")
-            .env("RETRY_DELAY", "0.1")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ));
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let w = Worker {
-            child: c.spawn().unwrap(),
-            port,
-            log,
-        };
-        let t = Instant::now();
-        while w.get("/readyz").0 != 200 {
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "worker not ready: {}",
-                w.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        w
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        self.request("GET", path, "")
-    }
-
-    fn request(&self, method: &str, path: &str, json: &str) -> (u16, String) {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
-            json.len()
-        );
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_owned())
-    }
-
-    fn jobs(&self, outcome: &str) -> f64 {
-        let (_, text) = self.get("/metrics");
-        metric_value(&text, &format!("ofa_jobs_total{{outcome=\"{outcome}\"}}"))
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        metric_value(&self.get("/metrics").1, name)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_ok(&self, n: f64) {
-        let t = Instant::now();
-        while self.jobs("ok") < n {
-            assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "no progress: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn submit(rabbit: &Rabbit, jobs: &Path, args: &[&str]) -> Output {
-    bin()
-        .arg("submit")
-        .arg(jobs)
-        .args(args)
-        .env("AMQP_URL", rabbit.url())
-        .output()
-        .unwrap()
-}
-
-fn collect(rabbit: &Rabbit, out: &Path, expect: usize, idle_s: u32) -> Output {
-    bin()
-        .arg("collect")
-        .arg("--out")
-        .arg(out)
-        .args(["--expect", &expect.to_string()])
-        .args(["--idle-timeout", &idle_s.to_string()])
-        .env("AMQP_URL", rabbit.url())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Publishes raw bytes to a queue, as any other producer could.
-fn publish_raw(rabbit: &Rabbit, queue: &str, body: &[u8]) {
-    runtime().block_on(async {
-        let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(Default::default()).await.unwrap();
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack());
-        conn.close(200, "".into()).await.unwrap();
-    });
-}
-
-/// Every message in a queue (acked away), with its headers.
-fn drain_queue(rabbit: &Rabbit, queue: &str, n: usize) -> Vec<(Vec<u8>, FieldTable)> {
-    runtime().block_on(async {
-        let conn = Connection::connect(&rabbit.url(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        while got.len() < n {
-            match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
-                Ok(Some(Ok(d))) => {
-                    d.acker.ack(BasicAckOptions::default()).await.unwrap();
-                    got.push((d.data, d.properties.headers().clone().unwrap_or_default()));
-                }
-                _ => break,
-            }
-        }
-        conn.close(200, "".into()).await.unwrap();
-        got
-    })
-}
-
-/// Every job id exactly once in the results file.
-fn assert_each_once(out: &Path, n: usize) {
-    let all = results(out);
-    let ids: HashSet<&str> = all.iter().map(|v| v["id"].as_str().unwrap()).collect();
-    assert_eq!(all.len(), n, "one line per job");
-    assert_eq!(ids.len(), n, "no id twice");
-    for i in 0..n {
-        assert!(ids.contains(format!("job-{i}").as_str()), "job-{i} lost");
-    }
-    assert!(all.iter().all(|v| v["status"] == "ok"));
-}
 
 #[test]
 fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
@@ -263,7 +45,7 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
     assert_mixed_answers(&got);
     assert!(got["url"]["timings"]["inference_s"].as_f64().unwrap() > 0.0);
 
-    // The transient failure: delivered DELIVERY_LIMIT times, then dead-lettered by the broker.
+    // The transient failure: delivered DELIVERY_LIMIT times, then dead-lettered.
     let t = Instant::now();
     while worker.jobs("dead_lettered") < 2.0 {
         assert!(
@@ -296,8 +78,11 @@ fn mixed_jobs_are_answered_once_and_non_jobs_dead_lettered() {
         .iter()
         .find(|(body, _)| String::from_utf8_lossy(body).contains("\"flaky\""))
         .expect("the flaky job");
+    // Dead-lettered by the worker at its last delivery, with the failure as the reason.
     assert!(
-        exhausted.1.inner().contains_key("x-death"),
+        reason(&exhausted.1).is_some_and(|r| r
+            .starts_with("failed on delivery 3 of 3 (image_fetch_failed)")
+            && r.contains("answered 500")),
         "{:?}",
         exhausted.1
     );
@@ -603,4 +388,51 @@ fn submit_and_collect_report_bad_input_and_unmet_expectations() {
         );
         assert!(!msg.contains(PASSWORD), "{msg}");
     }
+}
+
+/// KEDA scales a worker down mid-chunk with `DELIVERY_LIMIT=1`: every image takes a second to
+/// fetch, so the worker holds chunks still fetching and jobs it never started. None of them
+/// has failed, so none may spend its one delivery: the stopping worker puts them back, a
+/// second worker answers them, and the dead-letter queue stays empty.
+#[test]
+fn a_worker_stopped_mid_chunk_with_a_delivery_limit_of_one_loses_no_job() {
+    let rabbit = Rabbit::start("release");
+    let dir = scratch("queue-release");
+    let catalogue = common::catalogue::Catalogue::start(Duration::from_millis(1000));
+    catalogue.put("p.png", common::image("tiny_8x8.png"));
+    let n = 24;
+    let lines: Vec<String> = (0..n)
+        .map(|i| serde_json::json!({"id": format!("job-{i}"), "text": format!("claim {i}."), "image_url": catalogue.url("p.png")}).to_string())
+        .collect();
+    let jobs = dir.join("jobs.jsonl");
+    std::fs::write(&jobs, lines.join("\n") + "\n").unwrap();
+    let env = [
+        ("DELIVERY_LIMIT", "1"),
+        ("MAX_BATCH_SIZE", "4"),
+        ("IMAGE_URL_ALLOW", catalogue.authority()),
+        ("SHUTDOWN_TIMEOUT", "20"),
+    ];
+    let sub = submit(&rabbit, &jobs, &["--delivery-limit", "1"]);
+    assert!(sub.status.success(), "{}", text(&sub));
+    let mut first = Worker::start(&rabbit, &dir, &env);
+    first.wait_for_ok(1.0);
+    let status = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        first.child.wait().unwrap().success(),
+        "{}",
+        first.log_text()
+    );
+    let log = first.log_text();
+    assert!(log.contains("\"job_released\""), "{log}");
+    assert!(!log.contains("job_dead_lettered"), "{log}");
+    let _second = Worker::start(&rabbit, &dir, &env);
+    let out = dir.join("results.jsonl");
+    let col = collect(&rabbit, &out, n, 60);
+    assert!(col.status.success(), "{}", text(&col));
+    assert_each_once(&out, n);
+    assert!(drain_queue(&rabbit, "ofa.jobs.dead", 1).is_empty());
 }

@@ -16,4 +16,4 @@ pub use allow::{AllowList, AllowListError};
 pub use error::FetchError;
 pub use path::read_under;
 pub use ranges::special_range;
-pub use remote::{ClientError, UrlFetcher, UrlSettings};
+pub use remote::{ClientError, Fetched, UrlFetcher, UrlSettings, Validators};

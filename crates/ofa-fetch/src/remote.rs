@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use reqwest::Url;
 
 use crate::allow::{AllowList, Forbidden};
@@ -74,35 +75,80 @@ impl UrlFetcher {
 
     /// The body at `url`, by `deadline` at the latest.
     pub async fn get(&self, url: &str, deadline: Instant) -> Result<Bytes, FetchError> {
+        match self.get_if_changed(url, None, deadline).await? {
+            Fetched::Body { bytes, .. } => Ok(bytes),
+            // Only an answer to a conditional request may say "not modified".
+            Fetched::NotModified => Err(FetchError::Status {
+                status: 304,
+                message: format!(
+                    "image_url {} answered 304 to a plain request",
+                    shown_raw(url)
+                ),
+            }),
+        }
+    }
+
+    /// The body at `url`, or [`Fetched::NotModified`] when `known` holds validators from an
+    /// earlier fetch and the server says the body has not changed since (the body is then not
+    /// sent). A body comes with the validators the server gave for it, for the next time.
+    pub async fn get_if_changed(
+        &self,
+        url: &str,
+        known: Option<&Validators>,
+        deadline: Instant,
+    ) -> Result<Fetched, FetchError> {
         let parsed = Url::parse(url).map_err(|e| {
-            let shown: String = url.chars().take(100).collect();
-            FetchError::InvalidUrl(format!("image_url {shown:?} is not a URL: {e}"))
+            FetchError::InvalidUrl(format!("image_url {:?} is not a URL: {e}", shown_raw(url)))
         })?;
         let shown = shown(&parsed);
         self.allow
             .check_url(&parsed)
             .map_err(|f| FetchError::Forbidden(format!("image_url {shown}: {f}")))?;
         let until = deadline.min(Instant::now() + self.timeout);
-        match tokio::time::timeout_at(until.into(), self.download(parsed, &shown)).await {
+        let download = self.download(parsed, known, &shown);
+        match tokio::time::timeout_at(until.into(), download).await {
             Ok(got) => got,
             Err(_) => Err(unreachable(&shown)),
         }
     }
 
-    async fn download(&self, url: Url, shown: &str) -> Result<Bytes, FetchError> {
-        let mut resp = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| classify(&e, shown))?;
+    async fn download(
+        &self,
+        url: Url,
+        known: Option<&Validators>,
+        shown: &str,
+    ) -> Result<Fetched, FetchError> {
+        let mut request = self.client.get(url);
+        if let Some(v) = known {
+            if let Some(etag) = &v.etag {
+                request = request.header(IF_NONE_MATCH, etag.as_str());
+            }
+            if let Some(date) = &v.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, date.as_str());
+            }
+        }
+        let mut resp = request.send().await.map_err(|e| classify(&e, shown))?;
         let status = resp.status();
+        let conditional = known.is_some_and(|v| !v.is_empty());
+        if status == reqwest::StatusCode::NOT_MODIFIED && conditional {
+            return Ok(Fetched::NotModified);
+        }
         if !status.is_success() {
             return Err(FetchError::Status {
                 status: status.as_u16(),
                 message: format!("image_url {shown} answered {status}"),
             });
         }
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let validators = Validators {
+            etag: header(ETAG),
+            last_modified: header(LAST_MODIFIED),
+        };
         let max = self.max_bytes;
         let too_big = || {
             FetchError::TooLarge(format!(
@@ -119,8 +165,35 @@ impl UrlFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body.into())
+        Ok(Fetched::Body {
+            bytes: body.into(),
+            validators,
+        })
     }
+}
+
+/// What a server said identifies a body's version (`ETag`, `Last-Modified`), sent back as
+/// `If-None-Match` and `If-Modified-Since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// A fetch's outcome: the body, or the server's word that the known version is current.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    Body {
+        bytes: Bytes,
+        validators: Validators,
+    },
+    NotModified,
 }
 
 /// The HTTP client could not be set up (its TLS roots, say): a start-up error.
@@ -139,6 +212,11 @@ fn shown(url: &Url) -> String {
     u.set_query(None);
     u.set_fragment(None);
     u.to_string()
+}
+
+/// A string that is not a URL, cut short for an error message.
+fn shown_raw(url: &str) -> String {
+    url.chars().take(100).collect()
 }
 
 /// One message for every way a connection can fail (refused, reset, silent, not HTTP), so a

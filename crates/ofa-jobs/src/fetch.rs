@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ofa_fetch::{AllowList, ClientError, FetchError, UrlFetcher, UrlSettings};
+use ofa_fetch::{AllowList, ClientError, FetchError, Fetched, UrlFetcher, UrlSettings, Validators};
 
 use crate::job::ImageSource;
 use ofa_api::{ErrorType, Failure};
@@ -66,6 +66,21 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// An `image_url`, conditionally when `known` holds the validators of an earlier fetch:
+    /// [`Fetched::NotModified`] then means the image is the one fetched before.
+    pub async fn fetch_url(
+        &self,
+        url: &str,
+        known: Option<&Validators>,
+        deadline: Instant,
+    ) -> Result<Fetched, Failure> {
+        let until = deadline.min(Instant::now() + self.timeout);
+        self.urls
+            .get_if_changed(url, known, until)
+            .await
+            .map_err(|e| e.failure())
     }
 
     fn inline(&self, b64: &str) -> Result<Bytes, Failure> {

@@ -4,11 +4,13 @@
 //! end for jobs (the file runner in [`files`], the broker worker) parses, fetches and classifies
 //! failures here, and scores through the same engine as the HTTP service.
 
+mod acquire;
 pub mod fetch;
 pub mod files;
 pub mod job;
 pub mod outcome;
 pub mod runner;
+pub mod store;
 
 pub use fetch::{Fetcher, ImageSettings};
 pub use job::{ImageSource, Job, NotAJob};

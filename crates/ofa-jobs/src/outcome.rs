@@ -24,6 +24,8 @@ pub struct JobResult {
     pub meta: Option<Value>,
     pub outcome: Result<Scores, Failure>,
     pub timings: Timings,
+    /// Answered from the result store, with no model time.
+    pub cached: bool,
 }
 
 impl JobResult {
@@ -51,6 +53,9 @@ impl JobResult {
                 o.insert("error".into(), f.message.clone().into());
                 o.insert("error_type".into(), f.kind.as_str().into());
             }
+        }
+        if self.cached {
+            o.insert("cached".into(), true.into());
         }
         o.insert("model_id".into(), model_id.into());
         o.insert("model_revision".into(), model_revision.into());

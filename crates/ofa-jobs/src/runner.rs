@@ -1,5 +1,6 @@
-//! Runs a chunk of jobs: images fetched concurrently, every valid pair scored through the
-//! engine together (one admission, the engine's batching), one result per job.
+//! Runs a chunk of jobs: images fetched concurrently (and answered from the result store when
+//! it has them), every other valid pair scored through the engine together (one admission,
+//! the engine's batching), one result per job.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,26 +8,47 @@ use std::time::{Duration, Instant};
 use ofa_api::{ErrorType, Scores};
 use ofa_engine::{Engine, EngineError, Pair, Scored};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
+use crate::acquire::{acquire, Got, Wanted};
 use crate::fetch::Fetcher;
 use crate::job::Job;
 use crate::outcome::{Failure, JobResult, Timings};
+use crate::store::{ResultKey, ResultStore, TextKey};
 
 pub struct Runner {
     engine: Arc<Engine>,
     fetcher: Arc<Fetcher>,
+    store: Option<Arc<ResultStore>>,
     /// How long one chunk may take, from its start.
     timeout: Duration,
 }
+
+/// Where a scored pair's answer goes: its job, its fetch time, its key in the store.
+#[derive(Clone, Copy)]
+struct Slot {
+    job: usize,
+    fetch: Duration,
+    key: Option<ResultKey>,
+}
+
+/// A job's answer before it becomes a [`JobResult`]: the outcome, its timings, and whether
+/// the store gave it.
+type Answer = (Result<Scores, Failure>, Timings, bool);
 
 impl Runner {
     pub fn new(engine: Arc<Engine>, fetcher: Fetcher, timeout: Duration) -> Self {
         Runner {
             engine,
             fetcher: Arc::new(fetcher),
+            store: None,
             timeout,
         }
+    }
+
+    /// Consults `store` before scoring and keeps what is scored in it.
+    pub fn with_store(mut self, store: Arc<ResultStore>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// One result per job, in order. Jobs the engine refused without trying (breaker open,
@@ -36,79 +58,84 @@ impl Runner {
     pub async fn run(&self, jobs: Vec<Job>, stop: watch::Receiver<bool>) -> Vec<JobResult> {
         let start = Instant::now();
         let deadline = start + self.timeout;
-        let mut fetched: Vec<Option<Result<(Pair, Duration), Failure>>> =
-            (0..jobs.len()).map(|_| None).collect();
-        let mut tasks = JoinSet::new();
+        let mut out: Vec<Option<Answer>> = (0..jobs.len()).map(|_| None).collect();
+        // Each job that has an image source and a text: its index, texts and source.
+        let mut texts = Vec::new();
+        let mut wanted = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
+            let failed = |f: Failure| Some((Err(f), Timings::default(), false));
             let source = match &job.image {
                 Ok(s) => s.clone(),
                 Err(f) => {
-                    fetched[i] = Some(Err(f.clone()));
+                    out[i] = failed(f.clone());
                     continue;
                 }
             };
             let Some(text) = job.text.clone() else {
-                fetched[i] = Some(Err(Failure::new(
+                out[i] = failed(Failure::new(
                     ErrorType::MissingText,
                     "the job has no \"text\"",
-                )));
+                ));
                 continue;
             };
-            let (fetcher, premise) = (self.fetcher.clone(), job.premise.clone());
-            tasks.spawn(async move {
-                let t = Instant::now();
-                let got = fetcher.fetch(&source, deadline).await.map(|image| {
-                    (
-                        Pair {
-                            image,
-                            text,
-                            premise,
-                            cache_scope: 0,
-                        },
-                        t.elapsed(),
-                    )
-                });
-                (i, got)
+            // A text the engine refuses is not looked up: scoring reports why.
+            let key = self.store.as_ref().and_then(|_| {
+                let ids = self
+                    .engine
+                    .encode_text(&text, job.premise.as_deref())
+                    .ok()?;
+                Some(TextKey::of(&ids))
             });
+            wanted.push(Wanted { source, text: key });
+            texts.push((i, text, job.premise.clone()));
         }
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((i, got)) = joined {
-                fetched[i] = Some(got);
-            }
-        }
-        // Each fetched pair with its job's index and fetch time.
+        let store = self.store.as_deref();
+        let acquired = acquire(&self.fetcher, store, &wanted, deadline).await;
         let mut pairs = Vec::new();
-        let mut out: Vec<Option<(Result<Scores, Failure>, Timings)>> =
-            (0..jobs.len()).map(|_| None).collect();
-        for (i, f) in fetched.into_iter().enumerate() {
-            match f {
-                Some(Ok((pair, fetch))) => pairs.push(((i, fetch), pair)),
-                Some(Err(e)) => out[i] = Some((Err(e), Timings::default())),
-                None => {
-                    out[i] = Some((
-                        Err(Failure::transient(
-                            ErrorType::Internal,
-                            "the image fetch stopped",
-                        )),
-                        Timings::default(),
-                    ))
+        for ((job, text, premise), got) in texts.into_iter().zip(acquired.got) {
+            match got {
+                Got::Stored { scores, fetch } => {
+                    let timings = Timings {
+                        fetch,
+                        ..Timings::default()
+                    };
+                    out[job] = Some((Ok(scores), timings, true));
                 }
+                Got::Image { bytes, fetch, key } => pairs.push((
+                    Slot { job, fetch, key },
+                    Pair {
+                        image: bytes,
+                        text,
+                        premise,
+                        cache_scope: 0,
+                    },
+                )),
+                Got::Failed(f) => out[job] = Some((Err(f), Timings::default(), false)),
             }
         }
-        for (i, outcome, timings) in self.score(pairs, deadline, stop).await {
-            out[i] = Some((outcome, timings));
+        let mut fresh = Vec::new();
+        for (slot, outcome, timings) in self.score(pairs, deadline, stop).await {
+            if let (Some(key), Ok(scores)) = (slot.key, &outcome) {
+                fresh.push((key, scores.clone()));
+            }
+            out[slot.job] = Some((outcome, timings, false));
+        }
+        // Stored before the results leave: a job answered is a job the next run can skip.
+        if let Some(store) = store {
+            store.save(&fresh, &acquired.urls).await;
         }
         let total = start.elapsed();
         jobs.into_iter()
             .zip(out)
             .map(|(job, o)| {
-                let (outcome, mut timings) = o.expect("every job answered");
+                let (outcome, mut timings, cached) = o.expect("every job answered");
                 timings.total = total;
                 JobResult {
                     id: job.id,
                     meta: job.meta,
                     outcome,
                     timings,
+                    cached,
                 }
             })
             .collect()
@@ -118,10 +145,10 @@ impl Runner {
     /// the engine refuses as [`Runner::run`] says.
     async fn score(
         &self,
-        mut pending: Vec<((usize, Duration), Pair)>,
+        mut pending: Vec<(Slot, Pair)>,
         deadline: Instant,
         mut stop: watch::Receiver<bool>,
-    ) -> Vec<(usize, Result<Scores, Failure>, Timings)> {
+    ) -> Vec<(Slot, Result<Scores, Failure>, Timings)> {
         let mut done = Vec::with_capacity(pending.len());
         while !pending.is_empty() {
             let batch = pending.iter().map(|(_, p)| p.clone()).collect();
@@ -172,13 +199,11 @@ fn refusal(r: &Result<Scored, EngineError>) -> Option<Duration> {
     }
 }
 
-fn answer(
-    (i, fetch): (usize, Duration),
-    r: Result<Scored, EngineError>,
-) -> (usize, Result<Scores, Failure>, Timings) {
+fn answer(slot: Slot, r: Result<Scored, EngineError>) -> (Slot, Result<Scores, Failure>, Timings) {
+    let fetch = slot.fetch;
     match r {
         Ok(s) => (
-            i,
+            slot,
             Ok(s.scores),
             Timings {
                 fetch,
@@ -188,7 +213,7 @@ fn answer(
             },
         ),
         Err(e) => (
-            i,
+            slot,
             Err(e.failure()),
             Timings {
                 fetch,

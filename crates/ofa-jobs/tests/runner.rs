@@ -162,7 +162,7 @@ struct Seen {
 }
 
 impl ofa_jobs::files::Progress for Seen {
-    fn answered(&mut self) {
+    fn answered(&mut self, _from_store: bool) {
         self.answered += 1;
     }
 
@@ -220,6 +220,7 @@ fn a_file_run_resumes_retries_and_answers_each_job_once() {
         summary,
         FileSummary {
             ok: 2,
+            from_store: 0,
             errors: 1,
             skipped: 1,
             not_jobs: 2
@@ -260,4 +261,64 @@ fn a_file_run_resumes_retries_and_answers_each_job_once() {
         .unwrap();
     assert_eq!((again.ok, again.errors, again.skipped), (0, 0, 4));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+}
+
+/// The runner with a file store: a second run answers from it, bit-identical and with no
+/// model time; a job whose text encodes differently, or whose image differs, is scored; a
+/// text that differs only where the tokenizer does not look shares the stored answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answers_what_was_scored_and_only_that() {
+    use ofa_jobs::store::{ModelIdentity, ResultStore, StoreLocation, StoreMetrics, StoreSettings};
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(StoreMetrics::default());
+    let settings = StoreSettings {
+        location: StoreLocation::File(dir.path().join("store.redb")),
+        ttl: Duration::from_secs(3600),
+        model: ModelIdentity {
+            model_id: "tiny".into(),
+            revision: "test".into(),
+            files: [0; 32],
+            precision: "f32/cpu".into(),
+            answers: vec!["yes".into(), "no".into(), "maybe".into()],
+        },
+    };
+    let store = Arc::new(ResultStore::open(settings, metrics.clone()).await.unwrap());
+    let engine = engine(Duration::from_secs(1));
+    let runner = runner(&engine, Duration::from_secs(30)).with_store(store.clone());
+    let (_keep, stop) = watch::channel(false);
+    let parse = |id: &str, text: &str, image: &str| {
+        let body = serde_json::json!({"id": id, "text": text, "image_path": image});
+        Job::parse(body.to_string().as_bytes()).unwrap()
+    };
+    let first = runner
+        .run(
+            vec![parse("a", "a man in a suit", "camera.png")],
+            stop.clone(),
+        )
+        .await;
+    assert!(!first[0].cached && first[0].outcome.is_ok());
+    assert_eq!((metrics.hits.get(), metrics.misses.get()), (0, 1));
+    let again = runner
+        .run(
+            vec![
+                parse("b", "a man in a suit", "camera.png"),
+                // Lower-cased by the model's text preparation: the same input ids.
+                parse("c", "A man in a suit", "camera.png"),
+                parse("d", "a woman in a suit", "camera.png"),
+                parse("e", "a man in a suit", "coffee.png"),
+            ],
+            stop,
+        )
+        .await;
+    let cached: Vec<bool> = again.iter().map(|r| r.cached).collect();
+    assert_eq!(cached, [true, true, false, false]);
+    let bits = |r: &ofa_jobs::JobResult| -> Vec<u32> {
+        let s = r.outcome.as_ref().unwrap();
+        s.log_probs.iter().map(|p| p.to_bits()).collect()
+    };
+    assert_eq!(bits(&again[0]), bits(&first[0]));
+    assert!(again[0].timings.inference.is_zero());
+    assert_eq!(store.file_entries().await, Some(3));
+    assert_eq!((metrics.hits.get(), metrics.misses.get()), (2, 3));
 }

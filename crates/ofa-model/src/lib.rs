@@ -20,6 +20,7 @@ pub use cuda::graphs::GraphSummary;
 pub use cuda::layout_tuning::LayoutTuning;
 pub use error::{OfaError, Result};
 pub use load::config::OfaConfig;
+pub use load::engine_layout::WeightSource;
 pub use load::model_dir::{ModelDir, WeightsFile};
 pub use load::precision::Precision;
 pub use load::random;
@@ -48,7 +49,9 @@ pub mod internal {
     }
 
     pub mod load {
-        pub use crate::load::{config, files, model_dir, precision, random, runtime, weights};
+        pub use crate::load::{
+            config, engine_layout, files, model_dir, precision, random, runtime, weights,
+        };
     }
 
     pub mod network {

@@ -12,26 +12,6 @@ use ofa_model::WeightsFile;
 use ofa_model::{Entailment, OfaError, PairInput};
 use serde_json::Value;
 
-/// A scratch copy of the tiny model directory (weights hard-linked when possible), removed
-/// when dropped.
-fn scratch(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("ofa-model-{name}-"))
-        .tempdir()
-        .unwrap();
-    for entry in std::fs::read_dir(tiny_dir()).unwrap() {
-        let p = entry.unwrap().path();
-        let dst = dir.path().join(p.file_name().unwrap());
-        // The weights are linked (tests replace them, never write through); the small files a
-        // test may edit are copies, so an edit cannot reach the fixture.
-        let large = std::fs::metadata(&p).unwrap().len() > 1 << 20;
-        if !large || std::fs::hard_link(&p, &dst).is_err() {
-            std::fs::copy(&p, &dst).unwrap();
-        }
-    }
-    dir
-}
-
 fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
     let mut v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     f(&mut v);

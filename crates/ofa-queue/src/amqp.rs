@@ -16,6 +16,8 @@ use crate::error::BrokerError;
 
 /// Header naming why a message went straight to the dead-letter queue.
 pub const REASON_HEADER: &str = "x-ofa-dead-letter-reason";
+/// Header carrying the deliveries a job had spent when a stopping worker put it back.
+pub const DELIVERIES_HEADER: &str = "x-ofa-deliveries";
 /// How long the broker may take to confirm one publish.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -242,6 +244,37 @@ impl Publisher {
         body: &[u8],
         reason: Option<&str>,
     ) -> Result<Pending, BrokerError> {
+        let mut headers = FieldTable::default();
+        if let Some(reason) = reason {
+            headers.insert(REASON_HEADER.into(), long(reason));
+        }
+        self.send_with(queue, id, body, headers).await
+    }
+
+    /// A job back on `queue` as it was, with the deliveries it has spent in a header; returns
+    /// once the broker has confirmed it.
+    pub async fn requeue(
+        &self,
+        queue: &str,
+        id: Option<&str>,
+        body: &[u8],
+        spent: u32,
+    ) -> Result<(), BrokerError> {
+        let mut headers = FieldTable::default();
+        headers.insert(DELIVERIES_HEADER.into(), AMQPValue::LongUInt(spent));
+        self.send_with(queue, id, body, headers)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        queue: &str,
+        id: Option<&str>,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<Pending, BrokerError> {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
@@ -250,9 +283,7 @@ impl Publisher {
         if let Some(id) = id.filter(|id| ofa_jobs::job::check_id(id).is_ok()) {
             props = props.with_message_id(id.into());
         }
-        if let Some(reason) = reason {
-            let mut headers = FieldTable::default();
-            headers.insert(REASON_HEADER.into(), long(reason));
+        if !headers.inner().is_empty() {
             props = props.with_headers(headers);
         }
         let confirm = self

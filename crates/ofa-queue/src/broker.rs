@@ -9,7 +9,8 @@ use crate::error::BrokerError;
 /// One message from the jobs queue, held until it is settled.
 pub struct Received<S> {
     pub body: Vec<u8>,
-    /// How many times the broker has handed this message out, this time included.
+    /// Deliveries of this job, this one included: the broker's count, plus what the job
+    /// carried when it was released by a stopping worker.
     pub delivery: u32,
     pub settle: S,
 }
@@ -22,7 +23,17 @@ pub trait Settle: Send + 'static {
     /// Hand it out again; each delivery counts toward the delivery limit, past which the broker
     /// dead-letters it.
     fn retry(self) -> impl Future<Output = Result<(), BrokerError>> + Send;
-    /// Not a job at all: to the dead-letter queue now, with the reason attached, then done.
+    /// Hand it back without spending a delivery, because the worker is stopping and the job
+    /// did not fail: it goes back to the queue with the `spent` deliveries it had, which count
+    /// toward the limit on the next delivery. (A plain return counts as a delivery on
+    /// RabbitMQ before 4.3, which dead-lettered jobs at their last delivery on every scale-down.)
+    fn release(
+        self,
+        body: Vec<u8>,
+        spent: u32,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// To the dead-letter queue now, with the reason attached, then done: not a job at all, or
+    /// a job that failed on its last allowed delivery.
     fn dead_letter(
         self,
         body: Vec<u8>,

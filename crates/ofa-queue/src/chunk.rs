@@ -1,7 +1,8 @@
 //! One chunk of jobs from the broker to its end: parsed (a message that is not a job, or is
 //! over `MAX_JOB_BYTES`, dead-lettered unread), run through the engine together, and each job
-//! settled: its result published and confirmed, then acked; or handed back for redelivery.
-//! Every message received is settled, whatever happens while its chunk runs.
+//! settled: its result published and confirmed, then acked; handed back for redelivery; or,
+//! when the worker stops before running it, released without spending a delivery. Every
+//! message received is settled, whatever happens while its chunk runs.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -46,6 +47,25 @@ pub(crate) struct Context<K> {
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
+/// A job the worker never ran, or ran only into its own stop, back to the queue with the
+/// deliveries it had spent before this one.
+pub(crate) async fn release<S: Settle>(
+    settle: S,
+    body: Vec<u8>,
+    delivery: u32,
+    id: &str,
+    metrics: &WorkerMetrics,
+) {
+    match settle.release(body, delivery.saturating_sub(1)).await {
+        Ok(()) => {
+            metrics.record(Outcome::Released);
+            tracing::info!(id, delivery, "job_released");
+        }
+        // Unsettled, it goes back when the connection closes (counted, on older brokers).
+        Err(e) => tracing::warn!(id, error = %e, "job_not_released"),
+    }
+}
+
 pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
     chunk: Vec<(Received<S>, Held)>,
     ctx: Arc<Context<K>>,
@@ -72,7 +92,7 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
         match parsed {
             Ok(job) => {
                 jobs.push(job);
-                held.push((r.settle, r.delivery, guard));
+                held.push((r.settle, r.body, r.delivery, guard));
             }
             Err(reason) => {
                 let metrics = metrics.clone();
@@ -115,22 +135,35 @@ pub(crate) async fn handle_chunk<S: Settle, K: ResultSink>(
                             format!("the worker failed while running this job: {message}"),
                         )),
                         timings: Timings::default(),
+                        cached: false,
                     })
                     .collect()
             }
         }
     };
-    for (result, (settle, delivery, guard)) in results.into_iter().zip(held) {
-        settles.spawn(finish(result, settle, delivery, guard, ctx.clone()));
+    for (result, (settle, body, delivery, guard)) in results.into_iter().zip(held) {
+        let message = Message {
+            settle,
+            body,
+            delivery,
+        };
+        settles.spawn(finish(result, message, guard, ctx.clone()));
     }
     while settles.join_next().await.is_some() {}
 }
 
-/// One job's end: publish and ack, or hand back for redelivery.
+/// A job's message as received, until it is settled.
+struct Message<S> {
+    settle: S,
+    body: Vec<u8>,
+    delivery: u32,
+}
+
+/// One job's end: publish and ack; or hand back for redelivery; or, stopping, release it
+/// without spending a delivery; or dead-letter it at its last delivery.
 async fn finish<S: Settle, K: ResultSink>(
     result: JobResult,
-    settle: S,
-    delivery: u32,
+    message: Message<S>,
     _held: Held,
     ctx: Arc<Context<K>>,
 ) {
@@ -140,6 +173,11 @@ async fn finish<S: Settle, K: ResultSink>(
         config,
         ..
     } = &*ctx;
+    let Message {
+        settle,
+        body,
+        delivery,
+    } = message;
     let mut stopping = ctx.stopping.clone();
     if !result.timings.fetch.is_zero() {
         metrics
@@ -148,6 +186,16 @@ async fn finish<S: Settle, K: ResultSink>(
     }
     let id = result.id.clone();
     if let Some(f) = result.outcome.as_ref().err().filter(|f| f.transient) {
+        // Refused by an engine that is stopping (or full, or resting its breaker while the
+        // worker stops): the job did not fail, so it must not spend a delivery.
+        let engine_refused = matches!(
+            f.kind,
+            ErrorType::ShuttingDown | ErrorType::QueueFull | ErrorType::BreakerOpen
+        );
+        if engine_refused && *stopping.borrow() {
+            release(settle, body, delivery, &id, metrics).await;
+            return;
+        }
         let last = delivery >= config.delivery_limit;
         tracing::info!(
             id = id.as_str(),
@@ -162,9 +210,24 @@ async fn finish<S: Settle, K: ResultSink>(
                 "job_retry"
             }
         );
+        if last {
+            // Dead-lettered here rather than by the broker's count, which restarts for a job
+            // a stopping worker released.
+            let reason = format!(
+                "failed on delivery {delivery} of {} ({}): {}",
+                config.delivery_limit,
+                f.kind.as_str(),
+                f.message
+            );
+            match settle.dead_letter(body, &reason).await {
+                Ok(()) => metrics.record(Outcome::DeadLettered),
+                Err(e) => tracing::warn!(id = id.as_str(), error = %e, "job_not_settled"),
+            }
+            return;
+        }
         // Not at once: a breaker open or a flaky image host needs time. A stop hands it back
         // straight away.
-        if !last && !*stopping.borrow() {
+        if !*stopping.borrow() {
             let wait = (config.retry_delay * delivery).min(Duration::from_secs(60));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -172,11 +235,7 @@ async fn finish<S: Settle, K: ResultSink>(
             }
         }
         let _ = settle.retry().await;
-        metrics.record(if last {
-            Outcome::DeadLettered
-        } else {
-            Outcome::Retried
-        });
+        metrics.record(Outcome::Retried);
         return;
     }
     let ok = result.outcome.is_ok();

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ofa_engine::{prom, Drain, Engine, EngineMetrics};
+use ofa_jobs::store::StoreMetrics;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,6 +21,8 @@ use crate::metrics::WorkerMetrics;
 pub struct Health {
     pub worker: Arc<WorkerMetrics>,
     pub engine: Arc<EngineMetrics>,
+    /// The result store's counters (at 0 when no store is configured).
+    pub store: Arc<StoreMetrics>,
     pub drain: Arc<Drain>,
     pub jobs_queue: String,
     pub dead_letter_queue: String,
@@ -87,6 +90,7 @@ async fn readyz(State(h): State<Health>) -> Response {
 async fn metrics(State(h): State<Health>) -> Response {
     let mut families = h.worker.gather(&h.jobs_queue, &h.dead_letter_queue);
     families.extend(h.engine.gather());
+    families.extend(h.store.gather());
     families.extend(prom::process_families());
     (
         [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
@@ -140,6 +144,7 @@ mod tests {
         let h = Health {
             worker: Arc::default(),
             engine: engine_metrics.clone(),
+            store: Arc::default(),
             drain: drain.clone(),
             jobs_queue: "jobs".into(),
             dead_letter_queue: "dead".into(),

@@ -19,14 +19,18 @@ pub enum Outcome {
     DeadLettered,
     /// The result was not confirmed by the broker: handed back, runs again.
     Unconfirmed,
+    /// Held when the worker stopped and not run (or refused by the stopping engine): put back
+    /// without spending a delivery.
+    Released,
 }
 
-const OUTCOMES: [Outcome; 5] = [
+const OUTCOMES: [Outcome; 6] = [
     Outcome::Ok,
     Outcome::Error,
     Outcome::Retried,
     Outcome::DeadLettered,
     Outcome::Unconfirmed,
+    Outcome::Released,
 ];
 
 impl Outcome {
@@ -37,6 +41,7 @@ impl Outcome {
             Outcome::Retried => "retried",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Unconfirmed => "unconfirmed",
+            Outcome::Released => "released",
         }
     }
 }

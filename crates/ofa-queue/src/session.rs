@@ -9,27 +9,31 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 
 use crate::address::Address;
-use crate::amqp::{Publisher, RabbitMq};
+use crate::amqp::{Publisher, RabbitMq, DELIVERIES_HEADER};
 use crate::broker::{Broker, JobSource, Received, ResultSink, Settle};
 use crate::error::BrokerError;
 
-/// Deliveries the broker has handed out for a message, from the quorum queue's count of
-/// earlier returns.
+/// Deliveries of a job, this one included: the quorum queue's count of earlier returns, plus
+/// what the job carried when a stopping worker released it ([`DELIVERIES_HEADER`]).
 fn delivery_number(props: &BasicProperties) -> u32 {
-    let returned = props
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count").cloned())
-        .and_then(|v| match v {
-            AMQPValue::LongLongInt(n) => Some(n),
-            AMQPValue::LongInt(n) => Some(n.into()),
-            AMQPValue::ShortInt(n) => Some(n.into()),
-            AMQPValue::LongUInt(n) => Some(n.into()),
-            _ => None,
-        })
-        .unwrap_or(0);
-    u32::try_from(returned)
-        .unwrap_or(u32::MAX)
+    let header = |name: &str| {
+        props
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name).cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongLongInt(n) => Some(n),
+                AMQPValue::LongInt(n) => Some(n.into()),
+                AMQPValue::ShortInt(n) => Some(n.into()),
+                AMQPValue::LongUInt(n) => Some(n.into()),
+                _ => None,
+            })
+            .map_or(0, |n| {
+                u32::try_from(n).unwrap_or(if n < 0 { 0 } else { u32::MAX })
+            })
+    };
+    header("x-delivery-count")
+        .saturating_add(header(DELIVERIES_HEADER))
         .saturating_add(1)
 }
 
@@ -40,6 +44,7 @@ pub struct AmqpSource {
     channel: Channel,
     consumer: Consumer,
     publisher: Publisher,
+    jobs: String,
     dead_letter: String,
     address: Address,
 }
@@ -47,6 +52,9 @@ pub struct AmqpSource {
 pub struct AmqpSettle {
     acker: lapin::Acker,
     publisher: Publisher,
+    /// The job's message id, kept when it is released.
+    message_id: Option<String>,
+    jobs: String,
     dead_letter: String,
     address: Address,
 }
@@ -81,6 +89,15 @@ impl Settle for AmqpSettle {
             .map_err(|e| BrokerError::Lost(self.address.scrub(e)))
     }
 
+    async fn release(self, body: Vec<u8>, spent: u32) -> Result<(), BrokerError> {
+        // Republished, confirmed, then acked: a crash in between leaves a duplicate (answered
+        // twice, dropped by id when collected), never a loss.
+        self.publisher
+            .requeue(&self.jobs, self.message_id.as_deref(), &body, spent)
+            .await?;
+        self.ack().await
+    }
+
     async fn dead_letter(self, body: Vec<u8>, reason: &str) -> Result<(), BrokerError> {
         self.publisher
             .publish(&self.dead_letter, None, &body, Some(reason))
@@ -100,6 +117,8 @@ impl JobSource for AmqpSource {
                 settle: AmqpSettle {
                     acker: d.acker,
                     publisher: self.publisher.clone(),
+                    message_id: d.properties.message_id().as_ref().map(|m| m.to_string()),
+                    jobs: self.jobs.clone(),
                     dead_letter: self.dead_letter.clone(),
                     address: self.address.clone(),
                 },
@@ -173,6 +192,7 @@ impl Broker for RabbitMq {
             channel,
             consumer,
             publisher,
+            jobs: self.config().queues.jobs.clone(),
             dead_letter: self.config().queues.dead_letter.clone(),
             address: self.config().address.clone(),
         };

@@ -10,7 +10,8 @@ pub struct WorkerConfig {
     pub chunk: usize,
     /// How long to wait for more messages to fill a chunk once one has arrived.
     pub gather: Duration,
-    /// Deliveries before the broker dead-letters a job (for logs: the broker enforces it).
+    /// Deliveries of a job; a transient failure on the last one is dead-lettered by the worker
+    /// (the broker's own limit is the backstop for a worker that dies).
     pub delivery_limit: u32,
     /// Wait before handing back a transiently failed job, times its delivery number.
     pub retry_delay: Duration,

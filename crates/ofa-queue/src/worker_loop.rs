@@ -1,6 +1,7 @@
 //! The worker loop: take jobs from the broker, run them in chunks through the engine, publish
 //! each result and ack the job only once the broker has confirmed the result. Reconnects with
-//! backoff when the broker goes away; on stop, finishes what it holds and closes cleanly.
+//! backoff when the broker goes away; on stop, finishes what it is running, releases what it
+//! holds unstarted (without spending its deliveries) and closes cleanly.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -13,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::{Broker, JobSource, Received, ResultSink};
-use crate::chunk::{handle_chunk, Context, Held};
+use crate::chunk::{handle_chunk, release, Context, Held};
 use crate::error::BrokerError;
 use crate::metrics::WorkerMetrics;
 use crate::worker_config::WorkerConfig;
@@ -130,6 +131,7 @@ impl<B: Broker> Worker<B> {
             if stopped {
                 let _ = stopping_tx.send(true);
                 source.stop().await;
+                self.release_unstarted(&mut source).await;
                 let held = self.metrics.in_flight.load(Ordering::Relaxed);
                 tracing::info!(jobs_held = held, "worker_draining");
                 let all = async { while tasks.join_next().await.is_some() {} };
@@ -159,6 +161,19 @@ impl<B: Broker> Worker<B> {
         self.metrics.connected.store(false, Ordering::Relaxed);
         tracing::info!("worker_stopped");
         Ok(())
+    }
+
+    /// What the consumer had received but no chunk took (up to the prefetch) goes back
+    /// without spending a delivery. After the cancel, the consumer yields what it buffered,
+    /// then ends.
+    async fn release_unstarted(&self, source: &mut B::Source) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Ok(Some(Ok(r))) = tokio::time::timeout_at(until.into(), source.next()).await {
+            let id = ofa_jobs::Job::parse(&r.body)
+                .map(|j| j.id)
+                .unwrap_or_default();
+            release(r.settle, r.body, r.delivery, &id, &self.metrics).await;
+        }
     }
 
     fn lost(&self, error: Option<String>) {

@@ -86,16 +86,28 @@ fn config(delivery_limit: u32) -> WorkerConfig {
 }
 
 fn start(broker: &MemoryBroker, model: StandIn, config: WorkerConfig) -> Setup {
+    start_queueing(broker, model, config, EngineConfig::default().max_queue)
+}
+
+/// [`start`], with at most `max_queue` pairs waiting in the engine.
+fn start_queueing(
+    broker: &MemoryBroker,
+    model: StandIn,
+    config: WorkerConfig,
+    max_queue: usize,
+) -> Setup {
     let model = Arc::new(model);
+    let drain = Arc::new(Drain::default());
     let engine = Arc::new(Engine::start(
         model.clone(),
         EngineConfig {
             max_batch_size: 4,
+            max_queue,
             breaker_failures: u32::MAX,
             ..EngineConfig::default()
         },
         Arc::new(EngineMetrics::default()),
-        Arc::new(Drain::default()),
+        drain.clone(),
     ));
     let fetcher = Fetcher::new(ImageSettings {
         root: None,
@@ -109,8 +121,10 @@ fn start(broker: &MemoryBroker, model: StandIn, config: WorkerConfig) -> Setup {
     let metrics = Arc::new(WorkerMetrics::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(broker.clone(), runner, metrics.clone(), config);
-    let worker = tokio::spawn(worker.run(async {
+    // As the binary does: a stop begins the engine's drain, which refuses new work.
+    let worker = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
+        drain.begin();
     }));
     Setup {
         model,
@@ -209,7 +223,9 @@ async fn a_job_failing_on_every_delivery_is_dead_lettered_at_the_limit() {
     {
         let s = broker.state();
         assert!(s.results.is_empty(), "no result for a job that never ran");
-        assert_eq!(s.dead[0].1, "delivery_limit");
+        assert!(s.dead[0]
+            .1
+            .starts_with("failed on delivery 2 of 2 (model_failure)"));
     }
     assert_eq!(w.metrics.jobs(Outcome::Retried), 1);
     assert_eq!(w.metrics.jobs(Outcome::DeadLettered), 1);
@@ -274,5 +290,37 @@ async fn a_stop_settles_every_job_held_and_leaves_the_rest_queued() {
     );
     assert!(!s.ready.is_empty(), "a stop takes no more jobs");
     assert_eq!(s.acked, s.results.len());
+    assert!(s.dead.is_empty());
+}
+
+/// A stop while a chunk waits for room in the engine (its queue holds one chunk), with a
+/// delivery limit of 1: the worker puts the waiting jobs back without spending their one
+/// delivery. A second worker answers every job; none is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_spends_no_delivery_of_the_jobs_it_did_not_run() {
+    let n = 40;
+    let jobs: Vec<Vec<u8>> = (0..n).map(|i| job(&format!("j{i}"), b"img", "x")).collect();
+    let broker = MemoryBroker::new(1, jobs);
+    let slow = || StandIn {
+        pace: Duration::from_millis(100),
+        ..StandIn::default()
+    };
+    let w = start_queueing(&broker, slow(), config(1), 4);
+    broker.until(WITHIN, |s| !s.results.is_empty()).await;
+    w.stop().await;
+    {
+        let s = broker.state();
+        assert!(s.released > 0, "the held jobs went back");
+        assert!(s.held.is_empty() && s.dead.is_empty());
+        assert!(
+            s.ready.iter().all(|(_, spent)| *spent == 0),
+            "no delivery spent"
+        );
+    }
+    let w = start(&broker, slow(), config(1));
+    broker.until(WITHIN, |s| s.results.len() == n).await;
+    w.stop().await;
+    let s = broker.state();
+    assert_eq!(s.results.len(), n);
     assert!(s.dead.is_empty());
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ofa_model::internal::network::linear::DenseForm;
 use ofa_model::{Entailment, PairInput, DEFAULT_MAX_PIXELS};
 use ofa_model::{Prepared, StageTimes};
 use serde::Serialize;
@@ -77,6 +78,13 @@ struct Report {
     model: String,
     device: String,
     precision: ofa_model::Precision,
+    /// How the dense layers' weights are held: `stored` (`[out, in]`, GPUs), `transposed`
+    /// (`[in, out]`, the CPU's f32) or `int8` (quantised, with scales).
+    dense_layout: &'static str,
+    /// Where the weights came from: `random` (built in memory), the checkpoint's name
+    /// (`pytorch_model.bin`, `model.safetensors`: transformed as read), or an engine-layout
+    /// file `convert` wrote (`engine-cpu-int8.safetensors (converted)`: used as it is).
+    weights: String,
     resnet_layout: ofa_model::ResNetLayout,
     /// Both layouts' ResNet times at the largest batch, where `--resnet-layout auto` chose
     /// between them (a GPU).
@@ -205,6 +213,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         model,
         device: crate::args::device::name(&device),
         precision,
+        dense_layout: match precision.dense_form(&device) {
+            DenseForm::Stored => "stored",
+            DenseForm::Transposed => "transposed",
+            DenseForm::Int8 => "int8",
+        },
+        weights: pipeline.weight_source().describe(),
         resnet_layout: pipeline.model().resnet_layout(),
         resnet_layout_tuning: pipeline.model().resnet_layout_tuning(),
         gpu: ofa_model::gpu::info(&device),
@@ -229,8 +243,8 @@ fn print_table(r: &Report) {
     let gb = |b: Option<u64>| b.map_or("n/a".to_owned(), |v| format!("{:.2} GB", v as f64 / 1e9));
     println!("model: {}", r.model);
     println!(
-        "device: {}  precision: {}  ResNet: {}",
-        r.device, r.precision, r.resnet_layout
+        "device: {}  precision: {} ({} dense weights, from {})  ResNet: {}",
+        r.device, r.precision, r.dense_layout, r.weights, r.resnet_layout
     );
     if let Some(t) = &r.resnet_layout_tuning {
         println!(

@@ -1,19 +1,60 @@
 //! `ofa-entail convert`, and the same conversion after `download`: `model.safetensors` next to
-//! `pytorch_model.bin`, so later starts memory-map the weights instead of unpickling them.
+//! `pytorch_model.bin`, so later starts memory-map the weights instead of unpickling them; and
+//! with `--precision`, the engine's own layout for the CPU (dense weights transposed, or
+//! quantised to int8 with their scales), so a start runs them with no transformation at all.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use ofa_model::internal::load::engine_layout;
+use ofa_model::Precision;
+
+use crate::args::device::parse_precision;
 
 #[derive(clap::Args)]
 pub struct ConvertArgs {
-    /// Model directory holding pytorch_model.bin.
+    /// Model directory holding pytorch_model.bin or model.safetensors.
     #[arg(long, env = "MODEL_DIR")]
     model_dir: PathBuf,
+    /// Also write the CPU engine's layout for this precision (`f32`: the dense weights
+    /// transposed; `int8`: quantised with their scales), so `serve --precision` of the same
+    /// value starts without transforming them. Unset: only model.safetensors.
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<Precision>,
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    write_safetensors(&args.model_dir)
+    let dir = &args.model_dir;
+    let before = ofa_model::ModelDir::pick_weights(dir)
+        .with_context(|| format!("no weights to convert in {}", dir.display()))?;
+    if_needed(dir)?;
+    if matches!(before, ofa_model::WeightsFile::Safetensors(_)) {
+        eprintln!("{} is up to date", before.path().display());
+    }
+    if let Some(precision) = args.precision {
+        write_engine_layout(dir, precision)?;
+    }
+    Ok(())
+}
+
+/// The CPU engine's layout for `precision`, written and timed on stderr.
+pub fn write_engine_layout(dir: &Path, precision: Precision) -> Result<()> {
+    let form = precision.dense_form(&ofa_model::Device::Cpu);
+    anyhow::ensure!(
+        engine_layout::file_name(form).is_some(),
+        "the CPU runs f32 or int8; {} has no CPU layout",
+        precision.name()
+    );
+    let t = std::time::Instant::now();
+    let (path, n) = engine_layout::write(dir, form)
+        .with_context(|| format!("cannot write the engine layout in {}", dir.display()))?;
+    eprintln!(
+        "wrote {} ({n} tensors, {} layout) in {:.1} s",
+        path.display(),
+        precision.name(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Converts, and says what it wrote and how long it took on stderr.

@@ -38,7 +38,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         runs: Runs::Once,
         image_cache_bytes: 0,
     };
-    let (pipeline, _) = startup::load_for_cli(&args.model, &settings)?;
+    let pipeline = startup::load_for_cli(&args.model, &settings)?.pipeline;
     let input = PairInput {
         image: &image,
         hypothesis: &args.text,

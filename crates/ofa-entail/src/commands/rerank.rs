@@ -87,7 +87,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
         runs: Runs::Once,
         image_cache_bytes: 0,
     };
-    let (pipeline, _) = startup::load_for_cli(&args.model, &settings)?;
+    let pipeline = startup::load_for_cli(&args.model, &settings)?.pipeline;
     let answers = pipeline.answers().to_vec();
     let ranking = Ranking::new(
         Some(args.label.clone()),
@@ -112,7 +112,7 @@ pub fn run(args: RerankArgs) -> Result<()> {
         fault_injection: false,
     };
     let engine = startup::start_engine(
-        Arc::new(pipeline),
+        pipeline,
         config,
         Arc::new(EngineMetrics::default()),
         Arc::new(Drain::default()),

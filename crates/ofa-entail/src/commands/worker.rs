@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use ofa_engine::{Drain, EngineConfig, EngineMetrics};
+use ofa_jobs::store::{StoreLocation, StoreMetrics};
 use ofa_jobs::Runner;
 use ofa_queue::health::{self, Health};
 use ofa_queue::{Broker, Worker, WorkerConfig, WorkerMetrics};
@@ -15,6 +16,7 @@ use ofa_queue::{Broker, Worker, WorkerConfig, WorkerMetrics};
 use crate::args::flags::seconds;
 use crate::args::jobs::{AmqpArgs, ImageArgs, JobSizeArgs};
 use crate::args::model::ModelArgs;
+use crate::args::store::StoreArgs;
 use crate::startup::{self, Loaded, ModelSettings, Runs};
 
 #[derive(Args, Debug)]
@@ -27,6 +29,8 @@ pub struct WorkerArgs {
     images: ImageArgs,
     #[command(flatten)]
     job_size: JobSizeArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     #[command(flatten)]
     device: crate::args::device::DeviceArgs,
     /// Most pairs in one forward pass.
@@ -99,6 +103,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
     runtime.block_on(async move {
         let engine_metrics = Arc::new(EngineMetrics::default());
         let worker_metrics = Arc::new(WorkerMetrics::default());
+        let store_metrics = Arc::new(StoreMetrics::default());
         let drain = Arc::new(Drain::default());
         let model_slot = Arc::new(std::sync::OnceLock::new());
         let addr = format!("{}:{}", args.host, args.metrics_port);
@@ -109,6 +114,7 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let health = Health {
             worker: worker_metrics.clone(),
             engine: engine_metrics.clone(),
+            store: store_metrics.clone(),
             drain: drain.clone(),
             jobs_queue: args.amqp.jobs_queue.clone(),
             dead_letter_queue: args.amqp.dead_letter_queue.clone(),
@@ -122,8 +128,22 @@ pub fn run(args: WorkerArgs) -> Result<()> {
             runs: Runs::Batches(args.max_batch_size),
             image_cache_bytes: 0,
         };
-        let Loaded { pipeline, .. } =
-            startup::load_for_service(&args.model, &settings, &engine_metrics).await?;
+        let Loaded {
+            pipeline,
+            device,
+            dir,
+        } = startup::load_for_service(&args.model, &settings, &engine_metrics).await?;
+        let store = args
+            .store
+            .open(&args.model, &dir, &pipeline, &device, store_metrics)
+            .await?;
+        if let Some(location) = args.store.location() {
+            let kind = match StoreLocation::parse(location) {
+                StoreLocation::Redis(_) => "redis",
+                StoreLocation::File(_) => "file",
+            };
+            tracing::info!(kind, ttl_s = args.store.ttl()?.as_secs(), "result_store_opened");
+        }
         // Every job held may be queued in the engine at once.
         let engine_config = EngineConfig {
             fault_injection: args.fault_injection,
@@ -143,7 +163,11 @@ pub fn run(args: WorkerArgs) -> Result<()> {
         let _ = model_slot.set(engine.clone());
         // As `serve` does: every batch size on a GPU, and the breaker's probe pair.
         startup::warm_up(&engine, &pipeline, args.max_batch_size, true).await?;
-        let runner = Arc::new(Runner::new(engine, fetcher, job_timeout));
+        let mut runner = Runner::new(engine, fetcher, job_timeout);
+        if let Some(store) = store {
+            runner = runner.with_store(store);
+        }
+        let runner = Arc::new(runner);
         let stop = {
             let drain = drain.clone();
             async move {

@@ -11,6 +11,8 @@ pub struct Progress {
     total: usize,
     done: usize,
     noun: &'static str,
+    /// Said after the count (`120 from the result store`).
+    note: String,
     started: Instant,
     last: Instant,
 }
@@ -33,6 +35,7 @@ impl Progress {
             total,
             done: 0,
             noun,
+            note: String::new(),
             started: Instant::now(),
             last: Instant::now(),
         }
@@ -48,12 +51,25 @@ impl Progress {
         }
     }
 
-    /// `done/total noun, rate/s, ETA s`: what the plain output prints.
+    /// Changes what is said after the count.
+    pub fn set_note(&mut self, note: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{} ({note})", self.noun));
+        }
+        self.note = note;
+    }
+
+    /// `done/total noun (note), rate/s, ETA s`: what the plain output prints.
     fn line(&self) -> String {
         let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         let eta = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
         let (done, total, noun) = (self.done, self.total, self.noun);
-        format!("{done}/{total} {noun}, {rate:.1}/s, ETA {eta:.0} s")
+        let note = if self.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.note)
+        };
+        format!("{done}/{total} {noun}{note}, {rate:.1}/s, ETA {eta:.0} s")
     }
 
     /// The final state of a bar, left on the terminal.
@@ -77,5 +93,12 @@ mod tests {
         let line = p.line();
         assert!(line.starts_with("4/10 jobs, "), "{line}");
         assert!(line.ends_with(" s"), "{line}");
+        p.set_note("3 from the result store".into());
+        assert!(
+            p.line()
+                .starts_with("4/10 jobs (3 from the result store), "),
+            "{}",
+            p.line()
+        );
     }
 }

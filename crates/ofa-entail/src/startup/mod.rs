@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use ofa_engine::{Drain, Engine, EngineConfig, EngineMetrics};
-use ofa_model::{Device, Entailment, Precision};
+use ofa_model::{Device, Entailment, Precision, WeightSource};
 use serde_json::json;
 
 use crate::args::device::{name, DeviceArgs};
@@ -59,10 +59,18 @@ pub fn load(
 
 /// For the command line: the device (its warning on stderr), the model directory (downloaded
 /// with a progress bar when needed), and the pipeline loaded from it.
-pub fn load_for_cli(model: &ModelArgs, settings: &ModelSettings) -> Result<(Entailment, Device)> {
+pub fn load_for_cli(model: &ModelArgs, settings: &ModelSettings) -> Result<Loaded> {
     let (device, precision) = settings.device.open_for_cli()?;
     let dir = model.resolve_blocking()?;
-    Ok((load(&dir, &device, precision, settings)?, device))
+    let pipeline = load(&dir, &device, precision, settings)?;
+    if let WeightSource::CheckpointOverStale { why, .. } = pipeline.weight_source() {
+        eprintln!("warning: {why}");
+    }
+    Ok(Loaded {
+        pipeline: Arc::new(pipeline),
+        device,
+        dir,
+    })
 }
 
 /// A loaded model as a service holds it.
@@ -109,7 +117,11 @@ pub async fn load_for_service(
     };
     let load_s = t.elapsed().as_secs_f64();
     metrics.set_model_loaded(load_s);
-    tracing::info!(seconds = load_s, device = name(&device), json.resnet_layout_tuning = %json!(pipeline.model().resnet_layout_tuning()), "model_loaded");
+    if let WeightSource::CheckpointOverStale { why, .. } = pipeline.weight_source() {
+        tracing::warn!(detail = why.as_str(), "engine_layout_ignored");
+    }
+    let weights = pipeline.weight_source().describe();
+    tracing::info!(seconds = load_s, device = name(&device), weights, json.resnet_layout_tuning = %json!(pipeline.model().resnet_layout_tuning()), "model_loaded");
     Ok(Loaded {
         pipeline: Arc::new(pipeline),
         device,

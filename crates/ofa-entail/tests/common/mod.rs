@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod catalogue;
 pub mod image_host;
 pub mod jobs;
+pub mod queue_cli;
 pub mod rabbit;
 #[path = "../../../ofa-access/tests/common/redis_server.rs"]
 pub mod redis_server;

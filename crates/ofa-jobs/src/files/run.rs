@@ -32,6 +32,8 @@ pub struct FileRun {
 pub struct FileSummary {
     pub ok: usize,
     pub errors: usize,
+    /// Of `ok`: answered from the result store.
+    pub from_store: usize,
     /// Jobs whose id already had a result.
     pub skipped: usize,
     /// Lines that were not jobs (or too long, or repeated an id).
@@ -40,7 +42,8 @@ pub struct FileSummary {
 
 /// Told of each step, for a progress bar and the operator's messages.
 pub trait Progress {
-    fn answered(&mut self);
+    /// One job answered; `from_store` when the result store gave its answer.
+    fn answered(&mut self, from_store: bool);
     fn line_skipped(&mut self, number: usize, problem: &str);
 }
 
@@ -108,12 +111,13 @@ impl FileRun {
                 }
                 if result.outcome.is_ok() {
                     summary.ok += 1;
+                    summary.from_store += usize::from(result.cached);
                 } else {
                     summary.errors += 1;
                 }
                 writeln!(file, "{}", result.to_json(&self.model_id, &self.revision))
                     .map_err(|e| FileError::write(out, e))?;
-                progress.answered();
+                progress.answered(result.cached);
             }
             // Results are on disk before the next chunk: a kill loses at most work in flight.
             file.flush()

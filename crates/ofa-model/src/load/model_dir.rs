@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{OfaError, Result};
 use crate::load::config::OfaConfig;
+use crate::load::engine_layout;
 use crate::load::files::{
     mtime_ns, safetensors_metadata, CONFIGURATION_FILE, CONFIG_FILE, MERGES_FILE,
     META_CONVERTED_FROM, META_SOURCE_MTIME, META_SOURCE_SIZE, PYTORCH_FILE, SAFETENSORS_FILE,
     VOCAB_FILE,
 };
 use crate::load::runtime::RuntimeConfig;
+use crate::network::linear::DenseForm;
 
 /// Which weight file a directory offers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,40 @@ impl ModelDir {
             runtime,
             weights,
         })
+    }
+
+    /// The files whose contents decide the model's outputs, sorted: the weights the model
+    /// is loaded from (the `pytorch_model.bin` a current `model.safetensors` was converted
+    /// from, so converting changes nothing) and every other regular file in `root` but hidden
+    /// ones (locks, the hub client's metadata), other weight files and the engine layouts.
+    pub fn source_files(root: &Path) -> Result<Vec<PathBuf>> {
+        let weights = match Self::pick_weights(root)? {
+            WeightsFile::Safetensors(st) => {
+                let meta = safetensors_metadata(&st).unwrap_or_default();
+                let from_bin =
+                    meta.get(META_CONVERTED_FROM).map(String::as_str) == Some(PYTORCH_FILE);
+                match from_bin && root.join(PYTORCH_FILE).is_file() {
+                    true => root.join(PYTORCH_FILE),
+                    false => st,
+                }
+            }
+            WeightsFile::Pytorch(pt) => pt,
+        };
+        let mut skip: Vec<&str> = [DenseForm::Transposed, DenseForm::Int8]
+            .into_iter()
+            .filter_map(engine_layout::file_name)
+            .collect();
+        skip.extend([SAFETENSORS_FILE, PYTORCH_FILE]);
+        let mut files = vec![weights];
+        for entry in std::fs::read_dir(root).map_err(|e| OfaError::io(root, e))? {
+            let entry = entry.map_err(|e| OfaError::io(root, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !skip.contains(&name.as_str()) && entry.path().is_file() {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+        Ok(files)
     }
 
     /// Safetensors is preferred (it loads without unpickling) unless `convert` made it from a

@@ -118,6 +118,8 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
             Some("F16") => DType::F16,
             Some("BF16") => DType::BF16,
             Some("F64") => DType::F64,
+            // Quantised weights of an engine-layout file (`engine_layout`).
+            Some("U8") if crate::network::linear::is_int8_entry(name) => DType::U8,
             Some(_) => continue, // integer buffers are recomputed, not read
             None => return Err(bad(format!("tensor {name}: missing dtype"))),
         };

@@ -244,6 +244,19 @@ pub fn is_int8_weight(name: &str) -> bool {
 /// quantisation (the stored copy freed at once, so a load never holds the model twice),
 /// anything else unchanged.
 pub fn dense_entries(name: String, t: Tensor, form: DenseForm) -> Result<Vec<(String, Tensor)>> {
+    // A checkpoint written with the weights already transposed (`random-model`'s): int8
+    // quantises the stored orientation, so it is turned back first.
+    if let Some(stored) = name.strip_suffix(TRANSPOSED) {
+        if form == DenseForm::Int8 && is_int8_weight(stored) && t.rank() == 2 {
+            let (k, n) = t.dims2()?;
+            let t = t.to_dtype(DType::F32)?.contiguous()?;
+            let w = with_host_f32(&t, |v| transpose(v, k, n))?;
+            drop(t);
+            let w = Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu)?;
+            return dense_entries(stored.to_owned(), w, form);
+        }
+        return Ok(vec![(name, t)]);
+    }
     if form == DenseForm::Stored || !is_int8_weight(&name) || t.rank() != 2 {
         return Ok(vec![(name, t)]);
     }

@@ -11,10 +11,12 @@ pub use ofa_api::{BatchReport, Prepared, Scores, StageTimes};
 
 use crate::error::{OfaError, Result};
 use crate::load::config::OfaConfig;
+use crate::load::engine_layout::{self, WeightSource};
 use crate::load::files::CONFIG_FILE;
-use crate::load::model_dir::ModelDir;
+use crate::load::model_dir::{ModelDir, WeightsFile};
 use crate::load::precision::Precision;
 use crate::load::runtime::{PromptType, RuntimeConfig};
+use crate::network::linear::DenseForm;
 use crate::network::model::OfaModel;
 use crate::network::resnet::ResNetLayout;
 use crate::preprocess::image::{decode_for_resize, resize_square};
@@ -38,6 +40,7 @@ pub struct Entailment {
     pub(super) model: OfaModel,
     answer_ids: Vec<u32>,
     precision: Precision,
+    weight_source: WeightSource,
     /// Only the inference thread scores, so this lock is never contended.
     pub(super) image_cache: Option<Mutex<FeatureCache>>,
     /// Without the cache, when on ([`Entailment::with_feature_reuse`]): the features of the
@@ -69,10 +72,34 @@ impl Entailment {
         precision.check(device)?;
         let dir = ModelDir::open(dir)?;
         let tokenizer = Tokenizer::from_dir(&dir.root)?;
-        let weights_path = dir.weights.path().to_path_buf();
-        let tensors = crate::load::weights::load_with(&dir.weights, precision.dense_form(device))?;
+        let form = precision.dense_form(device);
+        let checkpoint = dir.weights.path().to_path_buf();
+        // The engine's own layout when `convert` wrote a current one: read as it is, with no
+        // transposing or quantising at the start.
+        let (source, tensors) = match engine_layout::find(&dir.root, &dir.weights, form) {
+            Ok(Some(converted)) => {
+                let file = WeightsFile::Safetensors(converted.clone());
+                let tensors = crate::load::weights::load_with(&file, DenseForm::Stored)?;
+                (WeightSource::Converted(converted), tensors)
+            }
+            found => {
+                let tensors = crate::load::weights::load_with(&dir.weights, form)?;
+                let source = match found {
+                    Err(why) => WeightSource::CheckpointOverStale {
+                        checkpoint: checkpoint.clone(),
+                        why,
+                    },
+                    _ => WeightSource::Checkpoint(checkpoint.clone()),
+                };
+                (source, tensors)
+            }
+        };
+        let weights_path = match &source {
+            WeightSource::Converted(p) => p.clone(),
+            _ => checkpoint,
+        };
         let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
-        Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
+        let mut loaded = Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
             .map_err(|e| match e {
                 OfaError::Candle(c) => OfaError::Weights {
                     file: weights_path,
@@ -80,7 +107,15 @@ impl Entailment {
                 },
                 other => other,
             })?
-            .with_precision_applied(precision)
+            .with_precision_applied(precision)?;
+        loaded.weight_source = source;
+        Ok(loaded)
+    }
+
+    /// Where the weights came from: random, a checkpoint (transformed as it was read), or an
+    /// engine-layout file `convert` wrote.
+    pub fn weight_source(&self) -> &WeightSource {
+        &self.weight_source
     }
 
     /// Builds the pipeline from already-read configuration and a weight source (a checkpoint or
@@ -112,6 +147,7 @@ impl Entailment {
             model,
             answer_ids,
             precision: Precision::F32,
+            weight_source: WeightSource::Random,
             image_cache: None,
             recent: None,
             stage_sync: false,

@@ -143,3 +143,23 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// A scratch copy of the tiny model directory (weights hard-linked when possible), removed
+/// when dropped.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("ofa-model-{name}-"))
+        .tempdir()
+        .unwrap();
+    for entry in std::fs::read_dir(tiny_dir()).unwrap() {
+        let p = entry.unwrap().path();
+        let dst = dir.path().join(p.file_name().unwrap());
+        // The weights are linked (tests replace them, never write through); the small files a
+        // test may edit are copies, so an edit cannot reach the fixture.
+        let large = std::fs::metadata(&p).unwrap().len() > 1 << 20;
+        if !large || std::fs::hard_link(&p, &dst).is_err() {
+            std::fs::copy(&p, &dst).unwrap();
+        }
+    }
+    dir
+}

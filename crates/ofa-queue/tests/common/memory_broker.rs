@@ -19,6 +19,8 @@ pub struct State {
     /// Published results, by job id, in order.
     pub results: Vec<(String, Vec<u8>)>,
     pub acked: usize,
+    /// Put back by a stopping worker without spending a delivery.
+    pub released: usize,
     pub delivery_limit: u32,
     /// Opens refused before one succeeds.
     pub refuse_opens: u32,
@@ -103,6 +105,16 @@ impl Settle for MemorySettle {
 
     async fn retry(self) -> Result<(), BrokerError> {
         self.broker.state().hand_back(self.tag, true);
+        Ok(())
+    }
+
+    async fn release(self, body: Vec<u8>, spent: u32) -> Result<(), BrokerError> {
+        // As republishing does: a new message at the back, carrying its spent deliveries.
+        let mut s = self.broker.state();
+        if s.held.remove(&self.tag).is_some() {
+            s.released += 1;
+            s.ready.push_back((body, spent));
+        }
         Ok(())
     }
 
