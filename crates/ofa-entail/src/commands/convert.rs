@@ -76,6 +76,27 @@ pub fn if_needed(dir: &Path) -> Result<()> {
     if !dir.join("pytorch_model.bin").is_file() {
         return Ok(());
     }
+    let _lock = lock(dir)?;
+    match ofa_model::ModelDir::pick_weights(dir)? {
+        ofa_model::WeightsFile::Safetensors(_) => Ok(()),
+        ofa_model::WeightsFile::Pytorch(_) => write_safetensors(dir),
+    }
+}
+
+/// Writes the CPU engine's layout for `precision` unless a current one is there (made from
+/// these weights by a build that transforms as this one does); locked as [`if_needed`].
+pub fn layout_if_needed(dir: &Path, precision: Precision) -> Result<()> {
+    let _lock = lock(dir)?;
+    let form = precision.dense_form(&ofa_model::Device::Cpu);
+    let source = ofa_model::ModelDir::pick_weights(dir)?;
+    match engine_layout::find(dir, &source, form) {
+        Ok(Some(_)) => Ok(()),
+        _ => write_engine_layout(dir, precision),
+    }
+}
+
+/// The directory's conversion lock, held until dropped.
+fn lock(dir: &Path) -> Result<std::fs::File> {
     let lock_path = dir.join(".model.safetensors.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -85,8 +106,5 @@ pub fn if_needed(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-    match ofa_model::ModelDir::pick_weights(dir)? {
-        ofa_model::WeightsFile::Safetensors(_) => Ok(()),
-        ofa_model::WeightsFile::Pytorch(_) => write_safetensors(dir),
-    }
+    Ok(lock)
 }

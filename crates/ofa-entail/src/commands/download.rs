@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use ofa_hub::Source;
+use ofa_model::Precision;
 
 use crate::args::model::{describe_source, fetch, runtime, HubArgs, Reporter, DEFAULT_MODEL_ID};
 
@@ -21,6 +22,26 @@ pub struct DownloadArgs {
     /// memory-maps the weights instead of unpickling them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     convert: bool,
+    /// Also write the CPU engine's weight layout for this precision (`f32`, `int8`), unless a
+    /// current one is there, so CPU starts of that precision run the weights as they are
+    /// (`convert --precision`); `none` for GPU pods.
+    #[arg(long, env = "ENGINE_LAYOUT", default_value = "none", value_parser = parse_layout)]
+    engine_layout: Layout,
+}
+
+/// `ENGINE_LAYOUT`: a CPU precision, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout(Option<Precision>);
+
+fn parse_layout(s: &str) -> Result<Layout, String> {
+    match s.trim() {
+        "" | "none" => Ok(Layout(None)),
+        "f32" => Ok(Layout(Some(Precision::F32))),
+        "int8" => Ok(Layout(Some(Precision::Int8))),
+        other => Err(format!(
+            "ENGINE_LAYOUT {other:?}: the CPU engine's layouts are f32 and int8 (or none)"
+        )),
+    }
 }
 
 pub fn run(args: DownloadArgs) -> Result<()> {
@@ -37,6 +58,9 @@ pub fn run(args: DownloadArgs) -> Result<()> {
     // Offline, the cache is taken as it is (it may be read-only).
     if args.convert && snap.source != Source::Offline {
         crate::commands::convert::if_needed(&snap.dir)?;
+        if let Layout(Some(precision)) = args.engine_layout {
+            crate::commands::convert::layout_if_needed(&snap.dir, precision)?;
+        }
     }
     println!("{}", snap.dir.display());
     Ok(())

@@ -687,6 +687,8 @@ fn init_container_then_server_run_as_the_manifests_say() {
     );
     let snapshot = cache.join("models/iic--ofa_tiny_ve/snapshots/master");
     assert!(snapshot.join("model.safetensors").is_file());
+    // ENGINE_LAYOUT: the CPU engine's layout is written once, for the server to use as it is.
+    assert!(snapshot.join("engine-cpu-f32.safetensors").is_file());
 
     hub.reset_log();
     let env = env_of(&pod["containers"][0]);
@@ -699,6 +701,12 @@ fn init_container_then_server_run_as_the_manifests_say() {
         .unwrap();
     assert_eq!(started["source"], "offline, from the cache");
     assert_eq!(started["model_dir"], snapshot.display().to_string());
+    let loaded = server
+        .log_lines()
+        .into_iter()
+        .find(|l| l["event"] == "model_loaded")
+        .unwrap();
+    assert_eq!(loaded["weights"], "engine-cpu-f32.safetensors (converted)");
     assert_eq!(
         crate::common::blocking_status(&server.url("/readyz")).unwrap(),
         200
