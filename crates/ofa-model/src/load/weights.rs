@@ -108,7 +108,9 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
         serde_json::from_slice(&mmap[8..data_start])
             .map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
     let data = &mmap[data_start..];
-    let mut out = Vec::with_capacity(header.len());
+    // Checked first, then read in parallel: each tensor's copy out of the mapping (and the page
+    // faults of its new memory) is a third of a start from the engine's layout.
+    let mut entries = Vec::with_capacity(header.len());
     for (name, info) in &header {
         if name == "__metadata__" || is_ignored(name) {
             continue;
@@ -135,21 +137,29 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
                 data.len()
             )));
         }
-        let bytes = &data[offsets[0]..offsets[1]];
-        let t = Tensor::from_raw_buffer(bytes, dtype, &shape, &Device::Cpu)
-            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-        // SAFETY: read-only file mapping; dropped pages are re-read from the file if touched.
-        unsafe {
-            let _ = mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                data_start + offsets[0],
-                expected,
-            );
-        }
-        let entries = crate::network::linear::dense_entries(name.clone(), t, form)
-            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-        out.extend(entries);
+        entries.push((name, dtype, shape, offsets));
     }
+    use rayon::prelude::*;
+    let read: Vec<Vec<(String, Tensor)>> = entries
+        .into_par_iter()
+        .map(|(name, dtype, shape, offsets)| {
+            let bytes = &data[offsets[0]..offsets[1]];
+            let t = Tensor::from_raw_buffer(bytes, dtype, &shape, &Device::Cpu)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            // SAFETY: read-only file mapping; dropped pages are re-read from the file if
+            // touched.
+            unsafe {
+                let _ = mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    data_start + offsets[0],
+                    offsets[1] - offsets[0],
+                );
+            }
+            crate::network::linear::dense_entries(name.clone(), t, form)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let out: Vec<(String, Tensor)> = read.into_iter().flatten().collect();
     Ok(out)
 }
 

@@ -101,14 +101,21 @@ impl Int8Weights {
             if p.data.len() != n.div_ceil(BLOCK) * kp * BLOCK || w.scale.len() != n {
                 return None;
             }
-            let offset: Vec<i32> = (0..n)
-                .map(|o| {
-                    let (b, j) = (o / BLOCK, o % BLOCK);
-                    let block = &p.data[b * kp * BLOCK..(b + 1) * kp * BLOCK];
-                    let sum: i32 = (0..kp)
-                        .map(|c| i32::from(block[(c / 4) * BLOCK * 4 + j * 4 + c % 4]))
-                        .sum();
-                    128 * sum
+            // Block by block in parallel, each read front to back (four inputs of its 64
+            // outputs at a time): a start reads the layout `convert` wrote in one pass.
+            let offset: Vec<i32> = p
+                .data
+                .par_chunks(kp * BLOCK)
+                .enumerate()
+                .flat_map_iter(|(b, block)| {
+                    let mut sums = [0i32; BLOCK];
+                    for group in block.chunks_exact(BLOCK * 4) {
+                        for (sum, four) in sums.iter_mut().zip(group.chunks_exact(4)) {
+                            *sum += four.iter().map(|&v| i32::from(v)).sum::<i32>();
+                        }
+                    }
+                    let outputs = (n - b * BLOCK).min(BLOCK);
+                    sums.into_iter().take(outputs).map(|s| 128 * s)
                 })
                 .collect();
             Some(offset)
