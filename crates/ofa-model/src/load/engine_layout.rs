@@ -172,21 +172,9 @@ pub fn write(dir: &Path, form: DenseForm) -> Result<(PathBuf, usize)> {
     let source = ModelDir::pick_weights(dir)?;
     let info = stamp(&source, form)?;
     let tensors = crate::load::weights::load_with(&source, form)?;
-    let dst = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    if let Err(e) = safetensors::serialize_to_file(
-        sorted.into_iter().map(|(n, t)| (n.as_str(), t)),
-        Some(info),
-        &tmp,
-    ) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(OfaError::Weights {
-            file: dst,
-            message: format!("cannot write: {e}"),
-        });
-    }
-    std::fs::rename(&tmp, &dst).map_err(|e| OfaError::io(&dst, e))?;
+    let named = sorted.into_iter().map(|(n, t)| (n.as_str(), t));
+    let dst = crate::load::weights::save_atomically(named, info, dir, name)?;
     Ok((dst, tensors.len()))
 }

@@ -177,24 +177,29 @@ pub fn convert_pytorch_to_safetensors(dir: &Path) -> Result<(std::path::PathBuf,
         file: src.clone(),
         message: format!("cannot read PyTorch checkpoint: {e}"),
     })?;
-    let dst = dir.join(SAFETENSORS_FILE);
-    // Per process: two conversions of one directory must never write the same file.
-    let tmp = dir.join(format!(
-        ".{SAFETENSORS_FILE}.{}.partial",
-        std::process::id()
-    ));
     let info = std::collections::HashMap::from([
         ("format".to_owned(), "pt".to_owned()),
         (META_CONVERTED_FROM.to_owned(), PYTORCH_FILE.to_owned()),
         (META_SOURCE_SIZE.to_owned(), size.to_string()),
         (META_SOURCE_MTIME.to_owned(), mtime),
     ]);
-    let written = safetensors::serialize_to_file(
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(info),
-        &tmp,
-    );
-    if let Err(e) = written {
+    let named = tensors.iter().map(|(n, t)| (n.as_str(), t));
+    let dst = save_atomically(named, info, dir, SAFETENSORS_FILE)?;
+    Ok((dst, tensors.len()))
+}
+
+/// Writes `tensors` with `info` as `dir/name` through a temporary file renamed into place, so
+/// an interrupted write never leaves a file a later start would trust. Returns the file.
+pub(crate) fn save_atomically<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    info: std::collections::HashMap<String, String>,
+    dir: &Path,
+    name: &str,
+) -> Result<std::path::PathBuf> {
+    let dst = dir.join(name);
+    // Per process: two conversions of one directory must never write the same file.
+    let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    if let Err(e) = safetensors::serialize_to_file(tensors, Some(info), &tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(OfaError::Weights {
             file: dst,
@@ -202,5 +207,5 @@ pub fn convert_pytorch_to_safetensors(dir: &Path) -> Result<(std::path::PathBuf,
         });
     }
     std::fs::rename(&tmp, &dst).map_err(|e| OfaError::io(&dst, e))?;
-    Ok((dst, tensors.len()))
+    Ok(dst)
 }
