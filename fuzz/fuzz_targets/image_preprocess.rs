@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ofa_preprocess::image::{decode_for_resize, resize_square, DEFAULT_MAX_PIXELS};
+use ofa_preprocess::image::{decode_for_resize, DEFAULT_MAX_PIXELS};
+use ofa_preprocess::resize::resize_square;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(rgb) = decode_for_resize(data, DEFAULT_MAX_PIXELS, 64) {

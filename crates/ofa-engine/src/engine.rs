@@ -180,10 +180,11 @@ impl Engine {
         deadline: Instant,
     ) -> Result<Vec<Scored>, Refused> {
         for (i, pair) in pairs.iter().enumerate() {
-            self.check_texts(pair).map_err(|error| Refused {
-                item: Some(i),
-                error,
-            })?;
+            self.check_texts(&pair.text, pair.premise.as_deref())
+                .map_err(|error| Refused {
+                    item: Some(i),
+                    error,
+                })?;
         }
         let n = pairs.len();
         let mut tasks = self.spawn(pairs, deadline)?;
@@ -220,7 +221,7 @@ impl Engine {
         let mut good = Vec::new();
         let mut index = Vec::new();
         for (i, pair) in pairs.into_iter().enumerate() {
-            match self.check_texts(&pair) {
+            match self.check_texts(&pair.text, pair.premise.as_deref()) {
                 Ok(()) => {
                     good.push(pair);
                     index.push(i);
@@ -296,16 +297,13 @@ impl Engine {
     /// (checked the same way): what decides the text's part of a result, so two texts with
     /// the same ids score alike with the same image.
     pub fn encode_text(&self, text: &str, premise: Option<&str>) -> Result<Vec<u32>, EngineError> {
-        self.check_text("text", text)?;
-        if let Some(p) = premise {
-            self.check_text("premise", p)?;
-        }
+        self.check_texts(text, premise)?;
         Ok(self.backend.encode_text(text, premise)?)
     }
 
-    fn check_texts(&self, pair: &Pair) -> Result<(), EngineError> {
-        self.check_text("text", &pair.text)?;
-        if let Some(p) = &pair.premise {
+    fn check_texts(&self, text: &str, premise: Option<&str>) -> Result<(), EngineError> {
+        self.check_text("text", text)?;
+        if let Some(p) = premise {
             self.check_text("premise", p)?;
         }
         Ok(())
@@ -362,7 +360,7 @@ impl Engine {
     }
 
     fn prepare(&self, pair: &Pair) -> Result<Prepared, EngineError> {
-        self.check_texts(pair)?;
+        self.check_texts(&pair.text, pair.premise.as_deref())?;
         Ok(Prepared {
             source: self
                 .backend

@@ -76,9 +76,9 @@ impl Fetcher {
         known: Option<&Validators>,
         deadline: Instant,
     ) -> Result<Fetched, Failure> {
-        let until = deadline.min(Instant::now() + self.timeout);
+        // The URL fetcher bounds it by the same fetch time limit itself.
         self.urls
-            .get_if_changed(url, known, until)
+            .get_if_changed(url, known, deadline)
             .await
             .map_err(|e| e.failure())
     }

@@ -7,7 +7,7 @@ fn main() {
         let bytes = std::fs::read(&path).expect("readable file");
         match ofa_model::internal::preprocess::image::decode_rgb(&bytes, u64::MAX) {
             Ok(rgb) => {
-                let px = ofa_model::internal::preprocess::image::resize_square(&rgb, 480);
+                let px = ofa_model::internal::preprocess::resize::resize_square(&rgb, 480);
                 let hex: String = sha2::Sha256::digest(&px)
                     .iter()
                     .map(|b| format!("{b:02x}"))

@@ -168,7 +168,7 @@ fn formats_and_modes_beyond_the_goldens_match_pillow() {
             want["size"],
             "{name}"
         );
-        let resized = ofa_model::internal::preprocess::image::resize_square(&rgb, 480);
+        let resized = ofa_model::internal::preprocess::resize::resize_square(&rgb, 480);
         assert_eq!(
             sha256_hex(&resized),
             want["resized_sha256"].as_str().unwrap(),

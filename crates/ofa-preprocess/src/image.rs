@@ -7,7 +7,6 @@ use std::io::Cursor;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::error::{PreprocessError, Result};
-use crate::resize::resize_rgb;
 use ofa_api::BackendError;
 
 pub use ofa_api::DEFAULT_MAX_PIXELS;
@@ -394,10 +393,4 @@ fn gif_first_frame(bytes: &[u8]) -> Result<DynamicImage> {
         }
     }
     Ok(DynamicImage::ImageRgb8(canvas))
-}
-
-/// Resized uint8 RGB image, HWC, exactly as `Resize((s, s), BICUBIC)` on a PIL image.
-pub fn resize_square(rgb: &RgbImage, size: usize) -> Vec<u8> {
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    resize_rgb(rgb.as_raw(), w, h, size, size)
 }

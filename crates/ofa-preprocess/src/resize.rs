@@ -9,6 +9,12 @@
 
 use crate::resize_rows::{horizontal_row, vertical_row, Spread, PRECISION_BITS};
 
+/// Resized uint8 RGB image, HWC, exactly as `Resize((s, s), BICUBIC)` on a PIL image.
+pub fn resize_square(rgb: &image::RgbImage, size: usize) -> Vec<u8> {
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    resize_rgb(rgb.as_raw(), w, h, size, size)
+}
+
 fn bicubic(x: f64) -> f64 {
     const A: f64 = -0.5;
     let x = x.abs();
