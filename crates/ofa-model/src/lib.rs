@@ -50,14 +50,14 @@ pub mod internal {
 
     pub mod load {
         pub use crate::load::{
-            config, engine_layout, files, model_dir, precision, random, runtime, weights,
+            config, engine_layout, files, mapped, model_dir, precision, random, runtime, weights,
         };
     }
 
     pub mod network {
         pub use crate::network::{
-            bottleneck, buckets, conv, decoder, encoder, epilogue, heads, kernels, layers, linear,
-            model, position_cache, resnet, resnet_nhwc,
+            bottleneck, buckets, conv, conv_bn, decoder, dense_form, encoder, epilogue, heads,
+            kernels, layers, linear, model, position_cache, resnet, resnet_nhwc,
         };
     }
 

@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use ofa_model::internal::load::engine_layout;
+use ofa_model::internal::load::{engine_layout, weights};
 use ofa_model::{Entailment, Precision, Prepared, WeightSource};
 
 fn bits(m: &Entailment) -> Vec<Vec<u32>> {
@@ -39,6 +39,36 @@ fn a_converted_layout_scores_bit_for_bit_and_a_stale_one_is_ignored() {
             "{precision:?}"
         );
         assert_eq!(bits(&converted), bits(&plain), "{precision:?}");
+        // Every dense weight is used where the file maps it, not copied out.
+        let (copied, mapped) = weights::load_mapped(&path).unwrap();
+        let mut names: Vec<&str> = mapped.names().collect();
+        names.sort();
+        let dense = |n: &&str| match precision {
+            Precision::Int8 => n.ends_with("_int8"),
+            _ => n.ends_with("_t"),
+        };
+        assert!(!names.is_empty() && names.iter().all(dense), "{names:?}");
+        assert!(copied.keys().all(|n| !dense(&n.as_str())), "{precision:?}");
+        assert!(names.contains(&match precision {
+            Precision::Int8 => "decoder.layers.0.fc1.weight_int8",
+            _ => "decoder.layers.0.fc1.weight_t",
+        }));
+        // The ResNet's BatchNorms are folded into its convolutions; int8 blocks quantised.
+        let block = "encoder.embed_images.layer1.0";
+        let int8 = precision == Precision::Int8;
+        assert_eq!(
+            names.contains(&&*format!("{block}.conv2.weight_int8")),
+            int8
+        );
+        assert_eq!(
+            copied.contains_key(&format!("{block}.conv2.folded_weight")),
+            !int8
+        );
+        assert!(copied.contains_key(&format!("{block}.conv2.folded_bias")));
+        assert!(copied.contains_key("encoder.embed_images.conv1.folded_weight"));
+        assert!(!copied
+            .keys()
+            .any(|n| n.contains(".bn") || n.contains("downsample.1")));
     }
     assert_ne!(
         engine_layout::transform_fingerprint(Precision::F32.dense_form(&cpu)).unwrap(),
@@ -89,7 +119,7 @@ fn a_converted_layout_scores_bit_for_bit_and_a_stale_one_is_ignored() {
 /// orientation would have given, bit for bit.
 #[test]
 fn int8_of_a_transposed_checkpoint_weight_is_int8_of_the_stored_one() {
-    use ofa_model::internal::network::linear::{dense_entries, DenseForm};
+    use ofa_model::internal::network::dense_form::{dense_entries, DenseForm};
     let (n, k) = (40, 72);
     let v: Vec<f32> = (0..n * k)
         .map(|i| ((i * 37) % 101) as f32 / 13.0 - 3.0)
@@ -99,7 +129,7 @@ fn int8_of_a_transposed_checkpoint_weight_is_int8_of_the_stored_one() {
     let name = "decoder.layers.1.fc2.weight";
     let a = dense_entries(name.into(), stored, DenseForm::Int8).unwrap();
     let b = dense_entries(format!("{name}_t"), wt, DenseForm::Int8).unwrap();
-    assert_eq!(a.len(), 2, "packed weights and scales");
+    assert_eq!(a.len(), 3, "packed weights, scales and offsets");
     let values = |t: &candle_core::Tensor| {
         let t = t.flatten_all().unwrap();
         t.to_dtype(candle_core::DType::F32)

@@ -57,17 +57,22 @@ fn both_checkpoint_formats_are_quantised_as_they_are_read() {
     ] {
         let t = ofa_model::internal::load::weights::load_with(
             &file,
-            ofa_model::internal::network::linear::DenseForm::Int8,
+            ofa_model::internal::network::dense_form::DenseForm::Int8,
         )
         .unwrap();
         let name = "encoder.layers.0.fc1.weight";
         assert!(!t.contains_key(name), "{file:?}: f32 {name} kept");
         assert_eq!(t[&format!("{name}_int8")].dtype(), candle_core::DType::U8);
         assert!(t.contains_key(&format!("{name}_int8_scale")));
+        assert_eq!(
+            t[&format!("{name}_int8_offset")].dtype(),
+            candle_core::DType::I32
+        );
         // Everything else stays f32: embeddings, the ResNet, layer norms, biases.
         let f32_model = ofa_model::internal::load::weights::load(&file).unwrap();
         let quantised = f32_model.keys().filter(|n| !t.contains_key(*n)).count();
-        assert_eq!(quantised, t.len() - f32_model.len(), "{file:?}");
+        // Each replaced by three: packed bytes, scales, offsets.
+        assert_eq!(2 * quantised, t.len() - f32_model.len(), "{file:?}");
         assert!(quantised > 0);
     }
 }

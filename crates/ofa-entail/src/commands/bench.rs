@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ofa_model::internal::network::linear::DenseForm;
+use ofa_model::internal::network::dense_form::DenseForm;
 use ofa_model::{Entailment, PairInput, DEFAULT_MAX_PIXELS};
 use ofa_model::{Prepared, StageTimes};
 use serde::Serialize;

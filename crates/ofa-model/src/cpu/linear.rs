@@ -5,7 +5,7 @@
 //! switching paths by row count made a text's scores depend, in the last bits, on what it was
 //! batched with; one path for every row count keeps answers independent of batching.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 struct CpuLinear<'a> {
     bias: Option<&'a [f32]>,
@@ -76,19 +76,58 @@ impl CustomOp2 for CpuLinear<'_> {
             true => wl.shape().dims2().map(|(k, n)| (n, k))?,
             false => wl.shape().dims2()?,
         };
-        let dims = xl.shape().dims();
-        if dims.last() != Some(&k) || self.bias.is_some_and(|b| b.len() != n) {
+        run(x, xl, w, (k, n), self.transposed, self.bias)
+    }
+}
+
+/// `x·Wt (+ b)` with `Wt` borrowed from memory candle does not own (a file's mapping).
+struct CpuLinearHost<'a> {
+    wt: &'a [f32],
+    /// `Wt` is `[k, n]`.
+    k: usize,
+    n: usize,
+    bias: Option<&'a [f32]>,
+}
+
+impl CustomOp1 for CpuLinearHost<'_> {
+    fn name(&self) -> &'static str {
+        "cpu-linear-host"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = crate::network::conv::f32_slice(xs, xl)?;
+        if self.wt.len() != self.k * self.n {
             candle_core::bail!(
-                "linear: x {:?} does not fit weights {:?}",
-                xl.shape(),
-                wl.shape()
+                "linear: {} weights do not make [{}, {}]",
+                self.wt.len(),
+                self.k,
+                self.n
             );
         }
-        let out = with_gemm(x, w, (k, n), self.transposed, self.bias);
-        let mut shape = dims.to_vec();
-        *shape.last_mut().expect("checked above") = n;
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
+        run(x, xl, self.wt, (self.k, self.n), true, self.bias)
     }
+}
+
+/// Checks `x` against the weight's `k` and the bias against its `n`, then runs the gemm.
+fn run(
+    x: &[f32],
+    xl: &Layout,
+    w: &[f32],
+    (k, n): (usize, usize),
+    transposed: bool,
+    bias: Option<&[f32]>,
+) -> Result<(CpuStorage, Shape)> {
+    let dims = xl.shape().dims();
+    if dims.last() != Some(&k) || bias.is_some_and(|b| b.len() != n) {
+        candle_core::bail!(
+            "linear: x {:?} does not fit weights of {k} inputs and {n} outputs",
+            xl.shape(),
+        );
+    }
+    let out = with_gemm(x, w, (k, n), transposed, bias);
+    let mut shape = dims.to_vec();
+    *shape.last_mut().expect("checked above") = n;
+    Ok((CpuStorage::F32(out), Shape::from(shape)))
 }
 
 /// `x·Wᵀ (+ b)` for `x` `[…, K]`, `w` `[N, K]`; f32 on the CPU.
@@ -107,6 +146,17 @@ pub fn linear_t(x: &Tensor, wt: &Tensor, bias: Option<&[f32]>) -> Result<Tensor>
         transposed: true,
     };
     x.contiguous()?.apply_op2_no_bwd(&wt.contiguous()?, &op)
+}
+
+/// `x·Wt (+ b)` for `x` `[…, K]`, `wt` `[K, N]` as a slice of f32 on the host.
+pub fn linear_t_host(
+    x: &Tensor,
+    wt: &[f32],
+    (k, n): (usize, usize),
+    bias: Option<&[f32]>,
+) -> Result<Tensor> {
+    let op = CpuLinearHost { wt, k, n, bias };
+    x.contiguous()?.apply_op1_no_bwd(&op)
 }
 
 #[cfg(test)]
@@ -135,8 +185,13 @@ mod tests {
             let diff = crate::max_diff(want.clone(), linear(&x, &w, None).unwrap());
             assert!(diff < 1e-4, "{rows}×{k}→{n} without bias: {diff}");
             let wt = w.t().unwrap().contiguous().unwrap();
-            let diff = crate::max_diff(want, linear_t(&x, &wt, None).unwrap());
+            let diff = crate::max_diff(want.clone(), linear_t(&x, &wt, None).unwrap());
             assert!(diff < 1e-4, "{rows}×{k}→{n} transposed: {diff}");
+            // The same gemm, so the same bits, whoever owns the weight.
+            let host = wt.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let owned = linear_t(&x, &wt, Some(&b)).unwrap();
+            let borrowed = linear_t_host(&x, &host, (k, n), Some(&b)).unwrap();
+            assert_eq!(crate::max_diff(owned, borrowed), 0.0, "{rows}×{k}→{n}");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The engine's own layout of a model's weights, written once by `convert` so that a start
 //! memory-maps the weights and runs them as they are: on the CPU, the dense layers' weights
-//! already transposed (f32) or already quantised with their scales (int8), names normalised.
+//! already transposed (f32) or already quantised with their scales and offsets (int8); the
+//! ResNet's BatchNorms folded into its convolutions (and in int8 its blocks quantised), names normalised; the dense weights are used
+//! where the file maps them (`mapped`).
 //! A file is stamped with the checkpoint it was made from (name, size, modification time) and
 //! with a fingerprint of the transformation itself (what this build makes of a fixed matrix),
 //! so a file made from other weights, or by a build that transposes or quantises otherwise, is
@@ -17,7 +19,7 @@ use crate::load::files::{
     mtime_ns, safetensors_metadata, META_CONVERTED_FROM, META_SOURCE_MTIME, META_SOURCE_SIZE,
 };
 use crate::load::model_dir::{ModelDir, WeightsFile};
-use crate::network::linear::{dense_entries, DenseForm};
+use crate::network::dense_form::{dense_entries, DenseForm};
 
 const META_LAYOUT: &str = "engine_layout";
 const META_TRANSFORM: &str = "engine_transform";
@@ -82,7 +84,10 @@ pub fn transform_fingerprint(form: DenseForm) -> Result<String> {
     let t = Tensor::from_vec(values, (n, k), &Device::Cpu)?;
     let mut h = Sha256::new();
     h.update(layout_name(form));
-    for (name, t) in dense_entries("encoder.layers.0.fc1.weight".into(), t, form)? {
+    let mut sample = dense_entries("encoder.layers.0.fc1.weight".into(), t, form)?;
+    let conv = crate::network::conv_bn::fold_sample(form == DenseForm::Int8)?;
+    sample.extend(conv.into_iter().map(|t| ("resnet conv".to_owned(), t)));
+    for (name, t) in sample {
         h.update(name.as_bytes());
         h.update(format!("{:?}{:?}", t.dtype(), t.dims()).as_bytes());
         let bytes: Vec<u8> = match t.dtype() {
@@ -169,9 +174,20 @@ pub fn write(dir: &Path, form: DenseForm) -> Result<(PathBuf, usize)> {
         file: dir.to_path_buf(),
         message: "the stored layout needs no conversion".into(),
     })?;
-    let source = ModelDir::pick_weights(dir)?;
+    let model = ModelDir::open(dir)?;
+    let source = model.weights;
     let info = stamp(&source, form)?;
-    let tensors = crate::load::weights::load_with(&source, form)?;
+    let mut tensors = crate::load::weights::load_with(&source, form)?;
+    let layers = model
+        .config
+        .resnet_layers()
+        .map_err(|message| OfaError::Config {
+            file: dir.join(crate::load::files::CONFIG_FILE),
+            message,
+        })?;
+    // Where `Encoder` builds its backbone.
+    let int8 = form == DenseForm::Int8;
+    crate::network::resnet::fold_into_layout(&mut tensors, "encoder.embed_images", layers, int8)?;
     let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let named = sorted.into_iter().map(|(n, t)| (n.as_str(), t));

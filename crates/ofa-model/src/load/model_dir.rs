@@ -11,7 +11,7 @@ use crate::load::files::{
     VOCAB_FILE,
 };
 use crate::load::runtime::RuntimeConfig;
-use crate::network::linear::DenseForm;
+use crate::network::dense_form::DenseForm;
 
 /// Which weight file a directory offers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device};
 
 use crate::error::{OfaError, Result};
-use crate::network::linear::DenseForm;
+use crate::network::dense_form::DenseForm;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

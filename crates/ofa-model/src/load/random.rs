@@ -47,7 +47,7 @@ impl candle_nn::var_builder::SimpleBackend for RandomInit {
 
     fn contains_tensor(&self, name: &str) -> bool {
         // Random weights are f32; `--precision int8` quantises them after construction.
-        !crate::network::linear::is_int8_entry(name)
+        !crate::network::dense_form::is_int8_entry(name)
     }
 }
 

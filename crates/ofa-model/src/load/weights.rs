@@ -1,5 +1,6 @@
 //! Reading checkpoints: `model.safetensors` (memory-mapped, each tensor copied out and its pages
-//! released at once, so resident memory never holds the file and the model together) or
+//! released at once, so resident memory never holds the file and the model together; an
+//! engine-layout file's dense weights stay mapped, see `mapped`) or
 //! `pytorch_model.bin` (PyTorch zip/pickle). Names are normalised to the ModelScope layout.
 
 use std::collections::HashMap;
@@ -12,8 +13,9 @@ use crate::load::files::{
     mtime_ns, META_CONVERTED_FROM, META_SOURCE_MTIME, META_SOURCE_SIZE, PYTORCH_FILE,
     SAFETENSORS_FILE,
 };
+use crate::load::mapped::{MappedTensor, MappedTensors};
 use crate::load::model_dir::WeightsFile;
-use crate::network::linear::DenseForm;
+use crate::network::dense_form::DenseForm;
 
 /// The three names of OFA's one shared embedding matrix.
 pub const EMBED_ALIASES: [&str; 3] = [
@@ -31,7 +33,7 @@ pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
 /// (`linear::dense_entries`): the model is never resident twice.
 pub fn load_with(file: &WeightsFile, form: DenseForm) -> Result<HashMap<String, Tensor>> {
     let raw = match file {
-        WeightsFile::Safetensors(p) => read_safetensors(p, form)?,
+        WeightsFile::Safetensors(p) => read_safetensors(p, form, false)?.0,
         WeightsFile::Pytorch(p) => {
             candle_core::pickle::read_all(p).map_err(|e| OfaError::Weights {
                 file: p.clone(),
@@ -43,6 +45,17 @@ pub fn load_with(file: &WeightsFile, form: DenseForm) -> Result<HashMap<String, 
         file: file.path().to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// An engine-layout file (`engine_layout`): the dense layers' weights left where the file
+/// maps them (`mapped`), everything else read as [`load_with`] reads it.
+pub fn load_mapped(path: &Path) -> Result<(HashMap<String, Tensor>, MappedTensors)> {
+    let (raw, mapped) = read_safetensors(path, DenseForm::Stored, true)?;
+    let tensors = normalize(raw, DenseForm::Stored).map_err(|e| OfaError::Weights {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok((tensors, mapped))
 }
 
 /// Index buffers the model recomputes, and BatchNorm counters: never needed.
@@ -61,7 +74,7 @@ pub fn normalize(
     let mut out = HashMap::with_capacity(raw.len());
     for (name, t) in raw {
         let name = name.strip_prefix("model.").unwrap_or(&name).to_owned();
-        if crate::network::linear::is_int8_entry(&name) {
+        if crate::network::dense_form::is_int8_entry(&name) {
             out.insert(name, t);
             continue;
         }
@@ -73,7 +86,7 @@ pub fn normalize(
         } else {
             t.to_dtype(DType::F32)?
         };
-        out.extend(crate::network::linear::dense_entries(name, t, form)?);
+        out.extend(crate::network::dense_form::dense_entries(name, t, form)?);
     }
     let shared = EMBED_ALIASES.iter().find_map(|n| out.get(*n).cloned());
     for alias in &EMBED_ALIASES[1..] {
@@ -85,7 +98,13 @@ pub fn normalize(
     Ok(out)
 }
 
-fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)>> {
+/// Every tensor of a safetensors file, copied out of its mapping; with `map_dense`, the dense
+/// layers' weights the engine runs as they are stored (`linear::runs_mapped`) stay in it.
+fn read_safetensors(
+    path: &Path,
+    form: DenseForm,
+    map_dense: bool,
+) -> Result<(Vec<(String, Tensor)>, MappedTensors)> {
     let bad = |message: String| OfaError::Weights {
         file: path.to_path_buf(),
         message,
@@ -94,6 +113,7 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
     // SAFETY: the mapping is read-only and private; a file truncated underneath us is the one
     // hazard, as for every mmap-based loader.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| OfaError::io(path, e))?;
+    let mmap = std::sync::Arc::new(mmap);
     if mmap.len() < 8 {
         return Err(bad(
             "not a safetensors file (shorter than its header length)".into(),
@@ -121,7 +141,8 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
             Some("BF16") => DType::BF16,
             Some("F64") => DType::F64,
             // Quantised weights of an engine-layout file (`engine_layout`).
-            Some("U8") if crate::network::linear::is_int8_entry(name) => DType::U8,
+            Some("U8") if crate::network::dense_form::is_int8_entry(name) => DType::U8,
+            Some("I32") if crate::network::dense_form::is_int8_entry(name) => DType::I32,
             Some(_) => continue, // integer buffers are recomputed, not read
             None => return Err(bad(format!("tensor {name}: missing dtype"))),
         };
@@ -139,6 +160,23 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
         }
         entries.push((name, dtype, shape, offsets));
     }
+    let mut mapped = MappedTensors::default();
+    if map_dense {
+        entries.retain(|(name, dtype, shape, offsets)| {
+            let name = name.strip_prefix("model.").unwrap_or(name);
+            if !crate::network::dense_form::runs_mapped(name) {
+                return true;
+            }
+            let range = data_start + offsets[0]..data_start + offsets[1];
+            match MappedTensor::new(mmap.clone(), range, *dtype, shape.clone()) {
+                Some(t) => {
+                    mapped.insert(name.to_owned(), t);
+                    false
+                }
+                None => true, // misaligned: copied out like the rest
+            }
+        });
+    }
     use rayon::prelude::*;
     let read: Vec<Vec<(String, Tensor)>> = entries
         .into_par_iter()
@@ -155,12 +193,12 @@ fn read_safetensors(path: &Path, form: DenseForm) -> Result<Vec<(String, Tensor)
                     offsets[1] - offsets[0],
                 );
             }
-            crate::network::linear::dense_entries(name.clone(), t, form)
+            crate::network::dense_form::dense_entries(name.clone(), t, form)
                 .map_err(|e| bad(format!("tensor {name}: {e}")))
         })
         .collect::<Result<_>>()?;
     let out: Vec<(String, Tensor)> = read.into_iter().flatten().collect();
-    Ok(out)
+    Ok((out, mapped))
 }
 
 /// Writes `model.safetensors` next to `pytorch_model.bin`: the same tensor names, dtypes and

@@ -3,12 +3,14 @@
 //! the batch and the bias added in the same pass (candle's broadcast add of a bias cost 5× the
 //! matmul itself there).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::cpu::int8::quant::Int8Weights;
+use crate::cpu::int8::quant::{Int8Weights, PackedBytes, BLOCK};
+use crate::load::mapped::MappedTensor;
+use crate::network::dense_form::{with_host_f32, OFFSET, PACKED, SCALE, TRANSPOSED};
 
 #[derive(Debug, Clone)]
 enum Weights {
@@ -17,9 +19,39 @@ enum Weights {
     /// `wt` `[in, out]` (transposed as the checkpoint was read): gemm then reads `x·Wt` with no
     /// per-call repacking of the weight, 10–20 % faster for the encoder's ~900 rows and 2–5×
     /// for the decoder's few.
-    F32T { wt: Tensor, bias: Option<Tensor> },
+    F32T {
+        wt: TransposedWeight,
+        bias: Option<Tensor>,
+    },
     /// The bias stays in `bias_host`; int8 runs on the CPU only.
     Int8(Arc<Int8Weights>),
+}
+
+/// `Wt` `[in, out]`: memory of its own, or where an engine-layout file maps it (`mapped`).
+#[derive(Debug, Clone)]
+enum TransposedWeight {
+    Owned(Tensor),
+    /// Read in place by the fused kernels; copied once, on first use, for the paths that need
+    /// candle's operations on it (folded cross-attention, generic operations).
+    Mapped {
+        wt: MappedTensor,
+        copy: OnceLock<Tensor>,
+    },
+}
+
+impl TransposedWeight {
+    fn tensor(&self) -> Result<Tensor> {
+        match self {
+            TransposedWeight::Owned(t) => Ok(t.clone()),
+            TransposedWeight::Mapped { wt, copy } => {
+                if let Some(t) = copy.get() {
+                    return Ok(t.clone());
+                }
+                let t = wt.to_tensor()?;
+                Ok(copy.get_or_init(|| t).clone())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -34,7 +66,7 @@ impl Linear {
     fn weight(&self) -> Result<Option<Tensor>> {
         Ok(match &self.weights {
             Weights::F32(l) => Some(l.weight().clone()),
-            Weights::F32T { wt, .. } => Some(wt.t()?),
+            Weights::F32T { wt, .. } => Some(wt.tensor()?.t()?),
             Weights::Int8(_) => None,
         })
     }
@@ -48,6 +80,7 @@ impl Linear {
                 Some(l.weight().reshape((1, heads, n / heads, k))?)
             }
             Weights::F32T { wt, .. } => {
+                let wt = wt.tensor()?;
                 let (k, n) = wt.dims2()?;
                 Some(
                     wt.reshape((k, heads, n / heads))?
@@ -75,7 +108,7 @@ impl Linear {
         }
         Ok(match &self.weights {
             Weights::Int8(_) => None,
-            Weights::F32T { wt, .. } => Some(x.broadcast_matmul(wt)?),
+            Weights::F32T { wt, .. } => Some(x.broadcast_matmul(&wt.tensor()?)?),
             Weights::F32(l) => {
                 #[cfg(feature = "cuda")]
                 if x.device().is_cuda() {
@@ -126,10 +159,17 @@ impl Module for Linear {
                 return crate::cpu::int8::linear::linear_tensor(x, w, self.bias_host.as_deref())
             }
             Weights::F32T { wt, bias } => {
+                let bias_host = self.bias_host.as_deref();
                 if crate::network::kernels::fused(x.device()) && x.dtype() == DType::F32 {
-                    return crate::cpu::linear::linear_t(x, wt, self.bias_host.as_deref());
+                    return match wt {
+                        TransposedWeight::Owned(t) => crate::cpu::linear::linear_t(x, t, bias_host),
+                        TransposedWeight::Mapped { wt, .. } => {
+                            let (k, n) = (wt.dims()[0], wt.dims()[1]);
+                            crate::cpu::linear::linear_t_host(x, wt.f32s()?, (k, n), bias_host)
+                        }
+                    };
                 }
-                let y = x.broadcast_matmul(wt)?;
+                let y = x.broadcast_matmul(&wt.tensor()?)?;
                 return match bias {
                     Some(b) => y.broadcast_add(b),
                     None => Ok(y),
@@ -205,136 +245,66 @@ pub fn int8_shared_input(x: &Tensor, layers: &[&Linear]) -> Result<Option<Vec<Te
         .map(Some)
 }
 
-/// Where a quantised weight travels next to (instead of) `NAME`: `NAME_int8` (packed bytes,
-/// u8) and `NAME_int8_scale` (f32 per output).
-const PACKED: &str = "_int8";
-const SCALE: &str = "_int8_scale";
-
-/// Where a weight kept transposed travels instead of `NAME`: `NAME_t`, `[in, out]`.
-const TRANSPOSED: &str = "_t";
-
-/// How the dense layers' weights are kept, by where and in what precision they will run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenseForm {
-    /// `[out, in]`, as the checkpoint stores them (GPUs).
-    Stored,
-    /// `[in, out]`, for the CPU's gemm (see [`Linear`]).
-    Transposed,
-    /// Quantised to int8 (`--precision int8`, CPU).
-    Int8,
-}
-
-/// Whether `--precision int8` quantises (or the CPU transposes) this checkpoint tensor: the
-/// projections and feed-forward weights of the encoder's and decoder's layers.
-pub fn is_int8_weight(name: &str) -> bool {
-    (name.contains("encoder.layers.") || name.contains("decoder.layers."))
-        && [
-            ".q_proj.weight",
-            ".k_proj.weight",
-            ".v_proj.weight",
-            ".out_proj.weight",
-            ".fc1.weight",
-            ".fc2.weight",
-        ]
-        .iter()
-        .any(|s| name.ends_with(s))
-}
-
-/// A checkpoint tensor in `form`: a dense layer's weight transposed or replaced by its
-/// quantisation (the stored copy freed at once, so a load never holds the model twice),
-/// anything else unchanged.
-pub fn dense_entries(name: String, t: Tensor, form: DenseForm) -> Result<Vec<(String, Tensor)>> {
-    // A checkpoint written with the weights already transposed (`random-model`'s): int8
-    // quantises the stored orientation, so it is turned back first.
-    if let Some(stored) = name.strip_suffix(TRANSPOSED) {
-        if form == DenseForm::Int8 && is_int8_weight(stored) && t.rank() == 2 {
-            let (k, n) = t.dims2()?;
-            let t = t.to_dtype(DType::F32)?.contiguous()?;
-            let w = with_host_f32(&t, |v| transpose(v, k, n))?;
-            drop(t);
-            let w = Tensor::from_vec(w, (n, k), &candle_core::Device::Cpu)?;
-            return dense_entries(stored.to_owned(), w, form);
-        }
-        return Ok(vec![(name, t)]);
+/// `vb`'s weight `[n, k]` quantised (`weight_int8`, `_int8_scale`, `_int8_offset`), the packed
+/// bytes left in an engine-layout file's mapping where the load put them there; `None` when
+/// `vb` has the weight in another form.
+pub(crate) fn int8_weights(vb: &VarBuilder, n: usize, k: usize) -> Result<Option<Int8Weights>> {
+    let init = candle_nn::Init::Const(0.0);
+    let scale_name = format!("weight{SCALE}");
+    // The scales are never mapped: where they are, the weight is int8.
+    if !vb.contains_tensor(&scale_name) {
+        return Ok(None);
     }
-    if form == DenseForm::Stored || !is_int8_weight(&name) || t.rank() != 2 {
-        return Ok(vec![(name, t)]);
-    }
-    if form == DenseForm::Transposed {
-        let (n, k) = t.dims2()?;
-        let t = t.to_dtype(DType::F32)?.contiguous()?;
-        let wt = with_host_f32(&t, |v| transpose(v, n, k))?;
-        let wt = Tensor::from_vec(wt, (k, n), t.device())?;
-        return Ok(vec![(format!("{name}{TRANSPOSED}"), wt)]);
-    }
-    let (n, k) = t.dims2()?;
-    let host = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    drop(t);
-    let (packed, scale) = Int8Weights::quantize(&host, n, k).to_tensors()?;
-    Ok(vec![
-        (format!("{name}{PACKED}"), packed),
-        (format!("{name}{SCALE}"), scale),
-    ])
-}
-
-/// `f` over a contiguous f32 CPU tensor's values, borrowed rather than copied out.
-fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("a CPU tensor expected, not one on {:?}", t.device());
-    };
-    Ok(f(crate::network::conv::f32_slice(cpu, layout)?))
-}
-
-/// `[rows, cols]` → `[cols, rows]`, in 32 × 32 tiles that stay in L1 (candle's strided copy,
-/// element by element, doubled the load time of OFA-large).
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    const TILE: usize = 32;
-    let mut out = vec![0f32; src.len()];
-    // Each task writes 32 whole rows of the output.
-    out.par_chunks_mut(TILE * rows.max(1))
-        .enumerate()
-        .for_each(|(tile, block)| {
-            let c0 = tile * TILE;
-            for r0 in (0..rows).step_by(TILE) {
-                for (dc, row) in block.chunks_mut(rows).enumerate() {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        row[r] = src[r * cols + c0 + dc];
-                    }
-                }
-            }
-        });
-    out
-}
-
-/// Whether a checkpoint entry is part of a quantised weight (bytes, not a float tensor).
-pub fn is_int8_entry(name: &str) -> bool {
-    name.ends_with(PACKED)
-}
-
-pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let packed_name = format!("weight{PACKED}");
-    if vb.contains_tensor(&packed_name) {
-        // Quantised as the checkpoint was read (`dense_entries`).
-        let len = out_dim.div_ceil(crate::cpu::int8::quant::BLOCK)
-            * in_dim.div_ceil(4)
-            * 4
-            * crate::cpu::int8::quant::BLOCK;
-        let init = candle_nn::Init::Const(0.0);
-        let packed = vb.get_with_hints_dtype(len, &packed_name, init, DType::U8)?;
-        let scale =
-            vb.get_with_hints_dtype(out_dim, &format!("weight{SCALE}"), init, DType::F32)?;
-        let weights = Int8Weights::from_tensors(&packed, &scale, out_dim, in_dim)?;
+    let packed = match crate::load::mapped::take(&format!("{}.{packed_name}", vb.prefix())) {
+        Some(m) if m.dtype() == DType::U8 => PackedBytes::Mapped(m),
+        Some(m) => candle_core::bail!("{}: packed int8 weights as {:?}", vb.prefix(), m.dtype()),
+        None => {
+            let len = n.div_ceil(BLOCK) * k.div_ceil(4) * 4 * BLOCK;
+            PackedBytes::Owned(vb.get_with_hints_dtype(len, &packed_name, init, DType::U8)?)
+        }
+    };
+    let scale = vb.get_with_hints_dtype(n, &scale_name, init, DType::F32)?;
+    let offset_name = format!("weight{OFFSET}");
+    let offset = match vb.contains_tensor(&offset_name) {
+        true => Some(vb.get_with_hints_dtype(n, &offset_name, init, DType::I32)?),
+        false => None,
+    };
+    Int8Weights::from_parts(packed, &scale, offset.as_ref(), n, k).map(Some)
+}
+
+/// A dense layer from `vb`: int8 or transposed as the checkpoint was read (`dense_entries`),
+/// left in an engine-layout file's mapping where the load put it there (`mapped`), or as
+/// the checkpoint stores it.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let prefix = vb.prefix();
+    if let Some(weights) = int8_weights(&vb, out_dim, in_dim)? {
         let bias = vb.get(out_dim, "bias")?;
         return Ok(Linear {
             weights: Weights::Int8(Arc::new(weights)),
             bias_host: Some(bias.to_dtype(DType::F32)?.to_vec1()?),
         });
     }
+    let mapped = |suffix: &str| crate::load::mapped::take(&format!("{prefix}.weight{suffix}"));
     let transposed_name = format!("weight{TRANSPOSED}");
-    if vb.contains_tensor(&transposed_name) {
-        let wt = vb.get((in_dim, out_dim), &transposed_name)?;
+    let wt = match mapped(TRANSPOSED) {
+        Some(m) if m.dims() == [in_dim, out_dim] && m.dtype() == DType::F32 => {
+            Some(TransposedWeight::Mapped {
+                wt: m,
+                copy: OnceLock::new(),
+            })
+        }
+        Some(m) => candle_core::bail!(
+            "{prefix}: transposed weight {:?} {:?}, expected [{in_dim}, {out_dim}] F32",
+            m.dims(),
+            m.dtype()
+        ),
+        None if vb.contains_tensor(&transposed_name) => Some(TransposedWeight::Owned(
+            vb.get((in_dim, out_dim), &transposed_name)?,
+        )),
+        None => None,
+    };
+    if let Some(wt) = wt {
         let bias = vb.get(out_dim, "bias")?;
         let bias_host = match bias.device().is_cpu() {
             true => Some(bias.to_dtype(DType::F32)?.to_vec1()?),
@@ -357,26 +327,4 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
         weights: Weights::F32(inner),
         bias_host,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn transposes_sizes_that_are_not_multiples_of_the_tile() {
-        for (rows, cols) in [(1, 1), (3, 70), (33, 65), (64, 32)] {
-            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
-            let out = transpose(&src, rows, cols);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(
-                        out[c * rows + r],
-                        src[r * cols + c],
-                        "{rows}×{cols} at {r},{c}"
-                    );
-                }
-            }
-        }
-    }
 }

@@ -4,155 +4,155 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use std::collections::HashMap;
+
 use crate::cpu::int8::resnet::{Int8Conv, Nhwc};
-use crate::network::bottleneck::{BlockConv, Bottleneck};
+use crate::network::bottleneck::Bottleneck;
+use crate::network::conv_bn::{ConvBn, FOLDED_BIAS, FOLDED_WEIGHT};
 use crate::network::resnet_nhwc::ConvNhwc;
 use crate::profile::step;
 
-const BN_EPS: f64 = 1e-5;
-
-/// A bias-free convolution followed by eval-mode BatchNorm, folded into one convolution.
-#[derive(Debug, Clone)]
-struct ConvBn {
-    /// `[O, C, k, k]`, or `[9, O, C]` when `shifted` (see `conv3x3`).
-    weight: Tensor,
-    shifted: bool,
-    bias: Tensor,
+/// A block's place in the network: its name under the ResNet (`layer2.0`), channels in,
+/// planes, stride.
+struct BlockSpec {
+    name: String,
+    in_c: usize,
+    planes: usize,
     stride: usize,
-    padding: usize,
 }
 
-impl ConvBn {
-    fn new(
-        in_c: usize,
-        out_c: usize,
-        k: usize,
-        stride: usize,
-        padding: usize,
-        conv: VarBuilder,
-        bn: VarBuilder,
-    ) -> Result<Self> {
-        // Folded in f32 whatever the model's precision, then stored in it.
-        let dtype = conv.dtype();
-        let (conv, bn) = (conv.to_dtype(DType::F32), bn.to_dtype(DType::F32));
-        let w = conv.get((out_c, in_c, k, k), "weight")?;
-        let gamma = bn.get(out_c, "weight")?;
-        let beta = bn.get(out_c, "bias")?;
-        let mean = bn.get(out_c, "running_mean")?;
-        let var = bn.get(out_c, "running_var")?;
-        let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
-        let weight = w
-            .broadcast_mul(&scale.reshape((out_c, 1, 1, 1))?)?
-            .to_dtype(dtype)?;
-        let bias = (beta - (mean * &scale)?)?.to_dtype(dtype)?;
-        Self::folded(weight, bias, stride, padding)
-    }
-
-    /// From folded weights in candle's layout, `[O, C, k, k]`, and their bias.
-    fn folded(weight: Tensor, bias: Tensor, stride: usize, padding: usize) -> Result<Self> {
-        let k = weight.dim(2)?;
-        let dtype = weight.dtype();
-        // On the CPU, 3×3 convolutions of stride 1 run as nine shifted GEMMs, which want the
-        // weights per kernel offset.
-        let shifted = k == 3
-            && stride == 1
-            && padding == 1
-            && crate::network::kernels::fused(weight.device())
-            && dtype == DType::F32;
-        let weight = if shifted {
-            crate::cpu::conv3x3::shifted_weights(&weight)?
-        } else {
-            weight
-        };
-        Ok(Self {
-            weight,
-            shifted,
-            bias,
-            stride,
-            padding,
-        })
-    }
-
-    /// The folded convolution without its bias.
-    fn conv(&self, x: &Tensor) -> Result<Tensor> {
-        if self.shifted {
-            if crate::network::kernels::fused(x.device()) {
-                return crate::cpu::conv3x3::conv3x3(x, &self.weight);
-            }
-            // Generic operations forced after loading (tests): back to candle's layout.
-            let w = crate::cpu::conv3x3::unshifted_weights(&self.weight)?;
-            return crate::network::conv::conv2d(x, &w, 1, 1);
-        }
-        let (out_c, in_c, k, _) = self.weight.dims4()?;
-        if k != 1 || self.stride > 2 {
-            return crate::network::conv::conv2d(x, &self.weight, self.stride, self.padding);
-        }
-        // A 1×1 convolution is a matmul over channels; striding is a subsample.
-        let x = if self.stride == 2 {
-            let (b, c, h, w) = x.dims4()?;
-            if h % 2 != 0 || w % 2 != 0 {
-                return crate::network::conv::conv2d(x, &self.weight, self.stride, self.padding);
-            }
-            x.reshape((b, c, h / 2, 2, w / 2, 2))?
-                .narrow(3, 0, 1)?
-                .narrow(5, 0, 1)?
-                .reshape((b, c, h / 2, w / 2))?
-        } else {
-            x.clone()
-        };
-        let (b, _, h, w) = x.dims4()?;
-        let wm = self.weight.reshape((out_c, in_c))?;
-        let xm = x.reshape((b, in_c, h * w))?;
-        wm.broadcast_left(b)?.matmul(&xm)?.reshape((b, out_c, h, w))
-    }
-
-    /// The weights in candle's layout, `[O, C, k, k]`.
-    fn nchw_weight(&self) -> Result<Tensor> {
-        match self.shifted {
-            true => crate::cpu::conv3x3::unshifted_weights(&self.weight),
-            false => Ok(self.weight.clone()),
+fn block_specs(layers: [usize; 3]) -> Vec<BlockSpec> {
+    let mut specs = Vec::new();
+    let mut in_c = 64;
+    for (stage, (&n, planes)) in layers.iter().zip([64usize, 128, 256]).enumerate() {
+        for i in 0..n {
+            let first_stride = if stage == 0 { 1 } else { 2 };
+            specs.push(BlockSpec {
+                name: format!("layer{}.{i}", stage + 1),
+                in_c,
+                planes,
+                stride: if i == 0 { first_stride } else { 1 },
+            });
+            in_c = planes * 4;
         }
     }
-
-    /// The convolution channels-last (generic operations, a GPU).
-    fn to_nhwc(&self) -> Result<ConvNhwc> {
-        ConvNhwc::new(&self.nchw_weight()?, &self.bias, self.stride, self.padding)
-    }
-
-    fn from_nhwc(conv: &ConvNhwc) -> Result<Self> {
-        let (weight, bias, stride, padding) = conv.nchw_parts()?;
-        Self::folded(weight, bias, stride, padding)
-    }
-
-    /// The convolution in int8 (CPU).
-    fn to_int8(&self) -> Result<Int8Conv> {
-        let weight = self.nchw_weight()?;
-        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
-        Int8Conv::new(&f32(&weight)?, &f32(&self.bias)?, self.stride, self.padding)
-    }
-
-    /// Convolution + bias (+ residual), then ReLU if asked, the epilogue in one pass.
-    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        let d = x.device();
-        let name = match (self.shifted, self.weight.dim(2)?) {
-            (true, _) | (false, 3) => "conv 3×3 (channels-first)",
-            (false, 1) => "conv 1×1 (channels-first)",
-            (false, 7) => "conv 7×7 stem",
-            _ => "conv (channels-first)",
-        };
-        let y = step(name, d, || self.conv(x))?;
-        step("conv bias, shortcut, ReLU", d, || {
-            crate::network::conv::bias_act(&y, &self.bias, residual, relu)
-        })
-    }
+    specs
 }
 
-impl BlockConv for ConvBn {
-    type Act = Tensor;
+/// A block's int8 convolutions as an int8 engine-layout file holds them (folded and quantised
+/// by `convert`); `None` where `vb` holds the checkpoint's.
+fn int8_bottleneck(spec: &BlockSpec, vb: VarBuilder) -> Result<Option<Bottleneck<Int8Conv>>> {
+    let conv = |c_in: usize, c_out: usize, k: usize, stride: usize, vb: VarBuilder| {
+        let Some(w) = crate::network::linear::int8_weights(&vb, c_out, c_in * k * k)? else {
+            return Ok(None);
+        };
+        let bias = vb
+            .get(c_out, FOLDED_BIAS)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?;
+        Int8Conv::from_parts(w, bias, k, stride, k / 2).map(Some)
+    };
+    let (in_c, planes, out_c) = (spec.in_c, spec.planes, spec.planes * 4);
+    let Some(conv1) = conv(in_c, planes, 1, 1, vb.pp("conv1"))? else {
+        return Ok(None);
+    };
+    let present = |c: Option<Int8Conv>, name: &str| {
+        c.ok_or_else(|| {
+            candle_core::Error::Msg(format!("{}.{name}: int8 weights missing", vb.prefix()))
+        })
+    };
+    let downsample = match spec.stride != 1 || in_c != out_c {
+        true => Some(present(
+            conv(in_c, out_c, 1, spec.stride, vb.pp("downsample.0"))?,
+            "downsample.0",
+        )?),
+        false => None,
+    };
+    Ok(Some(Bottleneck {
+        conv1,
+        conv2: present(
+            conv(planes, planes, 3, spec.stride, vb.pp("conv2"))?,
+            "conv2",
+        )?,
+        conv3: present(conv(planes, out_c, 1, 1, vb.pp("conv3"))?, "conv3")?,
+        downsample,
+    }))
+}
 
-    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-        ConvBn::forward(self, x, residual, relu)
+/// For an engine-layout file: every convolution and BatchNorm under `prefix` replaced by the
+/// convolution with the BatchNorm folded in, and with `int8` the blocks' also quantised, made
+/// as a start from the checkpoint makes them.
+pub fn fold_into_layout(
+    tensors: &mut HashMap<String, Tensor>,
+    prefix: &str,
+    layers: [usize; 3],
+    int8: bool,
+) -> Result<()> {
+    use crate::network::dense_form::{OFFSET, PACKED, SCALE};
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &candle_core::Device::Cpu);
+    let mut resnet = ResNet::new(layers, vb.pp(prefix))?;
+    if int8 {
+        resnet.quantize_int8()?;
+    } else if resnet.blocks.is_empty() {
+        candle_core::bail!("{prefix}: the f32 blocks fold in candle's layout only");
     }
+    let specs = block_specs(layers);
+    let mut gone: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{prefix}.{}.", s.name))
+        .collect();
+    gone.extend([format!("{prefix}.conv1."), format!("{prefix}.bn1.")]);
+    tensors.retain(|name, _| !gone.iter().any(|g| name.starts_with(g)));
+    let mut put = |at: String, parts: Vec<(&str, Tensor)>| {
+        for (name, t) in parts {
+            tensors.insert(format!("{at}.{name}"), t);
+        }
+    };
+    let folded = |c: &ConvBn| -> Result<Vec<(&str, Tensor)>> {
+        let (weight, bias) = c.folded_tensors()?;
+        Ok(vec![(FOLDED_WEIGHT, weight), (FOLDED_BIAS, bias)])
+    };
+    put(format!("{prefix}.conv1"), folded(&resnet.stem)?);
+    let names = ["conv1", "conv2", "conv3", "downsample.0"];
+    for (i, spec) in specs.iter().enumerate() {
+        let at = |name: &str| format!("{prefix}.{}.{name}", spec.name);
+        if int8 {
+            let b = &resnet.int8_blocks[i];
+            let convs = [
+                Some(&b.conv1),
+                Some(&b.conv2),
+                Some(&b.conv3),
+                b.downsample.as_ref(),
+            ];
+            for (name, conv) in names.iter().zip(convs) {
+                let Some(conv) = conv else { continue };
+                let (packed, scale, offset, bias) = conv.to_tensors()?;
+                let w = |suffix: &str| format!("weight{suffix}");
+                let (p, s, o) = (w(PACKED), w(SCALE), w(OFFSET));
+                let parts = vec![
+                    (&*p, packed),
+                    (&*s, scale),
+                    (&*o, offset),
+                    (FOLDED_BIAS, bias),
+                ];
+                put(at(name), parts);
+            }
+        } else {
+            let b = &resnet.blocks[i];
+            let convs = [
+                Some(&b.conv1),
+                Some(&b.conv2),
+                Some(&b.conv3),
+                b.downsample.as_ref(),
+            ];
+            for (name, conv) in names.iter().zip(convs) {
+                if let Some(conv) = conv {
+                    put(at(name), folded(conv)?);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A block's convolutions from the checkpoint: `in_c` channels in, `planes · 4` out.
@@ -237,27 +237,37 @@ impl ResNet {
 
     pub fn new(layers: [usize; 3], vb: VarBuilder) -> Result<Self> {
         let stem = ConvBn::new(3, 64, 7, 2, 3, vb.pp("conv1"), vb.pp("bn1"))?;
-        let mut blocks = Vec::new();
-        let mut in_c = 64;
-        for (stage, (&n, planes)) in layers.iter().zip([64usize, 128, 256]).enumerate() {
-            let stride = if stage == 0 { 1 } else { 2 };
-            let svb = vb.pp(format!("layer{}", stage + 1));
-            for i in 0..n {
-                blocks.push(bottleneck(
-                    in_c,
-                    planes,
-                    if i == 0 { stride } else { 1 },
-                    svb.pp(i.to_string()),
-                )?);
-                in_c = planes * 4;
-            }
-        }
+        let specs = block_specs(layers);
         let mut resnet = Self {
             stem,
-            blocks,
+            blocks: Vec::new(),
             int8_blocks: Vec::new(),
             nhwc_blocks: Vec::new(),
         };
+        // An int8 engine-layout file: the blocks as they run, nothing folded or quantised now.
+        for spec in &specs {
+            match int8_bottleneck(spec, vb.pp(&spec.name))? {
+                Some(block) => resnet.int8_blocks.push(block),
+                None => break,
+            }
+        }
+        if !resnet.int8_blocks.is_empty() {
+            if resnet.int8_blocks.len() != specs.len() {
+                candle_core::bail!(
+                    "{}: int8 weights for {} of {} blocks",
+                    vb.prefix(),
+                    resnet.int8_blocks.len(),
+                    specs.len()
+                );
+            }
+            return Ok(resnet);
+        }
+        for spec in &specs {
+            let svb = vb.pp(&spec.name);
+            resnet
+                .blocks
+                .push(bottleneck(spec.in_c, spec.planes, spec.stride, svb)?);
+        }
         if !crate::network::kernels::fused(vb.device()) {
             resnet.set_layout(ResNetLayout::ChannelsLast)?;
         }
@@ -304,7 +314,7 @@ impl ResNet {
 
     /// Quantises the bottleneck blocks to int8 and frees their f32 weights. CPU only.
     pub fn quantize_int8(&mut self) -> Result<()> {
-        if !self.stem.weight.device().is_cpu() || !self.nhwc_blocks.is_empty() {
+        if !self.stem.device().is_cpu() || !self.nhwc_blocks.is_empty() {
             candle_core::bail!("int8 weights run on the CPU only, with its own kernels");
         }
         let int8 = self

@@ -13,10 +13,10 @@ use crate::error::{OfaError, Result};
 use crate::load::config::OfaConfig;
 use crate::load::engine_layout::{self, WeightSource};
 use crate::load::files::CONFIG_FILE;
-use crate::load::model_dir::{ModelDir, WeightsFile};
+use crate::load::mapped::MappedTensors;
+use crate::load::model_dir::ModelDir;
 use crate::load::precision::Precision;
 use crate::load::runtime::{PromptType, RuntimeConfig};
-use crate::network::linear::DenseForm;
 use crate::network::model::OfaModel;
 use crate::network::resnet::ResNetLayout;
 use crate::preprocess::image::decode_for_resize;
@@ -77,11 +77,10 @@ impl Entailment {
         let checkpoint = dir.weights.path().to_path_buf();
         // The engine's own layout when `convert` wrote a current one: read as it is, with no
         // transposing or quantising at the start.
-        let (source, tensors) = match engine_layout::find(&dir.root, &dir.weights, form) {
+        let (source, tensors, mapped) = match engine_layout::find(&dir.root, &dir.weights, form) {
             Ok(Some(converted)) => {
-                let file = WeightsFile::Safetensors(converted.clone());
-                let tensors = crate::load::weights::load_with(&file, DenseForm::Stored)?;
-                (WeightSource::Converted(converted), tensors)
+                let (tensors, mapped) = crate::load::weights::load_mapped(&converted)?;
+                (WeightSource::Converted(converted), tensors, mapped)
             }
             found => {
                 let tensors = crate::load::weights::load_with(&dir.weights, form)?;
@@ -92,7 +91,7 @@ impl Entailment {
                     },
                     _ => WeightSource::Checkpoint(checkpoint.clone()),
                 };
-                (source, tensors)
+                (source, tensors, MappedTensors::default())
             }
         };
         let weights_path = match &source {
@@ -100,7 +99,10 @@ impl Entailment {
             _ => checkpoint,
         };
         let vb = VarBuilder::from_tensors(tensors, precision.dtype(), device);
-        let mut loaded = Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
+        let (built, _unused) = crate::load::mapped::within(mapped, || {
+            Self::from_parts(dir.config, dir.runtime, tokenizer, vb, &dir.root)
+        });
+        let mut loaded = built
             .map_err(|e| match e {
                 OfaError::Candle(c) => OfaError::Weights {
                     file: weights_path,

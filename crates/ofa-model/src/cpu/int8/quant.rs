@@ -18,9 +18,8 @@ pub struct Int8Weights {
     pub k: usize,
     /// `k` rounded up to a multiple of 4.
     pub kp: usize,
-    /// `[ceil(n / 64)][kp / 4][64][4]`, zero past `n` and `k`: i8 values stored as a u8
-    /// tensor, shared with the checkpoint's tensors rather than copied out of them.
-    packed: Tensor,
+    /// `[ceil(n / 64)][kp / 4][64][4]`, zero past `n` and `k`: i8 values stored as u8.
+    packed: PackedBytes,
     /// Per output: the weights are `packed · scale`.
     pub scale: Vec<f32>,
     /// Per output: `128 · Σ_k q[o, k]`, what the `+128` of the activations adds.
@@ -59,7 +58,9 @@ impl Int8Weights {
             n,
             k,
             kp,
-            packed: Tensor::from_vec(packed, len, &Device::Cpu).expect("length matches"),
+            packed: PackedBytes::Owned(
+                Tensor::from_vec(packed, len, &Device::Cpu).expect("length matches"),
+            ),
             scale,
             offset,
         }
@@ -67,69 +68,97 @@ impl Int8Weights {
 
     /// The packed weights, borrowed for the kernels.
     pub fn with_packed<R>(&self, f: impl FnOnce(Packed<'_>) -> R) -> Result<R> {
-        let (storage, layout) = self.packed.storage_and_layout();
-        let bytes = match (&*storage, layout.contiguous_offsets()) {
-            (candle_core::Storage::Cpu(CpuStorage::U8(v)), Some((a, b))) => &v[a..b],
-            _ => candle_core::bail!("int8 weights: contiguous u8 CPU bytes expected"),
+        let guard;
+        let bytes = match &self.packed {
+            PackedBytes::Mapped(m) => m.bytes(),
+            PackedBytes::Owned(t) => {
+                guard = t.storage_and_layout();
+                match (&*guard.0, guard.1.contiguous_offsets()) {
+                    (candle_core::Storage::Cpu(CpuStorage::U8(v)), Some((a, b))) => &v[a..b],
+                    _ => candle_core::bail!("int8 weights: contiguous u8 CPU bytes expected"),
+                }
+            }
         };
         // SAFETY: u8 and i8 have the same size and alignment; every bit pattern is valid.
         let data = unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const i8, bytes.len()) };
         Ok(f(Packed { data, kp: self.kp }))
     }
 
-    /// Stored as two tensors (packed bytes as u8, scales), to travel through a `VarBuilder`.
-    pub fn to_tensors(&self) -> Result<(Tensor, Tensor)> {
+    /// Stored as three tensors (packed bytes as u8, scales, offsets), to travel through a
+    /// `VarBuilder` and an engine-layout file.
+    pub fn to_tensors(&self) -> Result<(Tensor, Tensor, Tensor)> {
+        let packed = match &self.packed {
+            PackedBytes::Owned(t) => t.clone(),
+            PackedBytes::Mapped(m) => m.to_tensor()?,
+        };
         Ok((
-            self.packed.clone(),
+            packed,
             Tensor::from_vec(self.scale.clone(), self.n, &Device::Cpu)?,
+            Tensor::from_vec(self.offset.clone(), self.n, &Device::Cpu)?,
         ))
     }
 
-    /// The inverse of [`Int8Weights::to_tensors`], for a `[n, k]` weight.
-    pub fn from_tensors(packed: &Tensor, scale: &Tensor, n: usize, k: usize) -> Result<Self> {
+    /// The inverse of [`Int8Weights::to_tensors`], for a `[n, k]` weight, the packed bytes
+    /// owned or left in a file's mapping; the offsets recomputed when not given.
+    pub fn from_parts(
+        packed: PackedBytes,
+        scale: &Tensor,
+        offset: Option<&Tensor>,
+        n: usize,
+        k: usize,
+    ) -> Result<Self> {
         let kp = k.div_ceil(4) * 4;
         let scale = scale.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let mut w = Self {
             n,
             k,
             kp,
-            packed: packed.clone(),
+            packed,
             scale,
-            offset: vec![0i32; n],
+            offset: Vec::new(),
         };
-        let offset = w.with_packed(|p| {
-            if p.data.len() != n.div_ceil(BLOCK) * kp * BLOCK || w.scale.len() != n {
-                return None;
-            }
-            // Block by block in parallel, each read front to back (four inputs of its 64
-            // outputs at a time): a start reads the layout `convert` wrote in one pass.
-            let offset: Vec<i32> = p
-                .data
-                .par_chunks(kp * BLOCK)
-                .enumerate()
-                .flat_map_iter(|(b, block)| {
-                    let mut sums = [0i32; BLOCK];
-                    for group in block.chunks_exact(BLOCK * 4) {
-                        for (sum, four) in sums.iter_mut().zip(group.chunks_exact(4)) {
-                            *sum += four.iter().map(|&v| i32::from(v)).sum::<i32>();
-                        }
-                    }
-                    let outputs = (n - b * BLOCK).min(BLOCK);
-                    sums.into_iter().take(outputs).map(|s| 128 * s)
-                })
-                .collect();
-            Some(offset)
-        })?;
-        match offset {
-            Some(offset) => w.offset = offset,
-            None => candle_core::bail!(
-                "int8 weights: {} bytes and {} scales do not fit [{n}, {k}]",
-                packed.elem_count(),
+        let bytes = w.with_packed(|p| p.data.len())?;
+        if bytes != n.div_ceil(BLOCK) * kp * BLOCK || w.scale.len() != n {
+            candle_core::bail!(
+                "int8 weights: {bytes} bytes and {} scales do not fit [{n}, {k}]",
                 w.scale.len()
-            ),
+            );
         }
+        w.offset = match offset {
+            Some(o) if o.elem_count() == n => o.to_dtype(DType::I32)?.to_vec1::<i32>()?,
+            Some(o) => {
+                candle_core::bail!("int8 weights: {} offsets for {n} outputs", o.elem_count())
+            }
+            None => w.with_packed(|p| offsets(p, n))?,
+        };
         Ok(w)
     }
+}
+
+/// Per output, `128 · Σ_k q[o, k]`: block by block in parallel, each read front to back (four
+/// inputs of its 64 outputs at a time).
+fn offsets(p: Packed<'_>, n: usize) -> Vec<i32> {
+    p.data
+        .par_chunks(p.kp * BLOCK)
+        .enumerate()
+        .flat_map_iter(|(b, block)| {
+            let mut sums = [0i32; BLOCK];
+            for group in block.chunks_exact(BLOCK * 4) {
+                for (sum, four) in sums.iter_mut().zip(group.chunks_exact(4)) {
+                    *sum += four.iter().map(|&v| i32::from(v)).sum::<i32>();
+                }
+            }
+            let outputs = (n - b * BLOCK).min(BLOCK);
+            sums.into_iter().take(outputs).map(|s| 128 * s)
+        })
+        .collect()
+}
+
+/// Where the packed bytes live: memory of their own, or an engine-layout file's mapping.
+#[derive(Debug, Clone)]
+pub enum PackedBytes {
+    Owned(Tensor),
+    Mapped(crate::load::mapped::MappedTensor),
 }
 
 /// Packed weights as the kernels read them.
@@ -202,13 +231,20 @@ mod tests {
     fn weights_survive_the_tensor_round_trip() {
         let w: Vec<f32> = (0..70 * 9).map(|i| (i % 17) as f32 - 8.5).collect();
         let q = Int8Weights::quantize(&w, 70, 9);
-        let (p, s) = q.to_tensors().unwrap();
-        let back = Int8Weights::from_tensors(&p, &s, 70, 9).unwrap();
+        let (p, s, o) = q.to_tensors().unwrap();
         let bytes = |w: &Int8Weights| w.with_packed(|p| p.data.to_vec()).unwrap();
-        assert_eq!(
-            (bytes(&back), back.scale, back.offset),
-            (bytes(&q), q.scale, q.offset)
-        );
-        assert!(Int8Weights::from_tensors(&p, &s, 71, 9).is_err());
+        // With the offsets stored, and recomputed from the bytes when they are not.
+        for offset in [Some(&o), None] {
+            let back =
+                Int8Weights::from_parts(PackedBytes::Owned(p.clone()), &s, offset, 70, 9).unwrap();
+            assert_eq!(
+                (bytes(&back), &back.scale, &back.offset),
+                (bytes(&q), &q.scale, &q.offset)
+            );
+        }
+        let owned = || PackedBytes::Owned(p.clone());
+        assert!(Int8Weights::from_parts(owned(), &s, None, 71, 9).is_err());
+        let short = o.narrow(0, 0, 69).unwrap();
+        assert!(Int8Weights::from_parts(owned(), &s, Some(&short), 70, 9).is_err());
     }
 }

@@ -67,6 +67,38 @@ impl Int8Conv {
         })
     }
 
+    /// From weights already folded and quantised (an engine-layout file): `w` `[O, k·k·C]`.
+    pub fn from_parts(
+        w: Int8Weights,
+        bias: Vec<f32>,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        if k == 0 || stride == 0 || !w.k.is_multiple_of(k * k) || bias.len() != w.n {
+            candle_core::bail!(
+                "int8 convolution: [{}, {}] weights, {} biases do not make a {k}×{k} kernel",
+                w.n,
+                w.k,
+                bias.len()
+            );
+        }
+        Ok(Self {
+            w,
+            bias,
+            k,
+            stride,
+            padding,
+        })
+    }
+
+    /// The weights (packed bytes, scales, offsets) and the bias, for an engine-layout file.
+    pub fn to_tensors(&self) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let (packed, scale, offset) = self.w.to_tensors()?;
+        let bias = Tensor::from_slice(&self.bias, self.bias.len(), &Device::Cpu)?;
+        Ok((packed, scale, offset, bias))
+    }
+
     fn out_size(&self, n: usize) -> usize {
         (n + 2 * self.padding).saturating_sub(self.k) / self.stride + 1
     }
