@@ -50,6 +50,7 @@ enum Command {
 
 fn main() -> ExitCode {
     quiet_libjpeg_unwinds();
+    keep_activations_in_the_heap();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
@@ -73,6 +74,21 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps the model's activations (up to tens of MB a layer) in malloc's heap, reused from one
+/// pass to the next. glibc serves a block over 128 KB with a fresh mapping and unmaps it on
+/// free, raising that threshold only after freeing such a block itself; a start from the
+/// engine layout frees none, so every layer's output was faulted in anew: int8 passes were a
+/// quarter slower (0.82 s a pair instead of 0.65 s for OFA-large on 2 cores).
+fn keep_activations_in_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters; no other thread runs yet. 32 MiB
+    // is the largest threshold glibc takes on 64-bit targets.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
 
