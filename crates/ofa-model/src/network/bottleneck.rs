@@ -36,6 +36,20 @@ impl<C> Bottleneck<C> {
     }
 }
 
+impl<C> Bottleneck<C> {
+    /// Each convolution with its name in the checkpoint (`conv1` … `downsample.0`).
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, &C)> {
+        [
+            ("conv1", Some(&self.conv1)),
+            ("conv2", Some(&self.conv2)),
+            ("conv3", Some(&self.conv3)),
+            ("downsample.0", self.downsample.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, c)| Some((name, c?)))
+    }
+}
+
 impl<C: BlockConv> Bottleneck<C> {
     pub fn forward(&self, x: &C::Act) -> Result<C::Act> {
         let h = self.conv1.forward(x, None, true)?;

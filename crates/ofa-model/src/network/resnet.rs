@@ -103,51 +103,41 @@ pub fn fold_into_layout(
         .collect();
     gone.extend([format!("{prefix}.conv1."), format!("{prefix}.bn1.")]);
     tensors.retain(|name, _| !gone.iter().any(|g| name.starts_with(g)));
-    let mut put = |at: String, parts: Vec<(&str, Tensor)>| {
+    let mut put = |at: String, parts: Vec<(String, Tensor)>| {
         for (name, t) in parts {
             tensors.insert(format!("{at}.{name}"), t);
         }
     };
-    let folded = |c: &ConvBn| -> Result<Vec<(&str, Tensor)>> {
+    let folded = |c: &ConvBn| -> Result<Vec<(String, Tensor)>> {
         let (weight, bias) = c.folded_tensors()?;
-        Ok(vec![(FOLDED_WEIGHT, weight), (FOLDED_BIAS, bias)])
+        Ok(vec![
+            (FOLDED_WEIGHT.into(), weight),
+            (FOLDED_BIAS.into(), bias),
+        ])
     };
     put(format!("{prefix}.conv1"), folded(&resnet.stem)?);
-    let names = ["conv1", "conv2", "conv3", "downsample.0"];
+    let quantised = |c: &Int8Conv| -> Result<Vec<(String, Tensor)>> {
+        let (packed, scale, offset, bias) = c.to_tensors()?;
+        let w = |suffix: &str| format!("weight{suffix}");
+        let bias_name = FOLDED_BIAS.to_owned();
+        Ok(vec![
+            (w(PACKED), packed),
+            (w(SCALE), scale),
+            (w(OFFSET), offset),
+            (bias_name, bias),
+        ])
+    };
     for (i, spec) in specs.iter().enumerate() {
         let at = |name: &str| format!("{prefix}.{}.{name}", spec.name);
-        if int8 {
-            let b = &resnet.int8_blocks[i];
-            let convs = [
-                Some(&b.conv1),
-                Some(&b.conv2),
-                Some(&b.conv3),
-                b.downsample.as_ref(),
-            ];
-            for (name, conv) in names.iter().zip(convs) {
-                let Some(conv) = conv else { continue };
-                let (packed, scale, offset, bias) = conv.to_tensors()?;
-                let w = |suffix: &str| format!("weight{suffix}");
-                let (p, s, o) = (w(PACKED), w(SCALE), w(OFFSET));
-                let parts = vec![
-                    (&*p, packed),
-                    (&*s, scale),
-                    (&*o, offset),
-                    (FOLDED_BIAS, bias),
-                ];
-                put(at(name), parts);
+        match int8 {
+            true => {
+                for (name, c) in resnet.int8_blocks[i].named() {
+                    put(at(name), quantised(c)?)
+                }
             }
-        } else {
-            let b = &resnet.blocks[i];
-            let convs = [
-                Some(&b.conv1),
-                Some(&b.conv2),
-                Some(&b.conv3),
-                b.downsample.as_ref(),
-            ];
-            for (name, conv) in names.iter().zip(convs) {
-                if let Some(conv) = conv {
-                    put(at(name), folded(conv)?);
+            false => {
+                for (name, c) in resnet.blocks[i].named() {
+                    put(at(name), folded(c)?)
                 }
             }
         }
