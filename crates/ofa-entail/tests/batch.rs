@@ -14,14 +14,8 @@ use common::*;
 use serde_json::json;
 
 fn batch(jobs: &std::path::Path, out: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
-    c.arg("batch")
-        .arg(jobs)
-        .arg("--out")
-        .arg(out)
-        .arg("--model-dir")
-        .arg(fixtures().join("tiny_ofa_ve"))
-        .env("IMAGE_ROOT", fixtures().join("golden/images"))
+    let mut c = batch_command(jobs, out);
+    c.env("IMAGE_ROOT", fixtures().join("golden/images"))
         .env("DELIVERY_LIMIT", "2")
         .env("IMAGE_URL_TIMEOUT", "5");
     c

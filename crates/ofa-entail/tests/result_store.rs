@@ -13,11 +13,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::catalogue::Catalogue;
+use common::image;
 use common::jobs::*;
 use common::queue_cli::*;
 use common::rabbit::Rabbit;
 use common::redis_server::{free_port, Redis};
-use common::{fixtures, image};
 use serde_json::{json, Value};
 
 const PICTURES: [&str; 4] = [
@@ -47,15 +47,8 @@ fn claim(i: usize) -> String {
 }
 
 fn batch(jobs: &Path, out: &Path, store: &Path, allow: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
-    c.arg("batch")
-        .arg(jobs)
-        .arg("--out")
-        .arg(out)
-        .arg("--model-dir")
-        .arg(fixtures().join("tiny_ofa_ve"))
-        .env("RESULT_STORE", store)
-        .env("IMAGE_URL_ALLOW", allow);
+    let mut c = batch_command(jobs, out);
+    c.env("RESULT_STORE", store).env("IMAGE_URL_ALLOW", allow);
     c
 }
 

@@ -15,6 +15,18 @@ use serde_json::{json, Value};
 
 use super::{fixtures, image};
 
+/// `ofa-entail batch JOBS --out OUT` on the tiny model; the caller adds its settings.
+pub fn batch_command(jobs: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ofa-entail"));
+    c.arg("batch")
+        .arg(jobs)
+        .arg("--out")
+        .arg(out)
+        .arg("--model-dir")
+        .arg(fixtures().join("tiny_ofa_ve"));
+    c
+}
+
 /// A loopback image host: `/grace.jpg` (200), `/flaky.png` (500, counted), anything else 404.
 pub fn image_host() -> (String, Arc<AtomicUsize>) {
     let (base, flaky, _) = image_host_counting();

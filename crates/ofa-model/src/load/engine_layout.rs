@@ -1,8 +1,8 @@
 //! The engine's own layout of a model's weights, written once by `convert` so that a start
 //! memory-maps the weights and runs them as they are: on the CPU, the dense layers' weights
-//! already transposed (f32) or already quantised with their scales and offsets (int8); the
-//! ResNet's BatchNorms folded into its convolutions (and in int8 its blocks quantised), names normalised; the dense weights are used
-//! where the file maps them (`mapped`).
+//! already transposed (f32) or already quantised with their scales and offsets (int8), the
+//! ResNet's BatchNorms folded into its convolutions (in int8 its blocks quantised too), names
+//! normalised; the dense weights are used where the file maps them (`mapped`).
 //! A file is stamped with the checkpoint it was made from (name, size, modification time) and
 //! with a fingerprint of the transformation itself (what this build makes of a fixed matrix),
 //! so a file made from other weights, or by a build that transposes or quantises otherwise, is

@@ -30,7 +30,7 @@ pub fn load(file: &WeightsFile) -> Result<HashMap<String, Tensor>> {
 }
 
 /// The dense layers' weights in `form`, transposed or quantised as they are read
-/// (`linear::dense_entries`): the model is never resident twice.
+/// (`dense_form::dense_entries`): the model is never resident twice.
 pub fn load_with(file: &WeightsFile, form: DenseForm) -> Result<HashMap<String, Tensor>> {
     let raw = match file {
         WeightsFile::Safetensors(p) => read_safetensors(p, form, false)?.0,
@@ -99,7 +99,7 @@ pub fn normalize(
 }
 
 /// Every tensor of a safetensors file, copied out of its mapping; with `map_dense`, the dense
-/// layers' weights the engine runs as they are stored (`linear::runs_mapped`) stay in it.
+/// layers' weights the engine runs as they are stored (`dense_form::runs_mapped`) stay in it.
 fn read_safetensors(
     path: &Path,
     form: DenseForm,

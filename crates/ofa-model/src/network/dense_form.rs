@@ -10,9 +10,9 @@ use crate::cpu::int8::quant::Int8Weights;
 /// Where a quantised weight travels next to (instead of) `NAME`: `NAME_int8` (packed bytes,
 /// u8), `NAME_int8_scale` (f32 per output) and `NAME_int8_offset` (i32 per output, what the
 /// kernels' unsigned activations add, so a start need not read every weight to sum it).
-pub const PACKED: &str = "_int8";
-pub const SCALE: &str = "_int8_scale";
-pub const OFFSET: &str = "_int8_offset";
+pub(crate) const PACKED: &str = "_int8";
+pub(crate) const SCALE: &str = "_int8_scale";
+pub(crate) const OFFSET: &str = "_int8_offset";
 
 /// Where a weight kept transposed travels instead of `NAME`: `NAME_t`, `[in, out]`.
 pub(crate) const TRANSPOSED: &str = "_t";

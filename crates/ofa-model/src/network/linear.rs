@@ -255,10 +255,10 @@ pub(crate) fn int8_weights(vb: &VarBuilder, n: usize, k: usize) -> Result<Option
     if !vb.contains_tensor(&scale_name) {
         return Ok(None);
     }
-    let packed_name = format!("weight{PACKED}");
-    let packed = match crate::load::mapped::take(&format!("{}.{packed_name}", vb.prefix())) {
+    let (prefix, packed_name) = (vb.prefix(), format!("weight{PACKED}"));
+    let packed = match crate::load::mapped::take(&format!("{prefix}.{packed_name}")) {
         Some(m) if m.dtype() == DType::U8 => PackedBytes::Mapped(m),
-        Some(m) => candle_core::bail!("{}: packed int8 weights as {:?}", vb.prefix(), m.dtype()),
+        Some(m) => candle_core::bail!("{prefix}: packed int8 weights as {:?}", m.dtype()),
         None => {
             let len = n.div_ceil(BLOCK) * k.div_ceil(4) * 4 * BLOCK;
             PackedBytes::Owned(vb.get_with_hints_dtype(len, &packed_name, init, DType::U8)?)
@@ -277,7 +277,6 @@ pub(crate) fn int8_weights(vb: &VarBuilder, n: usize, k: usize) -> Result<Option
 /// left in an engine-layout file's mapping where the load put it there (`mapped`), or as
 /// the checkpoint stores it.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    let prefix = vb.prefix();
     if let Some(weights) = int8_weights(&vb, out_dim, in_dim)? {
         let bias = vb.get(out_dim, "bias")?;
         return Ok(Linear {
@@ -285,9 +284,8 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
             bias_host: Some(bias.to_dtype(DType::F32)?.to_vec1()?),
         });
     }
-    let mapped = |suffix: &str| crate::load::mapped::take(&format!("{prefix}.weight{suffix}"));
-    let transposed_name = format!("weight{TRANSPOSED}");
-    let wt = match mapped(TRANSPOSED) {
+    let (prefix, transposed_name) = (vb.prefix(), format!("weight{TRANSPOSED}"));
+    let wt = match crate::load::mapped::take(&format!("{prefix}.{transposed_name}")) {
         Some(m) if m.dims() == [in_dim, out_dim] && m.dtype() == DType::F32 => {
             Some(TransposedWeight::Mapped {
                 wt: m,
