@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ struct StandIn {
     batches: AtomicUsize,
     /// How long a batch takes.
     pace: Duration,
+    /// While set, a batch waits before it runs: the test decides when the engine has room.
+    gate: AtomicBool,
 }
 
 impl Backend for StandIn {
@@ -42,6 +44,9 @@ impl Backend for StandIn {
 
     fn score(&self, batch: &[&Prepared]) -> Result<(Vec<Scores>, BatchReport), BackendError> {
         self.batches.fetch_add(1, Ordering::SeqCst);
+        while self.gate.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(self.pace);
         let failing = self.fail.load(Ordering::SeqCst);
         if failing > 0 {
@@ -293,31 +298,61 @@ async fn a_stop_settles_every_job_held_and_leaves_the_rest_queued() {
     assert!(s.dead.is_empty());
 }
 
-/// A stop while a chunk waits for room in the engine (its queue holds one chunk), with a
-/// delivery limit of 1: the worker puts the waiting jobs back without spending their one
-/// delivery. A second worker answers every job; none is dead-lettered.
+/// A stop while a chunk waits for room in the engine, with a delivery limit of 1: the worker
+/// puts the waiting jobs back without spending their one delivery. A second worker answers
+/// every job; none is dead-lettered.
+///
+/// Three chunks are held (a prefetch of 12, chunks of 4) and the engine's queue takes one while
+/// the first batch is held at the gate, so at least one chunk is refused room and cannot have
+/// run when the stop comes, whatever the threads' timing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_spends_no_delivery_of_the_jobs_it_did_not_run() {
     let n = 40;
     let jobs: Vec<Vec<u8>> = (0..n).map(|i| job(&format!("j{i}"), b"img", "x")).collect();
     let broker = MemoryBroker::new(1, jobs);
-    let slow = || StandIn {
-        pace: Duration::from_millis(100),
+    let gated = StandIn {
+        gate: AtomicBool::new(true),
         ..StandIn::default()
     };
-    let w = start_queueing(&broker, slow(), config(1), 4);
-    broker.until(WITHIN, |s| !s.results.is_empty()).await;
-    w.stop().await;
+    let w = start_queueing(
+        &broker,
+        gated,
+        WorkerConfig {
+            prefetch: 12,
+            ..config(1)
+        },
+        4,
+    );
+    let model = w.model.clone();
+    broker.until(WITHIN, |s| s.held.len() == 12).await;
+    while model.batches.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = w.stop.send(());
+    broker.until(WITHIN, |s| s.released > 0).await;
+    // The drain runs what the engine accepted.
+    model.gate.store(false, Ordering::SeqCst);
+    tokio::time::timeout(WITHIN, w.worker)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
     {
         let s = broker.state();
-        assert!(s.released > 0, "the held jobs went back");
+        assert!(s.released >= 4, "a refused chunk went back: {}", s.released);
+        assert!(s.results.len() >= 4, "the chunk running was answered");
+        assert_eq!(
+            s.results.len() + s.released,
+            12,
+            "each job held answered or released"
+        );
         assert!(s.held.is_empty() && s.dead.is_empty());
         assert!(
             s.ready.iter().all(|(_, spent)| *spent == 0),
             "no delivery spent"
         );
     }
-    let w = start(&broker, slow(), config(1));
+    let w = start(&broker, StandIn::default(), config(1));
     broker.until(WITHIN, |s| s.results.len() == n).await;
     w.stop().await;
     let s = broker.state();
