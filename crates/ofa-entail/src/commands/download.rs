@@ -7,6 +7,7 @@ use ofa_hub::Source;
 use ofa_model::Precision;
 
 use crate::args::model::{describe_source, fetch, runtime, HubArgs, Reporter, DEFAULT_MODEL_ID};
+use crate::commands::convert::report;
 
 #[derive(Args)]
 pub struct DownloadArgs {
@@ -57,9 +58,9 @@ pub fn run(args: DownloadArgs) -> Result<()> {
     );
     // Offline, the cache is taken as it is (it may be read-only).
     if args.convert && snap.source != Source::Offline {
-        crate::commands::convert::if_needed(&snap.dir)?;
+        report(crate::conversion::safetensors_if_needed(&snap.dir)?.as_ref());
         if let Layout(Some(precision)) = args.engine_layout {
-            crate::commands::convert::layout_if_needed(&snap.dir, precision)?;
+            report(crate::conversion::layout_if_needed(&snap.dir, precision)?.as_ref());
         }
     }
     println!("{}", snap.dir.display());

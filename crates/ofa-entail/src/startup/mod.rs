@@ -5,6 +5,7 @@
 
 pub mod breaker_log;
 pub mod log_progress;
+pub mod stale_layout;
 pub mod warmup;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use serde_json::json;
 
 use crate::args::device::{name, DeviceArgs};
 use crate::args::model::ModelArgs;
+use stale_layout::Rebuild;
 
 /// How a command runs the model, which decides what loading tunes and records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +64,24 @@ pub fn load(
 pub fn load_for_cli(model: &ModelArgs, settings: &ModelSettings) -> Result<Loaded> {
     let (device, precision) = settings.device.open_for_cli()?;
     let dir = model.resolve_blocking()?;
+    match stale_layout::rebuild(&dir, &device, precision) {
+        Some((why, Rebuild::Done(w))) => eprintln!(
+            "{why}: rebuilt {} ({} tensors) in {:.1} s",
+            w.path.display(),
+            w.tensors,
+            w.seconds
+        ),
+        Some((_, Rebuild::Failed(e))) => {
+            eprintln!("warning: cannot rebuild the stale engine layout: {e:#}")
+        }
+        Some((_, Rebuild::ByAnother)) | None => {}
+    }
     let pipeline = load(&dir, &device, precision, settings)?;
     if let WeightSource::CheckpointOverStale { why, .. } = pipeline.weight_source() {
-        eprintln!("warning: {why}");
+        eprintln!(
+            "warning: {why}; the checkpoint is transformed at load instead (`ofa-entail convert --precision {}` rewrites the layout)",
+            precision.name()
+        );
     }
     Ok(Loaded {
         pipeline: Arc::new(pipeline),
@@ -103,6 +120,22 @@ pub async fn load_for_service(
         );
     }
     let dir = log_progress::resolve(model).await?;
+    let rebuilt = {
+        let (dir, device) = (dir.clone(), device.clone());
+        tokio::task::spawn_blocking(move || stale_layout::rebuild(&dir, &device, precision)).await?
+    };
+    match rebuilt {
+        Some((why, Rebuild::Done(w))) => tracing::info!(
+            detail = why.as_str(),
+            file = %w.path.display(),
+            seconds = w.seconds,
+            "engine_layout_rebuilt"
+        ),
+        Some((_, Rebuild::Failed(e))) => {
+            tracing::warn!(error = %format!("{e:#}"), "engine_layout_not_rebuilt")
+        }
+        Some((_, Rebuild::ByAnother)) | None => {}
+    }
     let t = Instant::now();
     let loaded = {
         let (dir, device, settings) = (dir.clone(), device.clone(), settings.clone());

@@ -6,7 +6,7 @@
 //! A file is stamped with the checkpoint it was made from (name, size, modification time) and
 //! with a fingerprint of the transformation itself (what this build makes of a fixed matrix),
 //! so a file made from other weights, or by a build that transposes or quantises otherwise, is
-//! ignored (and `convert` rebuilds it), never trusted.
+//! ignored, never trusted (the binary rewrites it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -157,7 +157,7 @@ pub fn find(
     ] {
         if found.get(key) != want.get(key) {
             return Err(format!(
-                "{name} was made from other weights or by another build ({key}: {:?}, expected {:?}); run `ofa-entail convert` again",
+                "{name} was made from other weights or by another build ({key}: {:?}, expected {:?})",
                 found.get(key).map(String::as_str).unwrap_or("none"),
                 want.get(key).map(String::as_str).unwrap_or("none"),
             ));
