@@ -48,6 +48,17 @@ fn predict(dir: &Path) -> Output {
         .unwrap()
 }
 
+/// `convert --precision int8`, which writes the layout.
+fn convert(dir: &Path) {
+    let out = bin()
+        .args(["convert", "--precision", "int8", "--model-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains(LAYOUT), "{}", stderr(&out));
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -71,13 +82,7 @@ fn modified(path: &Path) -> std::time::SystemTime {
 fn a_stale_layout_is_rebuilt_by_the_next_start_or_else_ignored() {
     let guard = model_dir("ofa-layout-cli-");
     let dir = guard.path();
-    let out = bin()
-        .args(["convert", "--precision", "int8", "--model-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains(LAYOUT), "{}", stderr(&out));
+    convert(dir);
     let first = predict(dir);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(!stderr(&first).contains("stale"), "{}", stderr(&first));
@@ -132,12 +137,7 @@ fn a_stale_layout_is_rebuilt_by_the_next_start_or_else_ignored() {
 fn a_server_rebuilds_a_stale_layout_and_runs_it() {
     let guard = model_dir("ofa-layout-serve-");
     let dir = guard.path();
-    let out = bin()
-        .args(["convert", "--precision", "int8", "--model-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    convert(dir);
     replace_checkpoint(dir);
     let mut child = bin()
         .arg("serve")
