@@ -84,7 +84,8 @@ fn a_converted_layout_scores_bit_for_bit_and_a_stale_one_is_ignored() {
         WeightSource::CheckpointOverStale { checkpoint, why } => {
             assert_eq!(checkpoint, &st);
             assert!(
-                why.contains("engine-cpu-int8.safetensors") && why.contains("convert"),
+                why.contains("engine-cpu-int8.safetensors")
+                    && why.contains("made from other weights"),
                 "{why}"
             );
         }
