@@ -34,9 +34,7 @@ impl<C> Bottleneck<C> {
             downsample: self.downsample.as_ref().map(&f).transpose()?,
         })
     }
-}
 
-impl<C> Bottleneck<C> {
     /// Each convolution with its name in the checkpoint (`conv1` … `downsample.0`).
     pub fn named(&self) -> impl Iterator<Item = (&'static str, &C)> {
         [

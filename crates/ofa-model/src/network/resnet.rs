@@ -119,12 +119,11 @@ pub fn fold_into_layout(
     let quantised = |c: &Int8Conv| -> Result<Vec<(String, Tensor)>> {
         let (packed, scale, offset, bias) = c.to_tensors()?;
         let w = |suffix: &str| format!("weight{suffix}");
-        let bias_name = FOLDED_BIAS.to_owned();
         Ok(vec![
             (w(PACKED), packed),
             (w(SCALE), scale),
             (w(OFFSET), offset),
-            (bias_name, bias),
+            (FOLDED_BIAS.into(), bias),
         ])
     };
     for (i, spec) in specs.iter().enumerate() {
